@@ -1,0 +1,18 @@
+//! # msn: Make Some Noise
+//!
+//! Lossless multi-token decoding (Jacobi, TR-Jacobi) and MSN noisy fine-tuning for llama-family
+//! models on [burn](https://burn.dev), after "Make Some Noise" (Wang, Luo et al., EMNLP 2024).
+#![deny(missing_docs)]
+
+pub mod error;
+pub mod fetch;
+pub mod generate;
+pub mod load;
+pub mod model;
+pub mod util;
+
+pub use error::{Error, Result};
+pub use generate::{GenerateConfig, Generation, StopReason, greedy};
+pub use load::{LoadedModel, load};
+pub use model::tokenizer::{Message, Tokenizer};
+pub use model::{CausalLm, ForwardInput, KvCache, Llama, LlamaConfig, ModelInfo};

@@ -1,0 +1,164 @@
+//! One entry point for every checkpoint: a GGUF file, a Hugging Face directory, or `smollm2`.
+
+use crate::error::{Error, Result};
+use crate::model::gguf::{GgufFile, GgufHeader, MetaValue};
+use crate::model::hf::{self, ExportDtype, SafetensorsDir};
+use crate::model::tokenizer::Tokenizer;
+use crate::model::weights::{GgufSource, Loaded};
+use crate::model::{Llama, LlamaConfig, RopeScaling};
+use burn::prelude::*;
+use std::path::{Path, PathBuf};
+
+/// A model with its tokenizer.
+#[derive(Debug)]
+pub struct LoadedModel<B: Backend> {
+    /// The network.
+    pub model: Llama<B>,
+    /// Its tokenizer and chat template.
+    pub tokenizer: Tokenizer,
+    /// Where it came from.
+    pub path: PathBuf,
+}
+
+/// Loads `spec`: a `.gguf` file, a Hugging Face directory (`config.json`, safetensors,
+/// `tokenizer.json`), or the word `smollm2` for the demo model (fetched and verified on first
+/// use, see [`crate::fetch::smollm2`]).
+///
+/// # Errors
+/// Every loader error: [`Error::Io`], [`Error::MalformedGguf`], [`Error::UnsupportedDtype`],
+/// [`Error::InvalidCheckpoint`], [`Error::MissingTensor`], [`Error::ShapeMismatch`], ...
+pub fn load<B: Backend>(spec: &str, device: &B::Device) -> Result<LoadedModel<B>> {
+    let path = if spec == "smollm2" {
+        crate::fetch::smollm2()?
+    } else {
+        PathBuf::from(spec)
+    };
+    if path.is_dir() {
+        load_hf(&path, device)
+    } else {
+        load_gguf(&path, device)
+    }
+}
+
+/// Loads a GGUF file.
+///
+/// # Errors
+/// See [`load`].
+pub fn load_gguf<B: Backend>(path: &Path, device: &B::Device) -> Result<LoadedModel<B>> {
+    let file = GgufFile::open(path)?;
+    let config = config_from_gguf(&file.header)?;
+    let tokenizer = Tokenizer::from_gguf(&file.header)?;
+    let rope_factors = file.dequantize("rope_freqs.weight")?.map(|(_, v)| v);
+    let source = GgufSource {
+        file: &file,
+        config: &config,
+    };
+    let mut params = Loaded::<B> {
+        source: &source,
+        device: device.clone(),
+    };
+    let model = Llama::build(&config, rope_factors.as_deref(), &mut params)?;
+    Ok(LoadedModel {
+        model,
+        tokenizer,
+        path: path.to_path_buf(),
+    })
+}
+
+/// Loads a Hugging Face directory.
+///
+/// # Errors
+/// See [`load`].
+pub fn load_hf<B: Backend>(dir: &Path, device: &B::Device) -> Result<LoadedModel<B>> {
+    let config = hf::read_config(dir)?;
+    let tokenizer = Tokenizer::from_hf_dir(dir, &config.eos_ids())?;
+    let source = SafetensorsDir::open(dir)?;
+    let mut params = Loaded::<B> {
+        source: &source,
+        device: device.clone(),
+    };
+    let model = Llama::build(&config, None, &mut params)?;
+    Ok(LoadedModel {
+        model,
+        tokenizer,
+        path: dir.to_path_buf(),
+    })
+}
+
+impl<B: Backend> LoadedModel<B> {
+    /// Writes the model and tokenizer as a Hugging Face directory (`config.json`,
+    /// `model.safetensors`, `tokenizer.json`, `tokenizer_config.json`) that this crate,
+    /// `transformers` and llama.cpp's converter read.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when `dir` cannot be written.
+    pub fn save_hf(&self, dir: &Path, dtype: ExportDtype) -> Result<()> {
+        hf::save_weights(&self.model, dir, dtype)?;
+        self.tokenizer.save_hf_dir(dir)
+    }
+}
+
+/// The llama config stated by GGUF metadata.
+///
+/// # Errors
+/// [`Error::UnsupportedArchitecture`] for non-llama files, [`Error::InvalidConfig`] for missing
+/// keys.
+pub fn config_from_gguf(h: &GgufHeader) -> Result<LlamaConfig> {
+    let arch = h
+        .get("general.architecture")
+        .and_then(MetaValue::as_str)
+        .ok_or_else(|| Error::InvalidConfig("GGUF has no general.architecture".into()))?;
+    if arch != "llama" {
+        return Err(Error::UnsupportedArchitecture(arch.to_string()));
+    }
+    let num = |k: &str| -> Result<u64> {
+        h.get(&format!("{arch}.{k}"))
+            .and_then(MetaValue::as_u64)
+            .ok_or_else(|| Error::InvalidConfig(format!("GGUF has no integer `{arch}.{k}`")))
+    };
+    let float = |k: &str| h.get(&format!("{arch}.{k}")).and_then(MetaValue::as_f64);
+    let heads = num("attention.head_count")? as usize;
+    let hidden = num("embedding_length")? as usize;
+    let vocab = match num("vocab_size") {
+        Ok(v) => v as usize,
+        Err(_) => h
+            .get("tokenizer.ggml.tokens")
+            .and_then(MetaValue::as_array)
+            .map(<[MetaValue]>::len)
+            .ok_or_else(|| Error::InvalidConfig("GGUF states no vocabulary size".into()))?,
+    };
+    let head_dim = num("attention.key_length").ok().map(|v| v as usize);
+    let rope_scaling = match h.get(&format!("{arch}.rope.scaling.type")).and_then(MetaValue::as_str) {
+        Some("linear") => float("rope.scaling.factor").map(|factor| RopeScaling {
+            rope_type: "linear".into(),
+            factor,
+            low_freq_factor: None,
+            high_freq_factor: None,
+            original_max_position_embeddings: None,
+        }),
+        _ => None,
+    };
+    let config = LlamaConfig {
+        vocab_size: vocab,
+        hidden_size: hidden,
+        intermediate_size: num("feed_forward_length")? as usize,
+        num_hidden_layers: num("block_count")? as usize,
+        num_attention_heads: heads,
+        num_key_value_heads: Some(num("attention.head_count_kv").map(|v| v as usize).unwrap_or(heads)),
+        head_dim: head_dim.filter(|&d| d != hidden / heads.max(1)),
+        rms_norm_eps: float("attention.layer_norm_rms_epsilon").unwrap_or(1e-5),
+        rope_theta: float("rope.freq_base").unwrap_or(10_000.0),
+        rope_scaling,
+        max_position_embeddings: num("context_length")? as usize,
+        tie_word_embeddings: !h.tensors.iter().any(|t| t.name == "output.weight"),
+        bos_token_id: h.get("tokenizer.ggml.bos_token_id").and_then(MetaValue::as_u64).map(|v| v as u32),
+        eos_token_id: h
+            .get("tokenizer.ggml.eos_token_id")
+            .and_then(MetaValue::as_u64)
+            .map(|v| serde_json::json!(v)),
+        architectures: vec!["LlamaForCausalLM".into()],
+        model_type: "llama".into(),
+    };
+    config.validate()?;
+    Ok(config)
+}

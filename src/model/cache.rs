@@ -1,0 +1,154 @@
+//! A preallocated key/value cache with append, truncate and keep-by-index.
+//!
+//! Each layer owns one `[batch, kv_heads, capacity, head_dim]` buffer for keys and one for values,
+//! allocated once. New entries are written in place (`slice_assign` on a uniquely owned tensor
+//! does not copy on the CPU backends), attention reads the `0..len` prefix, and nothing is
+//! re-concatenated per step. Grouped-query heads are never repeated in memory.
+
+use burn::prelude::*;
+
+#[derive(Debug, Clone)]
+struct LayerKv<B: Backend> {
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+}
+
+/// The KV cache of all layers of one model, for `batch` sequences sharing one length.
+#[derive(Debug, Clone)]
+pub struct KvCache<B: Backend> {
+    layers: Vec<Option<LayerKv<B>>>,
+    len: usize,
+    capacity: usize,
+    batch: usize,
+}
+
+impl<B: Backend> KvCache<B> {
+    /// Allocates a cache of `layers` layers, each `[batch, kv_heads, capacity, head_dim]`.
+    pub fn new(
+        layers: usize,
+        batch: usize,
+        kv_heads: usize,
+        capacity: usize,
+        head_dim: usize,
+        device: &B::Device,
+    ) -> Self {
+        let shape = [batch, kv_heads, capacity, head_dim];
+        let layers = (0..layers)
+            .map(|_| {
+                Some(LayerKv {
+                    k: Tensor::zeros(shape, device),
+                    v: Tensor::zeros(shape, device),
+                })
+            })
+            .collect();
+        Self {
+            layers,
+            len: 0,
+            capacity,
+            batch,
+        }
+    }
+
+    /// Committed entries (positions) per sequence.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Maximum entries.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Room left.
+    pub fn remaining(&self) -> usize {
+        self.capacity - self.len
+    }
+
+    /// Sequences in the batch.
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+
+    /// Drops every entry at or after `len` (no-op when `len >= self.len()`).
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+
+    /// Keeps, among the entries at or after `start`, only those at relative indices `keep`
+    /// (in that order), compacted to `start .. start + keep.len()`; everything after is dropped.
+    /// This is how tree verification keeps the accepted branch.
+    ///
+    /// # Panics
+    /// When `start > len` or an index points at or past `len`.
+    pub fn keep(&mut self, start: usize, keep: &[usize]) {
+        assert!(start <= self.len, "keep: start {start} past len {}", self.len);
+        assert!(
+            keep.iter().all(|&i| start + i < self.len),
+            "keep: index out of the cached range"
+        );
+        // Indices that are already in place need no copy (the common accepted-prefix case).
+        let identity = keep.iter().enumerate().all(|(i, &k)| i == k);
+        if !identity && !keep.is_empty() {
+            let device = self.device();
+            let idx: Vec<i64> = keep.iter().map(|&i| (start + i) as i64).collect();
+            let n = idx.len();
+            let idx = Tensor::<B, 1, Int>::from_data(TensorData::new(idx, [n]), &device);
+            for layer in self.layers.iter_mut() {
+                let l = layer.take().expect("cache layer present");
+                let [b, h, _, d] = l.k.dims();
+                let k_sel = l.k.clone().select(2, idx.clone());
+                let v_sel = l.v.clone().select(2, idx.clone());
+                let range = [0..b, 0..h, start..start + n, 0..d];
+                *layer = Some(LayerKv {
+                    k: l.k.slice_assign(range.clone(), k_sel),
+                    v: l.v.slice_assign(range, v_sel),
+                });
+            }
+        }
+        self.len = start + keep.len();
+    }
+
+    /// The device the cache lives on.
+    pub fn device(&self) -> B::Device {
+        self.layers[0].as_ref().expect("cache layer present").k.device()
+    }
+
+    /// Writes `k`, `v` (`[batch, kv_heads, t, head_dim]`) of layer `layer` at `len .. len + t` and
+    /// returns the keys and values of positions `0 .. len + t`. Call for every layer, then
+    /// [`KvCache::advance`] by `t`.
+    ///
+    /// # Panics
+    /// When the cache has fewer than `t` free slots.
+    pub fn append(
+        &mut self,
+        layer: usize,
+        k: Tensor<B, 4>,
+        v: Tensor<B, 4>,
+    ) -> (Tensor<B, 4>, Tensor<B, 4>) {
+        let [b, h, t, d] = k.dims();
+        let end = self.len + t;
+        assert!(
+            end <= self.capacity,
+            "KV cache overflow: {end} > capacity {}",
+            self.capacity
+        );
+        let l = self.layers[layer].take().expect("cache layer present");
+        let range = [0..b, 0..h, self.len..end, 0..d];
+        let k_all = l.k.slice_assign(range.clone(), k);
+        let v_all = l.v.slice_assign(range, v);
+        let view = [0..b, 0..h, 0..end, 0..d];
+        let out = (k_all.clone().slice(view.clone()), v_all.clone().slice(view));
+        self.layers[layer] = Some(LayerKv { k: k_all, v: v_all });
+        out
+    }
+
+    /// Commits `t` appended positions (after every layer's [`KvCache::append`]).
+    pub fn advance(&mut self, t: usize) {
+        self.len += t;
+    }
+}

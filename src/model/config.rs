@@ -1,0 +1,160 @@
+//! Llama-family hyper-parameters, in the field names of Hugging Face `config.json`.
+
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+
+/// RoPE frequency scaling (Hugging Face `rope_scaling`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RopeScaling {
+    /// `"linear"` or `"llama3"` (older configs call the key `type`).
+    #[serde(alias = "type")]
+    pub rope_type: String,
+    /// Scaling factor.
+    pub factor: f64,
+    /// llama3: low-frequency factor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub low_freq_factor: Option<f64>,
+    /// llama3: high-frequency factor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub high_freq_factor: Option<f64>,
+    /// llama3: the context the model was pre-trained with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original_max_position_embeddings: Option<usize>,
+}
+
+fn default_theta() -> f64 {
+    10_000.0
+}
+fn default_eps() -> f64 {
+    1e-5
+}
+fn default_arch() -> Vec<String> {
+    vec!["LlamaForCausalLM".into()]
+}
+fn default_model_type() -> String {
+    "llama".into()
+}
+
+/// Hyper-parameters of a llama-family decoder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LlamaConfig {
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// Model width.
+    pub hidden_size: usize,
+    /// SwiGLU inner width.
+    pub intermediate_size: usize,
+    /// Number of transformer blocks.
+    pub num_hidden_layers: usize,
+    /// Query heads.
+    pub num_attention_heads: usize,
+    /// Key/value heads (grouped-query attention); equal to `num_attention_heads` for MHA.
+    #[serde(default)]
+    pub num_key_value_heads: Option<usize>,
+    /// Per-head width; defaults to `hidden_size / num_attention_heads`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_dim: Option<usize>,
+    /// RMSNorm epsilon.
+    #[serde(default = "default_eps")]
+    pub rms_norm_eps: f64,
+    /// RoPE base.
+    #[serde(default = "default_theta")]
+    pub rope_theta: f64,
+    /// RoPE scaling, if any.
+    #[serde(default)]
+    pub rope_scaling: Option<RopeScaling>,
+    /// Longest supported sequence.
+    pub max_position_embeddings: usize,
+    /// Whether the LM head shares the token embedding.
+    #[serde(default)]
+    pub tie_word_embeddings: bool,
+    /// BOS token id.
+    #[serde(default)]
+    pub bos_token_id: Option<u32>,
+    /// EOS token id.
+    #[serde(default)]
+    pub eos_token_id: Option<serde_json::Value>,
+    /// Hugging Face architecture name.
+    #[serde(default = "default_arch")]
+    pub architectures: Vec<String>,
+    /// Hugging Face model type.
+    #[serde(default = "default_model_type")]
+    pub model_type: String,
+}
+
+impl LlamaConfig {
+    /// A small config for tests and from-scratch experiments.
+    pub fn tiny(vocab_size: usize) -> Self {
+        Self {
+            vocab_size,
+            hidden_size: 64,
+            intermediate_size: 128,
+            num_hidden_layers: 2,
+            num_attention_heads: 4,
+            num_key_value_heads: Some(2),
+            head_dim: None,
+            rms_norm_eps: 1e-5,
+            rope_theta: 10_000.0,
+            rope_scaling: None,
+            max_position_embeddings: 512,
+            tie_word_embeddings: true,
+            bos_token_id: None,
+            eos_token_id: None,
+            architectures: default_arch(),
+            model_type: default_model_type(),
+        }
+    }
+
+    /// Key/value heads.
+    pub fn kv_heads(&self) -> usize {
+        self.num_key_value_heads.unwrap_or(self.num_attention_heads)
+    }
+
+    /// Per-head width.
+    pub fn head_dim(&self) -> usize {
+        self.head_dim
+            .unwrap_or(self.hidden_size / self.num_attention_heads.max(1))
+    }
+
+    /// Checks the hyper-parameters are consistent.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] naming the offending field.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::InvalidConfig(m));
+        if self.vocab_size == 0
+            || self.hidden_size == 0
+            || self.intermediate_size == 0
+            || self.num_hidden_layers == 0
+            || self.num_attention_heads == 0
+            || self.max_position_embeddings == 0
+        {
+            return bad("sizes must be positive".into());
+        }
+        let kv = self.kv_heads();
+        if kv == 0 || self.num_attention_heads % kv != 0 {
+            return bad(format!(
+                "num_attention_heads ({}) must be a multiple of num_key_value_heads ({kv})",
+                self.num_attention_heads
+            ));
+        }
+        if self.head_dim() == 0 || self.head_dim() % 2 != 0 {
+            return bad(format!("head_dim {} must be even and positive", self.head_dim()));
+        }
+        if !(self.rope_theta > 0.0) || !(self.rms_norm_eps > 0.0) {
+            return bad("rope_theta and rms_norm_eps must be positive".into());
+        }
+        Ok(())
+    }
+
+    /// The end-of-sequence ids named by the config.
+    pub fn eos_ids(&self) -> Vec<u32> {
+        match &self.eos_token_id {
+            Some(serde_json::Value::Number(n)) => n.as_u64().map(|v| v as u32).into_iter().collect(),
+            Some(serde_json::Value::Array(a)) => {
+                a.iter().filter_map(|v| v.as_u64()).map(|v| v as u32).collect()
+            }
+            _ => Vec::new(),
+        }
+    }
+}

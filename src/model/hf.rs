@@ -1,0 +1,236 @@
+//! Hugging Face checkpoint directories: `config.json`, `model.safetensors` or sharded
+//! `model.safetensors.index.json`, and writing the same layout back (export).
+
+use crate::error::{Error, Result};
+use crate::model::config::LlamaConfig;
+use crate::model::llama::Llama;
+use crate::model::weights::{TensorSource, transpose};
+use crate::util::write_atomic;
+use burn::prelude::*;
+use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+/// The safetensors files of one checkpoint, memory-mapped.
+pub struct SafetensorsDir {
+    dir: PathBuf,
+    files: Vec<(PathBuf, memmap2::Mmap)>,
+    /// Tensor name to index into `files`.
+    index: HashMap<String, usize>,
+}
+
+impl std::fmt::Debug for SafetensorsDir {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SafetensorsDir")
+            .field("dir", &self.dir)
+            .field("tensors", &self.index.len())
+            .finish()
+    }
+}
+
+impl SafetensorsDir {
+    /// Opens `dir/model.safetensors`, or the shards listed in `dir/model.safetensors.index.json`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidCheckpoint`] when neither exists or a file is not valid safetensors.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
+        let dir = dir.as_ref().to_path_buf();
+        let single = dir.join("model.safetensors");
+        let index_path = dir.join("model.safetensors.index.json");
+        let names: Vec<String> = if single.exists() {
+            vec!["model.safetensors".into()]
+        } else if index_path.exists() {
+            let text = std::fs::read_to_string(&index_path).map_err(|e| Error::io(&index_path, e))?;
+            let v: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| Error::checkpoint(&index_path, format!("not valid JSON: {e}")))?;
+            let map = v.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| {
+                Error::checkpoint(&index_path, "no `weight_map` object")
+            })?;
+            let mut files: Vec<String> = map
+                .values()
+                .filter_map(|f| f.as_str().map(str::to_string))
+                .collect();
+            files.sort();
+            files.dedup();
+            if files.iter().any(|f| f.contains('/') || f.contains('\\') || f.contains("..")) {
+                return Err(Error::checkpoint(&index_path, "shard names must be plain file names"));
+            }
+            files
+        } else {
+            return Err(Error::checkpoint(
+                &dir,
+                "no model.safetensors or model.safetensors.index.json (PyTorch .bin checkpoints are not supported: convert them to safetensors)",
+            ));
+        };
+        let mut files = Vec::new();
+        let mut index = HashMap::new();
+        for name in names {
+            let path = dir.join(&name);
+            let file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
+            // SAFETY: read-only map; every access goes through safetensors' bounds checks.
+            let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(&path, e))?;
+            let st = SafeTensors::deserialize(&mmap)
+                .map_err(|e| Error::checkpoint(&path, format!("not valid safetensors: {e}")))?;
+            for n in st.names() {
+                index.insert(n.to_string(), files.len());
+            }
+            files.push((path, mmap));
+        }
+        Ok(Self { dir, files, index })
+    }
+
+    /// Names of all tensors.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.index.keys().map(String::as_str)
+    }
+}
+
+impl TensorSource for SafetensorsDir {
+    fn tensor(&self, name: &str) -> Result<Option<(Vec<usize>, Vec<f32>)>> {
+        let Some(&i) = self.index.get(name) else {
+            return Ok(None);
+        };
+        let (path, mmap) = &self.files[i];
+        let st = SafeTensors::deserialize(mmap)
+            .map_err(|e| Error::checkpoint(path, format!("not valid safetensors: {e}")))?;
+        let view = st
+            .tensor(name)
+            .map_err(|e| Error::checkpoint(path, format!("{name}: {e}")))?;
+        let bytes = view.data();
+        let values: Vec<f32> = match view.dtype() {
+            Dtype::F32 => bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+            Dtype::F16 => bytes
+                .chunks_exact(2)
+                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            Dtype::BF16 => bytes
+                .chunks_exact(2)
+                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            other => {
+                return Err(Error::UnsupportedDtype {
+                    tensor: name.to_string(),
+                    dtype: format!("{other:?} (safetensors)"),
+                });
+            }
+        };
+        Ok(Some((view.shape().to_vec(), values)))
+    }
+}
+
+/// Reads `dir/config.json` as a llama config.
+///
+/// # Errors
+/// [`Error::InvalidCheckpoint`] when missing or not a llama config.
+pub fn read_config(dir: &Path) -> Result<LlamaConfig> {
+    let path = dir.join("config.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let config: LlamaConfig = serde_json::from_str(&text)
+        .map_err(|e| Error::checkpoint(&path, format!("not a llama config.json: {e}")))?;
+    let arch_ok = config.model_type == "llama"
+        || config.model_type == "mistral"
+        || config.architectures.iter().any(|a| a == "LlamaForCausalLM");
+    if !arch_ok {
+        return Err(Error::UnsupportedArchitecture(config.model_type.clone()));
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+/// Storage type for exported weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ExportDtype {
+    /// 32-bit floats: bit-exact round trip.
+    #[default]
+    F32,
+    /// bfloat16: half the size, what most published checkpoints use.
+    Bf16,
+}
+
+/// Every parameter of `model` by Hugging Face name, row-major `[out, in]` for linears.
+pub fn named_tensors<B: Backend>(model: &Llama<B>) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    let mut out = Vec::new();
+    let vec1 = |t: Tensor<B, 1>| t.into_data().convert::<f32>().into_vec::<f32>().expect("f32 data");
+    let mat = |t: Tensor<B, 2>| {
+        // burn stores [in, out]; checkpoints store [out, in].
+        let [i, o] = t.dims();
+        let v = t.into_data().convert::<f32>().into_vec::<f32>().expect("f32 data");
+        (vec![o, i], transpose(&v, i, o))
+    };
+    let emb = model.embed_tokens.weight.val();
+    let dims = emb.dims().to_vec();
+    out.push(("model.embed_tokens.weight".to_string(), dims, emb.into_data().convert::<f32>().into_vec::<f32>().expect("f32 data")));
+    for (i, b) in model.layers.iter().enumerate() {
+        let p = format!("model.layers.{i}.");
+        let a = &b.self_attn;
+        for (n, l) in [
+            ("self_attn.q_proj.weight", &a.q_proj),
+            ("self_attn.k_proj.weight", &a.k_proj),
+            ("self_attn.v_proj.weight", &a.v_proj),
+            ("self_attn.o_proj.weight", &a.o_proj),
+            ("mlp.gate_proj.weight", &b.mlp.gate_proj),
+            ("mlp.up_proj.weight", &b.mlp.up_proj),
+            ("mlp.down_proj.weight", &b.mlp.down_proj),
+        ] {
+            let (shape, v) = mat(l.weight.val());
+            out.push((format!("{p}{n}"), shape, v));
+        }
+        for (n, g) in [
+            ("input_layernorm.weight", &b.input_layernorm.gamma),
+            ("post_attention_layernorm.weight", &b.post_attention_layernorm.gamma),
+        ] {
+            let v = vec1(g.val());
+            out.push((format!("{p}{n}"), vec![v.len()], v));
+        }
+    }
+    let v = vec1(model.norm.gamma.val());
+    out.push(("model.norm.weight".into(), vec![v.len()], v));
+    if let Some(head) = &model.lm_head {
+        let (shape, v) = mat(head.weight.val());
+        out.push(("lm_head.weight".into(), shape, v));
+    }
+    out
+}
+
+/// Writes `model` as `dir/config.json` and `dir/model.safetensors` (each atomically).
+///
+/// # Errors
+/// [`Error::Io`] when the directory cannot be written.
+pub fn save_weights<B: Backend>(model: &Llama<B>, dir: &Path, dtype: ExportDtype) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let tensors = named_tensors(model);
+    let encoded: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+        .into_iter()
+        .map(|(n, s, v)| {
+            let bytes = match dtype {
+                ExportDtype::F32 => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                ExportDtype::Bf16 => v
+                    .iter()
+                    .flat_map(|x| half::bf16::from_f32(*x).to_le_bytes())
+                    .collect(),
+            };
+            (n, s, bytes)
+        })
+        .collect();
+    let st_dtype = match dtype {
+        ExportDtype::F32 => Dtype::F32,
+        ExportDtype::Bf16 => Dtype::BF16,
+    };
+    let views: BTreeMap<String, TensorView<'_>> = encoded
+        .iter()
+        .map(|(n, s, b)| {
+            let view = TensorView::new(st_dtype, s.clone(), b).expect("consistent tensor view");
+            (n.clone(), view)
+        })
+        .collect();
+    let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
+    let bytes = safetensors::serialize(views, Some(metadata))
+        .map_err(|e| Error::checkpoint(dir, format!("serialising safetensors: {e}")))?;
+    write_atomic(&dir.join("model.safetensors"), &bytes)?;
+    let config = serde_json::to_vec_pretty(model.config()).expect("config serialises");
+    write_atomic(&dir.join("config.json"), &config)?;
+    Ok(())
+}

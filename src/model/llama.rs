@@ -1,0 +1,283 @@
+//! The llama-family decoder: RMSNorm, RoPE by position id, grouped-query attention over a
+//! [`KvCache`], SwiGLU, tied or separate LM head. Reads top to bottom like the paper.
+
+use crate::model::cache::KvCache;
+use crate::model::config::LlamaConfig;
+use crate::model::rope::{Rope, inv_frequencies};
+use crate::model::{CausalLm, ForwardInput, ModelInfo};
+use crate::error::Result;
+use crate::model::weights::{ParamSource, RandomInit};
+use burn::module::Param;
+use burn::nn::{Embedding, Linear, RmsNorm};
+use burn::prelude::*;
+use burn::tensor::activation::{silu, softmax};
+
+/// Attention with grouped key/value heads.
+#[derive(Module, Debug)]
+pub struct Attention<B: Backend> {
+    /// Query projection, `[hidden, heads * head_dim]`.
+    pub q_proj: Linear<B>,
+    /// Key projection, `[hidden, kv_heads * head_dim]`.
+    pub k_proj: Linear<B>,
+    /// Value projection, `[hidden, kv_heads * head_dim]`.
+    pub v_proj: Linear<B>,
+    /// Output projection, `[heads * head_dim, hidden]`.
+    pub o_proj: Linear<B>,
+    n_heads: usize,
+    n_kv_heads: usize,
+    head_dim: usize,
+}
+
+/// SwiGLU feed-forward.
+#[derive(Module, Debug)]
+pub struct Mlp<B: Backend> {
+    /// Gate projection.
+    pub gate_proj: Linear<B>,
+    /// Up projection.
+    pub up_proj: Linear<B>,
+    /// Down projection.
+    pub down_proj: Linear<B>,
+}
+
+/// One transformer block.
+#[derive(Module, Debug)]
+pub struct Block<B: Backend> {
+    /// Norm before attention.
+    pub input_layernorm: RmsNorm<B>,
+    /// Attention.
+    pub self_attn: Attention<B>,
+    /// Norm before the MLP.
+    pub post_attention_layernorm: RmsNorm<B>,
+    /// Feed-forward.
+    pub mlp: Mlp<B>,
+}
+
+/// A llama-family causal LM.
+#[derive(Module, Debug)]
+pub struct Llama<B: Backend> {
+    /// Token embedding, `[vocab, hidden]`.
+    pub embed_tokens: Embedding<B>,
+    /// Transformer blocks.
+    pub layers: Vec<Block<B>>,
+    /// Final norm.
+    pub norm: RmsNorm<B>,
+    /// Separate LM head `[hidden, vocab]`; `None` when tied to `embed_tokens`.
+    pub lm_head: Option<Linear<B>>,
+    rope: Rope<B>,
+    #[module(skip)]
+    config: LlamaConfig,
+}
+
+fn linear<B: Backend>(weight: Tensor<B, 2>) -> Linear<B> {
+    Linear {
+        weight: Param::from_tensor(weight),
+        bias: None,
+    }
+}
+
+fn norm<B: Backend>(gamma: Tensor<B, 1>, epsilon: f64) -> RmsNorm<B> {
+    RmsNorm {
+        gamma: Param::from_tensor(gamma),
+        epsilon,
+    }
+}
+
+impl<B: Backend> Llama<B> {
+    /// A randomly initialised model (for training from scratch and tests).
+    ///
+    /// # Panics
+    /// When `config` is inconsistent; call [`LlamaConfig::validate`] first for user input.
+    pub fn init(config: &LlamaConfig, device: &B::Device) -> Self {
+        Self::build(config, None, &mut RandomInit::new(device)).expect("valid llama config")
+    }
+
+    /// Builds the model, taking every parameter from `params` by its Hugging Face name.
+    pub(crate) fn build(
+        config: &LlamaConfig,
+        rope_factors: Option<&[f32]>,
+        params: &mut dyn ParamSource<B>,
+    ) -> Result<Self> {
+        config.validate()?;
+        let device = params.device();
+        let (d, hd, ff) = (config.hidden_size, config.head_dim(), config.intermediate_size);
+        let (h, kv) = (config.num_attention_heads, config.kv_heads());
+        let eps = config.rms_norm_eps;
+        let mut layers = Vec::with_capacity(config.num_hidden_layers);
+        for i in 0..config.num_hidden_layers {
+            let p = format!("model.layers.{i}.");
+            layers.push(Block {
+                input_layernorm: norm(params.vector(&format!("{p}input_layernorm.weight"), d)?, eps),
+                self_attn: Attention {
+                    q_proj: linear(params.matrix(&format!("{p}self_attn.q_proj.weight"), h * hd, d)?),
+                    k_proj: linear(params.matrix(&format!("{p}self_attn.k_proj.weight"), kv * hd, d)?),
+                    v_proj: linear(params.matrix(&format!("{p}self_attn.v_proj.weight"), kv * hd, d)?),
+                    o_proj: linear(params.matrix(&format!("{p}self_attn.o_proj.weight"), d, h * hd)?),
+                    n_heads: h,
+                    n_kv_heads: kv,
+                    head_dim: hd,
+                },
+                post_attention_layernorm: norm(
+                    params.vector(&format!("{p}post_attention_layernorm.weight"), d)?,
+                    eps,
+                ),
+                mlp: Mlp {
+                    gate_proj: linear(params.matrix(&format!("{p}mlp.gate_proj.weight"), ff, d)?),
+                    up_proj: linear(params.matrix(&format!("{p}mlp.up_proj.weight"), ff, d)?),
+                    down_proj: linear(params.matrix(&format!("{p}mlp.down_proj.weight"), d, ff)?),
+                },
+            });
+        }
+        let embed_tokens = Embedding {
+            weight: Param::from_tensor(params.embedding("model.embed_tokens.weight", config.vocab_size, d)?),
+        };
+        let lm_head = if config.tie_word_embeddings {
+            None
+        } else {
+            Some(linear(params.matrix("lm_head.weight", config.vocab_size, d)?))
+        };
+        Ok(Self {
+            embed_tokens,
+            layers,
+            norm: norm(params.vector("model.norm.weight", d)?, eps),
+            lm_head,
+            rope: Rope::new(
+                &inv_frequencies(config, rope_factors),
+                config.max_position_embeddings,
+                &device,
+            ),
+            config: config.clone(),
+        })
+    }
+
+    /// The hyper-parameters the model was built with.
+    pub fn config(&self) -> &LlamaConfig {
+        &self.config
+    }
+
+    /// Hidden states after the final norm, `[batch, new, hidden]`.
+    pub fn hidden(&self, input: ForwardInput<B>, cache: &mut KvCache<B>) -> Tensor<B, 3> {
+        let ForwardInput {
+            tokens,
+            positions,
+            mask,
+        } = input;
+        let [b, t] = tokens.dims();
+        let past = cache.len();
+        let mask = mask.or_else(|| (t > 1).then(|| causal_mask::<B>(b, t, past, &tokens.device())));
+        let (cos, sin) = self.rope.angles(positions);
+        let mut x = self.embed_tokens.forward(tokens);
+        for (i, block) in self.layers.iter().enumerate() {
+            let h = block.input_layernorm.forward(x.clone());
+            let a = block
+                .self_attn
+                .forward(h, &cos, &sin, mask.clone(), cache, i);
+            x = x + a;
+            let h = block.post_attention_layernorm.forward(x.clone());
+            x = x + block.mlp.forward(h);
+        }
+        cache.advance(t);
+        self.norm.forward(x)
+    }
+
+    /// Logits from hidden states, `[batch, t, vocab]`.
+    pub fn logits(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
+        match &self.lm_head {
+            Some(head) => head.forward(hidden),
+            None => {
+                let w = self.embed_tokens.weight.val().transpose().unsqueeze::<3>();
+                hidden.matmul(w)
+            }
+        }
+    }
+}
+
+/// `[b, t, past + t]` causal mask, true = masked.
+fn causal_mask<B: Backend>(b: usize, t: usize, past: usize, device: &B::Device) -> Tensor<B, 3, Bool> {
+    let s = past + t;
+    let data: Vec<bool> = (0..t)
+        .flat_map(|i| (0..s).map(move |j| j > past + i))
+        .collect();
+    Tensor::<B, 2, Bool>::from_data(TensorData::new(data, [t, s]), device)
+        .unsqueeze::<3>()
+        .expand([b, t, s])
+}
+
+impl<B: Backend> Attention<B> {
+    fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        cos: &Tensor<B, 4>,
+        sin: &Tensor<B, 4>,
+        mask: Option<Tensor<B, 3, Bool>>,
+        cache: &mut KvCache<B>,
+        layer: usize,
+    ) -> Tensor<B, 3> {
+        let [b, t, _] = x.dims();
+        let (h, kv, hd) = (self.n_heads, self.n_kv_heads, self.head_dim);
+        let rep = h / kv;
+        let q = self.q_proj.forward(x.clone()).reshape([b, t, h, hd]).swap_dims(1, 2);
+        let k = self.k_proj.forward(x.clone()).reshape([b, t, kv, hd]).swap_dims(1, 2);
+        let v = self.v_proj.forward(x).reshape([b, t, kv, hd]).swap_dims(1, 2);
+        let q = Rope::apply(q, cos, sin);
+        let k = Rope::apply(k, cos, sin);
+        let (k, v) = cache.append(layer, k, v);
+        let s = k.dims()[2];
+        // Query heads of one KV group are stacked along the row axis, so each KV head is read
+        // once for `rep * t` query rows: no repeated K/V in memory.
+        let q = q.reshape([b, kv, rep * t, hd]);
+        let scores = q.matmul(k.swap_dims(2, 3)) * (1.0 / (hd as f64).sqrt());
+        let scores = match mask {
+            Some(m) => {
+                let m = m
+                    .unsqueeze_dim::<4>(1)
+                    .expand([b, rep, t, s])
+                    .reshape([b, 1, rep * t, s])
+                    .expand([b, kv, rep * t, s]);
+                scores.mask_fill(m, -1e30)
+            }
+            None => scores,
+        };
+        let out = softmax(scores, 3).matmul(v);
+        let out = out.reshape([b, h, t, hd]).swap_dims(1, 2).reshape([b, t, h * hd]);
+        self.o_proj.forward(out)
+    }
+}
+
+impl<B: Backend> Mlp<B> {
+    fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let g = silu(self.gate_proj.forward(x.clone()));
+        self.down_proj.forward(g * self.up_proj.forward(x))
+    }
+}
+
+impl<B: Backend> CausalLm<B> for Llama<B> {
+    fn info(&self) -> ModelInfo {
+        ModelInfo {
+            vocab_size: self.config().vocab_size,
+            max_positions: self.config().max_position_embeddings,
+        }
+    }
+
+    fn new_cache(&self, batch: usize, capacity: usize) -> KvCache<B> {
+        let c = self.config();
+        KvCache::new(
+            self.layers.len(),
+            batch,
+            c.kv_heads(),
+            capacity.min(c.max_position_embeddings),
+            c.head_dim(),
+            &self.embed_tokens.weight.device(),
+        )
+    }
+
+    fn forward(&self, input: ForwardInput<B>, cache: &mut KvCache<B>) -> Tensor<B, 3> {
+        let h = self.hidden(input, cache);
+        self.logits(h)
+    }
+
+    fn forward_last(&self, input: ForwardInput<B>, cache: &mut KvCache<B>) -> Tensor<B, 3> {
+        let h = self.hidden(input, cache);
+        let [b, t, d] = h.dims();
+        self.logits(h.slice([0..b, t - 1..t, 0..d]))
+    }
+}

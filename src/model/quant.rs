@@ -1,0 +1,297 @@
+//! Storage types of GGUF tensors and their dequantisation to `f32`.
+//!
+//! Block layouts follow the GGML specification (`ggml-common.h`): every quantized type stores
+//! blocks of `block_size()` elements in `type_size()` bytes. The functions here are written from
+//! that specification and checked against the `gguf` Python package's independent dequantiser
+//! (`tests/quant.rs`).
+
+use crate::error::{Error, Result};
+use half::{bf16, f16};
+
+/// A GGUF/GGML tensor storage type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum GgmlType {
+    /// 32-bit float.
+    F32,
+    /// IEEE half.
+    F16,
+    /// bfloat16.
+    Bf16,
+    /// 32 4-bit values with one f16 scale.
+    Q4_0,
+    /// 32 4-bit values with an f16 scale and an f16 minimum.
+    Q4_1,
+    /// 32 8-bit values with one f16 scale.
+    Q8_0,
+    /// 256-element super-blocks of 4-bit values, 6-bit sub-block scales and minima.
+    Q4K,
+    /// 256-element super-blocks of 5-bit values, 6-bit sub-block scales and minima.
+    Q5K,
+    /// 256-element super-blocks of 6-bit values, 8-bit sub-block scales.
+    Q6K,
+}
+
+impl GgmlType {
+    /// Decodes the GGUF type id; `None` for types this crate does not support.
+    pub fn from_id(id: u32) -> Option<Self> {
+        Some(match id {
+            0 => Self::F32,
+            1 => Self::F16,
+            2 => Self::Q4_0,
+            3 => Self::Q4_1,
+            8 => Self::Q8_0,
+            12 => Self::Q4K,
+            13 => Self::Q5K,
+            14 => Self::Q6K,
+            30 => Self::Bf16,
+            _ => return None,
+        })
+    }
+
+    /// The GGUF type id.
+    pub fn id(self) -> u32 {
+        match self {
+            Self::F32 => 0,
+            Self::F16 => 1,
+            Self::Q4_0 => 2,
+            Self::Q4_1 => 3,
+            Self::Q8_0 => 8,
+            Self::Q4K => 12,
+            Self::Q5K => 13,
+            Self::Q6K => 14,
+            Self::Bf16 => 30,
+        }
+    }
+
+    /// Human name of a GGUF type id, including ones this crate cannot decode.
+    pub fn name_of_id(id: u32) -> String {
+        const NAMES: [&str; 31] = [
+            "F32", "F16", "Q4_0", "Q4_1", "Q4_2", "Q4_3", "Q5_0", "Q5_1", "Q8_0", "Q8_1", "Q2_K",
+            "Q3_K", "Q4_K", "Q5_K", "Q6_K", "Q8_K", "IQ2_XXS", "IQ2_XS", "IQ3_XXS", "IQ1_S",
+            "IQ4_NL", "IQ3_S", "IQ2_S", "IQ4_XS", "I8", "I16", "I32", "I64", "F64", "IQ1_M",
+            "BF16",
+        ];
+        NAMES
+            .get(id as usize)
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| format!("unknown type id {id}"))
+    }
+
+    /// Elements per block.
+    pub fn block_size(self) -> usize {
+        match self {
+            Self::F32 | Self::F16 | Self::Bf16 => 1,
+            Self::Q4_0 | Self::Q4_1 | Self::Q8_0 => 32,
+            Self::Q4K | Self::Q5K | Self::Q6K => 256,
+        }
+    }
+
+    /// Bytes per block.
+    pub fn type_size(self) -> usize {
+        match self {
+            Self::F32 => 4,
+            Self::F16 | Self::Bf16 => 2,
+            Self::Q4_0 => 18,
+            Self::Q4_1 => 20,
+            Self::Q8_0 => 34,
+            Self::Q4K => 144,
+            Self::Q5K => 176,
+            Self::Q6K => 210,
+        }
+    }
+
+    /// Bytes needed for `n` elements, or `None` when `n` is not a whole number of blocks or the
+    /// size overflows.
+    pub fn bytes_for(self, n: usize) -> Option<usize> {
+        if n % self.block_size() != 0 {
+            return None;
+        }
+        (n / self.block_size()).checked_mul(self.type_size())
+    }
+}
+
+fn h(b: &[u8], at: usize) -> f32 {
+    f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
+}
+
+/// Dequantizes `data` (exactly [`GgmlType::bytes_for`]`(n)` bytes) into `out` (`n` values).
+///
+/// # Errors
+/// [`Error::MalformedGguf`] when the byte count does not match the element count.
+pub fn dequantize(ty: GgmlType, data: &[u8], out: &mut [f32]) -> Result<()> {
+    let n = out.len();
+    if ty.bytes_for(n) != Some(data.len()) {
+        return Err(Error::MalformedGguf(format!(
+            "{ty:?} tensor of {n} elements needs {:?} bytes, found {}",
+            ty.bytes_for(n),
+            data.len()
+        )));
+    }
+    let bs = ty.block_size();
+    let blocks = data.chunks_exact(ty.type_size()).zip(out.chunks_exact_mut(bs));
+    match ty {
+        GgmlType::F32 => {
+            for (b, o) in blocks {
+                o[0] = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            }
+        }
+        GgmlType::F16 => {
+            for (b, o) in blocks {
+                o[0] = h(b, 0);
+            }
+        }
+        GgmlType::Bf16 => {
+            for (b, o) in blocks {
+                o[0] = bf16::from_le_bytes([b[0], b[1]]).to_f32();
+            }
+        }
+        GgmlType::Q4_0 => {
+            for (b, o) in blocks {
+                let d = h(b, 0);
+                for j in 0..16 {
+                    let q = b[2 + j];
+                    o[j] = ((q & 0x0f) as i32 - 8) as f32 * d;
+                    o[j + 16] = ((q >> 4) as i32 - 8) as f32 * d;
+                }
+            }
+        }
+        GgmlType::Q4_1 => {
+            for (b, o) in blocks {
+                let (d, m) = (h(b, 0), h(b, 2));
+                for j in 0..16 {
+                    let q = b[4 + j];
+                    o[j] = (q & 0x0f) as f32 * d + m;
+                    o[j + 16] = (q >> 4) as f32 * d + m;
+                }
+            }
+        }
+        GgmlType::Q8_0 => {
+            for (b, o) in blocks {
+                let d = h(b, 0);
+                for j in 0..32 {
+                    o[j] = (b[2 + j] as i8) as f32 * d;
+                }
+            }
+        }
+        GgmlType::Q4K => {
+            for (b, o) in blocks {
+                let (d, dmin) = (h(b, 0), h(b, 2));
+                let scales = &b[4..16];
+                let qs = &b[16..144];
+                for j in 0..4 {
+                    let (sc1, m1) = scale_min_k4(2 * j, scales);
+                    let (sc2, m2) = scale_min_k4(2 * j + 1, scales);
+                    let (d1, m1) = (d * sc1 as f32, dmin * m1 as f32);
+                    let (d2, m2) = (d * sc2 as f32, dmin * m2 as f32);
+                    let q = &qs[32 * j..32 * j + 32];
+                    let y = &mut o[64 * j..64 * j + 64];
+                    for l in 0..32 {
+                        y[l] = d1 * (q[l] & 0x0f) as f32 - m1;
+                        y[l + 32] = d2 * (q[l] >> 4) as f32 - m2;
+                    }
+                }
+            }
+        }
+        GgmlType::Q5K => {
+            for (b, o) in blocks {
+                let (d, dmin) = (h(b, 0), h(b, 2));
+                let scales = &b[4..16];
+                let qh = &b[16..48];
+                let qs = &b[48..176];
+                for j in 0..4 {
+                    let (sc1, m1) = scale_min_k4(2 * j, scales);
+                    let (sc2, m2) = scale_min_k4(2 * j + 1, scales);
+                    let (d1, m1) = (d * sc1 as f32, dmin * m1 as f32);
+                    let (d2, m2) = (d * sc2 as f32, dmin * m2 as f32);
+                    let (u1, u2) = (1u8 << (2 * j), 2u8 << (2 * j));
+                    let q = &qs[32 * j..32 * j + 32];
+                    let y = &mut o[64 * j..64 * j + 64];
+                    for l in 0..32 {
+                        let hi1 = if qh[l] & u1 != 0 { 16 } else { 0 };
+                        let hi2 = if qh[l] & u2 != 0 { 16 } else { 0 };
+                        y[l] = d1 * ((q[l] & 0x0f) + hi1) as f32 - m1;
+                        y[l + 32] = d2 * ((q[l] >> 4) + hi2) as f32 - m2;
+                    }
+                }
+            }
+        }
+        GgmlType::Q6K => {
+            for (b, o) in blocks {
+                let ql = &b[0..128];
+                let qh = &b[128..192];
+                let sc = &b[192..208];
+                let d = h(b, 208);
+                for n in 0..2 {
+                    let ql = &ql[64 * n..];
+                    let qh = &qh[32 * n..];
+                    let sc = &sc[8 * n..];
+                    let y = &mut o[128 * n..128 * n + 128];
+                    for l in 0..32 {
+                        let is = l / 16;
+                        let q1 = ((ql[l] & 0xf) | ((qh[l] & 3) << 4)) as i32 - 32;
+                        let q2 = ((ql[l + 32] & 0xf) | (((qh[l] >> 2) & 3) << 4)) as i32 - 32;
+                        let q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i32 - 32;
+                        let q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i32 - 32;
+                        y[l] = d * (sc[is] as i8) as f32 * q1 as f32;
+                        y[l + 32] = d * (sc[is + 2] as i8) as f32 * q2 as f32;
+                        y[l + 64] = d * (sc[is + 4] as i8) as f32 * q3 as f32;
+                        y[l + 96] = d * (sc[is + 6] as i8) as f32 * q4 as f32;
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The 6-bit scale and minimum of sub-block `j` (0..8) of a Q4_K / Q5_K super-block.
+fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
+    if j < 4 {
+        (q[j] & 63, q[j + 4] & 63)
+    } else {
+        (
+            (q[j + 4] & 0x0f) | ((q[j - 4] >> 6) << 4),
+            (q[j + 4] >> 4) | ((q[j] >> 6) << 4),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn q8_0_block_by_hand() {
+        // d = 0.5, values -2, 0, 3, then zeros.
+        let mut b = vec![0u8; 34];
+        b[..2].copy_from_slice(&f16::from_f32(0.5).to_le_bytes());
+        b[2] = (-2i8) as u8;
+        b[4] = 3;
+        let mut out = vec![0f32; 32];
+        dequantize(GgmlType::Q8_0, &b, &mut out).unwrap();
+        assert_eq!(&out[..3], &[-1.0, 0.0, 1.5]);
+    }
+
+    #[test]
+    fn q4_1_block_by_hand() {
+        // d = 2, m = -1; first byte: low nibble 3 -> 5, high nibble 1 -> element 16 = 1.
+        let mut b = vec![0u8; 20];
+        b[..2].copy_from_slice(&f16::from_f32(2.0).to_le_bytes());
+        b[2..4].copy_from_slice(&f16::from_f32(-1.0).to_le_bytes());
+        b[4] = 0x13;
+        let mut out = vec![0f32; 32];
+        dequantize(GgmlType::Q4_1, &b, &mut out).unwrap();
+        assert_eq!(out[0], 5.0);
+        assert_eq!(out[16], 1.0);
+        assert_eq!(out[1], -1.0);
+    }
+
+    #[test]
+    fn wrong_length_is_an_error() {
+        let mut out = vec![0f32; 32];
+        assert!(dequantize(GgmlType::Q4_0, &[0u8; 17], &mut out).is_err());
+        let mut out = vec![0f32; 31];
+        assert!(dequantize(GgmlType::Q4_0, &[0u8; 18], &mut out).is_err());
+    }
+}

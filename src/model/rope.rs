@@ -1,0 +1,95 @@
+//! Rotary position embedding applied by **explicit position ids**.
+//!
+//! burn-nn's `RotaryEncoding` rotates contiguous positions only; token trees give sibling nodes
+//! the same position (`committed + depth`), so the angle is looked up per token here. The layout
+//! is the Hugging Face "rotate half" one: the GGUF loader converts llama Q/K weights from GGUF's
+//! interleaved-pair layout once, at load time (`weights::unpermute_rope_rows`).
+
+use crate::model::config::LlamaConfig;
+use burn::prelude::*;
+
+/// Inverse frequencies `theta^(-2i/d)` for `i in 0..d/2`, with the config's scaling applied.
+pub fn inv_frequencies(config: &LlamaConfig, factors: Option<&[f32]>) -> Vec<f64> {
+    let d = config.head_dim();
+    let mut inv: Vec<f64> = (0..d / 2)
+        .map(|i| config.rope_theta.powf(-(2.0 * i as f64) / d as f64))
+        .collect();
+    if let Some(s) = &config.rope_scaling {
+        match s.rope_type.as_str() {
+            "linear" => inv.iter_mut().for_each(|f| *f /= s.factor),
+            "llama3" => {
+                let old = s.original_max_position_embeddings.unwrap_or(8192) as f64;
+                let lo = s.low_freq_factor.unwrap_or(1.0);
+                let hi = s.high_freq_factor.unwrap_or(4.0);
+                let (lo_wl, hi_wl) = (old / lo, old / hi);
+                for f in inv.iter_mut() {
+                    let wl = 2.0 * std::f64::consts::PI / *f;
+                    if wl > lo_wl {
+                        *f /= s.factor;
+                    } else if wl >= hi_wl {
+                        let smooth = (old / wl - lo) / (hi - lo);
+                        *f = (1.0 - smooth) * *f / s.factor + smooth * *f;
+                    }
+                }
+            }
+            other => log::warn!("unknown rope_scaling type `{other}`: using unscaled RoPE"),
+        }
+    }
+    if let Some(ff) = factors {
+        for (f, k) in inv.iter_mut().zip(ff) {
+            *f /= *k as f64;
+        }
+    }
+    inv
+}
+
+/// Cosine and sine tables, `[max_positions, head_dim]`, halves duplicated.
+#[derive(Module, Debug)]
+pub struct Rope<B: Backend> {
+    cos: Tensor<B, 2>,
+    sin: Tensor<B, 2>,
+}
+
+impl<B: Backend> Rope<B> {
+    /// Builds the tables for `max_positions` positions.
+    pub fn new(inv_freq: &[f64], max_positions: usize, device: &B::Device) -> Self {
+        let half = inv_freq.len();
+        let d = 2 * half;
+        let mut cos = vec![0f32; max_positions * d];
+        let mut sin = vec![0f32; max_positions * d];
+        for p in 0..max_positions {
+            for (i, f) in inv_freq.iter().enumerate() {
+                let a = p as f64 * f;
+                let (s, c) = a.sin_cos();
+                for j in [i, i + half] {
+                    cos[p * d + j] = c as f32;
+                    sin[p * d + j] = s as f32;
+                }
+            }
+        }
+        Self {
+            cos: Tensor::from_data(TensorData::new(cos, [max_positions, d]), device),
+            sin: Tensor::from_data(TensorData::new(sin, [max_positions, d]), device),
+        }
+    }
+
+    /// The `(cos, sin)` rows for `positions` `[batch, t]`, shaped `[batch, 1, t, head_dim]` to
+    /// broadcast over heads. Compute once per forward and pass to [`Rope::apply`] in each layer.
+    pub fn angles(&self, positions: Tensor<B, 2, Int>) -> (Tensor<B, 4>, Tensor<B, 4>) {
+        let [b, t] = positions.dims();
+        let d = self.cos.dims()[1];
+        let flat = positions.reshape([b * t]);
+        let cos = self.cos.clone().select(0, flat.clone()).reshape([b, 1, t, d]);
+        let sin = self.sin.clone().select(0, flat).reshape([b, 1, t, d]);
+        (cos, sin)
+    }
+
+    /// Rotates `x` `[batch, heads, t, head_dim]` by the angles from [`Rope::angles`].
+    pub fn apply(x: Tensor<B, 4>, cos: &Tensor<B, 4>, sin: &Tensor<B, 4>) -> Tensor<B, 4> {
+        let [b, h, t, d] = x.dims();
+        let x1 = x.clone().slice([0..b, 0..h, 0..t, 0..d / 2]);
+        let x2 = x.clone().slice([0..b, 0..h, 0..t, d / 2..d]);
+        let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
+        x * cos.clone() + rotated * sin.clone()
+    }
+}

@@ -1,0 +1,295 @@
+//! Tokenizer (the `tokenizers` crate) built from `tokenizer.json` or from GGUF metadata, and the
+//! checkpoint's own chat template rendered with `minijinja`.
+
+use crate::error::{Error, Result};
+use crate::model::gguf::{GgufHeader, MetaValue};
+use serde::Serialize;
+use std::path::Path;
+use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
+use tokenizers::models::bpe::BPE;
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::pre_tokenizers::digits::Digits;
+use tokenizers::pre_tokenizers::sequence::Sequence;
+use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
+use tokenizers::{AddedToken, PreTokenizerWrapper, SplitDelimiterBehavior};
+
+/// One chat message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Message {
+    /// `system`, `user` or `assistant`.
+    pub role: String,
+    /// The text.
+    pub content: String,
+}
+
+impl Message {
+    /// A message with `role` and `content`.
+    pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
+        Self {
+            role: role.into(),
+            content: content.into(),
+        }
+    }
+}
+
+/// A text tokenizer plus the special tokens and chat template of its checkpoint.
+#[derive(Clone)]
+pub struct Tokenizer {
+    inner: tokenizers::Tokenizer,
+    /// Token ids that end generation.
+    pub eos_ids: Vec<u32>,
+    /// Beginning-of-sequence token, if the model has one.
+    pub bos_id: Option<u32>,
+    /// Whether encoding a prompt starts with BOS.
+    pub add_bos: bool,
+    /// Jinja chat template of the checkpoint.
+    pub chat_template: Option<String>,
+}
+
+impl std::fmt::Debug for Tokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokenizer")
+            .field("vocab", &self.inner.get_vocab_size(true))
+            .field("eos_ids", &self.eos_ids)
+            .field("bos_id", &self.bos_id)
+            .finish()
+    }
+}
+
+fn tk_err(e: impl std::fmt::Display) -> Error {
+    Error::Tokenizer(e.to_string())
+}
+
+/// The pre-tokenizer regex of llama.cpp's named `tokenizer.ggml.pre` values (byte-level BPE).
+fn pre_tokenizer_for(pre: &str) -> Result<PreTokenizerWrapper> {
+    const GPT2: &str =
+        r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
+    const LLAMA3: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+    const QWEN2: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+    let split = |re: &str| -> Result<PreTokenizerWrapper> {
+        Ok(Split::new(SplitPattern::Regex(re.into()), SplitDelimiterBehavior::Isolated, false)
+            .map_err(tk_err)?
+            .into())
+    };
+    let byte_level = |regex: bool| PreTokenizerWrapper::from(ByteLevel::new(false, true, regex));
+    Ok(match pre {
+        // SmolLM / StarCoder: every digit alone, then GPT-2's byte-level split.
+        "smollm" | "starcoder" | "refact" => {
+            Sequence::new(vec![Digits::new(true).into(), byte_level(true)]).into()
+        }
+        "default" | "gpt2" | "gpt-2" => byte_level(true),
+        "llama-bpe" | "llama3" | "smaug-bpe" => Sequence::new(vec![split(LLAMA3)?, byte_level(false)]).into(),
+        "qwen2" | "deepseek-r1-qwen" => Sequence::new(vec![split(QWEN2)?, byte_level(false)]).into(),
+        _ if pre.is_empty() => Sequence::new(vec![split(GPT2)?, byte_level(false)]).into(),
+        other => {
+            return Err(Error::Tokenizer(format!(
+                "GGUF pre-tokenizer `{other}` is not supported (supported: smollm, gpt2, llama-bpe, qwen2); load the model's Hugging Face directory with its tokenizer.json instead"
+            )));
+        }
+    })
+}
+
+fn strings(h: &GgufHeader, key: &str) -> Result<Vec<String>> {
+    let arr = h
+        .get(key)
+        .and_then(MetaValue::as_array)
+        .ok_or_else(|| Error::Tokenizer(format!("GGUF has no `{key}` array")))?;
+    arr.iter()
+        .map(|v| {
+            v.as_str()
+                .map(str::to_string)
+                .ok_or_else(|| Error::Tokenizer(format!("`{key}` holds a non-string")))
+        })
+        .collect()
+}
+
+impl Tokenizer {
+    /// Builds the tokenizer described by GGUF metadata (`tokenizer.ggml.*`).
+    ///
+    /// Supports byte-level BPE (`tokenizer.ggml.model = gpt2`) with the `smollm`, `gpt2`,
+    /// `llama-bpe` and `qwen2` pre-tokenizers. Control and user-defined tokens become special
+    /// tokens that are matched in the input text, as llama.cpp does with special parsing on.
+    ///
+    /// # Errors
+    /// [`Error::Tokenizer`] for another tokenizer model or missing metadata.
+    pub fn from_gguf(h: &GgufHeader) -> Result<Self> {
+        let model = h.get("tokenizer.ggml.model").and_then(MetaValue::as_str).unwrap_or("");
+        if model != "gpt2" {
+            return Err(Error::Tokenizer(format!(
+                "GGUF tokenizer model `{model}` is not supported (byte-level BPE `gpt2` is); load the Hugging Face directory with its tokenizer.json instead"
+            )));
+        }
+        let tokens = strings(h, "tokenizer.ggml.tokens")?;
+        let merges = strings(h, "tokenizer.ggml.merges")?;
+        let types: Vec<u64> = h
+            .get("tokenizer.ggml.token_type")
+            .and_then(MetaValue::as_array)
+            .map(|a| a.iter().map(|v| v.as_u64().unwrap_or(1)).collect())
+            .unwrap_or_default();
+        let vocab: tokenizers::models::bpe::Vocab =
+            tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
+        let merges = merges
+            .iter()
+            .map(|m| {
+                m.split_once(' ')
+                    .map(|(a, b)| (a.to_string(), b.to_string()))
+                    .ok_or_else(|| Error::Tokenizer(format!("malformed merge `{m}`")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let bpe = BPE::builder()
+            .vocab_and_merges(vocab, merges)
+            .build()
+            .map_err(tk_err)?;
+        let mut inner = tokenizers::Tokenizer::new(bpe);
+        let pre = h.get("tokenizer.ggml.pre").and_then(MetaValue::as_str).unwrap_or("");
+        inner.with_pre_tokenizer(Some(pre_tokenizer_for(pre)?));
+        inner.with_decoder(Some(ByteLevelDecoder::default()));
+        let special: Vec<AddedToken> = tokens
+            .iter()
+            .zip(types.iter().chain(std::iter::repeat(&1)))
+            .filter(|(_, t)| **t == 3 || **t == 4)
+            .map(|(tok, _)| AddedToken::from(tok.clone(), true))
+            .collect();
+        inner.add_special_tokens(&special);
+        let id = |k: &str| h.get(k).and_then(MetaValue::as_u64).map(|v| v as u32);
+        let mut eos_ids: Vec<u32> = id("tokenizer.ggml.eos_token_id").into_iter().collect();
+        if let Some(eot) = id("tokenizer.ggml.eot_token_id").filter(|e| !eos_ids.contains(e)) {
+            eos_ids.push(eot);
+        }
+        Ok(Self {
+            inner,
+            eos_ids,
+            bos_id: id("tokenizer.ggml.bos_token_id"),
+            add_bos: h
+                .get("tokenizer.ggml.add_bos_token")
+                .and_then(MetaValue::as_bool)
+                .unwrap_or(false),
+            chat_template: h
+                .get("tokenizer.chat_template")
+                .and_then(MetaValue::as_str)
+                .map(str::to_string),
+        })
+    }
+
+    /// Loads `dir/tokenizer.json` and, when present, `dir/tokenizer_config.json` (chat template,
+    /// BOS/EOS, `add_bos_token`). `config_eos` adds EOS ids named by `config.json`.
+    ///
+    /// # Errors
+    /// [`Error::Io`] / [`Error::Tokenizer`] when the files are missing or invalid.
+    pub fn from_hf_dir(dir: &Path, config_eos: &[u32]) -> Result<Self> {
+        let path = dir.join("tokenizer.json");
+        let inner = tokenizers::Tokenizer::from_file(&path)
+            .map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())))?;
+        let cfg_path = dir.join("tokenizer_config.json");
+        let cfg: serde_json::Value = match std::fs::read_to_string(&cfg_path) {
+            Ok(t) => serde_json::from_str(&t)
+                .map_err(|e| Error::Tokenizer(format!("{}: {e}", cfg_path.display())))?,
+            Err(_) => serde_json::Value::Null,
+        };
+        let token_id = |key: &str| -> Option<u32> {
+            let v = cfg.get(key)?;
+            let s = v.as_str().or_else(|| v.get("content").and_then(|c| c.as_str()))?;
+            inner.token_to_id(s)
+        };
+        let mut eos_ids: Vec<u32> = config_eos.to_vec();
+        if let Some(e) = token_id("eos_token").filter(|e| !eos_ids.contains(e)) {
+            eos_ids.push(e);
+        }
+        Ok(Self {
+            bos_id: token_id("bos_token"),
+            add_bos: cfg.get("add_bos_token").and_then(|v| v.as_bool()).unwrap_or(false),
+            chat_template: cfg
+                .get("chat_template")
+                .and_then(|v| v.as_str())
+                .map(str::to_string),
+            eos_ids,
+            inner,
+        })
+    }
+
+    /// Writes `dir/tokenizer.json` and `dir/tokenizer_config.json`.
+    ///
+    /// # Errors
+    /// [`Error::Io`] / [`Error::Tokenizer`].
+    pub fn save_hf_dir(&self, dir: &Path) -> Result<()> {
+        let json = self.inner.to_string(true).map_err(tk_err)?;
+        crate::util::write_atomic(&dir.join("tokenizer.json"), json.as_bytes())?;
+        let name = |id: Option<u32>| id.and_then(|i| self.inner.id_to_token(i));
+        let cfg = serde_json::json!({
+            "add_bos_token": self.add_bos,
+            "bos_token": name(self.bos_id),
+            "eos_token": name(self.eos_ids.first().copied()),
+            "chat_template": self.chat_template,
+            "tokenizer_class": "PreTrainedTokenizerFast",
+        });
+        let bytes = serde_json::to_vec_pretty(&cfg).expect("json serialises");
+        crate::util::write_atomic(&dir.join("tokenizer_config.json"), &bytes)
+    }
+
+    /// Token ids of `text`. Special tokens written in the text (`<|im_start|>`) are parsed;
+    /// BOS is prepended when the checkpoint asks for it.
+    ///
+    /// # Errors
+    /// [`Error::Tokenizer`].
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let enc = self.inner.encode(text, false).map_err(tk_err)?;
+        let mut ids = Vec::with_capacity(enc.len() + 1);
+        if self.add_bos {
+            ids.extend(self.bos_id);
+        }
+        ids.extend_from_slice(enc.get_ids());
+        Ok(ids)
+    }
+
+    /// Text of `ids`, special tokens included.
+    ///
+    /// # Errors
+    /// [`Error::Tokenizer`].
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        self.inner.decode(ids, false).map_err(tk_err)
+    }
+
+    /// Vocabulary size including added tokens.
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    /// The string of one token id.
+    pub fn id_to_token(&self, id: u32) -> Option<String> {
+        self.inner.id_to_token(id)
+    }
+
+    /// The underlying `tokenizers` tokenizer.
+    pub fn inner(&self) -> &tokenizers::Tokenizer {
+        &self.inner
+    }
+
+    /// Renders `messages` with the checkpoint's chat template.
+    ///
+    /// # Errors
+    /// [`Error::ChatTemplate`] when the checkpoint has no template or rendering fails.
+    pub fn apply_chat_template(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
+        let template = self.chat_template.as_deref().ok_or_else(|| {
+            Error::ChatTemplate("the checkpoint has no chat template".into())
+        })?;
+        let mut env = minijinja::Environment::new();
+        minijinja_contrib::add_to_environment(&mut env);
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_function("raise_exception", |msg: String| -> std::result::Result<String, minijinja::Error> {
+            Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg))
+        });
+        env.add_template("chat", template)
+            .map_err(|e| Error::ChatTemplate(e.to_string()))?;
+        let name = |id: Option<u32>| id.and_then(|i| self.inner.id_to_token(i)).unwrap_or_default();
+        env.get_template("chat")
+            .and_then(|t| {
+                t.render(minijinja::context! {
+                    messages => messages,
+                    add_generation_prompt => add_generation_prompt,
+                    bos_token => name(self.bos_id),
+                    eos_token => name(self.eos_ids.first().copied()),
+                })
+            })
+            .map_err(|e| Error::ChatTemplate(e.to_string()))
+    }
+}

@@ -1,0 +1,236 @@
+//! Where parameters come from: random initialisation, GGUF files, Hugging Face safetensors.
+//!
+//! [`ParamSource`] hands the model builder each parameter by its **Hugging Face name**
+//! (`model.layers.3.self_attn.q_proj.weight`) and row-major shape. Loaders only translate names
+//! and layouts; the GGUF-to-HF RoPE layout conversion happens here, in one place
+//! ([`unpermute_rope_rows`]).
+
+use crate::error::{Error, Result};
+use crate::model::config::LlamaConfig;
+use crate::model::gguf::GgufFile;
+use burn::prelude::*;
+use burn::tensor::Distribution;
+
+/// Supplies parameters by Hugging Face name.
+pub(crate) trait ParamSource<B: Backend> {
+    fn device(&self) -> B::Device;
+    /// A linear weight stored `[out, in]` in the checkpoint, returned as burn's `[in, out]`.
+    fn matrix(&mut self, name: &str, out: usize, inp: usize) -> Result<Tensor<B, 2>>;
+    /// A norm's gain vector.
+    fn vector(&mut self, name: &str, len: usize) -> Result<Tensor<B, 1>>;
+    /// The token embedding, `[vocab, hidden]`.
+    fn embedding(&mut self, name: &str, vocab: usize, hidden: usize) -> Result<Tensor<B, 2>>;
+}
+
+/// Random initialisation: uniform `±1/sqrt(in)` linears, unit norms, `N(0, 0.02)` embeddings.
+pub(crate) struct RandomInit<B: Backend> {
+    device: B::Device,
+}
+
+impl<B: Backend> RandomInit<B> {
+    pub(crate) fn new(device: &B::Device) -> Self {
+        Self {
+            device: device.clone(),
+        }
+    }
+}
+
+impl<B: Backend> ParamSource<B> for RandomInit<B> {
+    fn device(&self) -> B::Device {
+        self.device.clone()
+    }
+    fn matrix(&mut self, _: &str, out: usize, inp: usize) -> Result<Tensor<B, 2>> {
+        let k = 1.0 / (inp as f64).sqrt();
+        Ok(Tensor::random([inp, out], Distribution::Uniform(-k, k), &self.device))
+    }
+    fn vector(&mut self, _: &str, len: usize) -> Result<Tensor<B, 1>> {
+        Ok(Tensor::ones([len], &self.device))
+    }
+    fn embedding(&mut self, _: &str, vocab: usize, hidden: usize) -> Result<Tensor<B, 2>> {
+        Ok(Tensor::random([vocab, hidden], Distribution::Normal(0.0, 0.02), &self.device))
+    }
+}
+
+/// A checkpoint that yields `f32` tensors by Hugging Face name, in row-major shape.
+pub(crate) trait TensorSource {
+    /// `(shape, values)` of `name`, or `Ok(None)` when the checkpoint has no such tensor.
+    fn tensor(&self, name: &str) -> Result<Option<(Vec<usize>, Vec<f32>)>>;
+}
+
+/// Adapts a [`TensorSource`] to the builder, checking every shape.
+pub(crate) struct Loaded<'a, B: Backend> {
+    pub(crate) source: &'a dyn TensorSource,
+    pub(crate) device: B::Device,
+}
+
+impl<B: Backend> Loaded<'_, B> {
+    fn fetch(&self, name: &str, expected: &[usize]) -> Result<Vec<f32>> {
+        let (shape, data) = self
+            .source
+            .tensor(name)?
+            .ok_or_else(|| Error::MissingTensor(name.to_string()))?;
+        if shape != expected {
+            return Err(Error::ShapeMismatch {
+                tensor: name.to_string(),
+                expected: expected.to_vec(),
+                found: shape,
+            });
+        }
+        Ok(data)
+    }
+}
+
+impl<B: Backend> ParamSource<B> for Loaded<'_, B> {
+    fn device(&self) -> B::Device {
+        self.device.clone()
+    }
+    fn matrix(&mut self, name: &str, out: usize, inp: usize) -> Result<Tensor<B, 2>> {
+        let data = self.fetch(name, &[out, inp])?;
+        Ok(Tensor::from_data(TensorData::new(transpose(&data, out, inp), [inp, out]), &self.device))
+    }
+    fn vector(&mut self, name: &str, len: usize) -> Result<Tensor<B, 1>> {
+        let data = self.fetch(name, &[len])?;
+        Ok(Tensor::from_data(TensorData::new(data, [len]), &self.device))
+    }
+    fn embedding(&mut self, name: &str, vocab: usize, hidden: usize) -> Result<Tensor<B, 2>> {
+        let data = self.fetch(name, &[vocab, hidden])?;
+        Ok(Tensor::from_data(TensorData::new(data, [vocab, hidden]), &self.device))
+    }
+}
+
+/// Row-major `[rows, cols]` to `[cols, rows]`.
+pub(crate) fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0f32; data.len()];
+    const T: usize = 32;
+    for r0 in (0..rows).step_by(T) {
+        for c0 in (0..cols).step_by(T) {
+            for r in r0..(r0 + T).min(rows) {
+                for c in c0..(c0 + T).min(cols) {
+                    out[c * rows + r] = data[r * cols + c];
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Converts the rows of a GGUF llama Q or K weight (`[heads * head_dim, in]`) from the
+/// interleaved-pair RoPE layout (rotation pairs `(2i, 2i+1)`) to the Hugging Face half-split
+/// layout (pairs `(i, i + head_dim/2)`), which the model uses.
+///
+/// llama.cpp's converter maps HF row `h*hd + j*hd/2 + i` to GGUF row `h*hd + 2i + j`; this is the
+/// inverse.
+pub fn unpermute_rope_rows(data: &[f32], heads: usize, head_dim: usize, cols: usize) -> Vec<f32> {
+    let half = head_dim / 2;
+    let mut out = vec![0f32; data.len()];
+    for h in 0..heads {
+        for i in 0..half {
+            for j in 0..2 {
+                let src = (h * head_dim + 2 * i + j) * cols;
+                let dst = (h * head_dim + j * half + i) * cols;
+                out[dst..dst + cols].copy_from_slice(&data[src..src + cols]);
+            }
+        }
+    }
+    out
+}
+
+/// The inverse of [`unpermute_rope_rows`] (HF layout to GGUF layout).
+pub fn permute_rope_rows(data: &[f32], heads: usize, head_dim: usize, cols: usize) -> Vec<f32> {
+    let half = head_dim / 2;
+    let mut out = vec![0f32; data.len()];
+    for h in 0..heads {
+        for i in 0..half {
+            for j in 0..2 {
+                let dst = (h * head_dim + 2 * i + j) * cols;
+                let src = (h * head_dim + j * half + i) * cols;
+                out[dst..dst + cols].copy_from_slice(&data[src..src + cols]);
+            }
+        }
+    }
+    out
+}
+
+/// A GGUF file seen through Hugging Face names.
+pub(crate) struct GgufSource<'a> {
+    pub(crate) file: &'a GgufFile,
+    pub(crate) config: &'a LlamaConfig,
+}
+
+/// The GGUF name of a Hugging Face llama tensor name.
+pub fn gguf_name(hf: &str) -> Option<String> {
+    Some(match hf {
+        "model.embed_tokens.weight" => "token_embd.weight".into(),
+        "model.norm.weight" => "output_norm.weight".into(),
+        "lm_head.weight" => "output.weight".into(),
+        _ => {
+            let rest = hf.strip_prefix("model.layers.")?;
+            let (i, rest) = rest.split_once('.')?;
+            let short = match rest {
+                "input_layernorm.weight" => "attn_norm.weight",
+                "self_attn.q_proj.weight" => "attn_q.weight",
+                "self_attn.k_proj.weight" => "attn_k.weight",
+                "self_attn.v_proj.weight" => "attn_v.weight",
+                "self_attn.o_proj.weight" => "attn_output.weight",
+                "post_attention_layernorm.weight" => "ffn_norm.weight",
+                "mlp.gate_proj.weight" => "ffn_gate.weight",
+                "mlp.up_proj.weight" => "ffn_up.weight",
+                "mlp.down_proj.weight" => "ffn_down.weight",
+                _ => return None,
+            };
+            format!("blk.{i}.{short}")
+        }
+    })
+}
+
+impl TensorSource for GgufSource<'_> {
+    fn tensor(&self, name: &str) -> Result<Option<(Vec<usize>, Vec<f32>)>> {
+        let Some(g) = gguf_name(name) else {
+            return Ok(None);
+        };
+        let Some((shape, data)) = self.file.dequantize(&g)? else {
+            return Ok(None);
+        };
+        let heads = if name.ends_with("q_proj.weight") {
+            Some(self.config.num_attention_heads)
+        } else if name.ends_with("k_proj.weight") {
+            Some(self.config.kv_heads())
+        } else {
+            None
+        };
+        match heads {
+            Some(heads) if shape.len() == 2 && shape[0] == heads * self.config.head_dim() => {
+                let data = unpermute_rope_rows(&data, heads, self.config.head_dim(), shape[1]);
+                Ok(Some((shape, data)))
+            }
+            _ => Ok(Some((shape, data))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn permute_inverts_unpermute() {
+        let (heads, hd, cols) = (3, 8, 5);
+        let data: Vec<f32> = (0..heads * hd * cols).map(|x| x as f32).collect();
+        let there = unpermute_rope_rows(&data, heads, hd, cols);
+        assert_ne!(there, data);
+        assert_eq!(permute_rope_rows(&there, heads, hd, cols), data);
+    }
+
+    #[test]
+    fn unpermute_moves_pairs_to_halves() {
+        // One head, head_dim 4, one column: GGUF rows [a0, b0, a1, b1] (pairs interleaved)
+        // become HF rows [a0, a1, b0, b1].
+        let out = unpermute_rope_rows(&[10.0, 20.0, 11.0, 21.0], 1, 4, 1);
+        assert_eq!(out, vec![10.0, 11.0, 20.0, 21.0]);
+    }
+
+    #[test]
+    fn transpose_small() {
+        assert_eq!(transpose(&[1., 2., 3., 4., 5., 6.], 2, 3), vec![1., 4., 2., 5., 3., 6.]);
+    }
+}
