@@ -1,1 +1,115 @@
-fn main(){}
+//! Generate text with a llama-family model.
+//!
+//! ```text
+//! cargo run --release --example generate -- --model smollm2 --prompt "What is Rust?" --chat
+//! cargo run --release --example generate -- --model m.gguf --prompts p.jsonl --json
+//! ```
+//! `--json` prints one line per prompt: `{"id", "prompt_tokens", "tokens", "text", "new_tokens",
+//! "steps", "accept_lengths", "wall_time_s"}`.
+
+mod common;
+use burn::prelude::*;
+use clap::Parser;
+use common::with_backend;
+use msn::prompts::{PromptLine, read_prompt_lines};
+use msn::{GenerateConfig, Message};
+use std::io::Write;
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(about = "Generate text with a llama-family model (GGUF file, Hugging Face directory, or `smollm2`)")]
+struct Args {
+    /// A .gguf file, a Hugging Face model directory, or `smollm2` (fetched on first use).
+    #[arg(long, default_value = "smollm2")]
+    model: String,
+    /// One prompt.
+    #[arg(long, conflicts_with = "prompts")]
+    prompt: Option<String>,
+    /// A JSONL file of `{"id": ..., "prompt": "..."}` lines.
+    #[arg(long)]
+    prompts: Option<PathBuf>,
+    /// Wrap each prompt as a user message in the model's chat template.
+    #[arg(long)]
+    chat: bool,
+    /// Decoding method.
+    #[arg(long, default_value = "greedy", value_parser = ["greedy"])]
+    decoder: String,
+    /// Upper bound on new tokens per prompt.
+    #[arg(long, default_value_t = 128)]
+    max_new_tokens: usize,
+    /// Stop string (repeatable).
+    #[arg(long)]
+    stop: Vec<String>,
+    /// Backend: flex, ndarray, cuda or wgpu (those compiled in).
+    #[arg(long, default_value = "flex")]
+    device: String,
+    /// Weight storage: f16 (half the memory traffic) or f32 (exact).
+    #[arg(long, default_value = "f16")]
+    dtype: msn::WeightDtype,
+    /// One JSON line per prompt instead of streamed text.
+    #[arg(long)]
+    json: bool,
+}
+
+fn run<B: Backend>(device: B::Device, args: &Args) -> msn::Result<()> {
+    let prompts = match (&args.prompt, &args.prompts) {
+        (Some(p), None) => vec![PromptLine { id: serde_json::json!(0), prompt: p.clone() }],
+        (None, Some(path)) => read_prompt_lines(path)?,
+        _ => return Err(msn::Error::InvalidArgument("give --prompt TEXT or --prompts FILE.jsonl".into())),
+    };
+    let m = msn::load_with::<B>(&args.model, &device, args.dtype)?;
+    let mut config = GenerateConfig::new(args.max_new_tokens, &m.tokenizer);
+    config.stop_strings = args.stop.clone();
+    for p in prompts {
+        let text = if args.chat {
+            m.tokenizer.apply_chat_template(&[Message::new("user", &p.prompt)], true)?
+        } else {
+            p.prompt.clone()
+        };
+        let ids = m.tokenizer.encode(&text)?;
+        let g = if args.json {
+            msn::greedy::<B, _>(&m.model, Some(&m.tokenizer), &ids, &config, None)?
+        } else {
+            let mut stdout = std::io::stdout();
+            let mut print = |s: &str| {
+                let _ = stdout.write_all(s.as_bytes());
+                let _ = stdout.flush();
+            };
+            let g = msn::greedy::<B, _>(&m.model, Some(&m.tokenizer), &ids, &config, Some(&mut print))?;
+            println!();
+            eprintln!(
+                "[{} prompt tokens, {} new tokens in {:.2}s: {:.1} tokens/s, {} forward passes, {:?}]",
+                g.prompt_tokens,
+                g.tokens.len(),
+                g.wall_time_s,
+                g.tokens.len() as f64 / g.wall_time_s.max(1e-9),
+                g.steps,
+                g.stop_reason
+            );
+            g
+        };
+        if args.json {
+            let line = serde_json::json!({
+                "id": p.id,
+                "prompt_tokens": g.prompt_tokens,
+                "tokens": g.tokens,
+                "text": g.text,
+                "new_tokens": g.tokens.len(),
+                "steps": g.steps,
+                "accept_lengths": g.accept_lengths,
+                "wall_time_s": g.wall_time_s,
+                "stop_reason": g.stop_reason,
+            });
+            println!("{line}");
+        }
+    }
+    Ok(())
+}
+
+fn main() {
+    let args = Args::parse();
+    if let Err(e) = with_backend!(args.device.as_str(), run(&args)) {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}

@@ -10,6 +10,7 @@ use crate::model::weights::{ParamSource, RandomInit};
 use burn::module::Param;
 use burn::nn::{Embedding, Linear, RmsNorm};
 use burn::prelude::*;
+use burn::tensor::FloatDType;
 use burn::tensor::activation::{silu, softmax};
 
 /// Attention with grouped key/value heads.
@@ -72,6 +73,17 @@ fn linear<B: Backend>(weight: Tensor<B, 2>) -> Linear<B> {
     Linear {
         weight: Param::from_tensor(weight),
         bias: None,
+    }
+}
+
+/// `linear.forward(x)` computed in the weight's storage type (f16 weights stay f16 in memory and
+/// in the product); the result comes back in `x`'s type.
+fn project<B: Backend>(linear: &Linear<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
+    let (xd, wd) = (x.dtype(), linear.weight.dtype());
+    if xd == wd {
+        linear.forward(x)
+    } else {
+        linear.forward(x.cast(wd)).cast(xd)
     }
 }
 
@@ -165,7 +177,7 @@ impl<B: Backend> Llama<B> {
         let past = cache.len();
         let mask = mask.or_else(|| (t > 1).then(|| causal_mask::<B>(b, t, past, &tokens.device())));
         let (cos, sin) = self.rope.angles(positions);
-        let mut x = self.embed_tokens.forward(tokens);
+        let mut x = self.embed_tokens.forward(tokens).cast(FloatDType::F32);
         for (i, block) in self.layers.iter().enumerate() {
             let h = block.input_layernorm.forward(x.clone());
             let a = block
@@ -182,10 +194,16 @@ impl<B: Backend> Llama<B> {
     /// Logits from hidden states, `[batch, t, vocab]`.
     pub fn logits(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
         match &self.lm_head {
-            Some(head) => head.forward(hidden),
+            Some(head) => project(head, hidden),
             None => {
-                let w = self.embed_tokens.weight.val().transpose().unsqueeze::<3>();
-                hidden.matmul(w)
+                // A 2-D product with the transposed view: the backends read it strided, whereas
+                // a 3-D broadcast of a transposed matrix would be copied contiguous every call.
+                let [b, t, d] = hidden.dims();
+                let w = self.embed_tokens.weight.val().transpose();
+                let v = w.dims()[1];
+                let dtype = hidden.dtype();
+                let h = hidden.reshape([b * t, d]).cast(w.dtype());
+                h.matmul(w).cast(dtype).reshape([b, t, v])
             }
         }
     }
@@ -215,9 +233,9 @@ impl<B: Backend> Attention<B> {
         let [b, t, _] = x.dims();
         let (h, kv, hd) = (self.n_heads, self.n_kv_heads, self.head_dim);
         let rep = h / kv;
-        let q = self.q_proj.forward(x.clone()).reshape([b, t, h, hd]).swap_dims(1, 2);
-        let k = self.k_proj.forward(x.clone()).reshape([b, t, kv, hd]).swap_dims(1, 2);
-        let v = self.v_proj.forward(x).reshape([b, t, kv, hd]).swap_dims(1, 2);
+        let q = project(&self.q_proj, x.clone()).reshape([b, t, h, hd]).swap_dims(1, 2);
+        let k = project(&self.k_proj, x.clone()).reshape([b, t, kv, hd]).swap_dims(1, 2);
+        let v = project(&self.v_proj, x).reshape([b, t, kv, hd]).swap_dims(1, 2);
         let q = Rope::apply(q, cos, sin);
         let k = Rope::apply(k, cos, sin);
         let (k, v) = cache.append(layer, k, v);
@@ -239,14 +257,14 @@ impl<B: Backend> Attention<B> {
         };
         let out = softmax(scores, 3).matmul(v);
         let out = out.reshape([b, h, t, hd]).swap_dims(1, 2).reshape([b, t, h * hd]);
-        self.o_proj.forward(out)
+        project(&self.o_proj, out)
     }
 }
 
 impl<B: Backend> Mlp<B> {
     fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let g = silu(self.gate_proj.forward(x.clone()));
-        self.down_proj.forward(g * self.up_proj.forward(x))
+        let g = silu(project(&self.gate_proj, x.clone()));
+        project(&self.down_proj, g * project(&self.up_proj, x))
     }
 }
 

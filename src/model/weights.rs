@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::model::config::LlamaConfig;
 use crate::model::gguf::GgufFile;
 use burn::prelude::*;
-use burn::tensor::Distribution;
+use burn::tensor::{Distribution, FloatDType};
 
 /// Supplies parameters by Hugging Face name.
 pub(crate) trait ParamSource<B: Backend> {
@@ -61,6 +61,8 @@ pub(crate) trait TensorSource {
 pub(crate) struct Loaded<'a, B: Backend> {
     pub(crate) source: &'a dyn TensorSource,
     pub(crate) device: B::Device,
+    /// Storage type of matrices and the embedding (norm gains stay `f32`).
+    pub(crate) dtype: FloatDType,
 }
 
 impl<B: Backend> Loaded<'_, B> {
@@ -86,7 +88,9 @@ impl<B: Backend> ParamSource<B> for Loaded<'_, B> {
     }
     fn matrix(&mut self, name: &str, out: usize, inp: usize) -> Result<Tensor<B, 2>> {
         let data = self.fetch(name, &[out, inp])?;
-        Ok(Tensor::from_data(TensorData::new(transpose(&data, out, inp), [inp, out]), &self.device))
+        let t: Tensor<B, 2> =
+            Tensor::from_data(TensorData::new(transpose(&data, out, inp), [inp, out]), &self.device);
+        Ok(t.cast(self.dtype))
     }
     fn vector(&mut self, name: &str, len: usize) -> Result<Tensor<B, 1>> {
         let data = self.fetch(name, &[len])?;
@@ -94,7 +98,8 @@ impl<B: Backend> ParamSource<B> for Loaded<'_, B> {
     }
     fn embedding(&mut self, name: &str, vocab: usize, hidden: usize) -> Result<Tensor<B, 2>> {
         let data = self.fetch(name, &[vocab, hidden])?;
-        Ok(Tensor::from_data(TensorData::new(data, [vocab, hidden]), &self.device))
+        let t: Tensor<B, 2> = Tensor::from_data(TensorData::new(data, [vocab, hidden]), &self.device);
+        Ok(t.cast(self.dtype))
     }
 }
 

@@ -1,0 +1,51 @@
+//! Backend selection shared by the examples and benches: `--device flex|ndarray|cuda|wgpu`.
+#![allow(dead_code, unused_macros)]
+
+/// The backends compiled into this build.
+pub fn available() -> Vec<&'static str> {
+    let mut v = Vec::new();
+    if cfg!(feature = "flex") {
+        v.push("flex");
+    }
+    if cfg!(feature = "ndarray") {
+        v.push("ndarray");
+    }
+    if cfg!(feature = "cuda") {
+        v.push("cuda");
+    }
+    if cfg!(feature = "wgpu") {
+        v.push("wgpu");
+    }
+    v
+}
+
+/// Calls `$f::<Backend>(device, args...)` for the backend named by `$name`, after checking that
+/// its device works. Evaluates to `msn::Result<_>`.
+macro_rules! with_backend {
+    ($name:expr, $f:ident ( $($arg:expr),* )) => {{
+        let name: &str = $name;
+        match name {
+            #[cfg(feature = "flex")]
+            "flex" => $f::<burn::backend::Flex>(Default::default() $(, $arg)*),
+            #[cfg(feature = "ndarray")]
+            "ndarray" => $f::<burn::backend::NdArray>(Default::default() $(, $arg)*),
+            #[cfg(feature = "cuda")]
+            "cuda" => {
+                let d = Default::default();
+                msn::device::probe::<burn::backend::Cuda>("cuda", &d)
+                    .and_then(|()| $f::<burn::backend::Cuda>(d $(, $arg)*))
+            }
+            #[cfg(feature = "wgpu")]
+            "wgpu" => {
+                let d = Default::default();
+                msn::device::probe::<burn::backend::Wgpu>("wgpu", &d)
+                    .and_then(|()| $f::<burn::backend::Wgpu>(d $(, $arg)*))
+            }
+            other => Err(msn::Error::DeviceUnavailable(format!(
+                "backend `{other}` is not compiled into this build (available: {}); rebuild with `--features {other}`",
+                common::available().join(", ")
+            ))),
+        }
+    }};
+}
+pub(crate) use with_backend;
