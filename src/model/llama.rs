@@ -79,12 +79,15 @@ fn linear<B: Backend>(weight: Tensor<B, 2>) -> Linear<B> {
 /// `linear.forward(x)` computed in the weight's storage type (f16 weights stay f16 in memory and
 /// in the product); the result comes back in `x`'s type.
 fn project<B: Backend>(linear: &Linear<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
-    let (xd, wd) = (x.dtype(), linear.weight.dtype());
-    if xd == wd {
-        linear.forward(x)
-    } else {
-        linear.forward(x.cast(wd)).cast(xd)
-    }
+    let [b, t, d] = x.dims();
+    let w = linear.weight.val();
+    let (xd, wd) = (x.dtype(), w.dtype());
+    let o = w.dims()[1];
+    // 2-D product: the weight may be a transposed view (`[out, in]` storage), which the
+    // backends read strided in 2-D but would copy when broadcast in 3-D.
+    let x = x.reshape([b * t, d]);
+    let y = if xd == wd { x.matmul(w) } else { x.cast(wd).matmul(w).cast(xd) };
+    y.reshape([b, t, o])
 }
 
 fn norm<B: Backend>(gamma: Tensor<B, 1>, epsilon: f64) -> RmsNorm<B> {

@@ -17,3 +17,79 @@ pub fn fixture(name: &str) -> serde_json::Value {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
     serde_json::from_str(&std::fs::read_to_string(path).expect("fixture")).expect("fixture JSON")
 }
+
+use msn::model::gguf::{MetaValue, write_gguf};
+
+/// A tiny llama GGUF (F32 tensors, random weights, an 8-token byte-level BPE vocabulary) with
+/// the tensors named in `drop` left out, and `extra` metadata appended.
+pub fn tiny_gguf(drop: &[&str], extra: Vec<(&str, MetaValue)>) -> Vec<u8> {
+    let tokens = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "a", "b", "ab", "Ġ", "Ġa"];
+    let s = |v: &str| MetaValue::String(v.into());
+    let mut meta = vec![
+        ("general.architecture", s("llama")),
+        ("llama.block_count", MetaValue::U32(2)),
+        ("llama.context_length", MetaValue::U32(64)),
+        ("llama.embedding_length", MetaValue::U32(16)),
+        ("llama.feed_forward_length", MetaValue::U32(24)),
+        ("llama.attention.head_count", MetaValue::U32(4)),
+        ("llama.attention.head_count_kv", MetaValue::U32(2)),
+        ("llama.rope.freq_base", MetaValue::F32(10000.0)),
+        ("llama.attention.layer_norm_rms_epsilon", MetaValue::F32(1e-5)),
+        ("tokenizer.ggml.model", s("gpt2")),
+        ("tokenizer.ggml.pre", s("smollm")),
+        ("tokenizer.ggml.tokens", MetaValue::Array(tokens.iter().map(|t| s(t)).collect())),
+        (
+            "tokenizer.ggml.token_type",
+            MetaValue::Array([3, 3, 3, 1, 1, 1, 1, 1].iter().map(|&t| MetaValue::I32(t)).collect()),
+        ),
+        ("tokenizer.ggml.merges", MetaValue::Array(vec![s("a b"), s("Ġ a")])),
+        ("tokenizer.ggml.eos_token_id", MetaValue::U32(2)),
+    ];
+    meta.extend(extra);
+    let (v, d, ff, h, kv, hd) = (8usize, 16usize, 24usize, 4usize, 2usize, 4usize);
+    let mut seed = 12345u64;
+    let mut rand = |n: usize| -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ((seed >> 33) as f32 / (1u64 << 31) as f32 - 0.5) * 0.5
+            })
+            .collect()
+    };
+    let mut names: Vec<(String, Vec<usize>)> = vec![
+        ("token_embd.weight".into(), vec![v, d]),
+        ("output_norm.weight".into(), vec![d]),
+    ];
+    for i in 0..2 {
+        for (n, shape) in [
+            ("attn_norm.weight", vec![d]),
+            ("attn_q.weight", vec![h * hd, d]),
+            ("attn_k.weight", vec![kv * hd, d]),
+            ("attn_v.weight", vec![kv * hd, d]),
+            ("attn_output.weight", vec![d, h * hd]),
+            ("ffn_norm.weight", vec![d]),
+            ("ffn_gate.weight", vec![ff, d]),
+            ("ffn_up.weight", vec![ff, d]),
+            ("ffn_down.weight", vec![d, ff]),
+        ] {
+            names.push((format!("blk.{i}.{n}"), shape));
+        }
+    }
+    names.retain(|(n, _)| !drop.contains(&n.as_str()));
+    let data: Vec<Vec<f32>> = names.iter().map(|(_, s)| rand(s.iter().product())).collect();
+    let tensors: Vec<(&str, &[usize], &[f32])> = names
+        .iter()
+        .zip(&data)
+        .map(|((n, s), d)| (n.as_str(), s.as_slice(), d.as_slice()))
+        .collect();
+    write_gguf(&meta, &tensors)
+}
+
+/// Writes `bytes` to a fresh temporary file and returns it (deleted on drop).
+pub fn temp_file(bytes: &[u8]) -> tempfile::NamedTempFile {
+    use std::io::Write;
+    let mut f = tempfile::NamedTempFile::new().unwrap();
+    f.write_all(bytes).unwrap();
+    f.flush().unwrap();
+    f
+}

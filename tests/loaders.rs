@@ -1,0 +1,216 @@
+//! Loader correctness and robustness: dequantisation against llama.cpp's Python reference,
+//! every malformed-GGUF path, Hugging Face export and re-load.
+
+mod common;
+use common::{B, fixture, temp_file, tiny_gguf};
+use msn::model::gguf::{GgufHeader, MetaValue};
+use msn::model::hf::ExportDtype;
+use msn::model::quant::{GgmlType, dequantize};
+use msn::model::{CausalLm, ForwardInput};
+use msn::{Error, WeightDtype};
+
+#[test]
+fn dequantization_matches_gguf_python_reference() {
+    let fx = fixture("quant_blocks.json");
+    for (name, ty) in [
+        ("Q4_0", GgmlType::Q4_0),
+        ("Q4_1", GgmlType::Q4_1),
+        ("Q8_0", GgmlType::Q8_0),
+        ("Q4_K", GgmlType::Q4K),
+        ("Q5_K", GgmlType::Q5K),
+        ("Q6_K", GgmlType::Q6K),
+        ("F16", GgmlType::F16),
+        ("BF16", GgmlType::Bf16),
+    ] {
+        let hex = fx[name]["hex"].as_str().unwrap();
+        let bytes: Vec<u8> = (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect();
+        let want: Vec<f32> = fx[name]["values"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+        let mut got = vec![0f32; want.len()];
+        dequantize(ty, &bytes, &mut got).unwrap();
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert!((g - w).abs() <= 1e-6 * w.abs().max(1.0), "{name}[{i}]: {g} vs reference {w}");
+        }
+    }
+}
+
+fn parse_err(bytes: &[u8]) -> Error {
+    GgufHeader::parse(bytes).expect_err("malformed input must be rejected")
+}
+
+#[test]
+fn tiny_gguf_parses() {
+    let bytes = tiny_gguf(&[], vec![]);
+    let h = GgufHeader::parse(&bytes).unwrap();
+    assert_eq!(h.version, 3);
+    assert_eq!(h.tensors.len(), 20);
+}
+
+#[test]
+fn wrong_magic_is_rejected() {
+    let mut bytes = tiny_gguf(&[], vec![]);
+    bytes[0] = b'X';
+    assert!(matches!(parse_err(&bytes), Error::MalformedGguf(m) if m.contains("magic")));
+}
+
+#[test]
+fn unsupported_version_is_rejected() {
+    let mut bytes = tiny_gguf(&[], vec![]);
+    bytes[4..8].copy_from_slice(&1u32.to_le_bytes());
+    assert!(matches!(parse_err(&bytes), Error::MalformedGguf(m) if m.contains("version")));
+}
+
+#[test]
+fn every_truncation_is_an_error_not_a_panic() {
+    let bytes = tiny_gguf(&[], vec![]);
+    // Every prefix shorter than the whole file fails cleanly (the data section included).
+    for len in (0..bytes.len()).step_by(7) {
+        assert!(GgufHeader::parse(&bytes[..len]).is_err(), "prefix of {len} bytes accepted");
+    }
+}
+
+#[test]
+fn absurd_counts_are_rejected_before_allocating() {
+    let mut bytes = tiny_gguf(&[], vec![]);
+    bytes[8..16].copy_from_slice(&u64::MAX.to_le_bytes()); // tensor count
+    assert!(matches!(parse_err(&bytes), Error::MalformedGguf(m) if m.contains("tensor count")));
+    let mut bytes = tiny_gguf(&[], vec![]);
+    bytes[16..24].copy_from_slice(&(1u64 << 60).to_le_bytes()); // metadata count
+    assert!(matches!(parse_err(&bytes), Error::MalformedGguf(m) if m.contains("metadata count")));
+    // First key's length: absurd.
+    let mut bytes = tiny_gguf(&[], vec![]);
+    bytes[24..32].copy_from_slice(&(u64::MAX - 3).to_le_bytes());
+    assert!(matches!(parse_err(&bytes), Error::MalformedGguf(_)));
+}
+
+/// Byte offset of the first tensor-info entry's dims in a `tiny_gguf` file.
+fn first_tensor_entry(bytes: &[u8]) -> usize {
+    let name = b"token_embd.weight";
+    bytes.windows(name.len()).position(|w| w == name).unwrap() + name.len()
+}
+
+#[test]
+fn absurd_dims_and_ranks_are_rejected() {
+    let base = tiny_gguf(&[], vec![]);
+    let at = first_tensor_entry(&base);
+    // Rank 9.
+    let mut bytes = base.clone();
+    bytes[at..at + 4].copy_from_slice(&9u32.to_le_bytes());
+    assert!(matches!(parse_err(&bytes), Error::MalformedGguf(m) if m.contains("dimensions")));
+    // A dimension of 2^62: the element count overflows or the data lies past the end.
+    let mut bytes = base.clone();
+    bytes[at + 4..at + 12].copy_from_slice(&(1u64 << 62).to_le_bytes());
+    assert!(matches!(parse_err(&bytes), Error::MalformedGguf(_)));
+    let mut bytes = base;
+    bytes[at + 4..at + 12].copy_from_slice(&(1u64 << 40).to_le_bytes());
+    assert!(matches!(parse_err(&bytes), Error::MalformedGguf(m) if m.contains("past the end")));
+}
+
+#[test]
+fn unknown_dtype_is_a_typed_error() {
+    let mut bytes = tiny_gguf(&[], vec![]);
+    let at = first_tensor_entry(&bytes) + 4 + 2 * 8; // after rank and two dims
+    bytes[at..at + 4].copy_from_slice(&16u32.to_le_bytes()); // IQ2_XXS
+    match parse_err(&bytes) {
+        Error::UnsupportedDtype { tensor, dtype } => {
+            assert_eq!(tensor, "token_embd.weight");
+            assert_eq!(dtype, "IQ2_XXS");
+        }
+        e => panic!("unexpected {e}"),
+    }
+    bytes[at..at + 4].copy_from_slice(&999u32.to_le_bytes());
+    assert!(matches!(parse_err(&bytes), Error::UnsupportedDtype { .. }));
+}
+
+#[test]
+fn missing_tensor_is_a_typed_error() {
+    let f = temp_file(&tiny_gguf(&["blk.1.ffn_up.weight"], vec![]));
+    let err = msn::load::<B>(f.path().to_str().unwrap(), &Default::default()).unwrap_err();
+    assert!(matches!(err, Error::MissingTensor(ref n) if n == "model.layers.1.mlp.up_proj.weight"), "{err}");
+}
+
+#[test]
+fn wrong_architecture_and_missing_file_are_typed_errors() {
+    let f = temp_file(&tiny_gguf(&[], vec![("general.architecture", MetaValue::String("mamba".into()))]));
+    // A later key with the same name overrides the first.
+    let err = msn::load::<B>(f.path().to_str().unwrap(), &Default::default()).unwrap_err();
+    assert!(matches!(err, Error::UnsupportedArchitecture(ref a) if a == "mamba"), "{err}");
+    let err = msn::load::<B>("/nonexistent/model.gguf", &Default::default()).unwrap_err();
+    assert!(matches!(err, Error::Io { .. }), "{err}");
+}
+
+fn all_logits(m: &msn::LoadedModel<B>, prompt: &[u32]) -> Vec<f32> {
+    let mut cache = m.model.new_cache(1, prompt.len());
+    m.model
+        .forward(ForwardInput::causal(prompt, 0, &Default::default()), &mut cache)
+        .into_data()
+        .convert::<f32>()
+        .into_vec()
+        .unwrap()
+}
+
+#[test]
+fn tiny_hf_export_round_trip_is_exact() {
+    let f = temp_file(&tiny_gguf(&[], vec![]));
+    let m = msn::load::<B>(f.path().to_str().unwrap(), &Default::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    m.save_hf(dir.path(), ExportDtype::F32).unwrap();
+    let back = msn::load::<B>(dir.path().to_str().unwrap(), &Default::default()).unwrap();
+    let prompt = [3, 4, 5, 6, 7, 3];
+    assert_eq!(all_logits(&m, &prompt), all_logits(&back, &prompt));
+    assert_eq!(back.tokenizer.encode("ab a").unwrap(), m.tokenizer.encode("ab a").unwrap());
+    assert_eq!(back.tokenizer.eos_ids, vec![2]);
+}
+
+#[test]
+fn malformed_hf_directories_are_typed_errors() {
+    let f = temp_file(&tiny_gguf(&[], vec![]));
+    let m = msn::load::<B>(f.path().to_str().unwrap(), &Default::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    m.save_hf(dir.path(), ExportDtype::Bf16).unwrap();
+    // bf16 export loads (rounded weights).
+    msn::load::<B>(dir.path().to_str().unwrap(), &Default::default()).unwrap();
+    // Truncated safetensors.
+    let st = dir.path().join("model.safetensors");
+    let bytes = std::fs::read(&st).unwrap();
+    std::fs::write(&st, &bytes[..bytes.len() / 2]).unwrap();
+    let err = msn::load::<B>(dir.path().to_str().unwrap(), &Default::default()).unwrap_err();
+    assert!(matches!(err, Error::InvalidCheckpoint { .. }), "{err}");
+    // No weights at all.
+    std::fs::remove_file(&st).unwrap();
+    let err = msn::load::<B>(dir.path().to_str().unwrap(), &Default::default()).unwrap_err();
+    assert!(matches!(err, Error::InvalidCheckpoint { ref reason, .. } if reason.contains("model.safetensors")), "{err}");
+    // A config that is not llama.
+    std::fs::write(dir.path().join("config.json"), r#"{"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "vocab_size": 8, "hidden_size": 16, "intermediate_size": 24, "num_hidden_layers": 2, "num_attention_heads": 4, "max_position_embeddings": 64}"#).unwrap();
+    let err = msn::load::<B>(dir.path().to_str().unwrap(), &Default::default()).unwrap_err();
+    assert!(matches!(err, Error::UnsupportedArchitecture(_)), "{err}");
+}
+
+#[test]
+fn smollm2_hf_round_trip_gives_identical_logits() {
+    let m = common::smollm2();
+    let dir = tempfile::tempdir().unwrap();
+    m.save_hf(dir.path(), ExportDtype::F32).unwrap();
+    let back = msn::load::<B>(dir.path().to_str().unwrap(), &Default::default()).unwrap();
+    let prompt = m.tokenizer.encode("def fib(n):\n    return n").unwrap();
+    assert_eq!(all_logits(m, &prompt), all_logits(&back, &prompt));
+    // The exported tokenizer and chat template are the same.
+    let msgs = [msn::Message::new("user", "Hi")];
+    assert_eq!(
+        back.tokenizer.apply_chat_template(&msgs, true).unwrap(),
+        m.tokenizer.apply_chat_template(&msgs, true).unwrap()
+    );
+    assert_eq!(back.tokenizer.encode("Größe 12345 <|im_end|>").unwrap(), m.tokenizer.encode("Größe 12345 <|im_end|>").unwrap());
+}
+
+#[test]
+fn f16_weights_keep_greedy_output() {
+    let refs = fixture("reference_logits.json");
+    let m16 = msn::load_with::<B>("smollm2", &Default::default(), WeightDtype::F16).unwrap();
+    for case in refs["cases"].as_array().unwrap() {
+        let prompt: Vec<u32> = case["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+        let want: Vec<u32> = case["greedy_continuation"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+        let cfg = msn::GenerateConfig { max_new_tokens: want.len(), eos_ids: vec![], stop_strings: vec![] };
+        let g = msn::greedy::<B, _>(&m16.model, None, &prompt, &cfg, None).unwrap();
+        assert_eq!(g.tokens, want);
+    }
+}
