@@ -1,7 +1,23 @@
-//! Checking that a backend's device actually works before using it.
+//! Checking that a backend's device (and a float type on it) actually works before using it.
 
 use crate::error::{Error, Result};
 use burn::prelude::*;
+use burn::tensor::FloatDType;
+
+/// Runs `f`, turning a panic into `Err(message)` without printing the panic.
+fn catch<T>(f: impl FnOnce() -> T) -> std::result::Result<T, String> {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    std::panic::set_hook(hook);
+    result.map_err(|panic| {
+        panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "unknown error".into())
+    })
+}
 
 /// Runs a one-element computation on `device`, turning a backend panic (CUDA without a GPU,
 /// no Vulkan/Metal adapter for wgpu) into [`Error::DeviceUnavailable`].
@@ -9,28 +25,24 @@ use burn::prelude::*;
 /// # Errors
 /// [`Error::DeviceUnavailable`] naming `what` and the backend's message.
 pub fn probe<B: Backend>(what: &str, device: &B::Device) -> Result<()> {
-    let hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
     let device = device.clone();
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
-        let t = Tensor::<B, 1>::ones([2], &device);
-        t.sum().into_scalar().elem::<f32>()
-    }));
-    std::panic::set_hook(hook);
-    match result {
+    match catch(move || Tensor::<B, 1>::ones([2], &device).sum().into_scalar().elem::<f32>()) {
         Ok(v) if (v - 2.0).abs() < 1e-6 => Ok(()),
         Ok(v) => Err(Error::DeviceUnavailable(format!(
             "backend `{what}` computed 1 + 1 = {v}; its device is not usable"
         ))),
-        Err(panic) => {
-            let msg = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "unknown error".into());
-            Err(Error::DeviceUnavailable(format!(
-                "backend `{what}` is compiled in but its device does not work on this machine ({msg}); use --device flex or --device ndarray on a CPU"
-            )))
-        }
+        Err(msg) => Err(Error::DeviceUnavailable(format!(
+            "backend `{what}` is compiled in but its device does not work on this machine ({msg}); use --device flex or --device ndarray on a CPU"
+        ))),
     }
+}
+
+/// Whether the backend can store `dtype` tensors and multiply them on `device`.
+pub fn supports_dtype<B: Backend>(device: &B::Device, dtype: FloatDType) -> bool {
+    let device = device.clone();
+    catch(move || {
+        let a = Tensor::<B, 2>::ones([2, 2], &device).cast(dtype);
+        a.clone().matmul(a).cast(FloatDType::F32).sum().into_scalar().elem::<f32>()
+    })
+    .is_ok_and(|v| (v - 8.0).abs() < 1e-3)
 }

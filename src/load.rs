@@ -65,8 +65,13 @@ pub fn load<B: Backend>(spec: &str, device: &B::Device) -> Result<LoadedModel<B>
 /// [`load`] with weights held as `dtype`.
 ///
 /// # Errors
-/// See [`load`].
+/// See [`load`]; [`Error::InvalidArgument`] when the backend cannot hold `dtype`.
 pub fn load_with<B: Backend>(spec: &str, device: &B::Device, dtype: WeightDtype) -> Result<LoadedModel<B>> {
+    if !crate::device::supports_dtype::<B>(device, dtype.float_dtype()) {
+        return Err(Error::InvalidArgument(format!(
+            "this backend cannot hold {dtype:?} weights (burn's ndarray backend is f32-only); load with WeightDtype::F32 (`--dtype f32`)"
+        )));
+    }
     let path = if spec == "smollm2" {
         crate::fetch::smollm2()?
     } else {

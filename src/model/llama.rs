@@ -185,7 +185,7 @@ impl<B: Backend> Llama<B> {
             let h = block.input_layernorm.forward(x.clone());
             let a = block
                 .self_attn
-                .forward(h, &cos, &sin, mask.clone(), cache, i);
+                .forward(h, &self.rope, &cos, &sin, mask.clone(), cache, i);
             x = x + a;
             let h = block.post_attention_layernorm.forward(x.clone());
             x = x + block.mlp.forward(h);
@@ -224,9 +224,11 @@ fn causal_mask<B: Backend>(b: usize, t: usize, past: usize, device: &B::Device) 
 }
 
 impl<B: Backend> Attention<B> {
+    #[allow(clippy::too_many_arguments)]
     fn forward(
         &self,
         x: Tensor<B, 3>,
+        rope: &Rope<B>,
         cos: &Tensor<B, 4>,
         sin: &Tensor<B, 4>,
         mask: Option<Tensor<B, 3, Bool>>,
@@ -236,11 +238,11 @@ impl<B: Backend> Attention<B> {
         let [b, t, _] = x.dims();
         let (h, kv, hd) = (self.n_heads, self.n_kv_heads, self.head_dim);
         let rep = h / kv;
-        let q = project(&self.q_proj, x.clone()).reshape([b, t, h, hd]).swap_dims(1, 2);
-        let k = project(&self.k_proj, x.clone()).reshape([b, t, kv, hd]).swap_dims(1, 2);
+        let q = project(&self.q_proj, x.clone()).reshape([b, t, h, hd]);
+        let k = project(&self.k_proj, x.clone()).reshape([b, t, kv, hd]);
         let v = project(&self.v_proj, x).reshape([b, t, kv, hd]).swap_dims(1, 2);
-        let q = Rope::apply(q, cos, sin);
-        let k = Rope::apply(k, cos, sin);
+        let q = rope.apply(q, cos, sin).swap_dims(1, 2);
+        let k = rope.apply(k, cos, sin).swap_dims(1, 2);
         let (k, v) = cache.append(layer, k, v);
         let s = k.dims()[2];
         // Query heads of one KV group are stacked along the row axis, so each KV head is read

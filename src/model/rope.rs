@@ -43,11 +43,15 @@ pub fn inv_frequencies(config: &LlamaConfig, factors: Option<&[f32]>) -> Vec<f64
     inv
 }
 
-/// Cosine and sine tables, `[max_positions, head_dim]`, halves duplicated.
+/// Cosine and sine tables, `[max_positions, head_dim]`, halves duplicated, and the rotate-half
+/// matrix.
 #[derive(Module, Debug)]
 pub struct Rope<B: Backend> {
     cos: Tensor<B, 2>,
     sin: Tensor<B, 2>,
+    /// `[head_dim, head_dim]` with `x @ rotate = cat(-x2, x1)`: one small contiguous matmul
+    /// instead of strided half-slices.
+    rotate: Tensor<B, 2>,
 }
 
 impl<B: Backend> Rope<B> {
@@ -67,29 +71,34 @@ impl<B: Backend> Rope<B> {
                 }
             }
         }
+        let mut rotate = vec![0f32; d * d];
+        for i in 0..half {
+            rotate[(i + half) * d + i] = -1.0; // out[i] = -x[i + half]
+            rotate[i * d + i + half] = 1.0; // out[i + half] = x[i]
+        }
         Self {
+            rotate: Tensor::from_data(TensorData::new(rotate, [d, d]), device),
             cos: Tensor::from_data(TensorData::new(cos, [max_positions, d]), device),
             sin: Tensor::from_data(TensorData::new(sin, [max_positions, d]), device),
         }
     }
 
-    /// The `(cos, sin)` rows for `positions` `[batch, t]`, shaped `[batch, 1, t, head_dim]` to
+    /// The `(cos, sin)` rows for `positions` `[batch, t]`, shaped `[batch, t, 1, head_dim]` to
     /// broadcast over heads. Compute once per forward and pass to [`Rope::apply`] in each layer.
     pub fn angles(&self, positions: Tensor<B, 2, Int>) -> (Tensor<B, 4>, Tensor<B, 4>) {
         let [b, t] = positions.dims();
         let d = self.cos.dims()[1];
         let flat = positions.reshape([b * t]);
-        let cos = self.cos.clone().select(0, flat.clone()).reshape([b, 1, t, d]);
-        let sin = self.sin.clone().select(0, flat).reshape([b, 1, t, d]);
+        let cos = self.cos.clone().select(0, flat.clone()).reshape([b, t, 1, d]);
+        let sin = self.sin.clone().select(0, flat).reshape([b, t, 1, d]);
         (cos, sin)
     }
 
-    /// Rotates `x` `[batch, heads, t, head_dim]` by the angles from [`Rope::angles`].
-    pub fn apply(x: Tensor<B, 4>, cos: &Tensor<B, 4>, sin: &Tensor<B, 4>) -> Tensor<B, 4> {
-        let [b, h, t, d] = x.dims();
-        let x1 = x.clone().slice([0..b, 0..h, 0..t, 0..d / 2]);
-        let x2 = x.clone().slice([0..b, 0..h, 0..t, d / 2..d]);
-        let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
+    /// Rotates `x` `[batch, t, heads, head_dim]` (contiguous, heads not yet moved forward) by
+    /// the angles from [`Rope::angles`].
+    pub fn apply(&self, x: Tensor<B, 4>, cos: &Tensor<B, 4>, sin: &Tensor<B, 4>) -> Tensor<B, 4> {
+        let [b, t, h, d] = x.dims();
+        let rotated = x.clone().reshape([b * t * h, d]).matmul(self.rotate.clone()).reshape([b, t, h, d]);
         x * cos.clone() + rotated * sin.clone()
     }
 }
