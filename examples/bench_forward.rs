@@ -56,8 +56,16 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(str::to_string))
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|k| k.parse::<f64>().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(str::to_string)
+        })
+        .and_then(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .and_then(|k| k.parse::<f64>().ok())
+        })
         .map_or(f64::NAN, |kib| kib / 1024.0)
 }
 
@@ -67,12 +75,18 @@ fn sync<B: Backend>(t: Tensor<B, 3>) {
     let _ = t.slice([0..b, n - 1..n, 0..1.min(v)]).into_data();
 }
 
-fn run<B: Backend>(device: B::Device, args: &Args, dtype: msn::WeightDtype) -> msn::Result<serde_json::Value> {
+fn run<B: Backend>(
+    device: B::Device,
+    args: &Args,
+    dtype: msn::WeightDtype,
+) -> msn::Result<serde_json::Value> {
     let m = msn::load_with::<B>(&args.model, &device, dtype)?;
     let model = &m.model;
     let vocab = model.info().vocab_size as u32;
     // Deterministic pseudo-text: real token ids spread over the vocabulary.
-    let tokens: Vec<u32> = (0..args.context + 64).map(|i| 200 + (i as u32 * 7919) % (vocab - 400)).collect();
+    let tokens: Vec<u32> = (0..args.context + 64)
+        .map(|i| 200 + (i as u32 * 7919) % (vocab - 400))
+        .collect();
     // Warm-up.
     let mut cache = model.new_cache(1, 64);
     sync(model.forward_last(ForwardInput::causal(&tokens[..16], 0, &device), &mut cache));
@@ -90,7 +104,10 @@ fn run<B: Backend>(device: B::Device, args: &Args, dtype: msn::WeightDtype) -> m
         sync(model.forward_last(ForwardInput::causal(&tokens[..ctx], 0, &device), &mut cache));
         let t = Instant::now();
         for i in 0..args.decode_tokens {
-            let l = model.forward_last(ForwardInput::causal(&tokens[ctx + i % 64..ctx + i % 64 + 1], ctx + i, &device), &mut cache);
+            let l = model.forward_last(
+                ForwardInput::causal(&tokens[ctx + i % 64..ctx + i % 64 + 1], ctx + i, &device),
+                &mut cache,
+            );
             sync(l);
         }
         args.decode_tokens as f64 / t.elapsed().as_secs_f64()
@@ -99,13 +116,23 @@ fn run<B: Backend>(device: B::Device, args: &Args, dtype: msn::WeightDtype) -> m
     let decode_long = decode(args.context);
     // Latency curve over a cached context.
     let mut cache = model.new_cache(1, args.context + 64);
-    sync(model.forward_last(ForwardInput::causal(&tokens[..args.context], 0, &device), &mut cache));
+    sync(model.forward_last(
+        ForwardInput::causal(&tokens[..args.context], 0, &device),
+        &mut cache,
+    ));
     let mut latency = Vec::new();
     for &t in &TS {
         let times: Vec<f64> = (0..args.reps)
             .map(|_| {
                 let s = Instant::now();
-                sync(model.forward(ForwardInput::causal(&tokens[args.context..args.context + t], args.context, &device), &mut cache));
+                sync(model.forward(
+                    ForwardInput::causal(
+                        &tokens[args.context..args.context + t],
+                        args.context,
+                        &device,
+                    ),
+                    &mut cache,
+                ));
                 let e = s.elapsed().as_secs_f64();
                 cache.truncate(args.context);
                 e
@@ -150,16 +177,29 @@ fn main() {
                 .output()
                 .expect("run child");
             if !out.status.success() {
-                eprintln!("{dev} ({dtype}) failed: {}", String::from_utf8_lossy(&out.stderr));
+                eprintln!(
+                    "{dev} ({dtype}) failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
                 continue;
             }
             let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("child JSON");
-            std::fs::write(args.out.join(format!("forward_{dev}_{dtype}.json")), v.to_string()).expect("write");
+            std::fs::write(
+                args.out.join(format!("forward_{dev}_{dtype}.json")),
+                v.to_string(),
+            )
+            .expect("write");
             rows.push((format!("{dev} {dtype}"), v));
         }
     }
-    println!("model: {}, {} tokens of cached context for the latency columns\n", args.model, args.context);
-    print!("| backend | prefill tok/s | decode tok/s (short ctx) | decode tok/s (ctx {}) | peak RSS MiB |", args.context);
+    println!(
+        "model: {}, {} tokens of cached context for the latency columns\n",
+        args.model, args.context
+    );
+    print!(
+        "| backend | prefill tok/s | decode tok/s (short ctx) | decode tok/s (ctx {}) | peak RSS MiB |",
+        args.context
+    );
     for t in TS {
         print!(" T={t} ms |");
     }
@@ -184,7 +224,10 @@ fn main() {
             print!(" {ms:.1} |");
         }
         println!();
-        series.push(plot::Series { name: name.clone(), points: pts });
+        series.push(plot::Series {
+            name: name.clone(),
+            points: pts,
+        });
     }
     let svg = plot::line_chart(
         &format!("Forward latency over a {}-token cache", args.context),

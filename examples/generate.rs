@@ -17,7 +17,9 @@ use std::io::Write;
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
-#[command(about = "Generate text with a llama-family model (GGUF file, Hugging Face directory, or `smollm2`)")]
+#[command(
+    about = "Generate text with a llama-family model (GGUF file, Hugging Face directory, or `smollm2`)"
+)]
 struct Args {
     /// A .gguf file, a Hugging Face model directory, or `smollm2` (fetched on first use).
     #[arg(long, default_value = "smollm2")]
@@ -53,16 +55,24 @@ struct Args {
 
 fn run<B: Backend>(device: B::Device, args: &Args) -> msn::Result<()> {
     let prompts = match (&args.prompt, &args.prompts) {
-        (Some(p), None) => vec![PromptLine { id: serde_json::json!(0), prompt: p.clone() }],
+        (Some(p), None) => vec![PromptLine {
+            id: serde_json::json!(0),
+            prompt: p.clone(),
+        }],
         (None, Some(path)) => read_prompt_lines(path)?,
-        _ => return Err(msn::Error::InvalidArgument("give --prompt TEXT or --prompts FILE.jsonl".into())),
+        _ => {
+            return Err(msn::Error::InvalidArgument(
+                "give --prompt TEXT or --prompts FILE.jsonl".into(),
+            ));
+        }
     };
     let m = msn::load_with::<B>(&args.model, &device, args.dtype)?;
     let mut config = GenerateConfig::new(args.max_new_tokens, &m.tokenizer);
     config.stop_strings = args.stop.clone();
     for p in prompts {
         let text = if args.chat {
-            m.tokenizer.apply_chat_template(&[Message::new("user", &p.prompt)], true)?
+            m.tokenizer
+                .apply_chat_template(&[Message::new("user", &p.prompt)], true)?
         } else {
             p.prompt.clone()
         };
@@ -75,7 +85,13 @@ fn run<B: Backend>(device: B::Device, args: &Args) -> msn::Result<()> {
                 let _ = stdout.write_all(s.as_bytes());
                 let _ = stdout.flush();
             };
-            let g = msn::greedy::<B, _>(&m.model, Some(&m.tokenizer), &ids, &config, Some(&mut print))?;
+            let g = msn::greedy::<B, _>(
+                &m.model,
+                Some(&m.tokenizer),
+                &ids,
+                &config,
+                Some(&mut print),
+            )?;
             println!();
             eprintln!(
                 "[{} prompt tokens, {} new tokens in {:.2}s: {:.1} tokens/s, {} forward passes, {:?}]",

@@ -26,7 +26,12 @@ fn catch<T>(f: impl FnOnce() -> T) -> std::result::Result<T, String> {
 /// [`Error::DeviceUnavailable`] naming `what` and the backend's message.
 pub fn probe<B: Backend>(what: &str, device: &B::Device) -> Result<()> {
     let device = device.clone();
-    match catch(move || Tensor::<B, 1>::ones([2], &device).sum().into_scalar().elem::<f32>()) {
+    match catch(move || {
+        Tensor::<B, 1>::ones([2], &device)
+            .sum()
+            .into_scalar()
+            .elem::<f32>()
+    }) {
         Ok(v) if (v - 2.0).abs() < 1e-6 => Ok(()),
         Ok(v) => Err(Error::DeviceUnavailable(format!(
             "backend `{what}` computed 1 + 1 = {v}; its device is not usable"
@@ -42,7 +47,12 @@ pub fn supports_dtype<B: Backend>(device: &B::Device, dtype: FloatDType) -> bool
     let device = device.clone();
     catch(move || {
         let a = Tensor::<B, 2>::ones([2, 2], &device).cast(dtype);
-        a.clone().matmul(a).cast(FloatDType::F32).sum().into_scalar().elem::<f32>()
+        a.clone()
+            .matmul(a)
+            .cast(FloatDType::F32)
+            .sum()
+            .into_scalar()
+            .elem::<f32>()
     })
     .is_ok_and(|v| (v - 8.0).abs() < 1e-3)
 }

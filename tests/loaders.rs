@@ -23,12 +23,23 @@ fn dequantization_matches_gguf_python_reference() {
         ("BF16", GgmlType::Bf16),
     ] {
         let hex = fx[name]["hex"].as_str().unwrap();
-        let bytes: Vec<u8> = (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect();
-        let want: Vec<f32> = fx[name]["values"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+        let bytes: Vec<u8> = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect();
+        let want: Vec<f32> = fx[name]["values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect();
         let mut got = vec![0f32; want.len()];
         dequantize(ty, &bytes, &mut got).unwrap();
         for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-            assert!((g - w).abs() <= 1e-6 * w.abs().max(1.0), "{name}[{i}]: {g} vs reference {w}");
+            assert!(
+                (g - w).abs() <= 1e-6 * w.abs().max(1.0),
+                "{name}[{i}]: {g} vs reference {w}"
+            );
         }
     }
 }
@@ -64,7 +75,10 @@ fn every_truncation_is_an_error_not_a_panic() {
     let bytes = tiny_gguf(&[], vec![]);
     // Every prefix shorter than the whole file fails cleanly (the data section included).
     for len in (0..bytes.len()).step_by(7) {
-        assert!(GgufHeader::parse(&bytes[..len]).is_err(), "prefix of {len} bytes accepted");
+        assert!(
+            GgufHeader::parse(&bytes[..len]).is_err(),
+            "prefix of {len} bytes accepted"
+        );
     }
 }
 
@@ -125,15 +139,24 @@ fn unknown_dtype_is_a_typed_error() {
 fn missing_tensor_is_a_typed_error() {
     let f = temp_file(&tiny_gguf(&["blk.1.ffn_up.weight"], vec![]));
     let err = msn::load::<B>(f.path().to_str().unwrap(), &Default::default()).unwrap_err();
-    assert!(matches!(err, Error::MissingTensor(ref n) if n == "model.layers.1.mlp.up_proj.weight"), "{err}");
+    assert!(
+        matches!(err, Error::MissingTensor(ref n) if n == "model.layers.1.mlp.up_proj.weight"),
+        "{err}"
+    );
 }
 
 #[test]
 fn wrong_architecture_and_missing_file_are_typed_errors() {
-    let f = temp_file(&tiny_gguf(&[], vec![("general.architecture", MetaValue::String("mamba".into()))]));
+    let f = temp_file(&tiny_gguf(
+        &[],
+        vec![("general.architecture", MetaValue::String("mamba".into()))],
+    ));
     // A later key with the same name overrides the first.
     let err = msn::load::<B>(f.path().to_str().unwrap(), &Default::default()).unwrap_err();
-    assert!(matches!(err, Error::UnsupportedArchitecture(ref a) if a == "mamba"), "{err}");
+    assert!(
+        matches!(err, Error::UnsupportedArchitecture(ref a) if a == "mamba"),
+        "{err}"
+    );
     let err = msn::load::<B>("/nonexistent/model.gguf", &Default::default()).unwrap_err();
     assert!(matches!(err, Error::Io { .. }), "{err}");
 }
@@ -141,7 +164,10 @@ fn wrong_architecture_and_missing_file_are_typed_errors() {
 fn all_logits(m: &msn::LoadedModel<B>, prompt: &[u32]) -> Vec<f32> {
     let mut cache = m.model.new_cache(1, prompt.len());
     m.model
-        .forward(ForwardInput::causal(prompt, 0, &Default::default()), &mut cache)
+        .forward(
+            ForwardInput::causal(prompt, 0, &Default::default()),
+            &mut cache,
+        )
         .into_data()
         .convert::<f32>()
         .into_vec()
@@ -157,7 +183,10 @@ fn tiny_hf_export_round_trip_is_exact() {
     let back = msn::load::<B>(dir.path().to_str().unwrap(), &Default::default()).unwrap();
     let prompt = [3, 4, 5, 6, 7, 3];
     assert_eq!(all_logits(&m, &prompt), all_logits(&back, &prompt));
-    assert_eq!(back.tokenizer.encode("ab a").unwrap(), m.tokenizer.encode("ab a").unwrap());
+    assert_eq!(
+        back.tokenizer.encode("ab a").unwrap(),
+        m.tokenizer.encode("ab a").unwrap()
+    );
     assert_eq!(back.tokenizer.eos_ids, vec![2]);
 }
 
@@ -178,7 +207,10 @@ fn malformed_hf_directories_are_typed_errors() {
     // No weights at all.
     std::fs::remove_file(&st).unwrap();
     let err = msn::load::<B>(dir.path().to_str().unwrap(), &Default::default()).unwrap_err();
-    assert!(matches!(err, Error::InvalidCheckpoint { ref reason, .. } if reason.contains("model.safetensors")), "{err}");
+    assert!(
+        matches!(err, Error::InvalidCheckpoint { ref reason, .. } if reason.contains("model.safetensors")),
+        "{err}"
+    );
     // A config that is not llama.
     std::fs::write(dir.path().join("config.json"), r#"{"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "vocab_size": 8, "hidden_size": 16, "intermediate_size": 24, "num_hidden_layers": 2, "num_attention_heads": 4, "max_position_embeddings": 64}"#).unwrap();
     let err = msn::load::<B>(dir.path().to_str().unwrap(), &Default::default()).unwrap_err();
@@ -199,7 +231,10 @@ fn smollm2_hf_round_trip_gives_identical_logits() {
         back.tokenizer.apply_chat_template(&msgs, true).unwrap(),
         m.tokenizer.apply_chat_template(&msgs, true).unwrap()
     );
-    assert_eq!(back.tokenizer.encode("Größe 12345 <|im_end|>").unwrap(), m.tokenizer.encode("Größe 12345 <|im_end|>").unwrap());
+    assert_eq!(
+        back.tokenizer.encode("Größe 12345 <|im_end|>").unwrap(),
+        m.tokenizer.encode("Größe 12345 <|im_end|>").unwrap()
+    );
 }
 
 #[test]
@@ -207,9 +242,23 @@ fn f16_weights_keep_greedy_output() {
     let refs = fixture("reference_logits.json");
     let m16 = msn::load_with::<B>("smollm2", &Default::default(), WeightDtype::F16).unwrap();
     for case in refs["cases"].as_array().unwrap() {
-        let prompt: Vec<u32> = case["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
-        let want: Vec<u32> = case["greedy_continuation"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
-        let cfg = msn::GenerateConfig { max_new_tokens: want.len(), eos_ids: vec![], stop_strings: vec![] };
+        let prompt: Vec<u32> = case["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
+        let want: Vec<u32> = case["greedy_continuation"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
+        let cfg = msn::GenerateConfig {
+            max_new_tokens: want.len(),
+            eos_ids: vec![],
+            stop_strings: vec![],
+        };
         let g = msn::greedy::<B, _>(&m16.model, None, &prompt, &cfg, None).unwrap();
         assert_eq!(g.tokens, want);
     }

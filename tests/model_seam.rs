@@ -24,7 +24,10 @@ fn close(a: &[f32], b: &[f32]) -> bool {
 
 fn full(m: &Llama<B>, tokens: &[u32]) -> Vec<Vec<f32>> {
     let mut cache = m.new_cache(1, tokens.len());
-    rows(m.forward(ForwardInput::causal(tokens, 0, &Default::default()), &mut cache))
+    rows(m.forward(
+        ForwardInput::causal(tokens, 0, &Default::default()),
+        &mut cache,
+    ))
 }
 
 #[test]
@@ -33,9 +36,15 @@ fn incremental_decoding_equals_one_pass() {
     let tokens = [5u32, 9, 13, 2, 7, 7, 30, 1];
     let want = full(&m, &tokens);
     let mut cache = m.new_cache(1, 16);
-    let mut got = rows(m.forward(ForwardInput::causal(&tokens[..3], 0, &Default::default()), &mut cache));
+    let mut got = rows(m.forward(
+        ForwardInput::causal(&tokens[..3], 0, &Default::default()),
+        &mut cache,
+    ));
     for (i, &t) in tokens[3..].iter().enumerate() {
-        got.extend(rows(m.forward(ForwardInput::causal(&[t], 3 + i, &Default::default()), &mut cache)));
+        got.extend(rows(m.forward(
+            ForwardInput::causal(&[t], 3 + i, &Default::default()),
+            &mut cache,
+        )));
     }
     for (g, w) in got.iter().zip(&want) {
         assert!(close(g, w));
@@ -108,8 +117,15 @@ fn left_padded_batch_equals_each_sequence_alone() {
     let s2 = [42u32, 7];
     let t = s1.len();
     let pad = t - s2.len();
-    let tokens: Vec<i64> = s1.iter().chain(std::iter::repeat_n(&0, pad)).chain(&s2).map(|&x| x as i64).collect();
-    let pos: Vec<i64> = (0..t as i64).chain((0..t as i64).map(|i| (i - pad as i64).max(0))).collect();
+    let tokens: Vec<i64> = s1
+        .iter()
+        .chain(std::iter::repeat_n(&0, pad))
+        .chain(&s2)
+        .map(|&x| x as i64)
+        .collect();
+    let pos: Vec<i64> = (0..t as i64)
+        .chain((0..t as i64).map(|i| (i - pad as i64).max(0)))
+        .collect();
     let mut mask = vec![false; 2 * t * t];
     for i in 0..t {
         for j in 0..t {
@@ -141,7 +157,10 @@ fn forward_last_equals_last_row_of_forward() {
     let tokens = [1u32, 2, 3, 4];
     let want = full(&m, &tokens);
     let mut cache = m.new_cache(1, 4);
-    let got = rows(m.forward_last(ForwardInput::causal(&tokens, 0, &Default::default()), &mut cache));
+    let got = rows(m.forward_last(
+        ForwardInput::causal(&tokens, 0, &Default::default()),
+        &mut cache,
+    ));
     assert_eq!(got.len(), 1);
     assert!(close(&got[0], &want[3]));
 }

@@ -12,7 +12,12 @@ fn tokenizer_matches_llama_cpp() {
     let cases = fixture("tokenize_llamacpp.json");
     for case in cases.as_array().unwrap() {
         let text = case["text"].as_str().unwrap();
-        let want: Vec<u32> = case["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+        let want: Vec<u32> = case["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
         let got = m.tokenizer.encode(text).unwrap();
         assert_eq!(got, want, "token ids of {text:?}");
         // Byte-level BPE round-trips the text exactly.
@@ -21,7 +26,11 @@ fn tokenizer_matches_llama_cpp() {
 }
 
 fn ids(v: &serde_json::Value) -> Vec<u32> {
-    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
 }
 
 #[test]
@@ -32,12 +41,19 @@ fn logits_match_float64_reference() {
     for case in refs["cases"].as_array().unwrap() {
         let prompt = ids(&case["ids"]);
         let mut cache = m.model.new_cache(1, prompt.len());
-        let logits = m.model.forward(ForwardInput::<B>::causal(&prompt, 0, &device), &mut cache);
+        let logits = m
+            .model
+            .forward(ForwardInput::<B>::causal(&prompt, 0, &device), &mut cache);
         let [_, t, v] = logits.dims();
         assert_eq!(t, prompt.len());
         let data: Vec<f32> = logits.into_data().convert::<f32>().into_vec().unwrap();
         let mut worst = 0f64;
-        for (pos, top) in case["top5_per_position"].as_array().unwrap().iter().enumerate() {
+        for (pos, top) in case["top5_per_position"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .enumerate()
+        {
             let row = &data[pos * v..(pos + 1) * v];
             for (rank, pair) in top.as_array().unwrap().iter().enumerate() {
                 let id = pair[0].as_u64().unwrap() as usize;
@@ -46,16 +62,27 @@ fn logits_match_float64_reference() {
                 worst = worst.max(diff);
                 if rank == 0 {
                     let best = row.iter().cloned().fold(f32::MIN, f32::max);
-                    assert!((best - row[id]).abs() < 1e-2, "position {pos}: reference argmax {id} is not our argmax");
+                    assert!(
+                        (best - row[id]).abs() < 1e-2,
+                        "position {pos}: reference argmax {id} is not our argmax"
+                    );
                 }
             }
         }
         let last = &data[(t - 1) * v..t * v];
-        for (i, want) in case["last_logits_first_16"].as_array().unwrap().iter().enumerate() {
+        for (i, want) in case["last_logits_first_16"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .enumerate()
+        {
             worst = worst.max((last[i] as f64 - want.as_f64().unwrap()).abs());
         }
         eprintln!("largest |logit - reference| = {worst:.2e}");
-        assert!(worst < 1e-3, "logits differ from the float64 reference by {worst}");
+        assert!(
+            worst < 1e-3,
+            "logits differ from the float64 reference by {worst}"
+        );
     }
 }
 
@@ -67,7 +94,11 @@ fn greedy_continuation_matches_reference() {
         let prompt = ids(&case["ids"]);
         let want = ids(&case["greedy_continuation"]);
         // No EOS stop: the reference continuation runs for a fixed number of tokens.
-        let cfg = GenerateConfig { max_new_tokens: want.len(), eos_ids: vec![], stop_strings: vec![] };
+        let cfg = GenerateConfig {
+            max_new_tokens: want.len(),
+            eos_ids: vec![],
+            stop_strings: vec![],
+        };
         let g = greedy::<B, _>(&m.model, Some(&m.tokenizer), &prompt, &cfg, None).unwrap();
         assert_eq!(g.tokens, want);
         assert_eq!(g.steps, want.len());

@@ -9,14 +9,25 @@ pub struct Series {
     pub points: Vec<(f64, f64)>,
 }
 
-const COLORS: [&str; 6] = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"];
+const COLORS: [&str; 6] = [
+    "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b",
+];
 
 /// Renders a line chart with axes, ticks at the data's x values, and a legend.
 pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series]) -> String {
     let (w, h, l, r, t, b) = (720.0, 420.0, 70.0, 20.0, 40.0, 60.0);
-    let xs: Vec<f64> = series.iter().flat_map(|s| s.points.iter().map(|p| p.0)).collect();
-    let ys: Vec<f64> = series.iter().flat_map(|s| s.points.iter().map(|p| p.1)).collect();
-    let (x0, x1) = (xs.iter().cloned().fold(f64::MAX, f64::min), xs.iter().cloned().fold(f64::MIN, f64::max));
+    let xs: Vec<f64> = series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| p.0))
+        .collect();
+    let ys: Vec<f64> = series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| p.1))
+        .collect();
+    let (x0, x1) = (
+        xs.iter().cloned().fold(f64::MAX, f64::min),
+        xs.iter().cloned().fold(f64::MIN, f64::max),
+    );
     let y1 = ys.iter().cloned().fold(0.0, f64::max) * 1.1;
     let px = |x: f64| l + (x - x0) / (x1 - x0).max(1e-12) * (w - l - r);
     let py = |y: f64| h - b - y / y1.max(1e-12) * (h - t - b);
@@ -24,34 +35,74 @@ pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series]) 
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"{}\" y=\"22\" text-anchor=\"middle\" font-size=\"15\">{title}</text>\n",
         w / 2.0
     );
-    s += &format!("<line x1=\"{l}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>\n", h - b, w - r, h - b);
-    s += &format!("<line x1=\"{l}\" y1=\"{t}\" x2=\"{l}\" y2=\"{}\" stroke=\"black\"/>\n", h - b);
+    s += &format!(
+        "<line x1=\"{l}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>\n",
+        h - b,
+        w - r,
+        h - b
+    );
+    s += &format!(
+        "<line x1=\"{l}\" y1=\"{t}\" x2=\"{l}\" y2=\"{}\" stroke=\"black\"/>\n",
+        h - b
+    );
     let mut ticks = xs.clone();
     ticks.sort_by(f64::total_cmp);
     ticks.dedup();
     for x in ticks {
-        s += &format!("<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{x}</text>\n", px(x), h - b + 16.0);
+        s += &format!(
+            "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{x}</text>\n",
+            px(x),
+            h - b + 16.0
+        );
     }
     for i in 0..=5 {
         let y = y1 * i as f64 / 5.0;
         s += &format!(
             "<text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{:.3}</text><line x1=\"{l}\" y1=\"{:.1}\" x2=\"{}\" y2=\"{:.1}\" stroke=\"#ddd\"/>\n",
-            l - 6.0, py(y) + 4.0, y, py(y), w - r, py(y)
+            l - 6.0,
+            py(y) + 4.0,
+            y,
+            py(y),
+            w - r,
+            py(y)
         );
     }
-    s += &format!("<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{x_label}</text>\n", (l + w - r) / 2.0, h - 18.0);
-    s += &format!("<text x=\"18\" y=\"{}\" text-anchor=\"middle\" transform=\"rotate(-90 18 {})\">{y_label}</text>\n", (t + h - b) / 2.0, (t + h - b) / 2.0);
+    s += &format!(
+        "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{x_label}</text>\n",
+        (l + w - r) / 2.0,
+        h - 18.0
+    );
+    s += &format!(
+        "<text x=\"18\" y=\"{}\" text-anchor=\"middle\" transform=\"rotate(-90 18 {})\">{y_label}</text>\n",
+        (t + h - b) / 2.0,
+        (t + h - b) / 2.0
+    );
     for (i, se) in series.iter().enumerate() {
         let c = COLORS[i % COLORS.len()];
-        let pts: Vec<String> = se.points.iter().map(|&(x, y)| format!("{:.1},{:.1}", px(x), py(y))).collect();
-        s += &format!("<polyline fill=\"none\" stroke=\"{c}\" stroke-width=\"2\" points=\"{}\"/>\n", pts.join(" "));
+        let pts: Vec<String> = se
+            .points
+            .iter()
+            .map(|&(x, y)| format!("{:.1},{:.1}", px(x), py(y)))
+            .collect();
+        s += &format!(
+            "<polyline fill=\"none\" stroke=\"{c}\" stroke-width=\"2\" points=\"{}\"/>\n",
+            pts.join(" ")
+        );
         for &(x, y) in &se.points {
-            s += &format!("<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"{c}\"/>\n", px(x), py(y));
+            s += &format!(
+                "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"{c}\"/>\n",
+                px(x),
+                py(y)
+            );
         }
         let ly = t + 10.0 + 18.0 * i as f64;
         s += &format!(
             "<line x1=\"{}\" y1=\"{ly}\" x2=\"{}\" y2=\"{ly}\" stroke=\"{c}\" stroke-width=\"3\"/><text x=\"{}\" y=\"{}\">{}</text>\n",
-            l + 12.0, l + 32.0, l + 38.0, ly + 4.0, se.name
+            l + 12.0,
+            l + 32.0,
+            l + 38.0,
+            ly + 4.0,
+            se.name
         );
     }
     s + "</svg>\n"

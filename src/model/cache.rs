@@ -86,7 +86,11 @@ impl<B: Backend> KvCache<B> {
     /// # Panics
     /// When `start > len` or an index points at or past `len`.
     pub fn keep(&mut self, start: usize, keep: &[usize]) {
-        assert!(start <= self.len, "keep: start {start} past len {}", self.len);
+        assert!(
+            start <= self.len,
+            "keep: start {start} past len {}",
+            self.len
+        );
         assert!(
             keep.iter().all(|&i| start + i < self.len),
             "keep: index out of the cached range"
@@ -115,7 +119,11 @@ impl<B: Backend> KvCache<B> {
 
     /// The device the cache lives on.
     pub fn device(&self) -> B::Device {
-        self.layers[0].as_ref().expect("cache layer present").k.device()
+        self.layers[0]
+            .as_ref()
+            .expect("cache layer present")
+            .k
+            .device()
     }
 
     /// Writes `k`, `v` (`[batch, kv_heads, t, head_dim]`) of layer `layer` at `len .. len + t` and

@@ -139,9 +139,13 @@ impl LlamaConfig {
             ));
         }
         if self.head_dim() == 0 || self.head_dim() % 2 != 0 {
-            return bad(format!("head_dim {} must be even and positive", self.head_dim()));
+            return bad(format!(
+                "head_dim {} must be even and positive",
+                self.head_dim()
+            ));
         }
-        if !(self.rope_theta > 0.0) || !(self.rms_norm_eps > 0.0) {
+        let positive = |x: f64| x.is_finite() && x > 0.0;
+        if !positive(self.rope_theta) || !positive(self.rms_norm_eps) {
             return bad("rope_theta and rms_norm_eps must be positive".into());
         }
         Ok(())
@@ -150,10 +154,14 @@ impl LlamaConfig {
     /// The end-of-sequence ids named by the config.
     pub fn eos_ids(&self) -> Vec<u32> {
         match &self.eos_token_id {
-            Some(serde_json::Value::Number(n)) => n.as_u64().map(|v| v as u32).into_iter().collect(),
-            Some(serde_json::Value::Array(a)) => {
-                a.iter().filter_map(|v| v.as_u64()).map(|v| v as u32).collect()
+            Some(serde_json::Value::Number(n)) => {
+                n.as_u64().map(|v| v as u32).into_iter().collect()
             }
+            Some(serde_json::Value::Array(a)) => a
+                .iter()
+                .filter_map(|v| v.as_u64())
+                .map(|v| v as u32)
+                .collect(),
             _ => Vec::new(),
         }
     }

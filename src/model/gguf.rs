@@ -200,7 +200,9 @@ impl GgufHeader {
                 ))
             })?;
             if offset % alignment != 0 {
-                return Err(malformed(format!("tensor `{name}`: misaligned data offset")));
+                return Err(malformed(format!(
+                    "tensor `{name}`: misaligned data offset"
+                )));
             }
             let start = data_start
                 .checked_add(offset)
@@ -405,10 +407,7 @@ impl<'a> Reader<'a> {
 
 /// Writes a minimal GGUF v3 file (for tests and tools): `metadata` and F32 tensors given in
 /// row-major shape order.
-pub fn write_gguf(
-    metadata: &[(&str, MetaValue)],
-    tensors: &[(&str, &[usize], &[f32])],
-) -> Vec<u8> {
+pub fn write_gguf(metadata: &[(&str, MetaValue)], tensors: &[(&str, &[usize], &[f32])]) -> Vec<u8> {
     fn put_str(out: &mut Vec<u8>, s: &str) {
         out.extend_from_slice(&(s.len() as u64).to_le_bytes());
         out.extend_from_slice(s.as_bytes());

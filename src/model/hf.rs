@@ -40,20 +40,28 @@ impl SafetensorsDir {
         let names: Vec<String> = if single.exists() {
             vec!["model.safetensors".into()]
         } else if index_path.exists() {
-            let text = std::fs::read_to_string(&index_path).map_err(|e| Error::io(&index_path, e))?;
+            let text =
+                std::fs::read_to_string(&index_path).map_err(|e| Error::io(&index_path, e))?;
             let v: serde_json::Value = serde_json::from_str(&text)
                 .map_err(|e| Error::checkpoint(&index_path, format!("not valid JSON: {e}")))?;
-            let map = v.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| {
-                Error::checkpoint(&index_path, "no `weight_map` object")
-            })?;
+            let map = v
+                .get("weight_map")
+                .and_then(|m| m.as_object())
+                .ok_or_else(|| Error::checkpoint(&index_path, "no `weight_map` object"))?;
             let mut files: Vec<String> = map
                 .values()
                 .filter_map(|f| f.as_str().map(str::to_string))
                 .collect();
             files.sort();
             files.dedup();
-            if files.iter().any(|f| f.contains('/') || f.contains('\\') || f.contains("..")) {
-                return Err(Error::checkpoint(&index_path, "shard names must be plain file names"));
+            if files
+                .iter()
+                .any(|f| f.contains('/') || f.contains('\\') || f.contains(".."))
+            {
+                return Err(Error::checkpoint(
+                    &index_path,
+                    "shard names must be plain file names",
+                ));
             }
             files
         } else {
@@ -153,16 +161,32 @@ pub enum ExportDtype {
 /// Every parameter of `model` by Hugging Face name, row-major `[out, in]` for linears.
 pub fn named_tensors<B: Backend>(model: &Llama<B>) -> Vec<(String, Vec<usize>, Vec<f32>)> {
     let mut out = Vec::new();
-    let vec1 = |t: Tensor<B, 1>| t.into_data().convert::<f32>().into_vec::<f32>().expect("f32 data");
+    let vec1 = |t: Tensor<B, 1>| {
+        t.into_data()
+            .convert::<f32>()
+            .into_vec::<f32>()
+            .expect("f32 data")
+    };
     let mat = |t: Tensor<B, 2>| {
         // burn stores [in, out]; checkpoints store [out, in].
         let [i, o] = t.dims();
-        let v = t.into_data().convert::<f32>().into_vec::<f32>().expect("f32 data");
+        let v = t
+            .into_data()
+            .convert::<f32>()
+            .into_vec::<f32>()
+            .expect("f32 data");
         (vec![o, i], transpose(&v, i, o))
     };
     let emb = model.embed_tokens.weight.val();
     let dims = emb.dims().to_vec();
-    out.push(("model.embed_tokens.weight".to_string(), dims, emb.into_data().convert::<f32>().into_vec::<f32>().expect("f32 data")));
+    out.push((
+        "model.embed_tokens.weight".to_string(),
+        dims,
+        emb.into_data()
+            .convert::<f32>()
+            .into_vec::<f32>()
+            .expect("f32 data"),
+    ));
     for (i, b) in model.layers.iter().enumerate() {
         let p = format!("model.layers.{i}.");
         let a = &b.self_attn;
@@ -180,7 +204,10 @@ pub fn named_tensors<B: Backend>(model: &Llama<B>) -> Vec<(String, Vec<usize>, V
         }
         for (n, g) in [
             ("input_layernorm.weight", &b.input_layernorm.gamma),
-            ("post_attention_layernorm.weight", &b.post_attention_layernorm.gamma),
+            (
+                "post_attention_layernorm.weight",
+                &b.post_attention_layernorm.gamma,
+            ),
         ] {
             let v = vec1(g.val());
             out.push((format!("{p}{n}"), vec![v.len()], v));

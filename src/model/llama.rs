@@ -1,12 +1,12 @@
 //! The llama-family decoder: RMSNorm, RoPE by position id, grouped-query attention over a
 //! [`KvCache`], SwiGLU, tied or separate LM head. Reads top to bottom like the paper.
 
+use crate::error::Result;
 use crate::model::cache::KvCache;
 use crate::model::config::LlamaConfig;
 use crate::model::rope::{Rope, inv_frequencies};
-use crate::model::{CausalLm, ForwardInput, ModelInfo};
-use crate::error::Result;
 use crate::model::weights::{ParamSource, RandomInit};
+use crate::model::{CausalLm, ForwardInput, ModelInfo};
 use burn::module::Param;
 use burn::nn::{Embedding, Linear, RmsNorm};
 use burn::prelude::*;
@@ -86,7 +86,11 @@ fn project<B: Backend>(linear: &Linear<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
     // 2-D product: the weight may be a transposed view (`[out, in]` storage), which the
     // backends read strided in 2-D but would copy when broadcast in 3-D.
     let x = x.reshape([b * t, d]);
-    let y = if xd == wd { x.matmul(w) } else { x.cast(wd).matmul(w).cast(xd) };
+    let y = if xd == wd {
+        x.matmul(w)
+    } else {
+        x.cast(wd).matmul(w).cast(xd)
+    };
     y.reshape([b, t, o])
 }
 
@@ -114,19 +118,42 @@ impl<B: Backend> Llama<B> {
     ) -> Result<Self> {
         config.validate()?;
         let device = params.device();
-        let (d, hd, ff) = (config.hidden_size, config.head_dim(), config.intermediate_size);
+        let (d, hd, ff) = (
+            config.hidden_size,
+            config.head_dim(),
+            config.intermediate_size,
+        );
         let (h, kv) = (config.num_attention_heads, config.kv_heads());
         let eps = config.rms_norm_eps;
         let mut layers = Vec::with_capacity(config.num_hidden_layers);
         for i in 0..config.num_hidden_layers {
             let p = format!("model.layers.{i}.");
             layers.push(Block {
-                input_layernorm: norm(params.vector(&format!("{p}input_layernorm.weight"), d)?, eps),
+                input_layernorm: norm(
+                    params.vector(&format!("{p}input_layernorm.weight"), d)?,
+                    eps,
+                ),
                 self_attn: Attention {
-                    q_proj: linear(params.matrix(&format!("{p}self_attn.q_proj.weight"), h * hd, d)?),
-                    k_proj: linear(params.matrix(&format!("{p}self_attn.k_proj.weight"), kv * hd, d)?),
-                    v_proj: linear(params.matrix(&format!("{p}self_attn.v_proj.weight"), kv * hd, d)?),
-                    o_proj: linear(params.matrix(&format!("{p}self_attn.o_proj.weight"), d, h * hd)?),
+                    q_proj: linear(params.matrix(
+                        &format!("{p}self_attn.q_proj.weight"),
+                        h * hd,
+                        d,
+                    )?),
+                    k_proj: linear(params.matrix(
+                        &format!("{p}self_attn.k_proj.weight"),
+                        kv * hd,
+                        d,
+                    )?),
+                    v_proj: linear(params.matrix(
+                        &format!("{p}self_attn.v_proj.weight"),
+                        kv * hd,
+                        d,
+                    )?),
+                    o_proj: linear(params.matrix(
+                        &format!("{p}self_attn.o_proj.weight"),
+                        d,
+                        h * hd,
+                    )?),
                     n_heads: h,
                     n_kv_heads: kv,
                     head_dim: hd,
@@ -143,12 +170,20 @@ impl<B: Backend> Llama<B> {
             });
         }
         let embed_tokens = Embedding {
-            weight: Param::from_tensor(params.embedding("model.embed_tokens.weight", config.vocab_size, d)?),
+            weight: Param::from_tensor(params.embedding(
+                "model.embed_tokens.weight",
+                config.vocab_size,
+                d,
+            )?),
         };
         let lm_head = if config.tie_word_embeddings {
             None
         } else {
-            Some(linear(params.matrix("lm_head.weight", config.vocab_size, d)?))
+            Some(linear(params.matrix(
+                "lm_head.weight",
+                config.vocab_size,
+                d,
+            )?))
         };
         Ok(Self {
             embed_tokens,
@@ -213,7 +248,12 @@ impl<B: Backend> Llama<B> {
 }
 
 /// `[b, t, past + t]` causal mask, true = masked.
-fn causal_mask<B: Backend>(b: usize, t: usize, past: usize, device: &B::Device) -> Tensor<B, 3, Bool> {
+fn causal_mask<B: Backend>(
+    b: usize,
+    t: usize,
+    past: usize,
+    device: &B::Device,
+) -> Tensor<B, 3, Bool> {
     let s = past + t;
     let data: Vec<bool> = (0..t)
         .flat_map(|i| (0..s).map(move |j| j > past + i))
@@ -240,7 +280,9 @@ impl<B: Backend> Attention<B> {
         let rep = h / kv;
         let q = project(&self.q_proj, x.clone()).reshape([b, t, h, hd]);
         let k = project(&self.k_proj, x.clone()).reshape([b, t, kv, hd]);
-        let v = project(&self.v_proj, x).reshape([b, t, kv, hd]).swap_dims(1, 2);
+        let v = project(&self.v_proj, x)
+            .reshape([b, t, kv, hd])
+            .swap_dims(1, 2);
         let q = rope.apply(q, cos, sin).swap_dims(1, 2);
         let k = rope.apply(k, cos, sin).swap_dims(1, 2);
         let (k, v) = cache.append(layer, k, v);
@@ -261,7 +303,10 @@ impl<B: Backend> Attention<B> {
             None => scores,
         };
         let out = softmax(scores, 3).matmul(v);
-        let out = out.reshape([b, h, t, hd]).swap_dims(1, 2).reshape([b, t, h * hd]);
+        let out = out
+            .reshape([b, h, t, hd])
+            .swap_dims(1, 2)
+            .reshape([b, t, h * hd]);
         project(&self.o_proj, out)
     }
 }

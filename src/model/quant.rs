@@ -129,7 +129,9 @@ pub fn dequantize(ty: GgmlType, data: &[u8], out: &mut [f32]) -> Result<()> {
         )));
     }
     let bs = ty.block_size();
-    let blocks = data.chunks_exact(ty.type_size()).zip(out.chunks_exact_mut(bs));
+    let blocks = data
+        .chunks_exact(ty.type_size())
+        .zip(out.chunks_exact_mut(bs));
     match ty {
         GgmlType::F32 => {
             for (b, o) in blocks {

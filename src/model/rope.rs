@@ -89,7 +89,11 @@ impl<B: Backend> Rope<B> {
         let [b, t] = positions.dims();
         let d = self.cos.dims()[1];
         let flat = positions.reshape([b * t]);
-        let cos = self.cos.clone().select(0, flat.clone()).reshape([b, t, 1, d]);
+        let cos = self
+            .cos
+            .clone()
+            .select(0, flat.clone())
+            .reshape([b, t, 1, d]);
         let sin = self.sin.clone().select(0, flat).reshape([b, t, 1, d]);
         (cos, sin)
     }
@@ -98,7 +102,11 @@ impl<B: Backend> Rope<B> {
     /// the angles from [`Rope::angles`].
     pub fn apply(&self, x: Tensor<B, 4>, cos: &Tensor<B, 4>, sin: &Tensor<B, 4>) -> Tensor<B, 4> {
         let [b, t, h, d] = x.dims();
-        let rotated = x.clone().reshape([b * t * h, d]).matmul(self.rotate.clone()).reshape([b, t, h, d]);
+        let rotated = x
+            .clone()
+            .reshape([b * t * h, d])
+            .matmul(self.rotate.clone())
+            .reshape([b, t, h, d]);
         x * cos.clone() + rotated * sin.clone()
     }
 }

@@ -67,9 +67,13 @@ fn pre_tokenizer_for(pre: &str) -> Result<PreTokenizerWrapper> {
     const LLAMA3: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
     const QWEN2: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
     let split = |re: &str| -> Result<PreTokenizerWrapper> {
-        Ok(Split::new(SplitPattern::Regex(re.into()), SplitDelimiterBehavior::Isolated, false)
-            .map_err(tk_err)?
-            .into())
+        Ok(Split::new(
+            SplitPattern::Regex(re.into()),
+            SplitDelimiterBehavior::Isolated,
+            false,
+        )
+        .map_err(tk_err)?
+        .into())
     };
     let byte_level = |regex: bool| PreTokenizerWrapper::from(ByteLevel::new(false, true, regex));
     Ok(match pre {
@@ -78,8 +82,12 @@ fn pre_tokenizer_for(pre: &str) -> Result<PreTokenizerWrapper> {
             Sequence::new(vec![Digits::new(true).into(), byte_level(true)]).into()
         }
         "default" | "gpt2" | "gpt-2" => byte_level(true),
-        "llama-bpe" | "llama3" | "smaug-bpe" => Sequence::new(vec![split(LLAMA3)?, byte_level(false)]).into(),
-        "qwen2" | "deepseek-r1-qwen" => Sequence::new(vec![split(QWEN2)?, byte_level(false)]).into(),
+        "llama-bpe" | "llama3" | "smaug-bpe" => {
+            Sequence::new(vec![split(LLAMA3)?, byte_level(false)]).into()
+        }
+        "qwen2" | "deepseek-r1-qwen" => {
+            Sequence::new(vec![split(QWEN2)?, byte_level(false)]).into()
+        }
         _ if pre.is_empty() => Sequence::new(vec![split(GPT2)?, byte_level(false)]).into(),
         other => {
             return Err(Error::Tokenizer(format!(
@@ -113,7 +121,10 @@ impl Tokenizer {
     /// # Errors
     /// [`Error::Tokenizer`] for another tokenizer model or missing metadata.
     pub fn from_gguf(h: &GgufHeader) -> Result<Self> {
-        let model = h.get("tokenizer.ggml.model").and_then(MetaValue::as_str).unwrap_or("");
+        let model = h
+            .get("tokenizer.ggml.model")
+            .and_then(MetaValue::as_str)
+            .unwrap_or("");
         if model != "gpt2" {
             return Err(Error::Tokenizer(format!(
                 "GGUF tokenizer model `{model}` is not supported (byte-level BPE `gpt2` is); load the Hugging Face directory with its tokenizer.json instead"
@@ -126,8 +137,11 @@ impl Tokenizer {
             .and_then(MetaValue::as_array)
             .map(|a| a.iter().map(|v| v.as_u64().unwrap_or(1)).collect())
             .unwrap_or_default();
-        let vocab: tokenizers::models::bpe::Vocab =
-            tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
+        let vocab: tokenizers::models::bpe::Vocab = tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.clone(), i as u32))
+            .collect();
         let merges = merges
             .iter()
             .map(|m| {
@@ -141,7 +155,10 @@ impl Tokenizer {
             .build()
             .map_err(tk_err)?;
         let mut inner = tokenizers::Tokenizer::new(bpe);
-        let pre = h.get("tokenizer.ggml.pre").and_then(MetaValue::as_str).unwrap_or("");
+        let pre = h
+            .get("tokenizer.ggml.pre")
+            .and_then(MetaValue::as_str)
+            .unwrap_or("");
         inner.with_pre_tokenizer(Some(pre_tokenizer_for(pre)?));
         inner.with_decoder(Some(ByteLevelDecoder::default()));
         let special: Vec<AddedToken> = tokens
@@ -188,7 +205,9 @@ impl Tokenizer {
         };
         let token_id = |key: &str| -> Option<u32> {
             let v = cfg.get(key)?;
-            let s = v.as_str().or_else(|| v.get("content").and_then(|c| c.as_str()))?;
+            let s = v
+                .as_str()
+                .or_else(|| v.get("content").and_then(|c| c.as_str()))?;
             inner.token_to_id(s)
         };
         let mut eos_ids: Vec<u32> = config_eos.to_vec();
@@ -197,7 +216,10 @@ impl Tokenizer {
         }
         Ok(Self {
             bos_id: token_id("bos_token"),
-            add_bos: cfg.get("add_bos_token").and_then(|v| v.as_bool()).unwrap_or(false),
+            add_bos: cfg
+                .get("add_bos_token")
+                .and_then(|v| v.as_bool())
+                .unwrap_or(false),
             chat_template: cfg
                 .get("chat_template")
                 .and_then(|v| v.as_str())
@@ -268,19 +290,33 @@ impl Tokenizer {
     ///
     /// # Errors
     /// [`Error::ChatTemplate`] when the checkpoint has no template or rendering fails.
-    pub fn apply_chat_template(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
-        let template = self.chat_template.as_deref().ok_or_else(|| {
-            Error::ChatTemplate("the checkpoint has no chat template".into())
-        })?;
+    pub fn apply_chat_template(
+        &self,
+        messages: &[Message],
+        add_generation_prompt: bool,
+    ) -> Result<String> {
+        let template = self
+            .chat_template
+            .as_deref()
+            .ok_or_else(|| Error::ChatTemplate("the checkpoint has no chat template".into()))?;
         let mut env = minijinja::Environment::new();
         minijinja_contrib::add_to_environment(&mut env);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-        env.add_function("raise_exception", |msg: String| -> std::result::Result<String, minijinja::Error> {
-            Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg))
-        });
+        env.add_function(
+            "raise_exception",
+            |msg: String| -> std::result::Result<String, minijinja::Error> {
+                Err(minijinja::Error::new(
+                    minijinja::ErrorKind::InvalidOperation,
+                    msg,
+                ))
+            },
+        );
         env.add_template("chat", template)
             .map_err(|e| Error::ChatTemplate(e.to_string()))?;
-        let name = |id: Option<u32>| id.and_then(|i| self.inner.id_to_token(i)).unwrap_or_default();
+        let name = |id: Option<u32>| {
+            id.and_then(|i| self.inner.id_to_token(i))
+                .unwrap_or_default()
+        };
         env.get_template("chat")
             .and_then(|t| {
                 t.render(minijinja::context! {

@@ -41,13 +41,21 @@ impl<B: Backend> ParamSource<B> for RandomInit<B> {
     }
     fn matrix(&mut self, _: &str, out: usize, inp: usize) -> Result<Tensor<B, 2>> {
         let k = 1.0 / (inp as f64).sqrt();
-        Ok(Tensor::random([inp, out], Distribution::Uniform(-k, k), &self.device))
+        Ok(Tensor::random(
+            [inp, out],
+            Distribution::Uniform(-k, k),
+            &self.device,
+        ))
     }
     fn vector(&mut self, _: &str, len: usize) -> Result<Tensor<B, 1>> {
         Ok(Tensor::ones([len], &self.device))
     }
     fn embedding(&mut self, _: &str, vocab: usize, hidden: usize) -> Result<Tensor<B, 2>> {
-        Ok(Tensor::random([vocab, hidden], Distribution::Normal(0.0, 0.02), &self.device))
+        Ok(Tensor::random(
+            [vocab, hidden],
+            Distribution::Normal(0.0, 0.02),
+            &self.device,
+        ))
     }
 }
 
@@ -88,17 +96,23 @@ impl<B: Backend> ParamSource<B> for Loaded<'_, B> {
     }
     fn matrix(&mut self, name: &str, out: usize, inp: usize) -> Result<Tensor<B, 2>> {
         let data = self.fetch(name, &[out, inp])?;
-        let t: Tensor<B, 2> =
-            Tensor::from_data(TensorData::new(transpose(&data, out, inp), [inp, out]), &self.device);
+        let t: Tensor<B, 2> = Tensor::from_data(
+            TensorData::new(transpose(&data, out, inp), [inp, out]),
+            &self.device,
+        );
         Ok(t.cast(self.dtype))
     }
     fn vector(&mut self, name: &str, len: usize) -> Result<Tensor<B, 1>> {
         let data = self.fetch(name, &[len])?;
-        Ok(Tensor::from_data(TensorData::new(data, [len]), &self.device))
+        Ok(Tensor::from_data(
+            TensorData::new(data, [len]),
+            &self.device,
+        ))
     }
     fn embedding(&mut self, name: &str, vocab: usize, hidden: usize) -> Result<Tensor<B, 2>> {
         let data = self.fetch(name, &[vocab, hidden])?;
-        let t: Tensor<B, 2> = Tensor::from_data(TensorData::new(data, [vocab, hidden]), &self.device);
+        let t: Tensor<B, 2> =
+            Tensor::from_data(TensorData::new(data, [vocab, hidden]), &self.device);
         Ok(t.cast(self.dtype))
     }
 }
@@ -236,6 +250,9 @@ mod tests {
 
     #[test]
     fn transpose_small() {
-        assert_eq!(transpose(&[1., 2., 3., 4., 5., 6.], 2, 3), vec![1., 4., 2., 5., 3., 6.]);
+        assert_eq!(
+            transpose(&[1., 2., 3., 4., 5., 6.], 2, 3),
+            vec![1., 4., 2., 5., 3., 6.]
+        );
     }
 }

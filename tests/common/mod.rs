@@ -14,7 +14,9 @@ pub fn smollm2() -> &'static msn::LoadedModel<B> {
 
 /// A JSON fixture from `tests/fixtures`.
 pub fn fixture(name: &str) -> serde_json::Value {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
     serde_json::from_str(&std::fs::read_to_string(path).expect("fixture")).expect("fixture JSON")
 }
 
@@ -23,7 +25,16 @@ use msn::model::gguf::{MetaValue, write_gguf};
 /// A tiny llama GGUF (F32 tensors, random weights, an 8-token byte-level BPE vocabulary) with
 /// the tensors named in `drop` left out, and `extra` metadata appended.
 pub fn tiny_gguf(drop: &[&str], extra: Vec<(&str, MetaValue)>) -> Vec<u8> {
-    let tokens = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "a", "b", "ab", "Ġ", "Ġa"];
+    let tokens = [
+        "<|endoftext|>",
+        "<|im_start|>",
+        "<|im_end|>",
+        "a",
+        "b",
+        "ab",
+        "Ġ",
+        "Ġa",
+    ];
     let s = |v: &str| MetaValue::String(v.into());
     let mut meta = vec![
         ("general.architecture", s("llama")),
@@ -34,15 +45,29 @@ pub fn tiny_gguf(drop: &[&str], extra: Vec<(&str, MetaValue)>) -> Vec<u8> {
         ("llama.attention.head_count", MetaValue::U32(4)),
         ("llama.attention.head_count_kv", MetaValue::U32(2)),
         ("llama.rope.freq_base", MetaValue::F32(10000.0)),
-        ("llama.attention.layer_norm_rms_epsilon", MetaValue::F32(1e-5)),
+        (
+            "llama.attention.layer_norm_rms_epsilon",
+            MetaValue::F32(1e-5),
+        ),
         ("tokenizer.ggml.model", s("gpt2")),
         ("tokenizer.ggml.pre", s("smollm")),
-        ("tokenizer.ggml.tokens", MetaValue::Array(tokens.iter().map(|t| s(t)).collect())),
+        (
+            "tokenizer.ggml.tokens",
+            MetaValue::Array(tokens.iter().map(|t| s(t)).collect()),
+        ),
         (
             "tokenizer.ggml.token_type",
-            MetaValue::Array([3, 3, 3, 1, 1, 1, 1, 1].iter().map(|&t| MetaValue::I32(t)).collect()),
+            MetaValue::Array(
+                [3, 3, 3, 1, 1, 1, 1, 1]
+                    .iter()
+                    .map(|&t| MetaValue::I32(t))
+                    .collect(),
+            ),
         ),
-        ("tokenizer.ggml.merges", MetaValue::Array(vec![s("a b"), s("Ġ a")])),
+        (
+            "tokenizer.ggml.merges",
+            MetaValue::Array(vec![s("a b"), s("Ġ a")]),
+        ),
         ("tokenizer.ggml.eos_token_id", MetaValue::U32(2)),
     ];
     meta.extend(extra);
@@ -51,7 +76,9 @@ pub fn tiny_gguf(drop: &[&str], extra: Vec<(&str, MetaValue)>) -> Vec<u8> {
     let mut rand = |n: usize| -> Vec<f32> {
         (0..n)
             .map(|_| {
-                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 ((seed >> 33) as f32 / (1u64 << 31) as f32 - 0.5) * 0.5
             })
             .collect()
@@ -76,7 +103,10 @@ pub fn tiny_gguf(drop: &[&str], extra: Vec<(&str, MetaValue)>) -> Vec<u8> {
         }
     }
     names.retain(|(n, _)| !drop.contains(&n.as_str()));
-    let data: Vec<Vec<f32>> = names.iter().map(|(_, s)| rand(s.iter().product())).collect();
+    let data: Vec<Vec<f32>> = names
+        .iter()
+        .map(|(_, s)| rand(s.iter().product()))
+        .collect();
     let tensors: Vec<(&str, &[usize], &[f32])> = names
         .iter()
         .zip(&data)
