@@ -11,6 +11,7 @@ mod common;
 use burn::prelude::*;
 use clap::Parser;
 use common::with_backend;
+use msn::decode::{PldConfig, prompt_lookup};
 use msn::prompts::{PromptLine, read_prompt_lines};
 use msn::{GenerateConfig, Message};
 use std::io::Write;
@@ -33,9 +34,15 @@ struct Args {
     /// Wrap each prompt as a user message in the model's chat template.
     #[arg(long)]
     chat: bool,
-    /// Decoding method.
-    #[arg(long, default_value = "greedy", value_parser = ["greedy"])]
+    /// Decoding method: greedy, or pld (prompt lookup; same output, fewer forward passes).
+    #[arg(long, default_value = "greedy", value_parser = ["greedy", "pld"])]
     decoder: String,
+    /// PLD: most draft tokens per step.
+    #[arg(long, default_value_t = 10)]
+    max_draft: usize,
+    /// PLD: longest n-gram matched.
+    #[arg(long, default_value_t = 3)]
+    max_ngram: usize,
     /// Upper bound on new tokens per prompt.
     #[arg(long, default_value_t = 128)]
     max_new_tokens: usize,
@@ -77,29 +84,34 @@ fn run<B: Backend>(device: B::Device, args: &Args) -> msn::Result<()> {
             p.prompt.clone()
         };
         let ids = m.tokenizer.encode(&text)?;
+        let pld = PldConfig {
+            max_ngram: args.max_ngram,
+            max_draft: args.max_draft,
+        };
+        let decode = |on_text: Option<&mut dyn FnMut(&str)>| match args.decoder.as_str() {
+            "pld" => {
+                prompt_lookup::<B, _>(&m.model, Some(&m.tokenizer), &ids, &config, &pld, on_text)
+            }
+            _ => msn::greedy::<B, _>(&m.model, Some(&m.tokenizer), &ids, &config, on_text),
+        };
         let g = if args.json {
-            msn::greedy::<B, _>(&m.model, Some(&m.tokenizer), &ids, &config, None)?
+            decode(None)?
         } else {
             let mut stdout = std::io::stdout();
             let mut print = |s: &str| {
                 let _ = stdout.write_all(s.as_bytes());
                 let _ = stdout.flush();
             };
-            let g = msn::greedy::<B, _>(
-                &m.model,
-                Some(&m.tokenizer),
-                &ids,
-                &config,
-                Some(&mut print),
-            )?;
+            let g = decode(Some(&mut print))?;
             println!();
             eprintln!(
-                "[{} prompt tokens, {} new tokens in {:.2}s: {:.1} tokens/s, {} forward passes, {:?}]",
+                "[{} prompt tokens, {} new tokens in {:.2}s: {:.1} tokens/s, {} forward passes ({:.2} tokens/pass), {:?}]",
                 g.prompt_tokens,
                 g.tokens.len(),
                 g.wall_time_s,
                 g.tokens.len() as f64 / g.wall_time_s.max(1e-9),
                 g.steps,
+                g.accepted_tokens_per_step(),
                 g.stop_reason
             );
             g

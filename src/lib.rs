@@ -26,6 +26,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod decode;
 pub mod device;
 pub mod error;
 pub mod fetch;

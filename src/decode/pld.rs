@@ -1,0 +1,88 @@
+//! Prompt lookup decoding (PLD): one linear draft from an n-gram match in the context, verified
+//! causally in one forward pass. Output equals greedy decoding token for token.
+
+use crate::decode::{NgramIndex, TokenTree, forward_tree, verify};
+use crate::error::Result;
+use crate::generate::{GenerateConfig, Generation, Output, argmax, check_prompt, model_device};
+use crate::model::tokenizer::Tokenizer;
+use crate::model::{CausalLm, ForwardInput};
+use burn::prelude::*;
+use std::time::Instant;
+
+/// Prompt lookup parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PldConfig {
+    /// Longest n-gram to match (tries `max_ngram..=1`).
+    pub max_ngram: usize,
+    /// Most draft tokens per step.
+    pub max_draft: usize,
+}
+
+impl Default for PldConfig {
+    fn default() -> Self {
+        Self {
+            max_ngram: 3,
+            max_draft: 10,
+        }
+    }
+}
+
+/// Prompt lookup decoding. Same contract as [`crate::greedy`]; `steps` counts forward passes
+/// and `accept_lengths` the tokens each committed.
+///
+/// # Errors
+/// As [`crate::greedy`].
+pub fn prompt_lookup<B: Backend, M: CausalLm<B>>(
+    model: &M,
+    tokenizer: Option<&Tokenizer>,
+    prompt: &[u32],
+    config: &GenerateConfig,
+    pld: &PldConfig,
+    on_text: Option<&mut dyn FnMut(&str)>,
+) -> Result<Generation> {
+    let started = Instant::now();
+    let info = model.info();
+    check_prompt(
+        prompt,
+        config.max_new_tokens,
+        info.vocab_size,
+        info.max_positions,
+    )?;
+    let mut out = Output::new(config, tokenizer, on_text);
+    if out.is_done() {
+        return Ok(out.finish(prompt.len(), started));
+    }
+    let device = model_device(model);
+    let capacity = (prompt.len() + config.max_new_tokens + pld.max_draft).min(info.max_positions);
+    let mut cache = model.new_cache(1, capacity);
+    let mut root =
+        argmax(model.forward_last(ForwardInput::causal(prompt, 0, &device), &mut cache))[0];
+    out.push_block(&[root])?;
+    let mut index = NgramIndex::new(pld.max_ngram);
+    index.extend(prompt);
+    while !out.is_done() {
+        let start = cache.len();
+        // Room for the root and the draft in the cache and the position table.
+        let room = cache.remaining().saturating_sub(1);
+        let wanted = pld
+            .max_draft
+            .min(room)
+            .min(config.max_new_tokens.saturating_sub(out.tokens().len()));
+        let draft = index
+            .propose(&[root], wanted, 1)
+            .into_iter()
+            .next()
+            .unwrap_or_default();
+        let mut tokens = vec![root];
+        tokens.extend_from_slice(&draft);
+        let tree = TokenTree::chain(tokens.len());
+        let preds = forward_tree(model, &mut cache, &tree, &tokens, &device);
+        let v = verify(&tree, &tokens, &preds, &[]);
+        out.push_block(&v.tokens)?;
+        cache.keep(start, &v.path);
+        index.extend(&[root]);
+        index.extend(&v.tokens[..v.tokens.len() - 1]);
+        root = *v.tokens.last().expect("at least the root's prediction");
+    }
+    Ok(out.finish(prompt.len(), started))
+}

@@ -1,0 +1,135 @@
+//! Lossless decoding: every decoder's output equals greedy decoding, token for token, on random
+//! tiny llamas (proptest) and on SmolLM2-135M-Instruct.
+//!
+//! Float near-ties are the known enemy: a T-token verification pass and a 1-token greedy step
+//! compute the same logits through different matmul paths, so two candidates within ~1e-5 of
+//! each other may swap. The random-model test therefore scales the logits up (embedding init
+//! std 1.0 instead of 0.02 makes the top-2 gap large), and when outputs differ it checks the
+//! greedy logits at the first differing position: a top-2 gap below 1e-3 is reported as a tie
+//! (the case is rejected), anything else fails the test.
+
+mod common;
+use burn::prelude::*;
+use burn::tensor::Distribution;
+use common::{B, smollm2};
+use msn::decode::{PldConfig, prompt_lookup};
+use msn::model::{CausalLm, ForwardInput, Llama, LlamaConfig};
+use msn::{GenerateConfig, greedy};
+use proptest::prelude::*;
+
+fn random_model(vocab: usize, kv_heads: usize, seed: u64) -> Llama<B> {
+    let d = Default::default();
+    B::seed(&d, seed);
+    let mut c = LlamaConfig::tiny(vocab);
+    c.num_key_value_heads = Some(kv_heads);
+    c.tie_word_embeddings = false;
+    let mut m = Llama::init(&c, &d);
+    // Larger embeddings and head give well-separated logits (see the module doc) and outputs
+    // that do not collapse to one repeated token.
+    let big =
+        |w: Tensor<B, 2>| Tensor::random(w.dims(), Distribution::Normal(0.0, 1.0), &w.device());
+    m.embed_tokens.weight = m.embed_tokens.weight.map(big);
+    if let Some(head) = m.lm_head.as_mut() {
+        head.weight = head.weight.clone().map(big);
+    }
+    m
+}
+
+/// Top-2 gap of the greedy logits after `prefix`.
+fn top2_gap(m: &Llama<B>, prefix: &[u32]) -> f32 {
+    let mut cache = m.new_cache(1, prefix.len());
+    let l: Vec<f32> = m
+        .forward_last(
+            ForwardInput::causal(prefix, 0, &Default::default()),
+            &mut cache,
+        )
+        .into_data()
+        .convert::<f32>()
+        .into_vec()
+        .unwrap();
+    let mut v = l.clone();
+    v.sort_by(|a, b| b.total_cmp(a));
+    v[0] - v[1]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    #[test]
+    fn pld_equals_greedy_on_random_models(
+        seed in 0u64..1000,
+        kv_heads in prop::sample::select(vec![1usize, 2, 4]),
+        // Prompts repeat a random phrase with random edits, so n-gram drafts exist and are
+        // sometimes right, sometimes wrong.
+        phrase in proptest::collection::vec(0u32..160, 2..8),
+        edits in proptest::collection::vec((0usize..24, 0u32..160), 0..4),
+        reps in 1usize..4,
+        max_new in 0usize..40,
+        max_ngram in 1usize..4,
+        max_draft in 1usize..12,
+        eos in proptest::option::of(0u32..160),
+    ) {
+        let mut prompt: Vec<u32> = phrase.iter().cycle().take(phrase.len() * reps).copied().collect();
+        for (at, t) in edits {
+            let i = at % prompt.len();
+            prompt[i] = t;
+        }
+        let m = random_model(160, kv_heads, seed);
+        let cfg = GenerateConfig { max_new_tokens: max_new, eos_ids: eos.into_iter().collect(), stop_strings: vec![] };
+        let g = greedy::<B, _>(&m, None, &prompt, &cfg, None).unwrap();
+        let p = prompt_lookup::<B, _>(&m, None, &prompt, &cfg, &PldConfig { max_ngram, max_draft }, None).unwrap();
+        if g.tokens != p.tokens {
+            let i = g.tokens.iter().zip(&p.tokens).position(|(a, b)| a != b).unwrap_or(g.tokens.len().min(p.tokens.len()));
+            let prefix = [&prompt[..], &g.tokens[..i]].concat();
+            let gap = top2_gap(&m, &prefix);
+            // A float tie is not a decoder error: reject the case (proptest counts rejections).
+            prop_assume!(gap >= 1e-3);
+            prop_assert_eq!(&g.tokens, &p.tokens, "diverged at {} with top-2 gap {}", i, gap);
+        }
+        prop_assert_eq!(g.stop_reason, p.stop_reason);
+        prop_assert!(p.steps <= g.steps);
+        prop_assert_eq!(p.accept_lengths.iter().sum::<usize>(), p.tokens.len());
+    }
+}
+
+#[test]
+fn pld_equals_greedy_on_smollm2_and_saves_steps() {
+    let m = smollm2();
+    let prompts = [
+        "Repeat the following sentence exactly three times: The quick brown fox jumps over the lazy dog.",
+        "Fix the bug in this function and return the whole function:\n\ndef mean(xs):\n    total = 0\n    for x in xs:\n        total += x\n    return total / len(x)\n",
+        "Translate to French: I like apples. I like pears. I like apples and pears.",
+    ];
+    let mut steps = (0, 0);
+    for q in prompts {
+        let text = m
+            .tokenizer
+            .apply_chat_template(&[msn::Message::new("user", q)], true)
+            .unwrap();
+        let ids = m.tokenizer.encode(&text).unwrap();
+        let cfg = GenerateConfig::new(64, &m.tokenizer);
+        let g = greedy::<B, _>(&m.model, Some(&m.tokenizer), &ids, &cfg, None).unwrap();
+        let mut streamed = String::new();
+        let mut cb = |s: &str| streamed.push_str(s);
+        let p = prompt_lookup::<B, _>(
+            &m.model,
+            Some(&m.tokenizer),
+            &ids,
+            &cfg,
+            &PldConfig::default(),
+            Some(&mut cb),
+        )
+        .unwrap();
+        assert_eq!(p.tokens, g.tokens, "prompt {q:?}");
+        assert_eq!(p.text, g.text);
+        assert_eq!(streamed, g.text);
+        steps.0 += g.steps;
+        steps.1 += p.steps;
+    }
+    assert!(
+        steps.1 < steps.0,
+        "PLD took {} forward passes, greedy {}",
+        steps.1,
+        steps.0
+    );
+}
