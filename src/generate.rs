@@ -2,7 +2,7 @@
 
 use crate::error::{Error, Result};
 use crate::model::tokenizer::Tokenizer;
-use crate::model::{CausalLm, ForwardInput};
+use crate::model::{CausalLm, ForwardInput, KvCache};
 use burn::prelude::*;
 use std::time::Instant;
 
@@ -262,6 +262,39 @@ pub fn greedy<B: Backend, M: CausalLm<B>>(
     on_text: Option<&mut dyn FnMut(&str)>,
 ) -> Result<Generation> {
     let started = Instant::now();
+    let mut out = Output::new(config, tokenizer, on_text);
+    let Some((mut cache, device, mut next)) = prefill(model, prompt, config, 0, &mut out)? else {
+        return Ok(out.finish(prompt.len(), started));
+    };
+    while !out.is_done() {
+        let start = cache.len();
+        let logits = model.forward_last(ForwardInput::causal(&[next], start, &device), &mut cache);
+        next = argmax(logits)[0];
+        out.push_block(&[next])?;
+    }
+    Ok(out.finish(prompt.len(), started))
+}
+
+/// A prefilled cache, its device, and the first committed token.
+pub(crate) type Prefilled<B> = (
+    KvCache<B>,
+    <B as burn::tensor::backend::BackendTypes>::Device,
+    u32,
+);
+
+/// The start every decoder shares: checks the prompt, runs it through a fresh cache with room
+/// for `max_new_tokens + slack` more positions, and commits greedy's first token (one step).
+/// Returns the cache, the device and that token, or `None` when nothing is to be generated.
+///
+/// # Errors
+/// As [`greedy`].
+pub(crate) fn prefill<B: Backend, M: CausalLm<B>>(
+    model: &M,
+    prompt: &[u32],
+    config: &GenerateConfig,
+    slack: usize,
+    out: &mut Output<'_, '_>,
+) -> Result<Option<Prefilled<B>>> {
     let info = model.info();
     check_prompt(
         prompt,
@@ -269,23 +302,16 @@ pub fn greedy<B: Backend, M: CausalLm<B>>(
         info.vocab_size,
         info.max_positions,
     )?;
-    let mut out = Output::new(config, tokenizer, on_text);
     if out.is_done() {
-        return Ok(out.finish(prompt.len(), started));
+        return Ok(None);
     }
     let device = model_device(model);
-    let mut cache = model.new_cache(1, prompt.len() + config.max_new_tokens);
-    let mut logits = model.forward_last(ForwardInput::causal(prompt, 0, &device), &mut cache);
-    loop {
-        let next = argmax(logits)[0];
-        out.push_block(&[next])?;
-        if out.is_done() {
-            break;
-        }
-        let start = cache.len();
-        logits = model.forward_last(ForwardInput::causal(&[next], start, &device), &mut cache);
-    }
-    Ok(out.finish(prompt.len(), started))
+    let capacity = (prompt.len() + config.max_new_tokens + slack).min(info.max_positions);
+    let mut cache = model.new_cache(1, capacity);
+    let logits = model.forward_last(ForwardInput::causal(prompt, 0, &device), &mut cache);
+    let first = argmax(logits)[0];
+    out.push_block(&[first])?;
+    Ok(Some((cache, device, first)))
 }
 
 /// The device a model's cache lives on (read from a one-slot cache).

@@ -3,9 +3,9 @@
 
 use crate::decode::{NgramIndex, TokenTree, forward_tree, verify};
 use crate::error::Result;
-use crate::generate::{GenerateConfig, Generation, Output, argmax, check_prompt, model_device};
+use crate::generate::{GenerateConfig, Generation, Output, prefill};
+use crate::model::CausalLm;
 use crate::model::tokenizer::Tokenizer;
-use crate::model::{CausalLm, ForwardInput};
 use burn::prelude::*;
 use std::time::Instant;
 
@@ -41,23 +41,12 @@ pub fn prompt_lookup<B: Backend, M: CausalLm<B>>(
     on_text: Option<&mut dyn FnMut(&str)>,
 ) -> Result<Generation> {
     let started = Instant::now();
-    let info = model.info();
-    check_prompt(
-        prompt,
-        config.max_new_tokens,
-        info.vocab_size,
-        info.max_positions,
-    )?;
     let mut out = Output::new(config, tokenizer, on_text);
-    if out.is_done() {
+    let Some((mut cache, device, mut root)) =
+        prefill(model, prompt, config, pld.max_draft, &mut out)?
+    else {
         return Ok(out.finish(prompt.len(), started));
-    }
-    let device = model_device(model);
-    let capacity = (prompt.len() + config.max_new_tokens + pld.max_draft).min(info.max_positions);
-    let mut cache = model.new_cache(1, capacity);
-    let mut root =
-        argmax(model.forward_last(ForwardInput::causal(prompt, 0, &device), &mut cache))[0];
-    out.push_block(&[root])?;
+    };
     let mut index = NgramIndex::new(pld.max_ngram);
     index.extend(prompt);
     while !out.is_done() {

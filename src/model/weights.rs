@@ -140,29 +140,29 @@ pub(crate) fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 /// llama.cpp's converter maps HF row `h*hd + j*hd/2 + i` to GGUF row `h*hd + 2i + j`; this is the
 /// inverse.
 pub fn unpermute_rope_rows(data: &[f32], heads: usize, head_dim: usize, cols: usize) -> Vec<f32> {
-    let half = head_dim / 2;
-    let mut out = vec![0f32; data.len()];
-    for h in 0..heads {
-        for i in 0..half {
-            for j in 0..2 {
-                let src = (h * head_dim + 2 * i + j) * cols;
-                let dst = (h * head_dim + j * half + i) * cols;
-                out[dst..dst + cols].copy_from_slice(&data[src..src + cols]);
-            }
-        }
-    }
-    out
+    move_rope_rows(data, heads, head_dim, cols, true)
 }
 
 /// The inverse of [`unpermute_rope_rows`] (HF layout to GGUF layout).
 pub fn permute_rope_rows(data: &[f32], heads: usize, head_dim: usize, cols: usize) -> Vec<f32> {
+    move_rope_rows(data, heads, head_dim, cols, false)
+}
+
+fn move_rope_rows(
+    data: &[f32],
+    heads: usize,
+    head_dim: usize,
+    cols: usize,
+    to_hf: bool,
+) -> Vec<f32> {
     let half = head_dim / 2;
     let mut out = vec![0f32; data.len()];
     for h in 0..heads {
         for i in 0..half {
             for j in 0..2 {
-                let dst = (h * head_dim + 2 * i + j) * cols;
-                let src = (h * head_dim + j * half + i) * cols;
+                let gguf = (h * head_dim + 2 * i + j) * cols;
+                let hf = (h * head_dim + j * half + i) * cols;
+                let (src, dst) = if to_hf { (gguf, hf) } else { (hf, gguf) };
                 out[dst..dst + cols].copy_from_slice(&data[src..src + cols]);
             }
         }
