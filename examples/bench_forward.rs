@@ -41,6 +41,9 @@ struct Args {
     /// Output directory.
     #[arg(long, default_value = "results")]
     out: PathBuf,
+    /// Re-draw the table and plot from the JSON files of an earlier run in `--out`.
+    #[arg(long)]
+    replot: bool,
     /// Internal: run one (device, dtype) and print its JSON.
     #[arg(long, hide = true)]
     child: Option<String>,
@@ -169,6 +172,14 @@ fn main() {
     let mut rows = Vec::new();
     for dev in args.devices.split(',') {
         for dtype in args.dtypes.split(',') {
+            if args.replot {
+                let path = args.out.join(format!("forward_{dev}_{dtype}.json"));
+                if let Ok(text) = std::fs::read_to_string(&path) {
+                    let v: serde_json::Value = serde_json::from_str(&text).expect("result JSON");
+                    rows.push((format!("{dev} {dtype}"), v));
+                }
+                continue;
+            }
             eprintln!("measuring {dev} ({dtype}) ...");
             let out = std::process::Command::new(&exe)
                 .args(std::env::args().skip(1))

@@ -13,9 +13,18 @@ const COLORS: [&str; 6] = [
     "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b",
 ];
 
+/// A tick label with as many decimals as the axis range needs.
+fn tick(y: f64, max: f64) -> String {
+    match max {
+        m if m >= 50.0 => format!("{y:.0}"),
+        m if m >= 5.0 => format!("{y:.1}"),
+        _ => format!("{y:.2}"),
+    }
+}
+
 /// Renders a line chart with axes, ticks at the data's x values, and a legend.
 pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series]) -> String {
-    let (w, h, l, r, t, b) = (720.0, 420.0, 70.0, 20.0, 40.0, 60.0);
+    let (w, h, l, r, t, b) = (720.0, 420.0, 86.0, 20.0, 40.0, 60.0);
     let xs: Vec<f64> = series
         .iter()
         .flat_map(|s| s.points.iter().map(|p| p.0))
@@ -58,10 +67,10 @@ pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series]) 
     for i in 0..=5 {
         let y = y1 * i as f64 / 5.0;
         s += &format!(
-            "<text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{:.3}</text><line x1=\"{l}\" y1=\"{:.1}\" x2=\"{}\" y2=\"{:.1}\" stroke=\"#ddd\"/>\n",
+            "<text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{}</text><line x1=\"{l}\" y1=\"{:.1}\" x2=\"{}\" y2=\"{:.1}\" stroke=\"#ddd\"/>\n",
             l - 6.0,
             py(y) + 4.0,
-            y,
+            tick(y, y1),
             py(y),
             w - r,
             py(y)
@@ -73,7 +82,7 @@ pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series]) 
         h - 18.0
     );
     s += &format!(
-        "<text x=\"18\" y=\"{}\" text-anchor=\"middle\" transform=\"rotate(-90 18 {})\">{y_label}</text>\n",
+        "<text x=\"16\" y=\"{}\" text-anchor=\"middle\" transform=\"rotate(-90 16 {})\">{y_label}</text>\n",
         (t + h - b) / 2.0,
         (t + h - b) / 2.0
     );
