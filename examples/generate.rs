@@ -11,7 +11,7 @@ mod common;
 use burn::prelude::*;
 use clap::Parser;
 use common::with_backend;
-use msn::decode::{PldConfig, prompt_lookup};
+use msn::decode::{DraftBudget, LatencyCurve, PldConfig, prompt_lookup, prompt_lookup_with_budget};
 use msn::prompts::{PromptLine, read_prompt_lines};
 use msn::{GenerateConfig, Message};
 use std::io::Write;
@@ -40,6 +40,10 @@ struct Args {
     /// PLD: most draft tokens per step.
     #[arg(long, default_value_t = 10)]
     max_draft: usize,
+    /// PLD: size drafts from this device's measured latency curve and the observed acceptance
+    /// (measured once at start-up, about a second per draft length on a CPU).
+    #[arg(long)]
+    auto_budget: bool,
     /// PLD: longest n-gram matched.
     #[arg(long, default_value_t = 3)]
     max_ngram: usize,
@@ -76,6 +80,17 @@ fn run<B: Backend>(device: B::Device, args: &Args) -> msn::Result<()> {
     let m = msn::load_with::<B>(&args.model, &device, args.dtype)?;
     let mut config = GenerateConfig::new(args.max_new_tokens, &m.tokenizer);
     config.stop_strings = args.stop.clone();
+    let mut budget = (args.decoder == "pld" && args.auto_budget).then(|| {
+        let curve = LatencyCurve::measure(&m.model, 256, args.max_draft + 1, 3);
+        eprintln!(
+            "[latency curve: {}]",
+            (1..=args.max_draft + 1)
+                .map(|t| format!("T={t} {:.0} ms", curve.cost(t) * 1e3))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        DraftBudget::new(curve, args.max_draft, 4)
+    });
     for p in prompts {
         let text = if args.chat {
             m.tokenizer
@@ -88,10 +103,26 @@ fn run<B: Backend>(device: B::Device, args: &Args) -> msn::Result<()> {
             max_ngram: args.max_ngram,
             max_draft: args.max_draft,
         };
-        let decode = |on_text: Option<&mut dyn FnMut(&str)>| match args.decoder.as_str() {
-            "pld" => {
-                prompt_lookup::<B, _>(&m.model, Some(&m.tokenizer), &ids, &config, &pld, on_text)
-            }
+        let mut decode = |on_text: Option<&mut dyn FnMut(&str)>| match args.decoder.as_str() {
+            "pld" => match budget.as_mut() {
+                Some(b) => prompt_lookup_with_budget::<B, _>(
+                    &m.model,
+                    Some(&m.tokenizer),
+                    &ids,
+                    &config,
+                    &pld,
+                    b,
+                    on_text,
+                ),
+                None => prompt_lookup::<B, _>(
+                    &m.model,
+                    Some(&m.tokenizer),
+                    &ids,
+                    &config,
+                    &pld,
+                    on_text,
+                ),
+            },
             _ => msn::greedy::<B, _>(&m.model, Some(&m.tokenizer), &ids, &config, on_text),
         };
         let g = if args.json {

@@ -12,7 +12,7 @@ mod common;
 use burn::prelude::*;
 use burn::tensor::Distribution;
 use common::{B, smollm2};
-use msn::decode::{PldConfig, prompt_lookup};
+use msn::decode::{DraftBudget, LatencyCurve, PldConfig, prompt_lookup, prompt_lookup_with_budget};
 use msn::model::{CausalLm, ForwardInput, Llama, LlamaConfig};
 use msn::{GenerateConfig, greedy};
 use proptest::prelude::*;
@@ -68,6 +68,8 @@ proptest! {
         max_ngram in 1usize..4,
         max_draft in 1usize..12,
         eos in proptest::option::of(0u32..160),
+        // None: fixed draft length; Some(slope): a budget over a random latency curve.
+        slope in proptest::option::of(0.0f64..3.0),
     ) {
         let mut prompt: Vec<u32> = phrase.iter().cycle().take(phrase.len() * reps).copied().collect();
         for (at, t) in edits {
@@ -77,7 +79,15 @@ proptest! {
         let m = random_model(160, kv_heads, seed);
         let cfg = GenerateConfig { max_new_tokens: max_new, eos_ids: eos.into_iter().collect(), stop_strings: vec![] };
         let g = greedy::<B, _>(&m, None, &prompt, &cfg, None).unwrap();
-        let p = prompt_lookup::<B, _>(&m, None, &prompt, &cfg, &PldConfig { max_ngram, max_draft }, None).unwrap();
+        let pld = PldConfig { max_ngram, max_draft };
+        let p = match slope {
+            None => prompt_lookup::<B, _>(&m, None, &prompt, &cfg, &pld, None).unwrap(),
+            Some(slope) => {
+                let curve = LatencyCurve::new((0..max_draft + 1).map(|t| 1.0 + slope * t as f64).collect());
+                let mut budget = DraftBudget::new(curve, max_draft, 3);
+                prompt_lookup_with_budget::<B, _>(&m, None, &prompt, &cfg, &pld, &mut budget, None).unwrap()
+            }
+        };
         if g.tokens != p.tokens {
             let i = g.tokens.iter().zip(&p.tokens).position(|(a, b)| a != b).unwrap_or(g.tokens.len().min(p.tokens.len()));
             let prefix = [&prompt[..], &g.tokens[..i]].concat();
@@ -131,5 +141,42 @@ fn pld_equals_greedy_on_smollm2_and_saves_steps() {
         "PLD took {} forward passes, greedy {}",
         steps.1,
         steps.0
+    );
+}
+
+#[test]
+fn budgeted_pld_stops_drafting_when_forwards_are_expensive() {
+    // A curve where a 2-token forward costs 2.7x a 1-token one (this project's CPU): after the
+    // exploration steps the budget verifies no more drafts, so every later step is a greedy step.
+    let m = smollm2();
+    let q = "Write the numbers from 1 to 30, comma separated.";
+    let text = m
+        .tokenizer
+        .apply_chat_template(&[msn::Message::new("user", q)], true)
+        .unwrap();
+    let ids = m.tokenizer.encode(&text).unwrap();
+    let cfg = GenerateConfig::new(48, &m.tokenizer);
+    let g = greedy::<B, _>(&m.model, Some(&m.tokenizer), &ids, &cfg, None).unwrap();
+    let curve = LatencyCurve::new(vec![1.0, 2.7, 3.3, 3.8, 4.2, 4.6, 5.0, 5.4, 5.8, 6.2, 6.6]);
+    let mut budget = DraftBudget::new(curve, 10, 2);
+    let pld = PldConfig::default();
+    let p = prompt_lookup_with_budget::<B, _>(
+        &m.model,
+        Some(&m.tokenizer),
+        &ids,
+        &cfg,
+        &pld,
+        &mut budget,
+        None,
+    )
+    .unwrap();
+    assert_eq!(p.tokens, g.tokens);
+    // Only the 2 exploration steps may have verified drafts.
+    let multi = p.accept_lengths.iter().filter(|&&a| a > 1).count();
+    assert!(multi <= 2, "{:?}", p.accept_lengths);
+    assert!(
+        p.steps + 20 >= g.steps,
+        "drafting continued: {:?}",
+        p.accept_lengths
     );
 }

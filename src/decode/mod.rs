@@ -4,12 +4,14 @@
 //! Available now: [`prompt_lookup`] (prompt lookup decoding, PLD). Greedy decoding is
 //! [`crate::greedy`].
 
+pub mod budget;
 pub mod pld;
 pub mod retrieval;
 pub mod tree;
 pub mod verify;
 
-pub use pld::{PldConfig, prompt_lookup};
+pub use budget::{DraftBudget, LatencyCurve};
+pub use pld::{PldConfig, prompt_lookup, prompt_lookup_with_budget};
 pub use retrieval::NgramIndex;
 pub use tree::TokenTree;
 pub use verify::{Verified, verify};
