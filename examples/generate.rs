@@ -11,7 +11,10 @@ mod common;
 use burn::prelude::*;
 use clap::Parser;
 use common::with_backend;
-use msn::decode::{DraftBudget, LatencyCurve, PldConfig, prompt_lookup, prompt_lookup_with_budget};
+use msn::decode::{
+    DraftBudget, JacobiConfig, LatencyCurve, PldConfig, jacobi, prompt_lookup,
+    prompt_lookup_with_budget,
+};
 use msn::prompts::{PromptLine, read_prompt_lines};
 use msn::{GenerateConfig, Message};
 use std::io::Write;
@@ -34,9 +37,12 @@ struct Args {
     /// Wrap each prompt as a user message in the model's chat template.
     #[arg(long)]
     chat: bool,
-    /// Decoding method: greedy, or pld (prompt lookup; same output, fewer forward passes).
-    #[arg(long, default_value = "greedy", value_parser = ["greedy", "pld"])]
+    /// Decoding method: greedy, pld (prompt lookup) or jacobi; all give greedy's output.
+    #[arg(long, default_value = "greedy", value_parser = ["greedy", "pld", "jacobi"])]
     decoder: String,
+    /// Jacobi: draft window.
+    #[arg(long, default_value_t = 5)]
+    window: usize,
     /// PLD: most draft tokens per step.
     #[arg(long, default_value_t = 10)]
     max_draft: usize,
@@ -123,6 +129,13 @@ fn run<B: Backend>(device: B::Device, args: &Args) -> msn::Result<()> {
                     on_text,
                 ),
             },
+            "jacobi" => {
+                let jc = JacobiConfig {
+                    window: args.window,
+                    seed: 0,
+                };
+                jacobi::<B, _>(&m.model, Some(&m.tokenizer), &ids, &config, &jc, on_text)
+            }
             _ => msn::greedy::<B, _>(&m.model, Some(&m.tokenizer), &ids, &config, on_text),
         };
         let g = if args.json {

@@ -12,7 +12,10 @@ mod common;
 use burn::prelude::*;
 use burn::tensor::Distribution;
 use common::{B, smollm2};
-use msn::decode::{DraftBudget, LatencyCurve, PldConfig, prompt_lookup, prompt_lookup_with_budget};
+use msn::decode::{
+    DraftBudget, JacobiConfig, LatencyCurve, PldConfig, jacobi, prompt_lookup,
+    prompt_lookup_with_budget,
+};
 use msn::model::{CausalLm, ForwardInput, Llama, LlamaConfig};
 use msn::{GenerateConfig, greedy};
 use proptest::prelude::*;
@@ -53,10 +56,10 @@ fn top2_gap(m: &Llama<B>, prefix: &[u32]) -> f32 {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(24))]
+    #![proptest_config(ProptestConfig::with_cases(36))]
 
     #[test]
-    fn pld_equals_greedy_on_random_models(
+    fn decoders_equal_greedy_on_random_models(
         seed in 0u64..1000,
         kv_heads in prop::sample::select(vec![1usize, 2, 4]),
         // Prompts repeat a random phrase with random edits, so n-gram drafts exist and are
@@ -68,8 +71,10 @@ proptest! {
         max_ngram in 1usize..4,
         max_draft in 1usize..12,
         eos in proptest::option::of(0u32..160),
-        // None: fixed draft length; Some(slope): a budget over a random latency curve.
-        slope in proptest::option::of(0.0f64..3.0),
+        // 0: PLD with a fixed draft length; 1: PLD with a budget over a random latency curve
+        // of slope `slope`; 2: Jacobi with window `max_draft`.
+        decoder in 0u8..3,
+        slope in 0.0f64..3.0,
     ) {
         let mut prompt: Vec<u32> = phrase.iter().cycle().take(phrase.len() * reps).copied().collect();
         for (at, t) in edits {
@@ -80,13 +85,14 @@ proptest! {
         let cfg = GenerateConfig { max_new_tokens: max_new, eos_ids: eos.into_iter().collect(), stop_strings: vec![] };
         let g = greedy::<B, _>(&m, None, &prompt, &cfg, None).unwrap();
         let pld = PldConfig { max_ngram, max_draft };
-        let p = match slope {
-            None => prompt_lookup::<B, _>(&m, None, &prompt, &cfg, &pld, None).unwrap(),
-            Some(slope) => {
+        let p = match decoder {
+            0 => prompt_lookup::<B, _>(&m, None, &prompt, &cfg, &pld, None).unwrap(),
+            1 => {
                 let curve = LatencyCurve::new((0..max_draft + 1).map(|t| 1.0 + slope * t as f64).collect());
                 let mut budget = DraftBudget::new(curve, max_draft, 3);
                 prompt_lookup_with_budget::<B, _>(&m, None, &prompt, &cfg, &pld, &mut budget, None).unwrap()
             }
+            _ => jacobi::<B, _>(&m, None, &prompt, &cfg, &JacobiConfig { window: max_draft, seed }, None).unwrap(),
         };
         if g.tokens != p.tokens {
             let i = g.tokens.iter().zip(&p.tokens).position(|(a, b)| a != b).unwrap_or(g.tokens.len().min(p.tokens.len()));
@@ -179,4 +185,31 @@ fn budgeted_pld_stops_drafting_when_forwards_are_expensive() {
         "drafting continued: {:?}",
         p.accept_lengths
     );
+}
+
+#[test]
+fn jacobi_equals_greedy_on_smollm2() {
+    let m = smollm2();
+    let q = "List the days of the week, one per line.";
+    let text = m
+        .tokenizer
+        .apply_chat_template(&[msn::Message::new("user", q)], true)
+        .unwrap();
+    let ids = m.tokenizer.encode(&text).unwrap();
+    let cfg = GenerateConfig::new(48, &m.tokenizer);
+    let g = greedy::<B, _>(&m.model, Some(&m.tokenizer), &ids, &cfg, None).unwrap();
+    let mut streamed = String::new();
+    let mut cb = |s: &str| streamed.push_str(s);
+    let j = jacobi::<B, _>(
+        &m.model,
+        Some(&m.tokenizer),
+        &ids,
+        &cfg,
+        &JacobiConfig::default(),
+        Some(&mut cb),
+    )
+    .unwrap();
+    assert_eq!(j.tokens, g.tokens);
+    assert_eq!(streamed, g.text);
+    assert_eq!(j.accept_lengths.iter().sum::<usize>(), j.tokens.len());
 }

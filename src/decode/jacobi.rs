@@ -1,0 +1,96 @@
+//! Plain Jacobi decoding: a window of `W` draft tokens after the last committed token is refined
+//! by the model's own predictions, one forward pass per step. Cold start and refills use "ahead
+//! noise" (tokens drawn uniformly from the context), the distribution MSN training targets.
+
+use crate::decode::{Drafter, chain_decode};
+use crate::error::Result;
+use crate::generate::{GenerateConfig, Generation};
+use crate::model::CausalLm;
+use crate::model::tokenizer::Tokenizer;
+use burn::prelude::*;
+
+/// Jacobi parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JacobiConfig {
+    /// Draft window `W`.
+    pub window: usize,
+    /// Seed of the ahead-noise sampler.
+    pub seed: u64,
+}
+
+impl Default for JacobiConfig {
+    fn default() -> Self {
+        Self { window: 5, seed: 0 }
+    }
+}
+
+/// The Jacobi window and its noise source.
+struct Window {
+    drafts: Vec<u32>,
+    context: Vec<u32>,
+    window: usize,
+    rng: u64,
+}
+
+impl Window {
+    fn noise(&mut self) -> u32 {
+        // xorshift64*: small, seeded, reproducible.
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        let r = self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D);
+        self.context[(r >> 33) as usize % self.context.len()]
+    }
+}
+
+impl Drafter for Window {
+    fn draft(&mut self, _root: u32, wanted: usize) -> Vec<u32> {
+        while self.drafts.len() < self.window {
+            let t = self.noise();
+            self.drafts.push(t);
+        }
+        self.drafts[..wanted.min(self.window)].to_vec()
+    }
+
+    fn observe(&mut self, root: u32, drafted: &[u32], preds: &[u32], committed: &[u32]) {
+        self.context.push(root);
+        self.context
+            .extend_from_slice(&committed[..committed.len() - 1]);
+        // The predictions after the accepted prefix become the next drafts (shifted); the
+        // window is refilled with noise on the next `draft`.
+        // `preds` has one entry per chain node (root + drafts): the entries after the accepted
+        // prefix are the predictions for the positions after the new root.
+        let accepted = committed.len() - 1;
+        debug_assert_eq!(preds.len(), drafted.len() + 1);
+        self.drafts = preds[accepted + 1..].to_vec();
+    }
+}
+
+/// Plain Jacobi decoding. Same contract as [`crate::greedy`] (identical output).
+///
+/// # Errors
+/// As [`crate::greedy`].
+pub fn jacobi<B: Backend, M: CausalLm<B>>(
+    model: &M,
+    tokenizer: Option<&Tokenizer>,
+    prompt: &[u32],
+    config: &GenerateConfig,
+    jc: &JacobiConfig,
+    on_text: Option<&mut dyn FnMut(&str)>,
+) -> Result<Generation> {
+    let mut window = Window {
+        drafts: Vec::new(),
+        context: prompt.to_vec(),
+        window: jc.window,
+        rng: jc.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
+    };
+    chain_decode(
+        model,
+        tokenizer,
+        prompt,
+        config,
+        jc.window,
+        &mut window,
+        on_text,
+    )
+}
