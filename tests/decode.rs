@@ -20,6 +20,16 @@ use msn::model::{CausalLm, ForwardInput, Llama, LlamaConfig};
 use msn::{GenerateConfig, greedy};
 use proptest::prelude::*;
 
+/// SmolLM2 token ids of `q` as a user message in the chat template.
+fn chat_ids(q: &str) -> Vec<u32> {
+    let m = smollm2();
+    let text = m
+        .tokenizer
+        .apply_chat_template(&[msn::Message::new("user", q)], true)
+        .unwrap();
+    m.tokenizer.encode(&text).unwrap()
+}
+
 fn random_model(vocab: usize, kv_heads: usize, seed: u64) -> Llama<B> {
     let d = Default::default();
     B::seed(&d, seed);
@@ -118,11 +128,7 @@ fn pld_equals_greedy_on_smollm2_and_saves_steps() {
     ];
     let mut steps = (0, 0);
     for q in prompts {
-        let text = m
-            .tokenizer
-            .apply_chat_template(&[msn::Message::new("user", q)], true)
-            .unwrap();
-        let ids = m.tokenizer.encode(&text).unwrap();
+        let ids = chat_ids(q);
         let cfg = GenerateConfig::new(64, &m.tokenizer);
         let g = greedy::<B, _>(&m.model, Some(&m.tokenizer), &ids, &cfg, None).unwrap();
         let mut streamed = String::new();
@@ -156,11 +162,7 @@ fn budgeted_pld_stops_drafting_when_forwards_are_expensive() {
     // exploration steps the budget verifies no more drafts, so every later step is a greedy step.
     let m = smollm2();
     let q = "Write the numbers from 1 to 30, comma separated.";
-    let text = m
-        .tokenizer
-        .apply_chat_template(&[msn::Message::new("user", q)], true)
-        .unwrap();
-    let ids = m.tokenizer.encode(&text).unwrap();
+    let ids = chat_ids(q);
     let cfg = GenerateConfig::new(48, &m.tokenizer);
     let g = greedy::<B, _>(&m.model, Some(&m.tokenizer), &ids, &cfg, None).unwrap();
     let curve = LatencyCurve::new(vec![1.0, 2.7, 3.3, 3.8, 4.2, 4.6, 5.0, 5.4, 5.8, 6.2, 6.6]);
@@ -191,11 +193,7 @@ fn budgeted_pld_stops_drafting_when_forwards_are_expensive() {
 fn jacobi_equals_greedy_on_smollm2() {
     let m = smollm2();
     let q = "List the days of the week, one per line.";
-    let text = m
-        .tokenizer
-        .apply_chat_template(&[msn::Message::new("user", q)], true)
-        .unwrap();
-    let ids = m.tokenizer.encode(&text).unwrap();
+    let ids = chat_ids(q);
     let cfg = GenerateConfig::new(48, &m.tokenizer);
     let g = greedy::<B, _>(&m.model, Some(&m.tokenizer), &ids, &cfg, None).unwrap();
     let mut streamed = String::new();
