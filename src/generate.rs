@@ -305,16 +305,11 @@ pub(crate) fn prefill<B: Backend, M: CausalLm<B>>(
     if out.is_done() {
         return Ok(None);
     }
-    let device = model_device(model);
+    let device = model.device();
     let capacity = (prompt.len() + config.max_new_tokens + slack).min(info.max_positions);
     let mut cache = model.new_cache(1, capacity);
     let logits = model.forward_last(ForwardInput::causal(prompt, 0, &device), &mut cache);
     let first = argmax(logits)[0];
     out.push_block(&[first])?;
     Ok(Some((cache, device, first)))
-}
-
-/// The device a model's cache lives on (read from a one-slot cache).
-pub(crate) fn model_device<B: Backend, M: CausalLm<B>>(model: &M) -> B::Device {
-    model.new_cache(1, 1).device()
 }

@@ -242,18 +242,8 @@ fn f16_weights_keep_greedy_output() {
     let refs = fixture("reference_logits.json");
     let m16 = msn::load_with::<B>("smollm2", &Default::default(), WeightDtype::F16).unwrap();
     for case in refs["cases"].as_array().unwrap() {
-        let prompt: Vec<u32> = case["ids"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap() as u32)
-            .collect();
-        let want: Vec<u32> = case["greedy_continuation"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap() as u32)
-            .collect();
+        let prompt: Vec<u32> = common::ids(&case["ids"]);
+        let want: Vec<u32> = common::ids(&case["greedy_continuation"]);
         let cfg = msn::GenerateConfig {
             max_new_tokens: want.len(),
             eos_ids: vec![],

@@ -12,25 +12,12 @@ fn tokenizer_matches_llama_cpp() {
     let cases = fixture("tokenize_llamacpp.json");
     for case in cases.as_array().unwrap() {
         let text = case["text"].as_str().unwrap();
-        let want: Vec<u32> = case["ids"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap() as u32)
-            .collect();
+        let want: Vec<u32> = common::ids(&case["ids"]);
         let got = m.tokenizer.encode(text).unwrap();
         assert_eq!(got, want, "token ids of {text:?}");
         // Byte-level BPE round-trips the text exactly.
         assert_eq!(m.tokenizer.decode(&got).unwrap(), text);
     }
-}
-
-fn ids(v: &serde_json::Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
 }
 
 #[test]
@@ -39,7 +26,7 @@ fn logits_match_float64_reference() {
     let refs = fixture("reference_logits.json");
     let device = Default::default();
     for case in refs["cases"].as_array().unwrap() {
-        let prompt = ids(&case["ids"]);
+        let prompt = common::ids(&case["ids"]);
         let mut cache = m.model.new_cache(1, prompt.len());
         let logits = m
             .model
@@ -91,8 +78,8 @@ fn greedy_continuation_matches_reference() {
     let m = smollm2();
     let refs = fixture("reference_logits.json");
     for case in refs["cases"].as_array().unwrap() {
-        let prompt = ids(&case["ids"]);
-        let want = ids(&case["greedy_continuation"]);
+        let prompt = common::ids(&case["ids"]);
+        let want = common::ids(&case["greedy_continuation"]);
         // No EOS stop: the reference continuation runs for a fixed number of tokens.
         let cfg = GenerateConfig {
             max_new_tokens: want.len(),

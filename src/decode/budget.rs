@@ -39,7 +39,7 @@ impl LatencyCurve {
         max_t: usize,
         reps: usize,
     ) -> Self {
-        let device = crate::generate::model_device(model);
+        let device = model.device();
         let vocab = model.info().vocab_size.max(2) as u32;
         let tokens: Vec<u32> = (0..(context + max_t) as u32)
             .map(|i| 1 + (i * 7919) % (vocab - 1))

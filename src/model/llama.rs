@@ -326,6 +326,10 @@ impl<B: Backend> CausalLm<B> for Llama<B> {
         }
     }
 
+    fn device(&self) -> B::Device {
+        self.embed_tokens.weight.device()
+    }
+
     fn new_cache(&self, batch: usize, capacity: usize) -> KvCache<B> {
         let c = self.config();
         KvCache::new(
@@ -334,7 +338,7 @@ impl<B: Backend> CausalLm<B> for Llama<B> {
             c.kv_heads(),
             capacity.min(c.max_position_embeddings),
             c.head_dim(),
-            &self.embed_tokens.weight.device(),
+            &self.device(),
         )
     }
 

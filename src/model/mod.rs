@@ -69,6 +69,9 @@ pub trait CausalLm<B: Backend> {
     /// Static facts about the model.
     fn info(&self) -> ModelInfo;
 
+    /// The device the model's parameters live on.
+    fn device(&self) -> B::Device;
+
     /// An empty KV cache for `batch` sequences of up to `capacity` positions.
     fn new_cache(&self, batch: usize, capacity: usize) -> KvCache<B>;
 

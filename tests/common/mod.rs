@@ -22,6 +22,15 @@ pub fn fixture(name: &str) -> serde_json::Value {
 
 use msn::model::gguf::{MetaValue, write_gguf};
 
+/// A JSON array of token ids.
+pub fn ids(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array()
+        .expect("an array of token ids")
+        .iter()
+        .map(|x| x.as_u64().expect("a token id") as u32)
+        .collect()
+}
+
 /// A tiny llama GGUF (F32 tensors, random weights, an 8-token byte-level BPE vocabulary) with
 /// the tensors named in `drop` left out, and `extra` metadata appended.
 pub fn tiny_gguf(drop: &[&str], extra: Vec<(&str, MetaValue)>) -> Vec<u8> {
