@@ -11,10 +11,8 @@ mod common;
 use burn::prelude::*;
 use clap::Parser;
 use common::with_backend;
-use msn::decode::{
-    DraftBudget, JacobiConfig, LatencyCurve, PldConfig, jacobi, prompt_lookup,
-    prompt_lookup_with_budget,
-};
+use common::decoders::DecoderArgs;
+use msn::decode::Decoder;
 use msn::prompts::{PromptLine, read_prompt_lines};
 use msn::{GenerateConfig, Message};
 use std::io::Write;
@@ -37,22 +35,8 @@ struct Args {
     /// Wrap each prompt as a user message in the model's chat template.
     #[arg(long)]
     chat: bool,
-    /// Decoding method: greedy, pld (prompt lookup) or jacobi; all give greedy's output.
-    #[arg(long, default_value = "greedy", value_parser = ["greedy", "pld", "jacobi"])]
-    decoder: String,
-    /// Jacobi: draft window.
-    #[arg(long, default_value_t = 5)]
-    window: usize,
-    /// PLD: most draft tokens per step.
-    #[arg(long, default_value_t = 10)]
-    max_draft: usize,
-    /// PLD: size drafts from this device's measured latency curve and the observed acceptance
-    /// (measured once at start-up, about a second per draft length on a CPU).
-    #[arg(long)]
-    auto_budget: bool,
-    /// PLD: longest n-gram matched.
-    #[arg(long, default_value_t = 3)]
-    max_ngram: usize,
+    #[command(flatten)]
+    decoder: DecoderArgs,
     /// Upper bound on new tokens per prompt.
     #[arg(long, default_value_t = 128)]
     max_new_tokens: usize,
@@ -86,17 +70,7 @@ fn run<B: Backend>(device: B::Device, args: &Args) -> msn::Result<()> {
     let m = msn::load_with::<B>(&args.model, &device, args.dtype)?;
     let mut config = GenerateConfig::new(args.max_new_tokens, &m.tokenizer);
     config.stop_strings = args.stop.clone();
-    let mut budget = (args.decoder == "pld" && args.auto_budget).then(|| {
-        let curve = LatencyCurve::measure(&m.model, 256, args.max_draft + 1, 3);
-        eprintln!(
-            "[latency curve: {}]",
-            (1..=args.max_draft + 1)
-                .map(|t| format!("T={t} {:.0} ms", curve.cost(t) * 1e3))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        DraftBudget::new(curve, args.max_draft, 4)
-    });
+    let mut decoder = args.decoder.build(&m.model)?;
     for p in prompts {
         let text = if args.chat {
             m.tokenizer
@@ -105,38 +79,8 @@ fn run<B: Backend>(device: B::Device, args: &Args) -> msn::Result<()> {
             p.prompt.clone()
         };
         let ids = m.tokenizer.encode(&text)?;
-        let pld = PldConfig {
-            max_ngram: args.max_ngram,
-            max_draft: args.max_draft,
-        };
-        let mut decode = |on_text: Option<&mut dyn FnMut(&str)>| match args.decoder.as_str() {
-            "pld" => match budget.as_mut() {
-                Some(b) => prompt_lookup_with_budget::<B, _>(
-                    &m.model,
-                    Some(&m.tokenizer),
-                    &ids,
-                    &config,
-                    &pld,
-                    b,
-                    on_text,
-                ),
-                None => prompt_lookup::<B, _>(
-                    &m.model,
-                    Some(&m.tokenizer),
-                    &ids,
-                    &config,
-                    &pld,
-                    on_text,
-                ),
-            },
-            "jacobi" => {
-                let jc = JacobiConfig {
-                    window: args.window,
-                    seed: 0,
-                };
-                jacobi::<B, _>(&m.model, Some(&m.tokenizer), &ids, &config, &jc, on_text)
-            }
-            _ => msn::greedy::<B, _>(&m.model, Some(&m.tokenizer), &ids, &config, on_text),
+        let mut decode = |on_text: Option<&mut dyn FnMut(&str)>| {
+            decoder.generate(&m.model, Some(&m.tokenizer), &ids, &config, on_text)
         };
         let g = if args.json {
             decode(None)?
@@ -170,6 +114,8 @@ fn run<B: Backend>(device: B::Device, args: &Args) -> msn::Result<()> {
                 "steps": g.steps,
                 "accept_lengths": g.accept_lengths,
                 "wall_time_s": g.wall_time_s,
+                "draft_time_s": g.draft_time_s,
+                "verify_time_s": g.verify_time_s,
                 "stop_reason": g.stop_reason,
             });
             println!("{line}");

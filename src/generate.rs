@@ -61,6 +61,10 @@ pub struct Generation {
     pub accept_lengths: Vec<usize>,
     /// Wall-clock seconds, prefill included.
     pub wall_time_s: f64,
+    /// Seconds spent building drafts (trees, retrieval, candidate tables), host side.
+    pub draft_time_s: f64,
+    /// Seconds spent in forward passes and verification (prefill included).
+    pub verify_time_s: f64,
     /// Why it ended.
     pub stop_reason: StopReason,
 }
@@ -199,6 +203,8 @@ impl<'a, 'c> Output<'a, 'c> {
             text: self.text,
             accept_lengths: self.accept_lengths,
             wall_time_s: started.elapsed().as_secs_f64(),
+            draft_time_s: 0.0,
+            verify_time_s: 0.0,
             stop_reason: self.stop.unwrap_or(StopReason::MaxNewTokens),
         }
     }
@@ -272,7 +278,9 @@ pub fn greedy<B: Backend, M: CausalLm<B>>(
         next = argmax(logits)[0];
         out.push_block(&[next])?;
     }
-    Ok(out.finish(prompt.len(), started))
+    let mut g = out.finish(prompt.len(), started);
+    g.verify_time_s = g.wall_time_s;
+    Ok(g)
 }
 
 /// A prefilled cache, its device, and the first committed token.

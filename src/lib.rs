@@ -34,6 +34,7 @@ pub mod generate;
 pub mod load;
 pub mod model;
 pub mod prompts;
+pub mod rng;
 pub mod util;
 
 pub use error::{Error, Result};

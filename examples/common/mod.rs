@@ -1,6 +1,8 @@
 //! Backend selection shared by the examples and benches: `--device flex|ndarray|cuda|wgpu`.
 #![allow(dead_code, unused_macros)]
 
+pub mod decoders;
+
 /// The backends compiled into this build.
 pub fn available() -> Vec<&'static str> {
     let mut v = Vec::new();

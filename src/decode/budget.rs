@@ -12,10 +12,10 @@ use burn::prelude::*;
 use std::time::Instant;
 
 /// Forward latency against the number of new tokens, over a cached context.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LatencyCurve {
-    /// `secs[t - 1]`: seconds for a forward pass of `t` new tokens.
-    secs: Vec<f64>,
+    /// `(t, seconds)` for a forward pass of `t` new tokens, `t` strictly increasing from 1.
+    points: Vec<(usize, f64)>,
 }
 
 impl LatencyCurve {
@@ -24,11 +24,23 @@ impl LatencyCurve {
     /// # Panics
     /// When `secs` is empty or holds a non-positive value.
     pub fn new(secs: Vec<f64>) -> Self {
+        Self::from_points(secs.into_iter().enumerate().map(|(i, s)| (i + 1, s)).collect())
+    }
+
+    /// A curve from `(t, seconds)` points, `t` strictly increasing from 1; costs between points
+    /// are interpolated linearly.
+    ///
+    /// # Panics
+    /// When the points are empty, do not start at `t = 1`, are not increasing, or hold a
+    /// non-positive time.
+    pub fn from_points(points: Vec<(usize, f64)>) -> Self {
         assert!(
-            !secs.is_empty() && secs.iter().all(|s| *s > 0.0),
-            "positive latencies"
+            points.first().map(|p| p.0) == Some(1)
+                && points.windows(2).all(|w| w[0].0 < w[1].0)
+                && points.iter().all(|p| p.1 > 0.0),
+            "positive latencies at increasing t from 1"
         );
-        Self { secs }
+        Self { points }
     }
 
     /// Measures `model` on its own device: for `t = 1..=max_t`, the median of `reps` forward
@@ -39,6 +51,24 @@ impl LatencyCurve {
         max_t: usize,
         reps: usize,
     ) -> Self {
+        let ts: Vec<usize> = (1..=max_t.max(1)).collect();
+        Self::measure_at(model, context, &ts, reps)
+    }
+
+    /// [`LatencyCurve::measure`] at chosen sizes only (`1` is always measured); the rest is
+    /// interpolated. Big trees need the curve up to ~100 tokens, and measuring every size
+    /// would take a minute on a CPU.
+    pub fn measure_at<B: Backend, M: CausalLm<B>>(
+        model: &M,
+        context: usize,
+        ts: &[usize],
+        reps: usize,
+    ) -> Self {
+        let mut ts: Vec<usize> = ts.iter().copied().filter(|&t| t > 0).collect();
+        ts.push(1);
+        ts.sort_unstable();
+        ts.dedup();
+        let max_t = *ts.last().expect("t = 1");
         let device = model.device();
         let vocab = model.info().vocab_size.max(2) as u32;
         let tokens: Vec<u32> = (0..(context + max_t) as u32)
@@ -51,7 +81,8 @@ impl LatencyCurve {
                 &mut cache,
             )
             .into_data();
-        let secs = (1..=max_t)
+        let points = ts
+            .into_iter()
             .map(|t| {
                 let mut v: Vec<f64> = (0..reps.max(1))
                     .map(|_| {
@@ -64,23 +95,34 @@ impl LatencyCurve {
                     })
                     .collect();
                 v.sort_by(f64::total_cmp);
-                v[v.len() / 2]
+                (t, v[v.len() / 2].max(1e-9))
             })
             .collect();
-        Self::new(secs)
+        Self::from_points(points)
     }
 
-    /// Seconds for `t` new tokens (linear extrapolation past the measured range).
+    /// The measured `(t, seconds)` points.
+    pub fn points(&self) -> &[(usize, f64)] {
+        &self.points
+    }
+
+    /// Seconds for `t` new tokens (linear between measured sizes and past the last one).
     pub fn cost(&self, t: usize) -> f64 {
-        let n = self.secs.len();
-        match t {
-            0 => 0.0,
-            t if t <= n => self.secs[t - 1],
-            t if n >= 2 => {
-                self.secs[n - 1] + (self.secs[n - 1] - self.secs[n - 2]).max(0.0) * (t - n) as f64
-            }
-            t => self.secs[0] * t as f64,
+        if t == 0 {
+            return 0.0;
         }
+        let p = &self.points;
+        let i = p.partition_point(|q| q.0 < t);
+        if i < p.len() && p[i].0 == t {
+            return p[i].1;
+        }
+        let (a, b) = match (i, p.len()) {
+            (_, 1) => return p[0].1 * t as f64,
+            (i, n) if i >= n => (p[n - 2], p[n - 1]),
+            (i, _) => (p[i - 1], p[i]),
+        };
+        let slope = ((b.1 - a.1) / (b.0 - a.0) as f64).max(0.0);
+        a.1 + slope * (t as f64 - a.0 as f64)
     }
 }
 
@@ -154,6 +196,202 @@ impl DraftBudget {
     }
 }
 
+/// How much of a TR-Jacobi tree a step verifies: the first `template` template paths and
+/// retrieval chains cut to `retrieval` tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TreeShape {
+    /// Template paths (a prefix of the template).
+    pub template: usize,
+    /// Tokens per retrieval chain.
+    pub retrieval: usize,
+}
+
+/// What one verified step would have committed with smaller shapes: `template[n]` is the longest
+/// correct chain among the first `n` template paths, `retrieval[r]` among retrieval chains cut to
+/// `r` tokens.
+#[derive(Debug, Clone)]
+struct StepRecord {
+    template: Vec<u8>,
+    retrieval: Vec<u8>,
+}
+
+/// Chooses TR-Jacobi tree shapes from a [`LatencyCurve`] and the acceptance observed so far,
+/// separately for each retrieval context (the length of the n-gram that matched, 0 for none):
+/// a 3-gram match predicts long accepted runs, a 1-gram match rarely does.
+///
+/// A shape verifying `1 + n + r` tokens is expected to commit
+/// `1 + E[max(template_acc(n), retrieval_acc(r))]` tokens, estimated from recorded steps whose
+/// tree contained that shape; the shape with the most tokens per second wins, and the root alone
+/// (a greedy step) is always a candidate, so on a device where big forwards are expensive the
+/// decoder falls back to greedy rather than run slower. Every `probe_every` steps of a context it
+/// verifies the next larger shape to keep learning.
+#[derive(Debug, Clone)]
+pub struct TreeBudget {
+    curve: LatencyCurve,
+    contexts: Vec<Context>,
+    /// Steps of full-size exploration at the start of each context.
+    explore: u64,
+    probe_every: u64,
+    last_context: usize,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Context {
+    records: std::collections::VecDeque<StepRecord>,
+    steps: u64,
+}
+
+/// Template sizes considered (then capped by the template's own size).
+const TEMPLATE_GRID: [usize; 12] = [0, 1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48];
+/// Retrieval lengths considered (then capped by the proposal's length).
+const RETRIEVAL_GRID: [usize; 7] = [0, 1, 2, 3, 4, 6, 8];
+/// Records kept per context.
+const WINDOW: usize = 256;
+/// Records needed before a shape's estimate is trusted.
+const MIN_RECORDS: usize = 4;
+/// Cap on exploration steps' template size (a 69-token forward is ~18x a 1-token one on a CPU).
+const EXPLORE_TEMPLATE: usize = 16;
+
+impl TreeBudget {
+    /// A budget over `curve`, exploring `explore` steps per retrieval context first.
+    pub fn new(curve: LatencyCurve, explore: u64) -> Self {
+        Self {
+            curve,
+            contexts: Vec::new(),
+            explore,
+            probe_every: 16,
+            last_context: 0,
+        }
+    }
+
+    /// The latency curve it plans with.
+    pub fn curve(&self) -> &LatencyCurve {
+        &self.curve
+    }
+
+    fn candidates(full: TreeShape) -> (Vec<usize>, Vec<usize>) {
+        let mut t: Vec<usize> = TEMPLATE_GRID
+            .iter()
+            .copied()
+            .filter(|&n| n < full.template)
+            .collect();
+        t.push(full.template);
+        let mut r: Vec<usize> = RETRIEVAL_GRID
+            .iter()
+            .copied()
+            .filter(|&n| n < full.retrieval)
+            .collect();
+        r.push(full.retrieval);
+        (t, r)
+    }
+
+    /// Expected committed tokens of `shape` and how many records cover it.
+    fn estimate(&self, ctx: usize, shape: TreeShape) -> (f64, usize) {
+        let Some(c) = self.contexts.get(ctx) else {
+            return (1.0, 0);
+        };
+        let (mut sum, mut n) = (0.0, 0usize);
+        for rec in &c.records {
+            if let (Some(&t), Some(&r)) = (
+                rec.template.get(shape.template),
+                rec.retrieval.get(shape.retrieval),
+            ) {
+                sum += f64::from(t.max(r));
+                n += 1;
+            }
+        }
+        (1.0 + if n > 0 { sum / n as f64 } else { 0.0 }, n)
+    }
+
+    /// The shape to verify when the largest available is `full` and the retrieval match was an
+    /// `ngram`-gram (0: none).
+    pub fn choose(&mut self, full: TreeShape, ngram: usize) -> TreeShape {
+        if self.contexts.len() <= ngram {
+            self.contexts.resize_with(ngram + 1, Context::default);
+        }
+        self.last_context = ngram;
+        let steps = self.contexts[ngram].steps;
+        self.contexts[ngram].steps += 1;
+        if full == TreeShape::default() {
+            return full;
+        }
+        if steps < self.explore {
+            return TreeShape {
+                template: full.template.min(EXPLORE_TEMPLATE),
+                retrieval: full.retrieval,
+            };
+        }
+        let (ts, rs) = Self::candidates(full);
+        let mut best = (1.0 / self.curve.cost(1), TreeShape::default());
+        for &t in &ts {
+            for &r in &rs {
+                let shape = TreeShape {
+                    template: t,
+                    retrieval: r,
+                };
+                let (tokens, n) = self.estimate(ngram, shape);
+                if n < MIN_RECORDS {
+                    continue;
+                }
+                let rate = tokens / self.curve.cost(1 + t + r);
+                if rate > best.0 {
+                    best = (rate, shape);
+                }
+            }
+        }
+        if steps % self.probe_every == self.probe_every - 1 {
+            // Probe one grid step larger in both directions.
+            let next = |grid: &[usize], cur: usize| {
+                grid.iter().copied().find(|&x| x > cur).unwrap_or(cur)
+            };
+            return TreeShape {
+                template: next(&ts, best.1.template),
+                retrieval: next(&rs, best.1.retrieval),
+            };
+        }
+        best.1
+    }
+
+    /// Records a verified step: the shape used, the draft, the argmax at every node, and the tree
+    /// node of each template path (`None` when not placed).
+    pub(crate) fn record(
+        &mut self,
+        shape: &TreeShape,
+        draft: &crate::decode::Draft,
+        preds: &[u32],
+        placed: &[Option<usize>],
+    ) {
+        let tree = &draft.tree;
+        let mut correct = vec![true; tree.len()];
+        for i in 1..tree.len() {
+            let p = tree.parent(i).expect("non-root");
+            correct[i] = correct[p] && draft.tokens[i] == preds[p];
+        }
+        let depth_if = |i: usize| if correct[i] { tree.depth(i) } else { 0 };
+        let mut template = vec![0u8; shape.template + 1];
+        for n in 1..=shape.template {
+            let d = placed.get(n - 1).copied().flatten().map_or(0, depth_if);
+            template[n] = template[n - 1].max(d.min(255) as u8);
+        }
+        let retrieved = (1..tree.len())
+            .filter(|&i| draft.preferred[i])
+            .map(depth_if)
+            .max()
+            .unwrap_or(0);
+        let retrieval = (0..=shape.retrieval)
+            .map(|r| r.min(retrieved).min(255) as u8)
+            .collect();
+        let c = &mut self.contexts[self.last_context];
+        if c.records.len() == WINDOW {
+            c.records.pop_front();
+        }
+        c.records.push_back(StepRecord {
+            template,
+            retrieval,
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,6 +419,45 @@ mod tests {
         assert_eq!(b.choose(5), 5);
         assert_eq!(b.choose(2), 2);
         assert_eq!(b.choose(0), 0);
+    }
+
+    #[test]
+    fn curve_interpolates_between_and_past_measured_sizes() {
+        let c = LatencyCurve::from_points(vec![(1, 1.0), (3, 2.0), (5, 4.0)]);
+        assert_eq!(c.cost(0), 0.0);
+        assert_eq!(c.cost(1), 1.0);
+        assert!((c.cost(2) - 1.5).abs() < 1e-12);
+        assert!((c.cost(4) - 3.0).abs() < 1e-12);
+        assert!((c.cost(7) - 6.0).abs() < 1e-12);
+        assert_eq!(LatencyCurve::new(vec![2.0]).cost(3), 6.0);
+    }
+
+    #[test]
+    fn tree_budget_falls_back_to_greedy_when_trees_do_not_pay() {
+        // Every tree size costs 3x a greedy step and nothing is ever accepted.
+        let curve = LatencyCurve::from_points(vec![(1, 1.0), (2, 3.0), (100, 3.0)]);
+        let mut b = TreeBudget::new(curve, 2);
+        let full = TreeShape { template: 63, retrieval: 5 };
+        let draft = crate::decode::Draft::chain(1, &[2, 3]);
+        for _ in 0..8 {
+            let s = b.choose(full, 2);
+            b.record(&s, &draft, &[9, 9, 9], &[Some(1), Some(2)]);
+        }
+        assert_eq!(b.choose(full, 2), TreeShape::default());
+    }
+
+    #[test]
+    fn tree_budget_keeps_trees_that_pay() {
+        // A flat (GPU-like) curve and a template whose first two paths are always right.
+        let curve = LatencyCurve::from_points(vec![(1, 1.0), (100, 1.1)]);
+        let mut b = TreeBudget::new(curve, 1);
+        let full = TreeShape { template: 2, retrieval: 0 };
+        let draft = crate::decode::Draft::chain(1, &[2, 3]);
+        for _ in 0..8 {
+            let s = b.choose(full, 0);
+            b.record(&s, &draft, &[2, 3, 4], &[Some(1), Some(2)]);
+        }
+        assert_eq!(b.choose(full, 0), full);
     }
 
     #[test]

@@ -2,9 +2,10 @@
 //! by the model's own predictions, one forward pass per step. Cold start and refills use "ahead
 //! noise" (tokens drawn uniformly from the context), the distribution MSN training targets.
 
-use crate::decode::{Drafter, chain_decode};
+use crate::decode::{Draft, Drafter, Verified, tree_decode};
 use crate::error::Result;
 use crate::generate::{GenerateConfig, Generation};
+use crate::rng::Rng;
 use crate::model::CausalLm;
 use crate::model::tokenizer::Tokenizer;
 use burn::prelude::*;
@@ -29,30 +30,26 @@ struct Window {
     drafts: Vec<u32>,
     context: Vec<u32>,
     window: usize,
-    rng: u64,
+    rng: Rng,
 }
 
 impl Window {
     fn noise(&mut self) -> u32 {
-        // xorshift64*: small, seeded, reproducible.
-        self.rng ^= self.rng >> 12;
-        self.rng ^= self.rng << 25;
-        self.rng ^= self.rng >> 27;
-        let r = self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D);
-        self.context[(r >> 33) as usize % self.context.len()]
+        self.context[self.rng.below(self.context.len())]
     }
 }
 
 impl Drafter for Window {
-    fn draft(&mut self, _root: u32, wanted: usize) -> Vec<u32> {
+    fn draft(&mut self, root: u32, room: usize, depth: usize) -> Draft {
         while self.drafts.len() < self.window {
             let t = self.noise();
             self.drafts.push(t);
         }
-        self.drafts[..wanted.min(self.window)].to_vec()
+        Draft::chain(root, &self.drafts[..self.window.min(room).min(depth)])
     }
 
-    fn observe(&mut self, root: u32, drafted: &[u32], preds: &[u32], committed: &[u32]) {
+    fn observe(&mut self, draft: &Draft, preds: &[u32], v: &Verified, _top_k: &[Vec<u32>]) {
+        let (root, drafted, committed) = (draft.tokens[0], &draft.tokens[1..], &v.tokens);
         self.context.push(root);
         self.context
             .extend_from_slice(&committed[..committed.len() - 1]);
@@ -82,9 +79,9 @@ pub fn jacobi<B: Backend, M: CausalLm<B>>(
         drafts: Vec::new(),
         context: prompt.to_vec(),
         window: jc.window,
-        rng: jc.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
+        rng: Rng::new(jc.seed),
     };
-    chain_decode(
+    tree_decode(
         model,
         tokenizer,
         prompt,

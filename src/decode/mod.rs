@@ -1,20 +1,29 @@
 //! Lossless decoders on one engine: a token tree (or chain) is verified in one forward pass and
 //! only the accepted branch stays in the KV cache.
 //!
-//! Available now: [`prompt_lookup`] (prompt lookup decoding, PLD) and [`jacobi`] (plain Jacobi
-//! decoding). Greedy decoding is [`crate::greedy`].
+//! Decoders, all behind the [`Decoder`] trait and all equal to greedy decoding token for token:
+//! [`Greedy`], [`Jacobi`] (plain Jacobi), [`PromptLookup`] (PLD) and [`TrJacobi`] (the MSN
+//! paper's tree-based retrieval-augmented Jacobi, [`TrJacobiDecoder`]). Free functions
+//! ([`tr_jacobi`], [`prompt_lookup`], [`jacobi`], [`crate::greedy`]) are the same decoders
+//! without the trait.
 
 pub mod budget;
+pub mod decoder;
 pub mod jacobi;
 pub mod pld;
 pub mod retrieval;
+pub mod tr_jacobi;
 pub mod tree;
 pub mod verify;
 
-pub use budget::{DraftBudget, LatencyCurve};
+pub use decoder::{
+    AnyDecoder, Decoder, Greedy, Jacobi, PromptLookup, TrJacobi, TrJacobiDecoder,
+};
+pub use budget::{DraftBudget, LatencyCurve, TreeBudget, TreeShape};
 pub use jacobi::{JacobiConfig, jacobi};
 pub use pld::{PldConfig, prompt_lookup, prompt_lookup_with_budget};
 pub use retrieval::NgramIndex;
+pub use tr_jacobi::{CandidateTable, TrJacobiConfig, TreeTemplate, tr_jacobi};
 pub use tree::TokenTree;
 pub use verify::{Verified, verify};
 
@@ -25,51 +34,130 @@ use crate::model::{CausalLm, ForwardInput, KvCache};
 use burn::prelude::*;
 use std::time::Instant;
 
-/// Proposes a linear draft after the root each step and learns from what was verified.
-pub(crate) trait Drafter {
-    /// Up to `wanted` draft tokens to follow `root`.
-    fn draft(&mut self, root: u32, wanted: usize) -> Vec<u32>;
-    /// After verification: the draft, the argmax at every chain node (root first), and the
-    /// committed tokens (`preds[..committed.len()]`).
-    fn observe(&mut self, root: u32, drafted: &[u32], preds: &[u32], committed: &[u32]);
+/// One step's draft: a token tree after the root (node 0, the last committed token).
+#[derive(Debug, Clone)]
+pub(crate) struct Draft {
+    /// Shape.
+    pub tree: TokenTree,
+    /// Token of each node, root first.
+    pub tokens: Vec<u32>,
+    /// Nodes on a retrieval chain (verification prefers them on ties).
+    pub preferred: Vec<bool>,
 }
 
-/// The loop every linear-draft decoder shares: prefill, then per step draft, verify the chain
-/// `[root, draft..]` in one forward pass, commit the accepted prefix (stopping exactly), keep
-/// its KV entries, and carry the last committed token as the next root.
-pub(crate) fn chain_decode<B: Backend, M: CausalLm<B>>(
+impl Draft {
+    /// The chain `[root, draft..]`.
+    pub fn chain(root: u32, draft: &[u32]) -> Self {
+        let mut tokens = vec![root];
+        tokens.extend_from_slice(draft);
+        Self {
+            tree: TokenTree::chain(tokens.len()),
+            preferred: vec![false; tokens.len()],
+            tokens,
+        }
+    }
+}
+
+/// Proposes a draft tree after the root each step and learns from what was verified.
+pub(crate) trait Drafter {
+    /// A draft after `root` of at most `1 + room` nodes, none deeper than `depth`.
+    fn draft(&mut self, root: u32, room: usize, depth: usize) -> Draft;
+    /// The nodes whose top-`k` tokens [`Drafter::observe`] needs, and `k` (none by default).
+    fn top_k_rows(&self, _draft: &Draft, _verified: &Verified) -> (Vec<usize>, usize) {
+        (Vec::new(), 0)
+    }
+    /// After verification: the argmax at every node, the verified path, and the top-`k` tokens
+    /// of the rows asked for.
+    fn observe(&mut self, draft: &Draft, preds: &[u32], verified: &Verified, top_k: &[Vec<u32>]);
+}
+
+/// The loop every drafting decoder shares: prefill, then per step draft a tree, verify it in one
+/// forward pass, commit the accepted prefix (stopping exactly), keep its KV entries compacted,
+/// and carry the last committed token as the next root.
+pub(crate) fn tree_decode<B: Backend, M: CausalLm<B>>(
     model: &M,
     tokenizer: Option<&Tokenizer>,
     prompt: &[u32],
     config: &GenerateConfig,
-    max_draft: usize,
+    max_nodes: usize,
     drafter: &mut dyn Drafter,
     on_text: Option<&mut dyn FnMut(&str)>,
 ) -> Result<Generation> {
     let started = Instant::now();
     let mut out = Output::new(config, tokenizer, on_text);
-    let Some((mut cache, device, mut root)) = prefill(model, prompt, config, max_draft, &mut out)?
+    let Some((mut cache, device, mut root)) = prefill(model, prompt, config, max_nodes, &mut out)?
     else {
         return Ok(out.finish(prompt.len(), started));
     };
+    let (mut draft_s, prefill_s) = (0.0, started.elapsed().as_secs_f64());
     while !out.is_done() {
+        let t0 = Instant::now();
         let start = cache.len();
-        // Room for the root and the draft in the cache (and so in the position table); no
-        // draft longer than the tokens still to produce.
+        // Room for the draft in the cache (and so in the position table); nothing deeper than
+        // the tokens still to produce.
         let room = cache.remaining().saturating_sub(1);
         let left = config.max_new_tokens.saturating_sub(out.tokens().len());
-        let draft = drafter.draft(root, max_draft.min(room).min(left));
-        let mut tokens = vec![root];
-        tokens.extend_from_slice(&draft);
-        let tree = TokenTree::chain(tokens.len());
-        let preds = forward_tree(model, &mut cache, &tree, &tokens, &device);
-        let v = verify(&tree, &tokens, &preds, &[]);
-        drafter.observe(root, &draft, &preds, &v.tokens);
+        let draft = drafter.draft(root, room, left);
+        debug_assert!(draft.tree.len() <= room + 1);
+        draft_s += t0.elapsed().as_secs_f64();
+        let logits = forward_tree_logits(model, &mut cache, &draft.tree, &draft.tokens, &device);
+        let preds = argmax(logits.clone());
+        let t1 = Instant::now();
+        let v = verify(&draft.tree, &draft.tokens, &preds, &draft.preferred);
+        let (rows, k) = drafter.top_k_rows(&draft, &v);
+        let top = top_k_rows(logits, &rows, k, &device);
+        drafter.observe(&draft, &preds, &v, &top);
         out.push_block(&v.tokens)?;
         cache.keep(start, &v.path);
         root = *v.tokens.last().expect("at least the root's prediction");
+        draft_s += t1.elapsed().as_secs_f64();
     }
-    Ok(out.finish(prompt.len(), started))
+    let mut g = out.finish(prompt.len(), started);
+    g.draft_time_s = draft_s;
+    g.verify_time_s = (g.wall_time_s - draft_s).max(prefill_s);
+    Ok(g)
+}
+
+/// The `k` highest-scoring tokens of each of `rows` of `[1, n, vocab]` logits, best first (ties
+/// to the lower id).
+fn top_k_rows<B: Backend>(
+    logits: Tensor<B, 3>,
+    rows: &[usize],
+    k: usize,
+    device: &B::Device,
+) -> Vec<Vec<u32>> {
+    if rows.is_empty() || k == 0 {
+        return Vec::new();
+    }
+    let vocab = logits.dims()[2];
+    let idx: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
+    let sel = logits.select(
+        1,
+        Tensor::<B, 1, Int>::from_data(TensorData::new(idx, [rows.len()]), device),
+    );
+    let data = sel.into_data().convert::<f32>();
+    let vals = data.as_slice::<f32>().expect("f32 logits");
+    vals.chunks(vocab).map(|row| top_k(row, k)).collect()
+}
+
+/// Indices of the `k` largest values, largest first, ties to the lower index.
+pub(crate) fn top_k(row: &[f32], k: usize) -> Vec<u32> {
+    let k = k.min(row.len());
+    let mut idx: Vec<u32> = (0..row.len() as u32).collect();
+    let cmp = |a: &u32, b: &u32| {
+        row[*b as usize]
+            .total_cmp(&row[*a as usize])
+            .then(a.cmp(b))
+    };
+    if k == 0 {
+        return Vec::new();
+    }
+    if k < idx.len() {
+        idx.select_nth_unstable_by(k - 1, cmp);
+        idx.truncate(k);
+    }
+    idx.sort_by(cmp);
+    idx
 }
 
 /// Runs `tree` with node `tokens` after the cached context and returns the argmax at every node.
@@ -81,6 +169,17 @@ pub fn forward_tree<B: Backend, M: CausalLm<B>>(
     tokens: &[u32],
     device: &B::Device,
 ) -> Vec<u32> {
+    argmax(forward_tree_logits(model, cache, tree, tokens, device))
+}
+
+/// [`forward_tree`] returning the logits, `[1, nodes, vocab]`.
+pub fn forward_tree_logits<B: Backend, M: CausalLm<B>>(
+    model: &M,
+    cache: &mut KvCache<B>,
+    tree: &TokenTree,
+    tokens: &[u32],
+    device: &B::Device,
+) -> Tensor<B, 3> {
     let n = tree.len();
     let cached = cache.len();
     let ids: Vec<i64> = tokens.iter().map(|&t| t as i64).collect();
@@ -100,5 +199,5 @@ pub fn forward_tree<B: Backend, M: CausalLm<B>>(
         positions: Tensor::from_data(TensorData::new(pos, [1, n]), device),
         mask,
     };
-    argmax(model.forward(input, cache))
+    model.forward(input, cache)
 }

@@ -1,7 +1,7 @@
 //! Prompt lookup decoding (PLD): one linear draft from an n-gram match in the context, verified
 //! causally in one forward pass. Output equals greedy decoding token for token.
 
-use crate::decode::{DraftBudget, Drafter, NgramIndex, chain_decode};
+use crate::decode::{Draft, DraftBudget, Drafter, NgramIndex, Verified, tree_decode};
 use crate::error::Result;
 use crate::generate::{GenerateConfig, Generation};
 use crate::model::CausalLm;
@@ -63,28 +63,30 @@ pub fn prompt_lookup_with_budget<B: Backend, M: CausalLm<B>>(
 /// PLD's drafter: the n-gram index over everything committed before the root.
 struct Lookup<'a> {
     index: NgramIndex,
+    max_draft: usize,
     budget: Option<&'a mut DraftBudget>,
 }
 
 impl Drafter for Lookup<'_> {
-    fn draft(&mut self, root: u32, wanted: usize) -> Vec<u32> {
+    fn draft(&mut self, root: u32, room: usize, depth: usize) -> Draft {
         let mut draft = self
             .index
-            .propose(&[root], wanted, 1)
+            .propose(&[root], self.max_draft.min(room).min(depth), 1)
             .into_iter()
             .next()
             .unwrap_or_default();
         if let Some(b) = self.budget.as_deref_mut() {
             draft.truncate(b.choose(draft.len()));
         }
-        draft
+        Draft::chain(root, &draft)
     }
 
-    fn observe(&mut self, root: u32, drafted: &[u32], _preds: &[u32], committed: &[u32]) {
+    fn observe(&mut self, draft: &Draft, _preds: &[u32], v: &Verified, _top_k: &[Vec<u32>]) {
+        let committed = &v.tokens;
         if let Some(b) = self.budget.as_deref_mut() {
-            b.record(drafted.len(), committed.len() - 1);
+            b.record(draft.tokens.len() - 1, committed.len() - 1);
         }
-        self.index.extend(&[root]);
+        self.index.extend(&draft.tokens[..1]);
         self.index.extend(&committed[..committed.len() - 1]);
     }
 }
@@ -100,8 +102,12 @@ fn run<B: Backend, M: CausalLm<B>>(
 ) -> Result<Generation> {
     let mut index = NgramIndex::new(pld.max_ngram);
     index.extend(prompt);
-    let mut drafter = Lookup { index, budget };
-    chain_decode(
+    let mut drafter = Lookup {
+        index,
+        max_draft: pld.max_draft,
+        budget,
+    };
+    tree_decode(
         model,
         tokenizer,
         prompt,

@@ -1,0 +1,117 @@
+//! Decoder options shared by the examples: `--decoder greedy|jacobi|pld|tr-jacobi` and their
+//! parameters.
+#![allow(dead_code)]
+
+use burn::prelude::*;
+use msn::decode::{
+    AnyDecoder, DraftBudget, Greedy, Jacobi, JacobiConfig, LatencyCurve, PldConfig, PromptLookup,
+    TrJacobi, TrJacobiConfig, TreeTemplate,
+};
+use msn::model::CausalLm;
+
+/// Decoder choice and parameters.
+#[derive(clap::Args, Debug, Clone)]
+pub struct DecoderArgs {
+    /// Decoding method; every one gives greedy's output token for token.
+    #[arg(long, default_value = "greedy", value_parser = ["greedy", "jacobi", "pld", "tr-jacobi"])]
+    pub decoder: String,
+    /// Jacobi: draft window W.
+    #[arg(long, default_value_t = 5)]
+    pub window: usize,
+    /// PLD: most draft tokens per step.
+    #[arg(long, default_value_t = 10)]
+    pub max_draft: usize,
+    /// PLD / TR-Jacobi: longest n-gram matched for retrieval.
+    #[arg(long, default_value_t = 3)]
+    pub max_ngram: usize,
+    /// TR-Jacobi: candidates per depth (K).
+    #[arg(long, default_value_t = 10)]
+    pub top_k: usize,
+    /// TR-Jacobi: tree template as rank paths ("[0] [0,0] [1] ..."); default the paper's 63 paths.
+    #[arg(long)]
+    pub template: Option<String>,
+    /// TR-Jacobi: use only the first N template paths.
+    #[arg(long)]
+    pub tree_nodes: Option<usize>,
+    /// TR-Jacobi: tokens per retrieval chain (0 = no retrieval).
+    #[arg(long, default_value_t = 10)]
+    pub retrieval_len: usize,
+    /// TR-Jacobi: retrieval chains per step.
+    #[arg(long, default_value_t = 2)]
+    pub retrieval_chains: usize,
+    /// PLD / TR-Jacobi: size drafts and trees from this device's measured latency curve and the
+    /// acceptance observed (measured once at start-up, a few seconds on a CPU).
+    #[arg(long)]
+    pub auto_budget: bool,
+}
+
+impl DecoderArgs {
+    /// The TR-Jacobi configuration these options describe.
+    pub fn tr_config(&self) -> msn::Result<TrJacobiConfig> {
+        let mut template = match &self.template {
+            Some(s) => TreeTemplate::parse(s)?,
+            None => TreeTemplate::msn(),
+        };
+        if let Some(n) = self.tree_nodes {
+            template = TreeTemplate::new(template.paths().iter().take(n).cloned().collect())?;
+        }
+        Ok(TrJacobiConfig {
+            template,
+            top_k: self.top_k,
+            max_ngram: self.max_ngram,
+            retrieval_len: self.retrieval_len,
+            retrieval_chains: self.retrieval_chains,
+            seed: 0,
+        })
+    }
+
+    /// Builds the decoder (measuring the latency curve on `model` when `--auto-budget`).
+    pub fn build<B: Backend, M: CausalLm<B>>(&self, model: &M) -> msn::Result<AnyDecoder> {
+        let pld = PldConfig {
+            max_ngram: self.max_ngram,
+            max_draft: self.max_draft,
+        };
+        Ok(match self.decoder.as_str() {
+            "jacobi" => AnyDecoder::Jacobi(Jacobi(JacobiConfig {
+                window: self.window,
+                seed: 0,
+            })),
+            "pld" => AnyDecoder::PromptLookup(PromptLookup {
+                config: pld,
+                budget: self.auto_budget.then(|| {
+                    let curve = LatencyCurve::measure(model, 256, self.max_draft + 1, 3);
+                    print_curve(&curve);
+                    DraftBudget::new(curve, self.max_draft, 4)
+                }),
+            }),
+            "tr-jacobi" => {
+                let config = self.tr_config()?;
+                if self.auto_budget {
+                    let d = TrJacobi::auto(model, config);
+                    if let Some(b) = &d.budget {
+                        print_curve(b.curve());
+                    }
+                    AnyDecoder::TrJacobi(d)
+                } else {
+                    AnyDecoder::TrJacobi(TrJacobi {
+                        config,
+                        budget: None,
+                    })
+                }
+            }
+            _ => AnyDecoder::Greedy(Greedy),
+        })
+    }
+}
+
+fn print_curve(curve: &LatencyCurve) {
+    eprintln!(
+        "[latency curve: {}]",
+        curve
+            .points()
+            .iter()
+            .map(|(t, s)| format!("T={t} {:.0} ms", s * 1e3))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+}
