@@ -42,6 +42,13 @@ pub fn probe<B: Backend>(what: &str, device: &B::Device) -> Result<()> {
     }
 }
 
+/// Whether `B` is one of burn's CPU backends without autodiff (flex, ndarray): there the model
+/// multiplies few-token inputs with its host kernels ([`crate::model::host`]).
+pub fn is_host_backend<B: Backend>() -> bool {
+    let name = std::any::type_name::<B>();
+    (name.contains("burn_flex::") || name.contains("burn_ndarray::")) && !name.contains("Autodiff")
+}
+
 /// Whether the backend can store `dtype` tensors and multiply them on `device`.
 pub fn supports_dtype<B: Backend>(device: &B::Device, dtype: FloatDType) -> bool {
     let device = device.clone();

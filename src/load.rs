@@ -29,6 +29,15 @@ impl WeightDtype {
     }
 }
 
+impl std::fmt::Display for WeightDtype {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::F32 => "f32",
+            Self::F16 => "f16",
+        })
+    }
+}
+
 impl std::str::FromStr for WeightDtype {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
@@ -83,12 +92,20 @@ pub fn load_with<B: Backend>(
     } else {
         PathBuf::from(spec)
     };
-    if path.is_dir() {
-        load_hf(&path, device, dtype)
+    let mut loaded = if path.is_dir() {
+        load_hf(&path, device, dtype)?
     } else {
-        load_gguf(&path, device, dtype)
+        load_gguf(&path, device, dtype)?
+    };
+    if crate::device::is_host_backend::<B>() {
+        loaded.model.enable_host_kernels(HOST_MAX_ROWS);
     }
+    Ok(loaded)
 }
+
+/// Inputs of at most this many tokens use the host kernels on CPU backends (decoding steps and
+/// token trees); longer ones (prefill) use the backend's GEMM.
+pub const HOST_MAX_ROWS: usize = 128;
 
 /// Loads a GGUF file.
 ///

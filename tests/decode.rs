@@ -13,8 +13,8 @@ use burn::prelude::*;
 use burn::tensor::Distribution;
 use common::{B, smollm2};
 use msn::decode::{
-    DraftBudget, JacobiConfig, LatencyCurve, PldConfig, jacobi, prompt_lookup,
-    prompt_lookup_with_budget,
+    DraftBudget, JacobiConfig, LatencyCurve, PldConfig, TrJacobiConfig, TreeBudget, TreeTemplate,
+    jacobi, prompt_lookup, prompt_lookup_with_budget, tr_jacobi,
 };
 use msn::model::{CausalLm, ForwardInput, Llama, LlamaConfig};
 use msn::{GenerateConfig, greedy};
@@ -48,6 +48,23 @@ fn random_model(vocab: usize, kv_heads: usize, seed: u64) -> Llama<B> {
     m
 }
 
+/// A random tree template: each pick names an earlier path (or the root) to extend with a rank
+/// below `k`; repeated paths are skipped.
+fn random_template(picks: &[(usize, usize)], k: usize) -> TreeTemplate {
+    let mut paths: Vec<Vec<usize>> = Vec::new();
+    for &(parent, rank) in picks {
+        let mut p = match parent % (paths.len() + 1) {
+            0 => Vec::new(),
+            i => paths[i - 1].clone(),
+        };
+        p.push(rank % k);
+        if !paths.contains(&p) {
+            paths.push(p);
+        }
+    }
+    TreeTemplate::new(paths).unwrap()
+}
+
 /// Top-2 gap of the greedy logits after `prefix`.
 fn top2_gap(m: &Llama<B>, prefix: &[u32]) -> f32 {
     let mut cache = m.new_cache(1, prefix.len());
@@ -66,7 +83,7 @@ fn top2_gap(m: &Llama<B>, prefix: &[u32]) -> f32 {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(36))]
+    #![proptest_config(ProptestConfig::with_cases(64))]
 
     #[test]
     fn decoders_equal_greedy_on_random_models(
@@ -82,16 +99,25 @@ proptest! {
         max_draft in 1usize..12,
         eos in proptest::option::of(0u32..160),
         // 0: PLD with a fixed draft length; 1: PLD with a budget over a random latency curve
-        // of slope `slope`; 2: Jacobi with window `max_draft`.
-        decoder in 0u8..3,
+        // of slope `slope`; 2: Jacobi with window `max_draft`; 3: TR-Jacobi with a random
+        // template, K and retrieval; 4: the same with a tree budget over the random curve.
+        decoder in 0u8..5,
         slope in 0.0f64..3.0,
+        picks in proptest::collection::vec((0usize..64, 0usize..8), 0..24),
+        top_k in 1usize..8,
+        chains in 0usize..3,
+        // The host kernels (CPU fast path) or the backend's matmuls.
+        host in any::<bool>(),
     ) {
         let mut prompt: Vec<u32> = phrase.iter().cycle().take(phrase.len() * reps).copied().collect();
         for (at, t) in edits {
             let i = at % prompt.len();
             prompt[i] = t;
         }
-        let m = random_model(160, kv_heads, seed);
+        let mut m = random_model(160, kv_heads, seed);
+        if host {
+            m.enable_host_kernels(msn::load::HOST_MAX_ROWS);
+        }
         let cfg = GenerateConfig { max_new_tokens: max_new, eos_ids: eos.into_iter().collect(), stop_strings: vec![] };
         let g = greedy::<B, _>(&m, None, &prompt, &cfg, None).unwrap();
         let pld = PldConfig { max_ngram, max_draft };
@@ -102,7 +128,22 @@ proptest! {
                 let mut budget = DraftBudget::new(curve, max_draft, 3);
                 prompt_lookup_with_budget::<B, _>(&m, None, &prompt, &cfg, &pld, &mut budget, None).unwrap()
             }
-            _ => jacobi::<B, _>(&m, None, &prompt, &cfg, &JacobiConfig { window: max_draft, seed }, None).unwrap(),
+            2 => jacobi::<B, _>(&m, None, &prompt, &cfg, &JacobiConfig { window: max_draft, seed }, None).unwrap(),
+            _ => {
+                let tc = TrJacobiConfig {
+                    template: random_template(&picks, top_k),
+                    top_k,
+                    max_ngram,
+                    retrieval_len: max_draft,
+                    retrieval_chains: chains,
+                    seed,
+                };
+                let mut budget = (decoder == 4).then(|| {
+                    let curve = LatencyCurve::from_points(vec![(1, 1.0), (200, 1.0 + slope * 199.0)]);
+                    TreeBudget::new(curve, 2)
+                });
+                tr_jacobi::<B, _>(&m, None, &prompt, &cfg, &tc, budget.as_mut(), None).unwrap()
+            }
         };
         if g.tokens != p.tokens {
             let i = g.tokens.iter().zip(&p.tokens).position(|(a, b)| a != b).unwrap_or(g.tokens.len().min(p.tokens.len()));

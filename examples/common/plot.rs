@@ -116,3 +116,91 @@ pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series]) 
     }
     s + "</svg>\n"
 }
+
+/// Renders a grouped bar chart: one group per category, one bar per series (same order as
+/// `categories`), and a dashed reference line at `reference` (e.g. 1.0 for greedy).
+pub fn bar_chart(
+    title: &str,
+    y_label: &str,
+    categories: &[String],
+    series: &[(String, Vec<f64>)],
+    reference: Option<f64>,
+) -> String {
+    let (w, h, l, r, t, b) = (900.0, 420.0, 70.0, 20.0, 40.0, 90.0);
+    let y1 = series
+        .iter()
+        .flat_map(|s| s.1.iter().copied())
+        .chain(reference)
+        .fold(0.0, f64::max)
+        * 1.15;
+    let py = |y: f64| h - b - y / y1.max(1e-12) * (h - t - b);
+    let gw = (w - l - r) / categories.len().max(1) as f64;
+    let bw = gw * 0.8 / series.len().max(1) as f64;
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"{}\" y=\"22\" text-anchor=\"middle\" font-size=\"15\">{title}</text>\n",
+        w / 2.0
+    );
+    for i in 0..=5 {
+        let y = y1 * i as f64 / 5.0;
+        s += &format!(
+            "<text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{}</text><line x1=\"{l}\" y1=\"{:.1}\" x2=\"{}\" y2=\"{:.1}\" stroke=\"#ddd\"/>\n",
+            l - 6.0,
+            py(y) + 4.0,
+            tick(y, y1),
+            py(y),
+            w - r,
+            py(y)
+        );
+    }
+    for (ci, c) in categories.iter().enumerate() {
+        let gx = l + gw * ci as f64 + gw * 0.1;
+        for (si, (_, vals)) in series.iter().enumerate() {
+            let v = vals.get(ci).copied().unwrap_or(0.0);
+            s += &format!(
+                "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{}\"/>\n",
+                gx + bw * si as f64,
+                py(v),
+                bw * 0.95,
+                (h - b - py(v)).max(0.0),
+                COLORS[si % COLORS.len()]
+            );
+        }
+        let cx = gx + gw * 0.4;
+        s += &format!(
+            "<text x=\"{cx:.1}\" y=\"{}\" text-anchor=\"end\" transform=\"rotate(-35 {cx:.1} {})\">{c}</text>\n",
+            h - b + 14.0,
+            h - b + 14.0
+        );
+    }
+    if let Some(rv) = reference {
+        s += &format!(
+            "<line x1=\"{l}\" y1=\"{:.1}\" x2=\"{}\" y2=\"{:.1}\" stroke=\"black\" stroke-dasharray=\"5,4\"/>\n",
+            py(rv),
+            w - r,
+            py(rv)
+        );
+    }
+    s += &format!(
+        "<line x1=\"{l}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/><line x1=\"{l}\" y1=\"{t}\" x2=\"{l}\" y2=\"{}\" stroke=\"black\"/>\n",
+        h - b,
+        w - r,
+        h - b,
+        h - b
+    );
+    s += &format!(
+        "<text x=\"16\" y=\"{}\" text-anchor=\"middle\" transform=\"rotate(-90 16 {})\">{y_label}</text>\n",
+        (t + h - b) / 2.0,
+        (t + h - b) / 2.0
+    );
+    for (si, (name, _)) in series.iter().enumerate() {
+        let lx = l + 12.0 + 130.0 * si as f64;
+        s += &format!(
+            "<rect x=\"{lx}\" y=\"{}\" width=\"14\" height=\"10\" fill=\"{}\"/><text x=\"{}\" y=\"{}\">{name}</text>\n",
+            t + 2.0,
+            COLORS[si % COLORS.len()],
+            lx + 18.0,
+            t + 11.0
+        );
+    }
+    s + "</svg>\n"
+}

@@ -247,8 +247,6 @@ const TEMPLATE_GRID: [usize; 12] = [0, 1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48];
 const RETRIEVAL_GRID: [usize; 7] = [0, 1, 2, 3, 4, 6, 8];
 /// Records kept per context.
 const WINDOW: usize = 256;
-/// Records needed before a shape's estimate is trusted.
-const MIN_RECORDS: usize = 4;
 /// Cap on exploration steps' template size (a 69-token forward is ~18x a 1-token one on a CPU).
 const EXPLORE_TEMPLATE: usize = 16;
 
@@ -300,7 +298,9 @@ impl TreeBudget {
                 n += 1;
             }
         }
-        (1.0 + if n > 0 { sum / n as f64 } else { 0.0 }, n)
+        // Shrunk toward "nothing accepted" by one pseudo-record, so a shape seen once or twice
+        // must have done well to be chosen over a greedy step.
+        (1.0 + sum / (n as f64 + 1.0), n)
     }
 
     /// The shape to verify when the largest available is `full` and the retrieval match was an
@@ -330,7 +330,7 @@ impl TreeBudget {
                     retrieval: r,
                 };
                 let (tokens, n) = self.estimate(ngram, shape);
-                if n < MIN_RECORDS {
+                if n == 0 {
                     continue;
                 }
                 let rate = tokens / self.curve.cost(1 + t + r);

@@ -5,7 +5,9 @@ use crate::error::Result;
 use crate::model::cache::KvCache;
 use crate::model::config::LlamaConfig;
 use crate::model::rope::{Rope, inv_frequencies};
+use crate::model::host::{HostBlock, HostMatrix, HostWeights};
 use crate::model::weights::{ParamSource, RandomInit};
+use std::sync::Arc;
 use crate::model::{CausalLm, ForwardInput, ModelInfo};
 use burn::module::Param;
 use burn::nn::{Embedding, Linear, RmsNorm};
@@ -67,6 +69,9 @@ pub struct Llama<B: Backend> {
     rope: Rope<B>,
     #[module(skip)]
     config: LlamaConfig,
+    /// Host copies of the matrices for few-row products on CPU backends.
+    #[module(skip)]
+    host: Option<Arc<HostWeights>>,
 }
 
 fn linear<B: Backend>(weight: Tensor<B, 2>) -> Linear<B> {
@@ -78,7 +83,14 @@ fn linear<B: Backend>(weight: Tensor<B, 2>) -> Linear<B> {
 
 /// `linear.forward(x)` computed in the weight's storage type (f16 weights stay f16 in memory and
 /// in the product); the result comes back in `x`'s type.
-fn project<B: Backend>(linear: &Linear<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
+fn project<B: Backend>(
+    linear: &Linear<B>,
+    x: Tensor<B, 3>,
+    host: Option<&HostMatrix>,
+) -> Tensor<B, 3> {
+    if let Some(h) = host {
+        return host_project(h, x);
+    }
     let [b, t, d] = x.dims();
     let w = linear.weight.val();
     let (xd, wd) = (x.dtype(), w.dtype());
@@ -92,6 +104,43 @@ fn project<B: Backend>(linear: &Linear<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
         x.cast(wd).matmul(w).cast(xd)
     };
     y.reshape([b, t, o])
+}
+
+/// `x @ W^T` with the host copy of `W` (`x` is f32 activations).
+fn host_project<B: Backend>(w: &HostMatrix, x: Tensor<B, 3>) -> Tensor<B, 3> {
+    let [b, t, _] = x.dims();
+    let device = x.device();
+    let data = x.into_data().convert::<f32>();
+    let xs = data.as_slice::<f32>().expect("f32 activations");
+    let y = w.matmul(xs, b * t);
+    Tensor::from_data(TensorData::new(y, [b, t, w.out_features()]), &device)
+}
+
+/// A host copy of a weight: `transpose` for burn's `[in, out]` linear layout, not for the
+/// `[vocab, hidden]` embedding; f16 stays f16, anything else becomes f32.
+fn host_matrix<B: Backend>(w: Tensor<B, 2>, transpose: bool) -> HostMatrix {
+    let [r, c] = w.dims();
+    let (out, inp) = if transpose { (c, r) } else { (r, c) };
+    let data = w.into_data();
+    if data.dtype == burn::tensor::DType::F16 {
+        let v = data.to_vec::<half::f16>().expect("f16 weights");
+        let v = if transpose { transposed(&v, r, c) } else { v };
+        HostMatrix::from_f16(out, inp, v)
+    } else {
+        let v = data.convert::<f32>().to_vec::<f32>().expect("f32 weights");
+        let v = if transpose { transposed(&v, r, c) } else { v };
+        HostMatrix::from_f32(out, inp, v)
+    }
+}
+
+fn transposed<T: Copy + Default>(v: &[T], rows: usize, cols: usize) -> Vec<T> {
+    let mut t = vec![T::default(); v.len()];
+    for i in 0..rows {
+        for j in 0..cols {
+            t[j * rows + i] = v[i * cols + j];
+        }
+    }
+    t
 }
 
 fn norm<B: Backend>(gamma: Tensor<B, 1>, epsilon: f64) -> RmsNorm<B> {
@@ -196,7 +245,49 @@ impl<B: Backend> Llama<B> {
                 &device,
             ),
             config: config.clone(),
+            host: None,
         })
+    }
+
+    /// Keeps host-memory copies of every matrix and multiplies inputs of at most `max_rows`
+    /// tokens with them ([`crate::model::host`]): on CPU backends this makes a forward pass of a
+    /// few tokens cost little more than one of a single token, which tree decoding depends on.
+    /// Costs a second copy of the matrices in memory. The loaders turn this on for CPU backends;
+    /// do not use it for training (the host path has no gradients).
+    pub fn enable_host_kernels(&mut self, max_rows: usize) {
+        let lin = |l: &Linear<B>| host_matrix(l.weight.val(), true);
+        let blocks = self
+            .layers
+            .iter()
+            .map(|b| HostBlock {
+                q: lin(&b.self_attn.q_proj),
+                k: lin(&b.self_attn.k_proj),
+                v: lin(&b.self_attn.v_proj),
+                o: lin(&b.self_attn.o_proj),
+                gate: lin(&b.mlp.gate_proj),
+                up: lin(&b.mlp.up_proj),
+                down: lin(&b.mlp.down_proj),
+            })
+            .collect();
+        let head = match &self.lm_head {
+            Some(l) => lin(l),
+            None => host_matrix(self.embed_tokens.weight.val(), false),
+        };
+        self.host = Some(Arc::new(HostWeights {
+            blocks,
+            head,
+            max_rows,
+        }));
+    }
+
+    /// Drops the host copies ([`Llama::enable_host_kernels`]); every product runs on the backend.
+    pub fn disable_host_kernels(&mut self) {
+        self.host = None;
+    }
+
+    /// The host copies, when enabled.
+    pub fn host_kernels(&self) -> Option<&HostWeights> {
+        self.host.as_deref()
     }
 
     /// The hyper-parameters the model was built with.
@@ -215,15 +306,17 @@ impl<B: Backend> Llama<B> {
         let past = cache.len();
         let mask = mask.or_else(|| (t > 1).then(|| causal_mask::<B>(b, t, past, &tokens.device())));
         let (cos, sin) = self.rope.angles(positions);
+        let host = self.host.as_deref().filter(|h| b * t <= h.max_rows);
         let mut x = self.embed_tokens.forward(tokens).cast(FloatDType::F32);
         for (i, block) in self.layers.iter().enumerate() {
+            let hb = host.map(|h| &h.blocks[i]);
             let h = block.input_layernorm.forward(x.clone());
             let a = block
                 .self_attn
-                .forward(h, &self.rope, &cos, &sin, mask.clone(), cache, i);
+                .forward(h, &self.rope, &cos, &sin, mask.clone(), cache, i, hb);
             x = x + a;
             let h = block.post_attention_layernorm.forward(x.clone());
-            x = x + block.mlp.forward(h);
+            x = x + block.mlp.forward(h, hb);
         }
         cache.advance(t);
         self.norm.forward(x)
@@ -231,8 +324,12 @@ impl<B: Backend> Llama<B> {
 
     /// Logits from hidden states, `[batch, t, vocab]`.
     pub fn logits(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
+        let [b, t, _] = hidden.dims();
+        if let Some(h) = self.host.as_deref().filter(|h| b * t <= h.max_rows) {
+            return host_project(&h.head, hidden);
+        }
         match &self.lm_head {
-            Some(head) => project(head, hidden),
+            Some(head) => project(head, hidden, None),
             None => {
                 // A 2-D product with the transposed view: the backends read it strided, whereas
                 // a 3-D broadcast of a transposed matrix would be copied contiguous every call.
@@ -274,13 +371,14 @@ impl<B: Backend> Attention<B> {
         mask: Option<Tensor<B, 3, Bool>>,
         cache: &mut KvCache<B>,
         layer: usize,
+        host: Option<&HostBlock>,
     ) -> Tensor<B, 3> {
         let [b, t, _] = x.dims();
         let (h, kv, hd) = (self.n_heads, self.n_kv_heads, self.head_dim);
         let rep = h / kv;
-        let q = project(&self.q_proj, x.clone()).reshape([b, t, h, hd]);
-        let k = project(&self.k_proj, x.clone()).reshape([b, t, kv, hd]);
-        let v = project(&self.v_proj, x)
+        let q = project(&self.q_proj, x.clone(), host.map(|h| &h.q)).reshape([b, t, h, hd]);
+        let k = project(&self.k_proj, x.clone(), host.map(|h| &h.k)).reshape([b, t, kv, hd]);
+        let v = project(&self.v_proj, x, host.map(|h| &h.v))
             .reshape([b, t, kv, hd])
             .swap_dims(1, 2);
         let q = rope.apply(q, cos, sin).swap_dims(1, 2);
@@ -307,14 +405,15 @@ impl<B: Backend> Attention<B> {
             .reshape([b, h, t, hd])
             .swap_dims(1, 2)
             .reshape([b, t, h * hd]);
-        project(&self.o_proj, out)
+        project(&self.o_proj, out, host.map(|h| &h.o))
     }
 }
 
 impl<B: Backend> Mlp<B> {
-    fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let g = silu(project(&self.gate_proj, x.clone()));
-        project(&self.down_proj, g * project(&self.up_proj, x))
+    fn forward(&self, x: Tensor<B, 3>, host: Option<&HostBlock>) -> Tensor<B, 3> {
+        let g = silu(project(&self.gate_proj, x.clone(), host.map(|h| &h.gate)));
+        let u = project(&self.up_proj, x, host.map(|h| &h.up));
+        project(&self.down_proj, g * u, host.map(|h| &h.down))
     }
 }
 

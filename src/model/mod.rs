@@ -9,6 +9,7 @@ pub mod cache;
 pub mod config;
 pub mod gguf;
 pub mod hf;
+pub mod host;
 pub mod llama;
 pub mod quant;
 pub mod rope;
