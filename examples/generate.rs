@@ -10,8 +10,8 @@
 mod common;
 use burn::prelude::*;
 use clap::Parser;
-use common::with_backend;
 use common::decoders::DecoderArgs;
+use common::with_backend;
 use msn::decode::Decoder;
 use msn::prompts::{PromptLine, read_prompt_lines};
 use msn::{GenerateConfig, Message};

@@ -127,7 +127,11 @@ fn run<B: Backend>(device: B::Device, args: &Args) -> msn::Result<()> {
     let mut mismatches = 0usize;
     let started = std::time::Instant::now();
     for (qi, q) in chosen.iter().enumerate() {
-        let turns = if args.first_turn_only { 1 } else { q.turns.len() };
+        let turns = if args.first_turn_only {
+            1
+        } else {
+            q.turns.len()
+        };
         let mut per_decoder: Vec<serde_json::Value> = Vec::new();
         let mut reference: Vec<Vec<u32>> = Vec::new();
         for (di, dec) in decoders.iter_mut().enumerate() {
@@ -256,7 +260,10 @@ fn run<B: Backend>(device: B::Device, args: &Args) -> msn::Result<()> {
         &series(|v| v.1),
         Some(1.0),
     );
-    for (name, svg) in [("specbench_mat.svg", mat_svg), ("specbench_speedup.svg", sp_svg)] {
+    for (name, svg) in [
+        ("specbench_mat.svg", mat_svg),
+        ("specbench_speedup.svg", sp_svg),
+    ] {
         let p = args.out.join(name);
         msn::util::write_atomic(&p, svg.as_bytes())?;
     }

@@ -5,7 +5,7 @@ use burn::prelude::*;
 use burn::tensor::FloatDType;
 
 /// Runs `f`, turning a panic into `Err(message)` without printing the panic.
-fn catch<T>(f: impl FnOnce() -> T) -> std::result::Result<T, String> {
+pub(crate) fn catch<T>(f: impl FnOnce() -> T) -> std::result::Result<T, String> {
     let hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));

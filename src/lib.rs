@@ -33,8 +33,10 @@ pub mod fetch;
 pub mod generate;
 pub mod load;
 pub mod model;
+pub mod noise;
 pub mod prompts;
 pub mod rng;
+pub mod train;
 pub mod util;
 
 pub use error::{Error, Result};

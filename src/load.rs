@@ -162,6 +162,26 @@ pub fn load_hf<B: Backend>(
     })
 }
 
+/// Loads only the network of a Hugging Face directory (`config.json` + safetensors), e.g. a
+/// training checkpoint, without a tokenizer.
+///
+/// # Errors
+/// See [`load`].
+pub fn load_hf_weights<B: Backend>(
+    dir: &Path,
+    device: &B::Device,
+    dtype: WeightDtype,
+) -> Result<Llama<B>> {
+    let config = hf::read_config(dir)?;
+    let source = SafetensorsDir::open(dir)?;
+    let mut params = Loaded::<B> {
+        source: &source,
+        device: device.clone(),
+        dtype: dtype.float_dtype(),
+    };
+    Llama::build(&config, None, &mut params)
+}
+
 impl<B: Backend> LoadedModel<B> {
     /// Writes the model and tokenizer as a Hugging Face directory (`config.json`,
     /// `model.safetensors`, `tokenizer.json`, `tokenizer_config.json`) that this crate,

@@ -98,7 +98,11 @@ mod tests {
             Err(Error::MalformedInput { line, .. }) => assert_eq!(line, 3),
             other => panic!("{other:?}"),
         }
-        std::fs::write(&f, "{\"question_id\": 1, \"category\": \"qa\", \"turns\": [\"a\"]}\n").unwrap();
+        std::fs::write(
+            &f,
+            "{\"question_id\": 1, \"category\": \"qa\", \"turns\": [\"a\"]}\n",
+        )
+        .unwrap();
         assert_eq!(read_spec_bench(&f).unwrap()[0].turns, vec!["a"]);
         std::fs::remove_dir_all(&dir).unwrap();
     }

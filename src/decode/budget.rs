@@ -24,7 +24,12 @@ impl LatencyCurve {
     /// # Panics
     /// When `secs` is empty or holds a non-positive value.
     pub fn new(secs: Vec<f64>) -> Self {
-        Self::from_points(secs.into_iter().enumerate().map(|(i, s)| (i + 1, s)).collect())
+        Self::from_points(
+            secs.into_iter()
+                .enumerate()
+                .map(|(i, s)| (i + 1, s))
+                .collect(),
+        )
     }
 
     /// A curve from `(t, seconds)` points, `t` strictly increasing from 1; costs between points
@@ -341,9 +346,8 @@ impl TreeBudget {
         }
         if steps % self.probe_every == self.probe_every - 1 {
             // Probe one grid step larger in both directions.
-            let next = |grid: &[usize], cur: usize| {
-                grid.iter().copied().find(|&x| x > cur).unwrap_or(cur)
-            };
+            let next =
+                |grid: &[usize], cur: usize| grid.iter().copied().find(|&x| x > cur).unwrap_or(cur);
             return TreeShape {
                 template: next(&ts, best.1.template),
                 retrieval: next(&rs, best.1.retrieval),
@@ -437,7 +441,10 @@ mod tests {
         // Every tree size costs 3x a greedy step and nothing is ever accepted.
         let curve = LatencyCurve::from_points(vec![(1, 1.0), (2, 3.0), (100, 3.0)]);
         let mut b = TreeBudget::new(curve, 2);
-        let full = TreeShape { template: 63, retrieval: 5 };
+        let full = TreeShape {
+            template: 63,
+            retrieval: 5,
+        };
         let draft = crate::decode::Draft::chain(1, &[2, 3]);
         for _ in 0..8 {
             let s = b.choose(full, 2);
@@ -451,7 +458,10 @@ mod tests {
         // A flat (GPU-like) curve and a template whose first two paths are always right.
         let curve = LatencyCurve::from_points(vec![(1, 1.0), (100, 1.1)]);
         let mut b = TreeBudget::new(curve, 1);
-        let full = TreeShape { template: 2, retrieval: 0 };
+        let full = TreeShape {
+            template: 2,
+            retrieval: 0,
+        };
         let draft = crate::decode::Draft::chain(1, &[2, 3]);
         for _ in 0..8 {
             let s = b.choose(full, 0);

@@ -115,9 +115,15 @@ impl Decoder for PromptLookup {
         on_text: Option<&mut dyn FnMut(&str)>,
     ) -> Result<Generation> {
         match self.budget.as_mut() {
-            Some(b) => {
-                prompt_lookup_with_budget(model, tokenizer, prompt, config, &self.config, b, on_text)
-            }
+            Some(b) => prompt_lookup_with_budget(
+                model,
+                tokenizer,
+                prompt,
+                config,
+                &self.config,
+                b,
+                on_text,
+            ),
             None => prompt_lookup(model, tokenizer, prompt, config, &self.config, on_text),
         }
     }

@@ -5,9 +5,9 @@
 use crate::decode::{Draft, Drafter, Verified, tree_decode};
 use crate::error::Result;
 use crate::generate::{GenerateConfig, Generation};
-use crate::rng::Rng;
 use crate::model::CausalLm;
 use crate::model::tokenizer::Tokenizer;
+use crate::rng::Rng;
 use burn::prelude::*;
 
 /// Jacobi parameters.

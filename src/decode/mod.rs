@@ -16,10 +16,8 @@ pub mod tr_jacobi;
 pub mod tree;
 pub mod verify;
 
-pub use decoder::{
-    AnyDecoder, Decoder, Greedy, Jacobi, PromptLookup, TrJacobi, TrJacobiDecoder,
-};
 pub use budget::{DraftBudget, LatencyCurve, TreeBudget, TreeShape};
+pub use decoder::{AnyDecoder, Decoder, Greedy, Jacobi, PromptLookup, TrJacobi, TrJacobiDecoder};
 pub use jacobi::{JacobiConfig, jacobi};
 pub use pld::{PldConfig, prompt_lookup, prompt_lookup_with_budget};
 pub use retrieval::NgramIndex;
@@ -144,11 +142,7 @@ fn top_k_rows<B: Backend>(
 pub(crate) fn top_k(row: &[f32], k: usize) -> Vec<u32> {
     let k = k.min(row.len());
     let mut idx: Vec<u32> = (0..row.len() as u32).collect();
-    let cmp = |a: &u32, b: &u32| {
-        row[*b as usize]
-            .total_cmp(&row[*a as usize])
-            .then(a.cmp(b))
-    };
+    let cmp = |a: &u32, b: &u32| row[*b as usize].total_cmp(&row[*a as usize]).then(a.cmp(b));
     if k == 0 {
         return Vec::new();
     }

@@ -114,11 +114,7 @@ impl TreeTemplate {
 
     /// Largest rank + 1 (the `K` the template needs).
     pub fn ranks(&self) -> usize {
-        self.paths
-            .iter()
-            .flatten()
-            .max()
-            .map_or(0, |r| r + 1)
+        self.paths.iter().flatten().max().map_or(0, |r| r + 1)
     }
 
     /// The rank paths.
@@ -204,7 +200,10 @@ impl TrState<'_> {
 
     /// Adds `token` under `parent` unless a child already carries it; returns the node.
     fn insert(&mut self, d: &mut Draft, parent: usize, token: u32, preferred: bool) -> usize {
-        if let Some(&c) = self.children[parent].iter().find(|&&c| d.tokens[c] == token) {
+        if let Some(&c) = self.children[parent]
+            .iter()
+            .find(|&&c| d.tokens[c] == token)
+        {
             d.preferred[c] |= preferred;
             return c;
         }
@@ -240,7 +239,14 @@ impl Drafter for TrState<'_> {
         // Retrieval first would change which nodes merge, not what is verified; template first
         // keeps the candidate rows' rank order among the root's children.
         self.placed = vec![None; self.cfg.template.len()];
-        for (i, path) in self.cfg.template.paths.iter().enumerate().take(self.shape.template) {
+        for (i, path) in self
+            .cfg
+            .template
+            .paths
+            .iter()
+            .enumerate()
+            .take(self.shape.template)
+        {
             if d.tree.len() > room || path.len() > depth {
                 continue;
             }
@@ -343,7 +349,9 @@ pub fn tr_jacobi<B: Backend, M: CausalLm<B>>(
         children: Vec::new(),
     };
     // Cold start: ahead noise from the prompt in every row.
-    state.table.rows = (0..tc.template.depth()).map(|_| state.noise_row()).collect();
+    state.table.rows = (0..tc.template.depth())
+        .map(|_| state.noise_row())
+        .collect();
     let max_nodes = tc.template.len() + tc.retrieval_len * tc.retrieval_chains;
     tree_decode(
         model, tokenizer, prompt, config, max_nodes, &mut state, on_text,
@@ -365,6 +373,9 @@ mod tests {
         assert!(TreeTemplate::parse("[0] [1,0]").is_err());
         assert!(TreeTemplate::parse("[0] [0]").is_err());
         assert!(TreeTemplate::parse("[0] [x]").is_err());
-        assert_eq!(TreeTemplate::parse("[0] [0,0]").unwrap(), TreeTemplate::chain(2));
+        assert_eq!(
+            TreeTemplate::parse("[0] [0,0]").unwrap(),
+            TreeTemplate::chain(2)
+        );
     }
 }

@@ -355,8 +355,12 @@ mod tests {
     #[test]
     fn matches_a_plain_product_in_f32_and_f16() {
         let (out, inp, m) = (70, 37, 5);
-        let w: Vec<f32> = (0..out * inp).map(|i| ((i * 37 % 101) as f32 - 50.0) / 64.0).collect();
-        let x: Vec<f32> = (0..m * inp).map(|i| ((i * 13 % 29) as f32 - 14.0) / 8.0).collect();
+        let w: Vec<f32> = (0..out * inp)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 64.0)
+            .collect();
+        let x: Vec<f32> = (0..m * inp)
+            .map(|i| ((i * 13 % 29) as f32 - 14.0) / 8.0)
+            .collect();
         let expect: Vec<f64> = (0..m)
             .flat_map(|j| {
                 let (w, x) = (&w, &x);

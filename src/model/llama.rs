@@ -4,16 +4,16 @@
 use crate::error::Result;
 use crate::model::cache::KvCache;
 use crate::model::config::LlamaConfig;
-use crate::model::rope::{Rope, inv_frequencies};
 use crate::model::host::{HostBlock, HostMatrix, HostWeights};
+use crate::model::rope::{Rope, inv_frequencies};
 use crate::model::weights::{ParamSource, RandomInit};
-use std::sync::Arc;
 use crate::model::{CausalLm, ForwardInput, ModelInfo};
 use burn::module::Param;
 use burn::nn::{Embedding, Linear, RmsNorm};
 use burn::prelude::*;
 use burn::tensor::FloatDType;
 use burn::tensor::activation::{silu, softmax};
+use std::sync::Arc;
 
 /// Attention with grouped key/value heads.
 #[derive(Module, Debug)]

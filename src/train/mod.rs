@@ -1,0 +1,14 @@
+//! MSN training: causal-LM fine-tuning where the input carries a noised response segment
+//! ([`crate::noise`]) and the labels stay clean. With [`crate::noise::NoNoise`] it is plain SFT.
+//!
+//! [`Trainer`] implements [`MsnTrainer`] on any burn autodiff backend: AdamW, linear warm-up then
+//! cosine decay, gradient clipping, gradient accumulation, right-padded batches with the loss on
+//! response positions only, evaluation on clean inputs, a progress line, metrics as JSONL, and
+//! atomic checkpoints that resume bit for bit.
+
+pub mod checkpoint;
+pub mod data;
+mod trainer;
+
+pub use data::{Dataset, TrainSample, load_jsonl, sample_from_messages, windows};
+pub use trainer::{MsnTrainer, TrainConfig, TrainReport, Trainer, eval_loss};

@@ -1,0 +1,383 @@
+use crate::error::{Error, Result};
+use crate::model::{CausalLm, ForwardInput, Llama};
+use crate::noise::NoiseAugmenter;
+use crate::rng::Rng;
+use crate::train::TrainSample;
+use crate::train::checkpoint::{self, TrainerState};
+use burn::grad_clipping::GradientClippingConfig;
+use burn::module::AutodiffModule;
+use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, Optimizer};
+use burn::prelude::*;
+use burn::tensor::activation::log_softmax;
+use burn::tensor::backend::AutodiffBackend;
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// Hyper-parameters and bookkeeping of a training run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainConfig {
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Final learning rate as a fraction of the peak (cosine floor).
+    pub min_lr_ratio: f64,
+    /// Linear warm-up steps.
+    pub warmup_steps: usize,
+    /// Optimizer steps in total.
+    pub steps: usize,
+    /// Samples per micro-batch.
+    pub batch_size: usize,
+    /// Micro-batches per optimizer step.
+    pub grad_accum: usize,
+    /// AdamW decoupled weight decay.
+    pub weight_decay: f32,
+    /// Clip each parameter's gradient to this L2 norm (burn's per-tensor clipping).
+    pub grad_clip: Option<f32>,
+    /// Seed of the data order and the noise.
+    pub seed: u64,
+    /// Evaluate on the clean held-out set every this many steps (0: only at the end).
+    pub eval_every: usize,
+    /// Checkpoint every this many steps (0: only at the end); needs `out_dir`.
+    pub checkpoint_every: usize,
+    /// Checkpoints (`step-NNNNNN/`, `latest`) and `metrics.jsonl`; resumes from `latest` here.
+    pub out_dir: Option<PathBuf>,
+    /// Print a progress line (loss, tokens/s, ETA) to stderr.
+    pub progress: bool,
+    /// Stop (after checkpointing) once this many steps are done in total, as if killed; for
+    /// tests and time-sliced jobs. `None`: run to `steps`.
+    pub stop_at: Option<usize>,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            lr: 3e-4,
+            min_lr_ratio: 0.1,
+            warmup_steps: 10,
+            steps: 100,
+            batch_size: 4,
+            grad_accum: 1,
+            weight_decay: 0.01,
+            grad_clip: Some(1.0),
+            seed: 0,
+            eval_every: 0,
+            checkpoint_every: 0,
+            out_dir: None,
+            progress: false,
+            stop_at: None,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Learning rate at optimizer step `step` (0-based): linear warm-up, then cosine decay to
+    /// `lr * min_lr_ratio` at the last step.
+    pub fn lr_at(&self, step: usize) -> f64 {
+        if step < self.warmup_steps {
+            return self.lr * (step + 1) as f64 / self.warmup_steps as f64;
+        }
+        let span = self.steps.saturating_sub(self.warmup_steps).max(1) as f64;
+        let p = ((step - self.warmup_steps) as f64 / span).min(1.0);
+        let floor = self.lr * self.min_lr_ratio;
+        floor + (self.lr - floor) * 0.5 * (1.0 + (std::f64::consts::PI * p).cos())
+    }
+
+    fn check(&self, n_train: usize) -> Result<()> {
+        let bad = |m: String| Err(Error::InvalidArgument(m));
+        if self.batch_size == 0 || self.grad_accum == 0 {
+            return bad("batch_size and grad_accum must be at least 1".into());
+        }
+        if n_train < self.batch_size {
+            return bad(format!(
+                "{n_train} training samples for batches of {}; give more data or a smaller batch",
+                self.batch_size
+            ));
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            return bad(format!("learning rate {} must be positive", self.lr));
+        }
+        Ok(())
+    }
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TrainReport {
+    /// Optimizer steps completed (in total, across resumes).
+    pub steps: usize,
+    /// Training loss of every optimizer step (mean over its micro-batches), from step 1.
+    pub losses: Vec<f32>,
+    /// `(step, clean held-out loss)`.
+    pub eval: Vec<(usize, f32)>,
+    /// Training tokens per second in this process.
+    pub tokens_per_s: f64,
+    /// The step a checkpoint was resumed from, if any.
+    pub resumed_from: Option<usize>,
+}
+
+/// Trains a model with noise-augmented inputs and clean labels.
+pub trait MsnTrainer<B: AutodiffBackend> {
+    /// Trains `model` on `train`, evaluating on clean `eval`; returns the trained model.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an unusable configuration; [`Error::Io`] and
+    /// [`Error::InvalidCheckpoint`] for checkpoint trouble.
+    fn train(
+        &mut self,
+        model: Llama<B>,
+        train: &[TrainSample],
+        eval: &[TrainSample],
+    ) -> Result<(Llama<B>, TrainReport)>;
+}
+
+/// The trainer: a [`TrainConfig`] and a noise scheme.
+#[derive(Debug, Clone)]
+pub struct Trainer<N> {
+    /// Hyper-parameters.
+    pub config: TrainConfig,
+    /// Noise applied to each sample's input.
+    pub noise: N,
+}
+
+/// A padded batch: inputs, next-token targets, loss weights, real tokens.
+struct Batch<B: Backend> {
+    input: Tensor<B, 2, Int>,
+    targets: Tensor<B, 3, Int>,
+    weights: Tensor<B, 2>,
+    tokens: usize,
+}
+
+fn make_batch<B: Backend>(
+    inputs: &[Vec<u32>],
+    samples: &[&TrainSample],
+    device: &B::Device,
+) -> Batch<B> {
+    let t = inputs.iter().map(Vec::len).max().unwrap_or(1).max(1);
+    let b = inputs.len();
+    let (mut ids, mut tg, mut w) = (vec![0i64; b * t], vec![0i64; b * t], vec![0f32; b * t]);
+    let mut tokens = 0;
+    for (r, (inp, s)) in inputs.iter().zip(samples).enumerate() {
+        tokens += inp.len();
+        for (i, &x) in inp.iter().enumerate() {
+            ids[r * t + i] = i64::from(x);
+        }
+        // Position i predicts clean token i + 1; only response tokens are trained.
+        for i in 0..s.tokens.len().saturating_sub(1) {
+            tg[r * t + i] = i64::from(s.tokens[i + 1]);
+            if s.response.contains(&(i + 1)) {
+                w[r * t + i] = 1.0;
+            }
+        }
+    }
+    Batch {
+        input: Tensor::from_data(TensorData::new(ids, [b, t]), device),
+        targets: Tensor::<B, 2, Int>::from_data(TensorData::new(tg, [b, t]), device)
+            .unsqueeze_dim(2),
+        weights: Tensor::from_data(TensorData::new(w, [b, t]), device),
+        tokens,
+    }
+}
+
+/// Mean cross-entropy over weighted positions (right padding needs no mask beyond causal).
+fn batch_loss<B: Backend>(model: &Llama<B>, batch: Batch<B>) -> Tensor<B, 1> {
+    let [b, t] = batch.input.dims();
+    let device = batch.input.device();
+    let pos: Vec<i64> = (0..b).flat_map(|_| 0..t as i64).collect();
+    let mut cache = model.new_cache(b, t);
+    let logits = model.forward(
+        ForwardInput {
+            tokens: batch.input,
+            positions: Tensor::from_data(TensorData::new(pos, [b, t]), &device),
+            mask: None,
+        },
+        &mut cache,
+    );
+    let logp = log_softmax(logits, 2)
+        .gather(2, batch.targets)
+        .squeeze_dim::<2>(2);
+    let w = batch.weights;
+    let n = w.clone().sum().clamp_min(1.0);
+    (logp * w).sum().neg() / n
+}
+
+/// Mean clean cross-entropy of `model` over the response tokens of `samples` (no noise, no
+/// gradients), in batches of `batch_size`.
+pub fn eval_loss<B: Backend>(model: &Llama<B>, samples: &[TrainSample], batch_size: usize) -> f32 {
+    let device = model.device();
+    let (mut total, mut count) = (0f64, 0f64);
+    for chunk in samples.chunks(batch_size.max(1)) {
+        let refs: Vec<&TrainSample> = chunk.iter().collect();
+        let inputs: Vec<Vec<u32>> = chunk.iter().map(|s| s.tokens.clone()).collect();
+        let batch = make_batch::<B>(&inputs, &refs, &device);
+        let n: f32 = batch.weights.clone().sum().into_scalar().elem();
+        let l: f32 = batch_loss(model, batch).into_scalar().elem();
+        total += f64::from(l) * f64::from(n);
+        count += f64::from(n);
+    }
+    (total / count.max(1.0)) as f32
+}
+
+/// Sample indices of micro-batch `g`: epochs are seeded permutations of the samples (the last
+/// partial batch of an epoch is dropped), so any micro-batch is found from its index alone.
+fn micro_batch(g: usize, n: usize, bs: usize, seed: u64) -> Vec<usize> {
+    let per_epoch = n / bs;
+    let (epoch, k) = (g / per_epoch, g % per_epoch);
+    let mut order: Vec<usize> = (0..n).collect();
+    let mut rng = Rng::new(seed ^ (epoch as u64).wrapping_mul(0xA24B_AED4_963E_E407));
+    for i in (1..n).rev() {
+        order.swap(i, rng.below(i + 1));
+    }
+    order[k * bs..(k + 1) * bs].to_vec()
+}
+
+impl<B: AutodiffBackend, N: NoiseAugmenter> MsnTrainer<B> for Trainer<N> {
+    fn train(
+        &mut self,
+        mut model: Llama<B>,
+        train: &[TrainSample],
+        eval: &[TrainSample],
+    ) -> Result<(Llama<B>, TrainReport)> {
+        let c = self.config.clone();
+        c.check(train.len())?;
+        let device = model.device();
+        let mut adam = AdamWConfig::new().with_weight_decay(c.weight_decay);
+        if let Some(g) = c.grad_clip {
+            adam = adam.with_grad_clipping(Some(GradientClippingConfig::Norm(g)));
+        }
+        let mut optim = adam.init::<B, Llama<B>>();
+        let mut state = TrainerState {
+            step: 0,
+            noise_rng: Rng::new(c.seed.wrapping_add(1)),
+            report: TrainReport::default(),
+        };
+        if let Some(dir) = &c.out_dir
+            && let Some(found) =
+                checkpoint::load_latest(dir, model.clone(), optim.clone(), &device)?
+        {
+            (model, optim, state) = found;
+            state.report.resumed_from = Some(state.step);
+            checkpoint::trim_metrics(dir, state.step)?;
+        }
+        let mut metrics = match &c.out_dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+                let p = dir.join("metrics.jsonl");
+                Some(
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(&p)
+                        .map_err(|e| Error::io(&p, e))?,
+                )
+            }
+            None => None,
+        };
+        let started = Instant::now();
+        let first_step = state.step;
+        let mut tokens_seen = 0usize;
+        let last = c.stop_at.unwrap_or(c.steps).min(c.steps);
+        while state.step < last {
+            let step = state.step;
+            let lr = c.lr_at(step);
+            let mut acc = GradientsAccumulator::<Llama<B>>::new();
+            let mut step_loss = 0f32;
+            for a in 0..c.grad_accum {
+                let g = step * c.grad_accum + a;
+                let idx = micro_batch(g, train.len(), c.batch_size, c.seed);
+                let samples: Vec<&TrainSample> = idx.iter().map(|&i| &train[i]).collect();
+                let inputs: Vec<Vec<u32>> = samples
+                    .iter()
+                    .map(|s| {
+                        self.noise
+                            .augment(&s.tokens, s.response.clone(), &mut state.noise_rng)
+                            .input
+                    })
+                    .collect();
+                let batch = make_batch::<B>(&inputs, &samples, &device);
+                tokens_seen += batch.tokens;
+                let loss = batch_loss(&model, batch) / c.grad_accum as f64;
+                step_loss += loss.clone().into_scalar().elem::<f32>();
+                let grads = GradientsParams::from_grads(loss.backward(), &model);
+                acc.accumulate(&model, grads);
+            }
+            model = optim.step(lr, model, acc.grads());
+            state.step += 1;
+            state.report.losses.push(step_loss);
+            let mut eval_now = None;
+            if !eval.is_empty()
+                && ((c.eval_every > 0 && state.step % c.eval_every == 0) || state.step == c.steps)
+            {
+                let l = eval_loss(&model.valid(), eval, c.batch_size);
+                state.report.eval.push((state.step, l));
+                eval_now = Some(l);
+            }
+            let secs = started.elapsed().as_secs_f64();
+            let rate = tokens_seen as f64 / secs.max(1e-9);
+            if let Some(f) = metrics.as_mut() {
+                let line = serde_json::json!({"step": state.step, "lr": lr, "loss": step_loss,
+                    "tokens_per_s": rate, "eval_loss": eval_now});
+                writeln!(f, "{line}").map_err(|e| Error::io("metrics.jsonl", e))?;
+            }
+            if c.progress {
+                let done = state.step - first_step;
+                let eta = secs / done as f64 * (last - state.step) as f64;
+                eprint!(
+                    "\r[{:>5}/{}] {} loss {:.4}{}  {:.0} tok/s  ETA {:.0}s   ",
+                    state.step,
+                    c.steps,
+                    bar(state.step, c.steps),
+                    step_loss,
+                    eval_now.map_or(String::new(), |l| format!("  eval {l:.4}")),
+                    rate,
+                    eta
+                );
+            }
+            let due = (c.checkpoint_every > 0 && state.step % c.checkpoint_every == 0)
+                || state.step == last;
+            if let (Some(dir), true) = (&c.out_dir, due) {
+                checkpoint::save(dir, &model, &optim, &state)?;
+            }
+        }
+        if c.progress {
+            eprintln!();
+        }
+        state.report.steps = state.step;
+        state.report.tokens_per_s = tokens_seen as f64 / started.elapsed().as_secs_f64().max(1e-9);
+        Ok((model, state.report))
+    }
+}
+
+fn bar(done: usize, total: usize) -> String {
+    let w = 24;
+    let f = (done * w) / total.max(1);
+    format!("[{}{}]", "#".repeat(f), "-".repeat(w - f))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedule_warms_up_then_decays_to_the_floor() {
+        let c = TrainConfig {
+            lr: 1.0,
+            warmup_steps: 4,
+            steps: 14,
+            min_lr_ratio: 0.1,
+            ..Default::default()
+        };
+        assert!((c.lr_at(0) - 0.25).abs() < 1e-12);
+        assert!((c.lr_at(3) - 1.0).abs() < 1e-12);
+        assert!((c.lr_at(4) - 1.0).abs() < 1e-12);
+        assert!((c.lr_at(9) - 0.55).abs() < 1e-12);
+        assert!((c.lr_at(14) - 0.1).abs() < 1e-12);
+    }
+
+    #[test]
+    fn micro_batches_cover_each_epoch_once() {
+        let mut seen: Vec<usize> = (0..5).flat_map(|g| micro_batch(g, 10, 2, 7)).collect();
+        seen.sort_unstable();
+        assert_eq!(seen, (0..10).collect::<Vec<_>>());
+        assert_ne!(micro_batch(5, 10, 2, 7), micro_batch(0, 10, 2, 7));
+    }
+}

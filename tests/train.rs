@@ -1,0 +1,196 @@
+//! MSN training: exact resume after a stop, typed errors for bad data and bad checkpoints, and
+//! the loss going down on a learnable task.
+
+mod common;
+use burn::backend::Autodiff;
+use burn::module::AutodiffModule;
+use common::{B, smollm2};
+use msn::model::{Llama, LlamaConfig};
+use msn::noise::{AheadNoise, NoNoise};
+use msn::train::{MsnTrainer, TrainConfig, TrainSample, Trainer, load_jsonl};
+
+type AB = Autodiff<B>;
+
+/// Samples of a learnable pattern: a random "prompt" then a response that counts upward.
+fn samples(n: usize, seed: u32) -> Vec<TrainSample> {
+    (0..n as u32)
+        .map(|i| {
+            let p = 3 + (i * 7 + seed) % 5;
+            let mut tokens: Vec<u32> = (0..p).map(|j| (i * 13 + j * 5 + seed) % 32).collect();
+            let start = (i + seed) % 20;
+            tokens.extend((0..12).map(|k| 32 + (start + k) % 30));
+            TrainSample {
+                response: p as usize..tokens.len(),
+                tokens,
+            }
+        })
+        .collect()
+}
+
+/// A random tiny model. The backend's generator is process-wide and tests run in parallel, so
+/// runs that must start from the same weights clone one model instead of re-seeding.
+fn model(seed: u64) -> Llama<AB> {
+    let d = Default::default();
+    <AB as burn::tensor::backend::Backend>::seed(&d, seed);
+    Llama::init(&LlamaConfig::tiny(64), &d)
+}
+
+fn config(dir: &std::path::Path) -> TrainConfig {
+    TrainConfig {
+        lr: 3e-3,
+        warmup_steps: 2,
+        steps: 8,
+        batch_size: 4,
+        grad_accum: 2,
+        checkpoint_every: 2,
+        eval_every: 4,
+        out_dir: Some(dir.to_path_buf()),
+        seed: 5,
+        ..Default::default()
+    }
+}
+
+fn weights(m: &Llama<AB>) -> Vec<f32> {
+    msn::model::hf::named_tensors(m)
+        .into_iter()
+        .flat_map(|(_, _, v)| v)
+        .collect()
+}
+
+#[test]
+fn a_stopped_run_resumes_bit_for_bit() {
+    let (train, eval) = (samples(24, 0), samples(8, 99));
+    let init = model(1);
+    let straight = tempfile::tempdir().unwrap();
+    let mut t = Trainer {
+        config: config(straight.path()),
+        noise: AheadNoise::default(),
+    };
+    let (m_a, r_a) = t.train(init.clone(), &train, &eval).unwrap();
+    assert_eq!(r_a.losses.len(), 8);
+
+    let stopped = tempfile::tempdir().unwrap();
+    let mut c = config(stopped.path());
+    c.stop_at = Some(5); // stops after step 5; the checkpoint at step 4 and one at 5 exist
+    let mut t = Trainer {
+        config: c,
+        noise: AheadNoise::default(),
+    };
+    let (_, r_stop) = t.train(init.clone(), &train, &eval).unwrap();
+    assert_eq!(r_stop.losses, r_a.losses[..5]);
+    // A torn checkpoint (killed while writing) is ignored: `latest` still names step 5.
+    std::fs::create_dir_all(stopped.path().join("step-000006.tmp")).unwrap();
+    std::fs::write(stopped.path().join("step-000006.tmp/model.bin"), b"torn").unwrap();
+    let mut t = Trainer {
+        config: config(stopped.path()),
+        noise: AheadNoise::default(),
+    };
+    // A different initialisation proves the weights come from the checkpoint.
+    let (m_b, r_b) = t.train(model(2), &train, &eval).unwrap();
+    assert_eq!(r_b.resumed_from, Some(5));
+    assert_eq!(r_b.losses, r_a.losses, "losses after resume");
+    assert_eq!(r_b.eval, r_a.eval);
+    assert_eq!(weights(&m_b), weights(&m_a), "final weights");
+    // The checkpoint is also a Hugging Face directory this crate loads.
+    let latest = std::fs::read_to_string(stopped.path().join("latest")).unwrap();
+    let back = msn::load::load_hf_weights::<B>(
+        &stopped.path().join(latest.trim()),
+        &Default::default(),
+        msn::WeightDtype::F32,
+    )
+    .unwrap();
+    assert_eq!(
+        msn::model::hf::named_tensors(&back)
+            .into_iter()
+            .flat_map(|(_, _, v)| v)
+            .collect::<Vec<_>>(),
+        weights(&m_b)
+    );
+    // metrics.jsonl has one line per step, no duplicates from the stopped run.
+    let lines = std::fs::read_to_string(stopped.path().join("metrics.jsonl")).unwrap();
+    assert_eq!(lines.lines().count(), 8);
+}
+
+#[test]
+fn a_corrupt_checkpoint_is_a_typed_error() {
+    let (train, eval) = (samples(8, 0), samples(4, 9));
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.stop_at = Some(2);
+    let mut t = Trainer {
+        config: c,
+        noise: NoNoise,
+    };
+    t.train(model(1), &train, &eval).unwrap();
+    std::fs::write(dir.path().join("step-000002/optimizer.bin"), b"garbage").unwrap();
+    let mut t = Trainer {
+        config: config(dir.path()),
+        noise: NoNoise,
+    };
+    match t.train(model(1), &train, &eval) {
+        Err(msn::Error::InvalidCheckpoint { .. }) => {}
+        other => panic!("expected InvalidCheckpoint, got {:?}", other.map(|r| r.1)),
+    }
+}
+
+#[test]
+fn training_lowers_the_clean_loss() {
+    let (train, eval) = (samples(48, 0), samples(12, 77));
+    let mut c = TrainConfig {
+        lr: 3e-3,
+        warmup_steps: 3,
+        steps: 40,
+        batch_size: 8,
+        ..Default::default()
+    };
+    c.eval_every = 40;
+    let init = model(3);
+    let before = msn::train::eval_loss(&init.valid(), &eval, 8);
+    let mut t = Trainer {
+        config: c,
+        noise: AheadNoise::default(),
+    };
+    let (m, r) = t.train(init, &train, &eval).unwrap();
+    let after = msn::train::eval_loss(&m.valid(), &eval, 8);
+    assert_eq!(r.eval.last().unwrap().1, after);
+    assert!(after < before * 0.7, "clean eval loss {before} -> {after}");
+}
+
+#[test]
+fn jsonl_data_masks_prompts_and_names_bad_lines() {
+    let m = smollm2();
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("d.jsonl");
+    std::fs::write(
+        &f,
+        concat!(
+            "{\"prompt\": \"Say hi\", \"response\": \"Hi!\"}\n",
+            "{\"messages\": [{\"role\": \"user\", \"content\": \"2+2?\"}, {\"role\": \"assistant\", \"content\": \"4\"}]}\n",
+            "not json\n",
+            "{\"messages\": [{\"role\": \"user\", \"content\": \"no answer\"}]}\n",
+        ),
+    )
+    .unwrap();
+    match load_jsonl(&f, &m.tokenizer, 256, false) {
+        Err(msn::Error::MalformedInput { line, .. }) => assert_eq!(line, 3),
+        other => panic!("{other:?}"),
+    }
+    let ds = load_jsonl(&f, &m.tokenizer, 256, true).unwrap();
+    assert_eq!(ds.samples.len(), 2);
+    assert_eq!(
+        ds.skipped.iter().map(|s| s.0).collect::<Vec<_>>(),
+        vec![3, 4]
+    );
+    let s = &ds.samples[0];
+    // The prompt part is exactly the chat template's generation prompt.
+    let prompt = m
+        .tokenizer
+        .apply_chat_template(&[msn::Message::new("user", "Say hi")], true)
+        .unwrap();
+    assert_eq!(
+        s.tokens[..s.response.start],
+        m.tokenizer.encode(&prompt).unwrap()[..]
+    );
+    let answer = m.tokenizer.decode(&s.tokens[s.response.clone()]).unwrap();
+    assert!(answer.starts_with("Hi!"), "{answer:?}");
+}
