@@ -23,8 +23,8 @@ proptest! {
         // Labels are the clean sequence.
         prop_assert_eq!(&n.labels, &tokens);
         // Only response positions change, and only inside the segment.
-        for i in 0..tokens.len() {
-            if n.input[i] != tokens[i] {
+        for (i, (a, b)) in n.input.iter().zip(&tokens).enumerate() {
+            if a != b {
                 prop_assert!(resp.contains(&i));
                 prop_assert!(n.segment.as_ref().is_some_and(|s| s.contains(&i)));
             }

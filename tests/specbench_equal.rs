@@ -9,7 +9,8 @@
 mod common;
 use common::B;
 use msn::decode::{
-    Decoder, Greedy, Jacobi, JacobiConfig, PromptLookup, TrJacobi, TrJacobiConfig, TreeTemplate,
+    AnyDecoder, Decoder, Greedy, Jacobi, JacobiConfig, PromptLookup, TrJacobi, TrJacobiConfig,
+    TreeTemplate,
 };
 use msn::{GenerateConfig, Message, WeightDtype};
 
@@ -29,24 +30,15 @@ fn every_decoder_equals_greedy_on_20_spec_bench_questions() {
     assert_eq!(cats.len(), 13, "{cats:?}");
     let mut tr = TrJacobiConfig::default();
     tr.template = TreeTemplate::new(tr.template.paths()[..16].to_vec()).unwrap();
-    let mut decoders: Vec<Box<dyn FnMut(&[u32], &GenerateConfig) -> msn::Generation>> = Vec::new();
-    macro_rules! add {
-        ($d:expr) => {{
-            let mut d = $d;
-            let model = &m;
-            decoders.push(Box::new(move |ids, cfg| {
-                d.generate(&model.model, Some(&model.tokenizer), ids, cfg, None)
-                    .unwrap()
-            }));
-        }};
-    }
-    add!(Greedy);
-    add!(PromptLookup::default());
-    add!(Jacobi(JacobiConfig::default()));
-    add!(TrJacobi {
-        config: tr,
-        budget: None,
-    });
+    let mut decoders = [
+        AnyDecoder::Greedy(Greedy),
+        AnyDecoder::PromptLookup(PromptLookup::default()),
+        AnyDecoder::Jacobi(Jacobi(JacobiConfig::default())),
+        AnyDecoder::TrJacobi(TrJacobi {
+            config: tr,
+            budget: None,
+        }),
+    ];
     let names = ["greedy", "pld", "jacobi", "tr-jacobi"];
     let cfg = GenerateConfig::new(128, &m.tokenizer);
     let mut totals = vec![(0usize, 0usize); names.len()];
@@ -58,7 +50,9 @@ fn every_decoder_equals_greedy_on_20_spec_bench_questions() {
         let ids = m.tokenizer.encode(&text).unwrap();
         let mut reference = None;
         for (di, dec) in decoders.iter_mut().enumerate() {
-            let g = dec(&ids, &cfg);
+            let g = dec
+                .generate(&m.model, Some(&m.tokenizer), &ids, &cfg, None)
+                .unwrap();
             totals[di].0 += g.tokens.len();
             totals[di].1 += g.steps;
             assert_eq!(

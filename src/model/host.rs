@@ -150,6 +150,8 @@ mod avx2 {
     }
 
     /// `R` rows of `w` (each `k` long, from row 0) times `M` activation rows from `j`.
+    /// Index loops over the const tile sizes unroll into registers.
+    #[allow(clippy::needless_range_loop)]
     #[inline(always)]
     unsafe fn tile<const R: usize, const M: usize>(
         w: Rows<'_>,

@@ -1,0 +1,69 @@
+//! Criterion: tokens/s of each decoder on a fixed small prompt set (SmolLM2-135M-Instruct, f16
+//! weights, flex), 48 new tokens per prompt; the accepted tokens per forward pass (MAT) of each
+//! decoder on the same prompts is printed before timing. `cargo bench --bench decoders`.
+//! The per-category Spec-Bench table is the `specbench` example.
+
+use burn::backend::Flex;
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use msn::decode::{AnyDecoder, Decoder, Greedy, Jacobi, PromptLookup, TrJacobi};
+use msn::{GenerateConfig, Message};
+
+type B = Flex;
+
+const PROMPTS: [&str; 3] = [
+    "Fix the bug in this function and return the whole function:\n\ndef mean(xs):\n    total = 0\n    for x in xs:\n        total += x\n    return total / len(x)\n",
+    "Translate to French: I like apples. I like pears. I like apples and pears.",
+    "List the days of the week, one per line.",
+];
+
+fn decoders(c: &mut Criterion) {
+    let device = Default::default();
+    let m = msn::load_with::<B>("smollm2", &device, msn::WeightDtype::F16).expect("load SmolLM2");
+    let cfg = GenerateConfig::new(48, &m.tokenizer);
+    let prompts: Vec<Vec<u32>> = PROMPTS
+        .iter()
+        .map(|q| {
+            let t = m
+                .tokenizer
+                .apply_chat_template(&[Message::new("user", *q)], true)
+                .expect("template");
+            m.tokenizer.encode(&t).expect("encode")
+        })
+        .collect();
+    let mut all = [
+        AnyDecoder::Greedy(Greedy),
+        AnyDecoder::Jacobi(Jacobi::default()),
+        AnyDecoder::PromptLookup(PromptLookup::default()),
+        AnyDecoder::TrJacobi(TrJacobi::default()),
+        AnyDecoder::TrJacobi(TrJacobi::auto(&m.model, Default::default())),
+    ];
+    let names = ["greedy", "jacobi", "pld", "tr-jacobi", "tr-jacobi-auto"];
+    let mut group = c.benchmark_group("decode_48_tokens_x3_prompts");
+    group.sample_size(10);
+    for (d, name) in all.iter_mut().zip(names) {
+        let (mut tokens, mut steps) = (0, 0);
+        for p in &prompts {
+            let g = d
+                .generate(&m.model, Some(&m.tokenizer), p, &cfg, None)
+                .expect("generate");
+            tokens += g.tokens.len();
+            steps += g.steps;
+        }
+        println!(
+            "{name}: MAT {:.2} ({tokens} tokens, {steps} forward passes)",
+            tokens as f64 / steps as f64
+        );
+        group.throughput(Throughput::Elements(tokens as u64));
+        group.bench_function(BenchmarkId::from_parameter(name), |b| {
+            b.iter(|| {
+                for p in &prompts {
+                    let _ = d.generate(&m.model, Some(&m.tokenizer), p, &cfg, None);
+                }
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, decoders);
+criterion_main!(benches);
