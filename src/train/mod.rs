@@ -8,7 +8,9 @@
 
 pub mod checkpoint;
 pub mod data;
+pub mod distill;
 mod trainer;
 
+pub use distill::{Distilled, self_distill};
 pub use data::{Dataset, TrainSample, load_jsonl, sample_from_messages, windows};
 pub use trainer::{MsnTrainer, TrainConfig, TrainReport, Trainer, eval_loss};
