@@ -242,9 +242,12 @@ pub fn check_prompt(
 /// Greedy argmax of every row of `[batch, t, vocab]` logits, as `batch * t` ids (row-major).
 /// Ties go to the lowest id (the backend's argmax rule, shared by every decoder).
 pub fn argmax<B: Backend>(logits: Tensor<B, 3>) -> Vec<u32> {
-    logits
-        .argmax(2)
-        .into_data()
+    token_ids(logits.argmax(2))
+}
+
+/// The values of an integer tensor of token ids, row-major, as `u32`.
+pub(crate) fn token_ids<B: Backend, const D: usize>(t: Tensor<B, D, Int>) -> Vec<u32> {
+    t.into_data()
         .convert::<i64>()
         .into_vec::<i64>()
         .expect("int data")

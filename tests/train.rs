@@ -194,3 +194,44 @@ fn jsonl_data_masks_prompts_and_names_bad_lines() {
     let answer = m.tokenizer.decode(&s.tokens[s.response.clone()]).unwrap();
     assert!(answer.starts_with("Hi!"), "{answer:?}");
 }
+
+#[test]
+fn self_distillation_trains_on_the_models_own_greedy_answers() {
+    let m = smollm2();
+    let prompts = vec![
+        "Name three colors.".to_string(),
+        "What is 2+2? Answer in one sentence.".to_string(),
+    ];
+    let mut dec = msn::decode::PromptLookup::default();
+    let mut calls = 0;
+    let d = msn::train::self_distill(
+        &m.model,
+        &m.tokenizer,
+        &mut dec,
+        &prompts,
+        24,
+        256,
+        |_, _| calls += 1,
+    )
+    .unwrap();
+    assert_eq!(calls, 2);
+    assert_eq!(d.samples.len(), 2, "{:?}", d.skipped);
+    for (s, p) in d.samples.iter().zip(&prompts) {
+        let text = m
+            .tokenizer
+            .apply_chat_template(&[msn::Message::new("user", p)], true)
+            .unwrap();
+        let ids = m.tokenizer.encode(&text).unwrap();
+        let g = msn::greedy::<B, _>(
+            &m.model,
+            Some(&m.tokenizer),
+            &ids,
+            &msn::GenerateConfig::new(24, &m.tokenizer),
+            None,
+        )
+        .unwrap();
+        assert_eq!(s.tokens[..s.response.start], ids[..]);
+        let answer = m.tokenizer.decode(&s.tokens[s.response.clone()]).unwrap();
+        assert!(answer.starts_with(&g.text), "{answer:?} vs {:?}", g.text);
+    }
+}

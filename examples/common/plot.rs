@@ -22,6 +22,23 @@ fn tick(y: f64, max: f64) -> String {
     }
 }
 
+/// Six horizontal grid lines with labels, at fifths of `[0, y1]`, from `x0` to `x1`.
+fn y_grid(y1: f64, x0: f64, x1: f64, py: &dyn Fn(f64) -> f64) -> String {
+    (0..=5)
+        .map(|i| {
+            let y = y1 * i as f64 / 5.0;
+            format!(
+                "<text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{}</text><line x1=\"{x0}\" y1=\"{:.1}\" x2=\"{x1}\" y2=\"{:.1}\" stroke=\"#ddd\"/>\n",
+                x0 - 6.0,
+                py(y) + 4.0,
+                tick(y, y1),
+                py(y),
+                py(y)
+            )
+        })
+        .collect()
+}
+
 /// Renders a line chart with axes, ticks at the data's x values, and a legend.
 pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series]) -> String {
     let (w, h, l, r, t, b) = (720.0, 420.0, 86.0, 20.0, 40.0, 60.0);
@@ -64,18 +81,7 @@ pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series]) 
             h - b + 16.0
         );
     }
-    for i in 0..=5 {
-        let y = y1 * i as f64 / 5.0;
-        s += &format!(
-            "<text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{}</text><line x1=\"{l}\" y1=\"{:.1}\" x2=\"{}\" y2=\"{:.1}\" stroke=\"#ddd\"/>\n",
-            l - 6.0,
-            py(y) + 4.0,
-            tick(y, y1),
-            py(y),
-            w - r,
-            py(y)
-        );
-    }
+    s += &y_grid(y1, l, w - r, &py);
     s += &format!(
         "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{x_label}</text>\n",
         (l + w - r) / 2.0,
@@ -140,18 +146,7 @@ pub fn bar_chart(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"{}\" y=\"22\" text-anchor=\"middle\" font-size=\"15\">{title}</text>\n",
         w / 2.0
     );
-    for i in 0..=5 {
-        let y = y1 * i as f64 / 5.0;
-        s += &format!(
-            "<text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{}</text><line x1=\"{l}\" y1=\"{:.1}\" x2=\"{}\" y2=\"{:.1}\" stroke=\"#ddd\"/>\n",
-            l - 6.0,
-            py(y) + 4.0,
-            tick(y, y1),
-            py(y),
-            w - r,
-            py(y)
-        );
-    }
+    s += &y_grid(y1, l, w - r, &py);
     for (ci, c) in categories.iter().enumerate() {
         let gx = l + gw * ci as f64 + gw * 0.1;
         for (si, (_, vals)) in series.iter().enumerate() {

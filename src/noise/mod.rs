@@ -75,14 +75,7 @@ pub trait NoiseAugmenter {
         let [b, t] = tokens.dims();
         assert_eq!(responses.len(), b, "one response range per row");
         let device = tokens.device();
-        let ids: Vec<u32> = tokens
-            .into_data()
-            .convert::<i64>()
-            .into_vec::<i64>()
-            .expect("int data")
-            .into_iter()
-            .map(|x| x as u32)
-            .collect();
+        let ids = crate::generate::token_ids(tokens);
         let mut out = Vec::with_capacity(b * t);
         for (r, resp) in responses.iter().enumerate() {
             let n = self.augment(&ids[r * t..(r + 1) * t], resp.clone(), rng);
