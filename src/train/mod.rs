@@ -11,6 +11,6 @@ pub mod data;
 pub mod distill;
 mod trainer;
 
-pub use distill::{Distilled, self_distill};
 pub use data::{Dataset, TrainSample, load_jsonl, sample_from_messages, windows};
+pub use distill::{Distilled, self_distill};
 pub use trainer::{MsnTrainer, TrainConfig, TrainReport, Trainer, eval_loss};
