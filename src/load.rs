@@ -148,13 +148,7 @@ pub fn load_hf<B: Backend>(
 ) -> Result<LoadedModel<B>> {
     let config = hf::read_config(dir)?;
     let tokenizer = Tokenizer::from_hf_dir(dir, &config.eos_ids())?;
-    let source = SafetensorsDir::open(dir)?;
-    let mut params = Loaded::<B> {
-        source: &source,
-        device: device.clone(),
-        dtype: dtype.float_dtype(),
-    };
-    let model = Llama::build(&config, None, &mut params)?;
+    let model = build_hf(dir, &config, device, dtype)?;
     Ok(LoadedModel {
         model,
         tokenizer,
@@ -172,14 +166,23 @@ pub fn load_hf_weights<B: Backend>(
     device: &B::Device,
     dtype: WeightDtype,
 ) -> Result<Llama<B>> {
-    let config = hf::read_config(dir)?;
+    build_hf(dir, &hf::read_config(dir)?, device, dtype)
+}
+
+/// The network of `dir`'s safetensors, shaped by `config`.
+fn build_hf<B: Backend>(
+    dir: &Path,
+    config: &LlamaConfig,
+    device: &B::Device,
+    dtype: WeightDtype,
+) -> Result<Llama<B>> {
     let source = SafetensorsDir::open(dir)?;
     let mut params = Loaded::<B> {
         source: &source,
         device: device.clone(),
         dtype: dtype.float_dtype(),
     };
-    Llama::build(&config, None, &mut params)
+    Llama::build(config, None, &mut params)
 }
 
 impl<B: Backend> LoadedModel<B> {
