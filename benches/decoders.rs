@@ -5,7 +5,7 @@
 
 use burn::backend::Flex;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use msn::decode::{AnyDecoder, Decoder, Greedy, Jacobi, PromptLookup, TrJacobi};
+use msn::decode::{AnyDecoder, Decoder, Greedy, Jacobi, Lookahead, PromptLookup, TrJacobi};
 use msn::{GenerateConfig, Message};
 
 type B = Flex;
@@ -34,10 +34,18 @@ fn decoders(c: &mut Criterion) {
         AnyDecoder::Greedy(Greedy),
         AnyDecoder::Jacobi(Jacobi::default()),
         AnyDecoder::PromptLookup(PromptLookup::default()),
+        AnyDecoder::Lookahead(Lookahead::default()),
         AnyDecoder::TrJacobi(TrJacobi::default()),
         AnyDecoder::TrJacobi(TrJacobi::auto(&m.model, Default::default())),
     ];
-    let names = ["greedy", "jacobi", "pld", "tr-jacobi", "tr-jacobi-auto"];
+    let names = [
+        "greedy",
+        "jacobi",
+        "pld",
+        "lookahead",
+        "tr-jacobi",
+        "tr-jacobi-auto",
+    ];
     let mut group = c.benchmark_group("decode_48_tokens_x3_prompts");
     group.sample_size(10);
     for (d, name) in all.iter_mut().zip(names) {

@@ -13,8 +13,9 @@ use burn::prelude::*;
 use burn::tensor::Distribution;
 use common::{B, smollm2};
 use msn::decode::{
-    DraftBudget, JacobiConfig, LatencyCurve, PldConfig, TrJacobiConfig, TreeBudget, TreeTemplate,
-    jacobi, prompt_lookup, prompt_lookup_with_budget, tr_jacobi,
+    DraftBudget, JacobiConfig, LatencyCurve, LookaheadConfig, PldConfig, TrJacobiConfig,
+    TreeBudget, TreeTemplate, jacobi, lookahead, prompt_lookup, prompt_lookup_with_budget,
+    tr_jacobi,
 };
 use msn::model::{CausalLm, ForwardInput, Llama, LlamaConfig};
 use msn::{GenerateConfig, greedy};
@@ -100,8 +101,9 @@ proptest! {
         eos in proptest::option::of(0u32..160),
         // 0: PLD with a fixed draft length; 1: PLD with a budget over a random latency curve
         // of slope `slope`; 2: Jacobi with window `max_draft`; 3: TR-Jacobi with a random
-        // template, K and retrieval; 4: the same with a tree budget over the random curve.
-        decoder in 0u8..5,
+        // template, K and retrieval; 4: the same with a tree budget over the random curve;
+        // 5: lookahead with W = `max_draft`, N = `max_ngram + 1`, G = `top_k`.
+        decoder in 0u8..6,
         slope in 0.0f64..3.0,
         picks in proptest::collection::vec((0usize..64, 0usize..8), 0..24),
         top_k in 1usize..8,
@@ -129,6 +131,10 @@ proptest! {
                 prompt_lookup_with_budget::<B, _>(&m, None, &prompt, &cfg, &pld, &mut budget, None).unwrap()
             }
             2 => jacobi::<B, _>(&m, None, &prompt, &cfg, &JacobiConfig { window: max_draft, seed }, None).unwrap(),
+            5 => {
+                let la = LookaheadConfig { window: max_draft, ngram: max_ngram + 1, guesses: top_k, seed };
+                lookahead::<B, _>(&m, None, &prompt, &cfg, &la, None).unwrap()
+            }
             _ => {
                 let tc = TrJacobiConfig {
                     template: random_template(&picks, top_k),

@@ -1,11 +1,11 @@
-//! Decoder options shared by the examples: `--decoder greedy|jacobi|pld|tr-jacobi` and their
+//! Decoder options shared by the examples: `--decoder greedy|jacobi|pld|lookahead|tr-jacobi` and their
 //! parameters.
 #![allow(dead_code)]
 
 use burn::prelude::*;
 use msn::decode::{
-    AnyDecoder, DraftBudget, Greedy, Jacobi, JacobiConfig, LatencyCurve, PldConfig, PromptLookup,
-    TrJacobi, TrJacobiConfig, TreeTemplate,
+    AnyDecoder, DraftBudget, Greedy, Jacobi, JacobiConfig, LatencyCurve, Lookahead,
+    LookaheadConfig, PldConfig, PromptLookup, TrJacobi, TrJacobiConfig, TreeTemplate,
 };
 use msn::model::CausalLm;
 
@@ -13,11 +13,20 @@ use msn::model::CausalLm;
 #[derive(clap::Args, Debug, Clone)]
 pub struct DecoderArgs {
     /// Decoding method; every one gives greedy's output token for token.
-    #[arg(long, default_value = "greedy", value_parser = ["greedy", "jacobi", "pld", "tr-jacobi"])]
+    #[arg(long, default_value = "greedy", value_parser = ["greedy", "jacobi", "pld", "lookahead", "tr-jacobi"])]
     pub decoder: String,
     /// Jacobi: draft window W.
     #[arg(long, default_value_t = 5)]
     pub window: usize,
+    /// Lookahead: window W (columns of the 2-D Jacobi window).
+    #[arg(long, default_value_t = 7)]
+    pub la_window: usize,
+    /// Lookahead: n-gram size N (the window has N - 1 levels).
+    #[arg(long, default_value_t = 5)]
+    pub la_ngram: usize,
+    /// Lookahead: most n-grams verified per step (G).
+    #[arg(long, default_value_t = 7)]
+    pub la_guesses: usize,
     /// PLD: most draft tokens per step.
     #[arg(long, default_value_t = 10)]
     pub max_draft: usize,
@@ -76,6 +85,16 @@ impl DecoderArgs {
                 window: self.window,
                 seed: 0,
             })),
+            "lookahead" => {
+                let c = LookaheadConfig {
+                    window: self.la_window,
+                    ngram: self.la_ngram,
+                    guesses: self.la_guesses,
+                    seed: 0,
+                };
+                c.validate()?;
+                AnyDecoder::Lookahead(Lookahead(c))
+            }
             "pld" => AnyDecoder::PromptLookup(PromptLookup {
                 config: pld,
                 budget: self.auto_budget.then(|| {

@@ -2,8 +2,8 @@
 //! changing code. Every implementation returns exactly greedy decoding's tokens.
 
 use crate::decode::{
-    DraftBudget, JacobiConfig, LatencyCurve, PldConfig, TrJacobiConfig, TreeBudget, jacobi,
-    prompt_lookup, prompt_lookup_with_budget, tr_jacobi,
+    DraftBudget, JacobiConfig, LatencyCurve, LookaheadConfig, PldConfig, TrJacobiConfig,
+    TreeBudget, jacobi, lookahead, prompt_lookup, prompt_lookup_with_budget, tr_jacobi,
 };
 use crate::error::Result;
 use crate::generate::{GenerateConfig, Generation, greedy};
@@ -24,7 +24,7 @@ use burn::prelude::*;
 /// # Ok(()) }
 /// ```
 pub trait Decoder {
-    /// Short name (`greedy`, `jacobi`, `pld`, `tr-jacobi`).
+    /// Short name (`greedy`, `jacobi`, `pld`, `lookahead`, `tr-jacobi`).
     fn name(&self) -> &'static str;
 
     /// Generates from `prompt`; `on_text` receives the text in order, once.
@@ -89,6 +89,27 @@ impl Decoder for Jacobi {
         on_text: Option<&mut dyn FnMut(&str)>,
     ) -> Result<Generation> {
         jacobi(model, tokenizer, prompt, config, &self.0, on_text)
+    }
+}
+
+/// Lookahead decoding.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Lookahead(pub LookaheadConfig);
+
+impl Decoder for Lookahead {
+    fn name(&self) -> &'static str {
+        "lookahead"
+    }
+
+    fn generate<B: Backend, M: CausalLm<B>>(
+        &mut self,
+        model: &M,
+        tokenizer: Option<&Tokenizer>,
+        prompt: &[u32],
+        config: &GenerateConfig,
+        on_text: Option<&mut dyn FnMut(&str)>,
+    ) -> Result<Generation> {
+        lookahead(model, tokenizer, prompt, config, &self.0, on_text)
     }
 }
 
@@ -205,6 +226,8 @@ pub enum AnyDecoder {
     Jacobi(Jacobi),
     /// [`PromptLookup`].
     PromptLookup(PromptLookup),
+    /// [`Lookahead`].
+    Lookahead(Lookahead),
     /// [`TrJacobi`].
     TrJacobi(TrJacobi),
 }
@@ -215,6 +238,7 @@ impl Decoder for AnyDecoder {
             Self::Greedy(d) => d.name(),
             Self::Jacobi(d) => d.name(),
             Self::PromptLookup(d) => d.name(),
+            Self::Lookahead(d) => d.name(),
             Self::TrJacobi(d) => d.name(),
         }
     }
@@ -231,6 +255,7 @@ impl Decoder for AnyDecoder {
             Self::Greedy(d) => d.generate(model, tokenizer, prompt, config, on_text),
             Self::Jacobi(d) => d.generate(model, tokenizer, prompt, config, on_text),
             Self::PromptLookup(d) => d.generate(model, tokenizer, prompt, config, on_text),
+            Self::Lookahead(d) => d.generate(model, tokenizer, prompt, config, on_text),
             Self::TrJacobi(d) => d.generate(model, tokenizer, prompt, config, on_text),
         }
     }

@@ -2,14 +2,15 @@
 //! only the accepted branch stays in the KV cache.
 //!
 //! Decoders, all behind the [`Decoder`] trait and all equal to greedy decoding token for token:
-//! [`Greedy`], [`Jacobi`] (plain Jacobi), [`PromptLookup`] (PLD) and [`TrJacobi`] (the MSN
-//! paper's tree-based retrieval-augmented Jacobi, [`TrJacobiDecoder`]). Free functions
-//! ([`tr_jacobi`], [`prompt_lookup`], [`jacobi`], [`crate::greedy`]) are the same decoders
-//! without the trait.
+//! [`Greedy`], [`Jacobi`] (plain Jacobi), [`PromptLookup`] (PLD), [`Lookahead`] (lookahead
+//! decoding) and [`TrJacobi`] (the MSN paper's tree-based retrieval-augmented Jacobi,
+//! [`TrJacobiDecoder`]). Free functions ([`tr_jacobi`], [`prompt_lookup`], [`lookahead`],
+//! [`jacobi`], [`crate::greedy`]) are the same decoders without the trait.
 
 pub mod budget;
 pub mod decoder;
 pub mod jacobi;
+pub mod lookahead;
 pub mod pld;
 pub mod retrieval;
 pub mod tr_jacobi;
@@ -17,8 +18,11 @@ pub mod tree;
 pub mod verify;
 
 pub use budget::{DraftBudget, LatencyCurve, TreeBudget, TreeShape};
-pub use decoder::{AnyDecoder, Decoder, Greedy, Jacobi, PromptLookup, TrJacobi, TrJacobiDecoder};
+pub use decoder::{
+    AnyDecoder, Decoder, Greedy, Jacobi, Lookahead, PromptLookup, TrJacobi, TrJacobiDecoder,
+};
 pub use jacobi::{JacobiConfig, jacobi};
+pub use lookahead::{LookaheadConfig, lookahead};
 pub use pld::{PldConfig, prompt_lookup, prompt_lookup_with_budget};
 pub use retrieval::NgramIndex;
 pub use tr_jacobi::{CandidateTable, TrJacobiConfig, TreeTemplate, tr_jacobi};
