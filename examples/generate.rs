@@ -52,6 +52,19 @@ struct Args {
     /// One JSON line per prompt instead of streamed text.
     #[arg(long)]
     json: bool,
+    /// Sample at this temperature instead of decoding greedily (every decoder keeps the model's
+    /// output distribution).
+    #[arg(long)]
+    temperature: Option<f32>,
+    /// Sampling: keep the K most likely tokens (0 = all).
+    #[arg(long, default_value_t = 0, requires = "temperature")]
+    sample_top_k: usize,
+    /// Sampling: nucleus mass.
+    #[arg(long, default_value_t = 1.0, requires = "temperature")]
+    top_p: f32,
+    /// Sampling: seed.
+    #[arg(long, default_value_t = 0, requires = "temperature")]
+    seed: u64,
 }
 
 fn run<B: Backend>(device: B::Device, args: &Args) -> msn::Result<()> {
@@ -70,6 +83,12 @@ fn run<B: Backend>(device: B::Device, args: &Args) -> msn::Result<()> {
     let m = msn::load_with::<B>(&args.model, &device, args.dtype)?;
     let mut config = GenerateConfig::new(args.max_new_tokens, &m.tokenizer);
     config.stop_strings = args.stop.clone();
+    config.sampling = args.temperature.map(|temperature| msn::Sampling {
+        temperature,
+        top_k: args.sample_top_k,
+        top_p: args.top_p,
+        seed: args.seed,
+    });
     let mut decoder = args.decoder.build(&m.model)?;
     for p in prompts {
         let text = if args.chat {

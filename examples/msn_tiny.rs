@@ -204,6 +204,7 @@ fn run(
         max_new_tokens: args.new_tokens,
         eos_ids: vec![],
         stop_strings: vec![],
+        sampling: None,
     };
     let (mut jt, mut js, mut tt, mut ts) = (0, 0, 0, 0);
     for s in held.iter().step_by(7).take(args.eval_prompts) {

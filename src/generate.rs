@@ -3,6 +3,7 @@
 use crate::error::{Error, Result};
 use crate::model::tokenizer::Tokenizer;
 use crate::model::{CausalLm, ForwardInput, KvCache};
+use crate::sample::{Picker, Sampling};
 use burn::prelude::*;
 use std::time::Instant;
 
@@ -27,6 +28,9 @@ pub struct GenerateConfig {
     pub eos_ids: Vec<u32>,
     /// Strings that end generation; the text is cut before the first occurrence.
     pub stop_strings: Vec<String>,
+    /// Sample instead of taking the argmax (None, the default: greedy). Every decoder keeps the
+    /// output distribution exactly the model's; see [`crate::sample`].
+    pub sampling: Option<Sampling>,
 }
 
 impl GenerateConfig {
@@ -36,7 +40,14 @@ impl GenerateConfig {
             max_new_tokens,
             eos_ids: tokenizer.eos_ids.clone(),
             stop_strings: Vec::new(),
+            sampling: None,
         }
+    }
+
+    /// Samples with `sampling` instead of decoding greedily.
+    pub fn with_sampling(mut self, sampling: Sampling) -> Self {
+        self.sampling = Some(sampling);
+        self
     }
 
     /// Adds a stop string.
@@ -257,12 +268,15 @@ pub(crate) fn token_ids<B: Backend, const D: usize>(t: Tensor<B, D, Int>) -> Vec
 }
 
 /// Plain greedy decoding: one forward pass per token. The reference every other decoder equals.
+/// With `config.sampling` it samples instead, one token per forward pass (plain ancestral
+/// sampling, the reference for the decoders' sampled output distribution).
 ///
 /// `on_text` receives the generated text in order, once, as it becomes stable.
 ///
 /// # Errors
 /// [`Error::EmptyPrompt`], [`Error::ContextOverflow`], [`Error::TokenOutOfRange`],
-/// [`Error::Tokenizer`].
+/// [`Error::Tokenizer`]; [`Error::InvalidArgument`] for sampling parameters
+/// [`Sampling::validate`] rejects.
 pub fn greedy<B: Backend, M: CausalLm<B>>(
     model: &M,
     tokenizer: Option<&Tokenizer>,
@@ -272,13 +286,16 @@ pub fn greedy<B: Backend, M: CausalLm<B>>(
 ) -> Result<Generation> {
     let started = Instant::now();
     let mut out = Output::new(config, tokenizer, on_text);
-    let Some((mut cache, device, mut next)) = prefill(model, prompt, config, 0, &mut out)? else {
+    let mut picker = Picker::new(config.sampling.as_ref());
+    let Some((mut cache, device, mut next)) =
+        prefill(model, prompt, config, 0, &mut picker, &mut out)?
+    else {
         return Ok(out.finish(prompt.len(), started));
     };
     while !out.is_done() {
         let start = cache.len();
         let logits = model.forward_last(ForwardInput::causal(&[next], start, &device), &mut cache);
-        next = argmax(logits)[0];
+        next = picker.pick_last(logits);
         out.push_block(&[next])?;
     }
     let mut g = out.finish(prompt.len(), started);
@@ -304,8 +321,12 @@ pub(crate) fn prefill<B: Backend, M: CausalLm<B>>(
     prompt: &[u32],
     config: &GenerateConfig,
     slack: usize,
+    picker: &mut Picker,
     out: &mut Output<'_, '_>,
 ) -> Result<Option<Prefilled<B>>> {
+    if let Some(s) = &config.sampling {
+        s.validate()?;
+    }
     let info = model.info();
     check_prompt(
         prompt,
@@ -320,7 +341,7 @@ pub(crate) fn prefill<B: Backend, M: CausalLm<B>>(
     let capacity = (prompt.len() + config.max_new_tokens + slack).min(info.max_positions);
     let mut cache = model.new_cache(1, capacity);
     let logits = model.forward_last(ForwardInput::causal(prompt, 0, &device), &mut cache);
-    let first = argmax(logits)[0];
+    let first = picker.pick_last(logits);
     out.push_block(&[first])?;
     Ok(Some((cache, device, first)))
 }

@@ -36,6 +36,7 @@ pub mod model;
 pub mod noise;
 pub mod prompts;
 pub mod rng;
+pub mod sample;
 pub mod train;
 pub mod util;
 
@@ -44,3 +45,4 @@ pub use generate::{GenerateConfig, Generation, StopReason, greedy};
 pub use load::{LoadedModel, WeightDtype, load, load_with};
 pub use model::tokenizer::{Message, Tokenizer};
 pub use model::{CausalLm, ForwardInput, KvCache, Llama, LlamaConfig, ModelInfo};
+pub use sample::Sampling;

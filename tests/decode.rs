@@ -9,15 +9,13 @@
 //! (the case is rejected), anything else fails the test.
 
 mod common;
-use burn::prelude::*;
-use burn::tensor::Distribution;
 use common::{B, smollm2};
 use msn::decode::{
     DraftBudget, JacobiConfig, LatencyCurve, LookaheadConfig, PldConfig, TrJacobiConfig,
     TreeBudget, TreeTemplate, jacobi, lookahead, prompt_lookup, prompt_lookup_with_budget,
     tr_jacobi,
 };
-use msn::model::{CausalLm, ForwardInput, Llama, LlamaConfig};
+use msn::model::{CausalLm, ForwardInput, Llama};
 use msn::{GenerateConfig, greedy};
 use proptest::prelude::*;
 
@@ -32,21 +30,9 @@ fn chat_ids(q: &str) -> Vec<u32> {
 }
 
 fn random_model(vocab: usize, kv_heads: usize, seed: u64) -> Llama<B> {
-    let d = Default::default();
-    B::seed(&d, seed);
-    let mut c = LlamaConfig::tiny(vocab);
-    c.num_key_value_heads = Some(kv_heads);
-    c.tie_word_embeddings = false;
-    let mut m = Llama::init(&c, &d);
     // Larger embeddings and head give well-separated logits (see the module doc) and outputs
     // that do not collapse to one repeated token.
-    let big =
-        |w: Tensor<B, 2>| Tensor::random(w.dims(), Distribution::Normal(0.0, 1.0), &w.device());
-    m.embed_tokens.weight = m.embed_tokens.weight.map(big);
-    if let Some(head) = m.lm_head.as_mut() {
-        head.weight = head.weight.clone().map(big);
-    }
-    m
+    common::random_llama(vocab, kv_heads, seed, 1.0)
 }
 
 /// A random tree template: each pick names an earlier path (or the root) to extend with a rank
@@ -120,7 +106,7 @@ proptest! {
         if host {
             m.enable_host_kernels(msn::load::HOST_MAX_ROWS);
         }
-        let cfg = GenerateConfig { max_new_tokens: max_new, eos_ids: eos.into_iter().collect(), stop_strings: vec![] };
+        let cfg = GenerateConfig { max_new_tokens: max_new, eos_ids: eos.into_iter().collect(), stop_strings: vec![], sampling: None };
         let g = greedy::<B, _>(&m, None, &prompt, &cfg, None).unwrap();
         let pld = PldConfig { max_ngram, max_draft };
         let p = match decoder {

@@ -248,6 +248,7 @@ fn f16_weights_keep_greedy_output() {
             max_new_tokens: want.len(),
             eos_ids: vec![],
             stop_strings: vec![],
+            sampling: None,
         };
         let g = msn::greedy::<B, _>(&m16.model, None, &prompt, &cfg, None).unwrap();
         assert_eq!(g.tokens, want);

@@ -85,6 +85,7 @@ fn greedy_continuation_matches_reference() {
             max_new_tokens: want.len(),
             eos_ids: vec![],
             stop_strings: vec![],
+            sampling: None,
         };
         let g = greedy::<B, _>(&m.model, Some(&m.tokenizer), &prompt, &cfg, None).unwrap();
         assert_eq!(g.tokens, want);

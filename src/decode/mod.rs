@@ -27,12 +27,13 @@ pub use pld::{PldConfig, prompt_lookup, prompt_lookup_with_budget};
 pub use retrieval::NgramIndex;
 pub use tr_jacobi::{CandidateTable, TrJacobiConfig, TreeTemplate, tr_jacobi};
 pub use tree::TokenTree;
-pub use verify::{Verified, verify};
+pub use verify::{Verified, verify, verify_sampled};
 
 use crate::error::Result;
 use crate::generate::{GenerateConfig, Generation, Output, argmax, prefill};
 use crate::model::tokenizer::Tokenizer;
 use crate::model::{CausalLm, ForwardInput, KvCache};
+use crate::sample::Picker;
 use burn::prelude::*;
 use std::time::Instant;
 
@@ -74,8 +75,9 @@ pub(crate) trait Drafter {
 }
 
 /// The loop every drafting decoder shares: prefill, then per step draft a tree, verify it in one
-/// forward pass, commit the accepted prefix (stopping exactly), keep its KV entries compacted,
-/// and carry the last committed token as the next root.
+/// forward pass (greedily, or by sampling when `config.sampling` is set), commit the accepted
+/// prefix (stopping exactly), keep its KV entries compacted, and carry the last committed token
+/// as the next root.
 pub(crate) fn tree_decode<B: Backend, M: CausalLm<B>>(
     model: &M,
     tokenizer: Option<&Tokenizer>,
@@ -87,7 +89,9 @@ pub(crate) fn tree_decode<B: Backend, M: CausalLm<B>>(
 ) -> Result<Generation> {
     let started = Instant::now();
     let mut out = Output::new(config, tokenizer, on_text);
-    let Some((mut cache, device, mut root)) = prefill(model, prompt, config, max_nodes, &mut out)?
+    let mut picker = Picker::new(config.sampling.as_ref());
+    let Some((mut cache, device, mut root)) =
+        prefill(model, prompt, config, max_nodes, &mut picker, &mut out)?
     else {
         return Ok(out.finish(prompt.len(), started));
     };
@@ -105,7 +109,16 @@ pub(crate) fn tree_decode<B: Backend, M: CausalLm<B>>(
         let logits = forward_tree_logits(model, &mut cache, &draft.tree, &draft.tokens, &device);
         let preds = argmax(logits.clone());
         let t1 = Instant::now();
-        let v = verify(&draft.tree, &draft.tokens, &preds, &draft.preferred);
+        let v = if picker.is_greedy() {
+            verify(&draft.tree, &draft.tokens, &preds, &draft.preferred)
+        } else {
+            let rows = logits.clone().into_data().convert::<f32>();
+            let rows = rows.as_slice::<f32>().expect("f32 logits");
+            let vocab = rows.len() / draft.tree.len();
+            verify_sampled(&draft.tree, &draft.tokens, &draft.preferred, |node| {
+                picker.pick(&rows[node * vocab..(node + 1) * vocab])
+            })
+        };
         let (rows, k) = drafter.top_k_rows(&draft, &v);
         let top = top_k_rows(logits, &rows, k, &device);
         drafter.observe(&draft, &preds, &v, &top);

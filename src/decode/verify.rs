@@ -49,6 +49,46 @@ pub fn verify(tree: &TokenTree, tokens: &[u32], preds: &[u32], preferred: &[bool
     Verified { path, tokens }
 }
 
+/// Verifies `tree` by sampling: from the root, `draw(node)` draws the token after `node` from the
+/// model's distribution there; when a child of `node` carries it (a preferred one first, then
+/// the lower index) the walk moves into that child and draws again, otherwise it stops. Each
+/// committed token is a draw from the model's distribution given everything before it, so the
+/// output distribution is the model's whatever the draft (see [`crate::sample`]).
+pub fn verify_sampled(
+    tree: &TokenTree,
+    tokens: &[u32],
+    preferred: &[bool],
+    mut draw: impl FnMut(usize) -> u32,
+) -> Verified {
+    let n = tree.len();
+    assert_eq!(tokens.len(), n, "one token per node");
+    let mut children: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for c in 1..n {
+        children[tree.parent(c).expect("non-root has a parent")].push(c);
+    }
+    let is_pref = |c: usize| preferred.get(c).copied().unwrap_or(false);
+    let mut path = vec![0];
+    let mut committed = Vec::new();
+    loop {
+        let node = *path.last().expect("non-empty");
+        let t = draw(node);
+        committed.push(t);
+        let next = children[node]
+            .iter()
+            .copied()
+            .filter(|&c| tokens[c] == t)
+            .min_by_key(|&c| (!is_pref(c), c));
+        match next {
+            Some(c) => path.push(c),
+            None => break,
+        }
+    }
+    Verified {
+        path,
+        tokens: committed,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -70,6 +110,28 @@ mod tests {
         let v = verify(&t, &[1, 2, 3], &[4, 5, 6], &[]);
         assert_eq!(v.path, vec![0]);
         assert_eq!(v.tokens, vec![4]);
+    }
+
+    #[test]
+    fn sampled_walk_follows_drawn_tokens() {
+        // root -> 1 (7) -> 2 (8); root -> 3 (7, preferred) -> 4 (9)
+        let t = TokenTree::new(vec![None, Some(0), Some(1), Some(0), Some(3)]);
+        let tokens = [0, 7, 8, 7, 9];
+        let draws = |m: [u32; 5]| move |node: usize| m[node];
+        // Draw 7 at the root: the preferred child 3; then 9: node 4; then 1: stop.
+        let v = verify_sampled(
+            &t,
+            &tokens,
+            &[false, false, false, true, false],
+            draws([7, 0, 0, 9, 1]),
+        );
+        assert_eq!(v.path, vec![0, 3, 4]);
+        assert_eq!(v.tokens, vec![7, 9, 1]);
+        // Without preference the lower index; a draw no child carries stops at once.
+        let v = verify_sampled(&t, &tokens, &[], draws([7, 5, 0, 0, 0]));
+        assert_eq!((v.path, v.tokens), (vec![0, 1], vec![7, 5]));
+        let v = verify_sampled(&t, &tokens, &[], draws([3, 0, 0, 0, 0]));
+        assert_eq!((v.path, v.tokens), (vec![0], vec![3]));
     }
 
     #[test]
