@@ -235,3 +235,96 @@ fn self_distillation_trains_on_the_models_own_greedy_answers() {
         assert!(answer.starts_with(&g.text), "{answer:?} vs {:?}", g.text);
     }
 }
+
+/// The kill test's worker: trains `model(1)` for `KILL_STEPS` steps with a checkpoint after every
+/// step in `$MSN_KILL_DIR` (resuming from it if one is there) and writes the run's losses to
+/// `losses.json` there. Does nothing unless started by `a_killed_run_resumes_bit_for_bit`.
+#[test]
+#[ignore = "worker process of a_killed_run_resumes_bit_for_bit, which starts it"]
+fn kill_worker() {
+    let Some(dir) = std::env::var_os("MSN_KILL_DIR") else {
+        return;
+    };
+    let dir = std::path::PathBuf::from(dir);
+    let (train, eval) = (samples(24, 0), samples(8, 99));
+    let mut c = config(&dir);
+    c.steps = KILL_STEPS;
+    c.checkpoint_every = 1;
+    c.eval_every = 10;
+    let mut t = Trainer {
+        config: c,
+        noise: AheadNoise::default(),
+    };
+    let (_, report) = t.train(model(1), &train, &eval).unwrap();
+    std::fs::write(
+        dir.join("losses.json"),
+        serde_json::to_string(&(report.losses, report.eval, report.resumed_from)).unwrap(),
+    )
+    .unwrap();
+}
+
+const KILL_STEPS: usize = 60;
+
+type Outcome = (Vec<f32>, Vec<(usize, f32)>, Option<usize>);
+
+fn start_worker(dir: &std::path::Path) -> std::process::Child {
+    std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--ignored", "--exact", "kill_worker", "--test-threads", "1"])
+        .env("MSN_KILL_DIR", dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn finished(dir: &std::path::Path) -> (Outcome, Vec<u8>) {
+    let outcome: Outcome =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("losses.json")).unwrap()).unwrap();
+    let last = dir.join(format!("step-{KILL_STEPS:06}/model.safetensors"));
+    (outcome, std::fs::read(last).unwrap())
+}
+
+/// A training process killed with SIGKILL (at a point that varies, possibly while a checkpoint is
+/// being written) resumes from its last complete checkpoint in a new process and ends with the
+/// losses and weights of a run never interrupted, bit for bit.
+#[test]
+fn a_killed_run_resumes_bit_for_bit() {
+    let straight = tempfile::tempdir().unwrap();
+    assert!(start_worker(straight.path()).wait().unwrap().success());
+    let ((losses, eval, resumed), weights) = finished(straight.path());
+    assert_eq!((losses.len(), resumed), (KILL_STEPS, None));
+
+    for delay_ms in [0u64, 45, 110] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = start_worker(dir.path());
+        // Wait for a few checkpoints, then kill at a varying point.
+        let started = std::time::Instant::now();
+        loop {
+            let latest = std::fs::read_to_string(dir.path().join("latest")).unwrap_or_default();
+            if latest.trim() >= "step-000003" {
+                break;
+            }
+            assert!(
+                started.elapsed().as_secs() < 120,
+                "the worker wrote no checkpoint"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(
+            !dir.path().join("losses.json").exists(),
+            "the worker finished before it was killed; raise KILL_STEPS"
+        );
+        assert!(start_worker(dir.path()).wait().unwrap().success());
+        let ((l, e, r), w) = finished(dir.path());
+        eprintln!("killed {delay_ms} ms after step 3: resumed from step {r:?}");
+        assert!(r.is_some_and(|s| s >= 3), "resumed from {r:?}");
+        assert_eq!(l, losses, "losses after a kill {delay_ms} ms after step 3");
+        assert_eq!(e, eval);
+        assert!(w == weights, "final weights differ after a kill");
+        let metrics = std::fs::read_to_string(dir.path().join("metrics.jsonl")).unwrap();
+        assert_eq!(metrics.lines().count(), KILL_STEPS, "one metrics line per step");
+    }
+}
