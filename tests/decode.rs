@@ -244,3 +244,34 @@ fn jacobi_equals_greedy_on_smollm2() {
     assert_eq!(streamed, g.text);
     assert_eq!(j.accept_lengths.iter().sum::<usize>(), j.tokens.len());
 }
+
+#[test]
+fn latency_curves_are_cached_per_file_and_remeasured_when_stale() {
+    let m = random_model(64, 2, 3);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("curves/tiny.json");
+    let a = LatencyCurve::measure_cached(&m, 16, &[1, 4, 8], 2, &path).unwrap();
+    assert!(path.exists());
+    // Read back, not measured again (timings never repeat to the last bit).
+    let b = LatencyCurve::measure_cached(&m, 16, &[1, 4, 8], 2, &path).unwrap();
+    assert_eq!(a, b);
+    // Other sizes or context: measured again and the file replaced.
+    let c = LatencyCurve::measure_cached(&m, 16, &[1, 2, 8], 2, &path).unwrap();
+    assert_eq!(
+        c.points().iter().map(|p| p.0).collect::<Vec<_>>(),
+        vec![1, 2, 8]
+    );
+    let d = LatencyCurve::measure_cached(&m, 16, &[1, 2, 8], 2, &path).unwrap();
+    assert_eq!(c, d);
+    // A corrupt or invalid file is measured over, not an error.
+    std::fs::write(&path, b"{not json").unwrap();
+    let e = LatencyCurve::measure_cached(&m, 16, &[1, 2, 8], 2, &path).unwrap();
+    assert_ne!(e, d);
+    std::fs::write(
+        &path,
+        br#"{"context":16,"sizes":[1,2,8],"points":[[1,-1.0],[2,1.0],[8,2.0]]}"#,
+    )
+    .unwrap();
+    let f = LatencyCurve::measure_cached(&m, 16, &[1, 2, 8], 2, &path).unwrap();
+    assert!(f.points().iter().all(|p| p.1 > 0.0));
+}

@@ -325,6 +325,10 @@ fn a_killed_run_resumes_bit_for_bit() {
         assert_eq!(e, eval);
         assert!(w == weights, "final weights differ after a kill");
         let metrics = std::fs::read_to_string(dir.path().join("metrics.jsonl")).unwrap();
-        assert_eq!(metrics.lines().count(), KILL_STEPS, "one metrics line per step");
+        assert_eq!(
+            metrics.lines().count(),
+            KILL_STEPS,
+            "one metrics line per step"
+        );
     }
 }

@@ -52,6 +52,10 @@ pub struct DecoderArgs {
     /// acceptance observed (measured once at start-up, a few seconds on a CPU).
     #[arg(long)]
     pub auto_budget: bool,
+    /// With --auto-budget: keep the measured latency curve in DIR/<decoder>.json and reuse it on
+    /// later runs (one directory per model, dtype, backend and machine).
+    #[arg(long, value_name = "DIR")]
+    pub latency_cache: Option<std::path::PathBuf>,
 }
 
 impl DecoderArgs {
@@ -97,16 +101,33 @@ impl DecoderArgs {
             }
             "pld" => AnyDecoder::PromptLookup(PromptLookup {
                 config: pld,
-                budget: self.auto_budget.then(|| {
-                    let curve = LatencyCurve::measure(model, 256, self.max_draft + 1, 3);
+                budget: if self.auto_budget {
+                    let sizes: Vec<usize> = (1..=self.max_draft + 1).collect();
+                    let curve = match &self.latency_cache {
+                        Some(dir) => LatencyCurve::measure_cached(
+                            model,
+                            256,
+                            &sizes,
+                            3,
+                            &dir.join("pld.json"),
+                        )?,
+                        None => LatencyCurve::measure_at(model, 256, &sizes, 3),
+                    };
                     print_curve(&curve);
-                    DraftBudget::new(curve, self.max_draft, 4)
-                }),
+                    Some(DraftBudget::new(curve, self.max_draft, 4))
+                } else {
+                    None
+                },
             }),
             "tr-jacobi" => {
                 let config = self.tr_config()?;
                 if self.auto_budget {
-                    let d = TrJacobi::auto(model, config);
+                    let d = match &self.latency_cache {
+                        Some(dir) => {
+                            TrJacobi::auto_cached(model, config, &dir.join("tr-jacobi.json"))?
+                        }
+                        None => TrJacobi::auto(model, config),
+                    };
                     if let Some(b) = &d.budget {
                         print_curve(b.curve());
                     }

@@ -40,9 +40,7 @@ impl LatencyCurve {
     /// non-positive time.
     pub fn from_points(points: Vec<(usize, f64)>) -> Self {
         assert!(
-            points.first().map(|p| p.0) == Some(1)
-                && points.windows(2).all(|w| w[0].0 < w[1].0)
-                && points.iter().all(|p| p.1 > 0.0),
+            Self::valid(&points),
             "positive latencies at increasing t from 1"
         );
         Self { points }
@@ -104,6 +102,63 @@ impl LatencyCurve {
             })
             .collect();
         Self::from_points(points)
+    }
+
+    /// [`LatencyCurve::measure_at`] through a cache file: when `path` holds a curve measured
+    /// over the same `context` at the same sizes it is returned without measuring; otherwise
+    /// (missing, unreadable, other sizes) the curve is measured and written there atomically.
+    /// The file does not know which model, dtype, backend or machine it describes: give each
+    /// its own path.
+    ///
+    /// # Errors
+    /// [`crate::Error::Io`] when the file cannot be written.
+    pub fn measure_cached<B: Backend, M: CausalLm<B>>(
+        model: &M,
+        context: usize,
+        ts: &[usize],
+        reps: usize,
+        path: &std::path::Path,
+    ) -> crate::Result<Self> {
+        #[derive(serde::Serialize, serde::Deserialize)]
+        struct Cached {
+            context: usize,
+            sizes: Vec<usize>,
+            points: Vec<(usize, f64)>,
+        }
+        let sizes = ts.to_vec();
+        if let Ok(text) = std::fs::read_to_string(path) {
+            match serde_json::from_str::<Cached>(&text) {
+                Ok(c) if c.context == context && c.sizes == sizes && Self::valid(&c.points) => {
+                    return Ok(Self { points: c.points });
+                }
+                Ok(_) => log::info!(
+                    "{}: measured for other sizes; measuring again",
+                    path.display()
+                ),
+                Err(e) => log::warn!(
+                    "{}: unreadable latency cache ({e}); measuring again",
+                    path.display()
+                ),
+            }
+        }
+        let curve = Self::measure_at(model, context, ts, reps);
+        let c = Cached {
+            context,
+            sizes,
+            points: curve.points.clone(),
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| crate::Error::io(dir, e))?;
+        }
+        let json = serde_json::to_vec_pretty(&c).expect("plain data serialises");
+        crate::util::write_atomic(path, &json)?;
+        Ok(curve)
+    }
+
+    fn valid(points: &[(usize, f64)]) -> bool {
+        points.first().map(|p| p.0) == Some(1)
+            && points.windows(2).all(|w| w[0].0 < w[1].0)
+            && points.iter().all(|p| p.1 > 0.0 && p.1.is_finite())
     }
 
     /// The measured `(t, seconds)` points.

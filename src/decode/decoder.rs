@@ -163,14 +163,34 @@ impl TrJacobi {
     /// TR-Jacobi whose tree size follows `model`'s measured latency curve on its device
     /// (measured now, over a 256-token context; a few seconds on a CPU).
     pub fn auto<B: Backend, M: CausalLm<B>>(model: &M, config: TrJacobiConfig) -> Self {
+        let curve = LatencyCurve::measure_at(model, 256, &Self::curve_sizes(&config), 3);
+        Self::with_curve(config, curve)
+    }
+
+    /// [`TrJacobi::auto`] reading the latency curve from `cache` when it was measured there
+    /// before for the same tree sizes (see [`LatencyCurve::measure_cached`]; one file per model,
+    /// dtype, backend and machine).
+    ///
+    /// # Errors
+    /// [`crate::Error::Io`] when the cache file cannot be written.
+    pub fn auto_cached<B: Backend, M: CausalLm<B>>(
+        model: &M,
+        config: TrJacobiConfig,
+        cache: &std::path::Path,
+    ) -> Result<Self> {
+        let sizes = Self::curve_sizes(&config);
+        let curve = LatencyCurve::measure_cached(model, 256, &sizes, 3, cache)?;
+        Ok(Self::with_curve(config, curve))
+    }
+
+    /// Forward sizes the budget needs measured: a grid up to the largest tree.
+    fn curve_sizes(config: &TrJacobiConfig) -> Vec<usize> {
         let max = 1 + config.template.len() + config.retrieval_len * config.retrieval_chains;
-        let ts: Vec<usize> = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96]
+        [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96]
             .into_iter()
             .filter(|&t| t < max)
             .chain([max])
-            .collect();
-        let curve = LatencyCurve::measure_at(model, 256, &ts, 3);
-        Self::with_curve(config, curve)
+            .collect()
     }
 
     /// TR-Jacobi budgeted by a given (e.g. cached) latency curve.
