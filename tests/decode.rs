@@ -12,8 +12,8 @@ mod common;
 use common::{B, smollm2};
 use msn::decode::{
     DraftBudget, JacobiConfig, LatencyCurve, LookaheadConfig, PldConfig, TrJacobiConfig,
-    TreeBudget, TreeTemplate, jacobi, lookahead, prompt_lookup, prompt_lookup_with_budget,
-    tr_jacobi,
+    TreeBudget, TreeTemplate, greedy_batch, jacobi, lookahead, prompt_lookup,
+    prompt_lookup_with_budget, tr_jacobi, tr_jacobi_batch,
 };
 use msn::model::{CausalLm, ForwardInput, Llama};
 use msn::{GenerateConfig, greedy};
@@ -151,6 +151,70 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    /// Batched decoding (ragged acceptance, left-padded prompts of different lengths, cache
+    /// compaction) gives every sequence exactly what it gets decoded alone.
+    #[test]
+    fn batched_decoding_equals_each_sequence_alone(
+        seed in 0u64..1000,
+        kv_heads in prop::sample::select(vec![1usize, 2, 4]),
+        prompts in proptest::collection::vec(proptest::collection::vec(0u32..40, 1..12), 1..6),
+        reps in 1usize..4,
+        max_new in 0usize..64,
+        eos in proptest::option::of(0u32..40),
+        picks in proptest::collection::vec((0usize..64, 0usize..8), 0..16),
+        top_k in 1usize..6,
+        retrieval_len in 0usize..8,
+        chains in 0usize..3,
+        tr in any::<bool>(),
+        host in any::<bool>(),
+    ) {
+        // Repeated phrases, so retrieval drafts exist.
+        let prompts: Vec<Vec<u32>> = prompts
+            .iter()
+            .map(|p| p.iter().cycle().take(p.len() * reps).copied().collect())
+            .collect();
+        let mut m = random_model(40, kv_heads, seed);
+        if host {
+            m.enable_host_kernels(msn::load::HOST_MAX_ROWS);
+        }
+        let cfg = GenerateConfig { max_new_tokens: max_new, eos_ids: eos.into_iter().collect(), stop_strings: vec![], sampling: None };
+        let tc = TrJacobiConfig {
+            template: random_template(&picks, top_k),
+            top_k,
+            max_ngram: 3,
+            retrieval_len,
+            retrieval_chains: chains,
+            seed,
+        };
+        let batch = if tr {
+            tr_jacobi_batch::<B, _>(&m, None, &prompts, &cfg, &tc).unwrap()
+        } else {
+            greedy_batch::<B, _>(&m, None, &prompts, &cfg).unwrap()
+        };
+        prop_assert_eq!(batch.len(), prompts.len());
+        for (p, b) in prompts.iter().zip(&batch) {
+            let g = greedy::<B, _>(&m, None, p, &cfg, None).unwrap();
+            if g.tokens != b.tokens {
+                let i = g.tokens.iter().zip(&b.tokens).position(|(x, y)| x != y).unwrap_or(g.tokens.len().min(b.tokens.len()));
+                let gap = top2_gap(&m, &[&p[..], &g.tokens[..i]].concat());
+                prop_assume!(gap >= 1e-3);
+                prop_assert_eq!(&g.tokens, &b.tokens, "diverged at {} with top-2 gap {}", i, gap);
+            }
+            prop_assert_eq!(g.stop_reason, b.stop_reason);
+            prop_assert_eq!(b.accept_lengths.iter().sum::<usize>(), b.tokens.len());
+            prop_assert_eq!(b.steps, b.accept_lengths.len());
+            // Alone, TR-Jacobi takes the same steps as in the batch (same drafts, same verdicts).
+            if tr {
+                let a = tr_jacobi::<B, _>(&m, None, p, &cfg, &tc, None, None).unwrap();
+                prop_assert_eq!(&a.accept_lengths, &b.accept_lengths);
+            }
+        }
+    }
+}
+
 #[test]
 fn pld_equals_greedy_on_smollm2_and_saves_steps() {
     let m = smollm2();
@@ -274,4 +338,42 @@ fn latency_curves_are_cached_per_file_and_remeasured_when_stale() {
     .unwrap();
     let f = LatencyCurve::measure_cached(&m, 16, &[1, 2, 8], 2, &path).unwrap();
     assert!(f.points().iter().all(|p| p.1 > 0.0));
+}
+
+#[test]
+fn batched_tr_jacobi_equals_greedy_on_smollm2() {
+    use msn::decode::{TrJacobi, TrJacobiDecoder};
+    let m = smollm2();
+    let prompts: Vec<Vec<u32>> = [
+        "List the days of the week, one per line.",
+        "Write a Python function that returns the n-th Fibonacci number.",
+        "Repeat exactly: the cat sat on the mat, the cat sat on the mat.",
+        "What is the capital of France? Answer in one sentence.",
+    ]
+    .iter()
+    .map(|q| chat_ids(q))
+    .collect();
+    let cfg = GenerateConfig::new(48, &m.tokenizer);
+    let mut tc = TrJacobiConfig {
+        retrieval_chains: 1,
+        retrieval_len: 6,
+        ..Default::default()
+    };
+    tc.template = TreeTemplate::new(tc.template.paths()[..10].to_vec()).unwrap();
+    let mut dec = TrJacobi {
+        config: tc,
+        budget: None,
+    };
+    let batch = dec
+        .generate_batch(&m.model, Some(&m.tokenizer), &prompts, &cfg)
+        .unwrap();
+    let (mut tokens, mut steps) = (0, 0);
+    for (p, b) in prompts.iter().zip(&batch) {
+        let g = greedy::<B, _>(&m.model, Some(&m.tokenizer), p, &cfg, None).unwrap();
+        assert_eq!(b.tokens, g.tokens);
+        assert_eq!(b.text, g.text);
+        tokens += b.tokens.len();
+        steps += b.steps;
+    }
+    assert!(steps < tokens, "{tokens} tokens in {steps} steps");
 }

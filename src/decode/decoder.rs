@@ -4,6 +4,7 @@
 use crate::decode::{
     DraftBudget, JacobiConfig, LatencyCurve, LookaheadConfig, PldConfig, TrJacobiConfig,
     TreeBudget, jacobi, lookahead, prompt_lookup, prompt_lookup_with_budget, tr_jacobi,
+    tr_jacobi_batch,
 };
 use crate::error::Result;
 use crate::generate::{GenerateConfig, Generation, greedy};
@@ -48,6 +49,22 @@ pub trait TrJacobiDecoder: Decoder {
     fn tree_config(&self) -> &TrJacobiConfig;
     /// The budget sizing each step's tree, when "auto".
     fn tree_budget(&self) -> Option<&TreeBudget>;
+
+    /// Decodes several prompts in one batch (ragged acceptance; each output equals the prompt
+    /// decoded alone) with the configured tree; the budget is not used. Every
+    /// [`Generation::wall_time_s`] is the whole batch's time.
+    ///
+    /// # Errors
+    /// As [`Decoder::generate`], for any of the prompts.
+    fn generate_batch<B: Backend, M: CausalLm<B>>(
+        &mut self,
+        model: &M,
+        tokenizer: Option<&Tokenizer>,
+        prompts: &[Vec<u32>],
+        config: &GenerateConfig,
+    ) -> Result<Vec<Generation>> {
+        tr_jacobi_batch(model, tokenizer, prompts, config, self.tree_config())
+    }
 }
 
 /// Greedy decoding: one token per forward pass.

@@ -7,6 +7,7 @@
 //! [`TrJacobiDecoder`]). Free functions ([`tr_jacobi`], [`prompt_lookup`], [`lookahead`],
 //! [`jacobi`], [`crate::greedy`]) are the same decoders without the trait.
 
+pub mod batch;
 pub mod budget;
 pub mod decoder;
 pub mod jacobi;
@@ -17,6 +18,7 @@ pub mod tr_jacobi;
 pub mod tree;
 pub mod verify;
 
+pub use batch::greedy_batch;
 pub use budget::{DraftBudget, LatencyCurve, TreeBudget, TreeShape};
 pub use decoder::{
     AnyDecoder, Decoder, Greedy, Jacobi, Lookahead, PromptLookup, TrJacobi, TrJacobiDecoder,
@@ -25,7 +27,7 @@ pub use jacobi::{JacobiConfig, jacobi};
 pub use lookahead::{LookaheadConfig, lookahead};
 pub use pld::{PldConfig, prompt_lookup, prompt_lookup_with_budget};
 pub use retrieval::NgramIndex;
-pub use tr_jacobi::{CandidateTable, TrJacobiConfig, TreeTemplate, tr_jacobi};
+pub use tr_jacobi::{CandidateTable, TrJacobiConfig, TreeTemplate, tr_jacobi, tr_jacobi_batch};
 pub use tree::TokenTree;
 pub use verify::{Verified, verify, verify_sampled};
 
@@ -135,7 +137,7 @@ pub(crate) fn tree_decode<B: Backend, M: CausalLm<B>>(
 
 /// The `k` highest-scoring tokens of each of `rows` of `[1, n, vocab]` logits, best first (ties
 /// to the lower id).
-fn top_k_rows<B: Backend>(
+pub(crate) fn top_k_rows<B: Backend>(
     logits: Tensor<B, 3>,
     rows: &[usize],
     k: usize,

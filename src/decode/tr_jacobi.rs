@@ -6,6 +6,7 @@
 //! with n-gram retrieval chains from the committed text, so no token is verified twice. Greedy
 //! verification keeps the output identical to greedy decoding.
 
+use crate::decode::batch::tree_decode_batch;
 use crate::decode::budget::{TreeBudget, TreeShape};
 use crate::decode::{Draft, Drafter, NgramIndex, Verified, tree_decode};
 use crate::error::{Error, Result};
@@ -329,33 +330,84 @@ pub fn tr_jacobi<B: Backend, M: CausalLm<B>>(
     budget: Option<&mut TreeBudget>,
     on_text: Option<&mut dyn FnMut(&str)>,
 ) -> Result<Generation> {
-    if tc.top_k < tc.template.ranks() {
-        return Err(Error::InvalidArgument(format!(
-            "top_k = {} but the tree template uses ranks up to {}; raise top_k",
-            tc.top_k,
-            tc.template.ranks()
-        )));
-    }
-    let mut index = NgramIndex::new(tc.max_ngram);
-    index.extend(prompt);
-    let mut state = TrState {
-        cfg: tc,
-        table: CandidateTable::default(),
-        index,
-        rng: Rng::new(tc.seed),
-        budget,
-        shape: TreeShape::default(),
-        placed: Vec::new(),
-        children: Vec::new(),
-    };
-    // Cold start: ahead noise from the prompt in every row.
-    state.table.rows = (0..tc.template.depth())
-        .map(|_| state.noise_row())
-        .collect();
-    let max_nodes = tc.template.len() + tc.retrieval_len * tc.retrieval_chains;
+    tc.check()?;
+    let mut state = TrState::new(prompt, tc, budget);
     tree_decode(
-        model, tokenizer, prompt, config, max_nodes, &mut state, on_text,
+        model,
+        tokenizer,
+        prompt,
+        config,
+        tc.max_nodes(),
+        &mut state,
+        on_text,
     )
+}
+
+/// TR-Jacobi over a batch of prompts (ragged acceptance: each sequence keeps its own accepted
+/// branch in one shared cache); every output equals the prompt decoded alone. No tree budget:
+/// the tree is the configured one.
+///
+/// # Errors
+/// As [`tr_jacobi`], for any of the prompts.
+pub fn tr_jacobi_batch<B: Backend, M: CausalLm<B>>(
+    model: &M,
+    tokenizer: Option<&Tokenizer>,
+    prompts: &[Vec<u32>],
+    config: &GenerateConfig,
+    tc: &TrJacobiConfig,
+) -> Result<Vec<Generation>> {
+    tc.check()?;
+    let mut states: Vec<TrState> = prompts.iter().map(|p| TrState::new(p, tc, None)).collect();
+    let mut drafters: Vec<&mut dyn Drafter> =
+        states.iter_mut().map(|s| s as &mut dyn Drafter).collect();
+    tree_decode_batch(
+        model,
+        tokenizer,
+        prompts,
+        config,
+        tc.max_nodes(),
+        &mut drafters,
+    )
+}
+
+impl TrJacobiConfig {
+    /// Most tree nodes after the root.
+    fn max_nodes(&self) -> usize {
+        self.template.len() + self.retrieval_len * self.retrieval_chains
+    }
+
+    fn check(&self) -> Result<()> {
+        if self.top_k < self.template.ranks() {
+            return Err(Error::InvalidArgument(format!(
+                "top_k = {} but the tree template uses ranks up to {}; raise top_k",
+                self.top_k,
+                self.template.ranks()
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl<'a> TrState<'a> {
+    fn new(prompt: &[u32], tc: &'a TrJacobiConfig, budget: Option<&'a mut TreeBudget>) -> Self {
+        let mut index = NgramIndex::new(tc.max_ngram);
+        index.extend(prompt);
+        let mut state = TrState {
+            cfg: tc,
+            table: CandidateTable::default(),
+            index,
+            rng: Rng::new(tc.seed),
+            budget,
+            shape: TreeShape::default(),
+            placed: Vec::new(),
+            children: Vec::new(),
+        };
+        // Cold start: ahead noise from the prompt in every row.
+        state.table.rows = (0..tc.template.depth())
+            .map(|_| state.noise_row())
+            .collect();
+        state
+    }
 }
 
 #[cfg(test)]

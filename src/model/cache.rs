@@ -117,6 +117,57 @@ impl<B: Backend> KvCache<B> {
         self.len = start + keep.len();
     }
 
+    /// [`KvCache::keep`] with a different selection per sequence of the batch: row `b` keeps
+    /// its entries at relative indices `keep[b]`. Every row keeps the same number of entries
+    /// (pad short selections with any index and mask those slots out of later attention): the
+    /// slots stay aligned across the batch while each sequence keeps its own branch.
+    ///
+    /// # Panics
+    /// When `keep` does not have one selection per row, the selections differ in length,
+    /// `start > len`, or an index points at or past `len`.
+    pub fn keep_rows(&mut self, start: usize, keep: &[Vec<usize>]) {
+        assert_eq!(keep.len(), self.batch, "keep_rows: one selection per row");
+        let n = keep.first().map_or(0, Vec::len);
+        assert!(
+            keep.iter().all(|k| k.len() == n),
+            "keep_rows: selections of one length"
+        );
+        assert!(
+            start <= self.len,
+            "keep_rows: start {start} past len {}",
+            self.len
+        );
+        assert!(
+            keep.iter().flatten().all(|&i| start + i < self.len),
+            "keep_rows: index out of the cached range"
+        );
+        let identity = keep
+            .iter()
+            .all(|k| k.iter().enumerate().all(|(i, &x)| i == x));
+        if !identity && n > 0 {
+            let device = self.device();
+            let b = self.batch;
+            let idx: Vec<i64> = keep
+                .iter()
+                .flat_map(|k| k.iter().map(|&i| (start + i) as i64))
+                .collect();
+            let idx = Tensor::<B, 4, Int>::from_data(TensorData::new(idx, [b, 1, n, 1]), &device);
+            for layer in self.layers.iter_mut() {
+                let l = layer.take().expect("cache layer present");
+                let [b, h, _, d] = l.k.dims();
+                let idx = idx.clone().expand([b, h, n, d]);
+                let k_sel = l.k.clone().gather(2, idx.clone());
+                let v_sel = l.v.clone().gather(2, idx);
+                let range = [0..b, 0..h, start..start + n, 0..d];
+                *layer = Some(LayerKv {
+                    k: l.k.slice_assign(range.clone(), k_sel),
+                    v: l.v.slice_assign(range, v_sel),
+                });
+            }
+        }
+        self.len = start + n;
+    }
+
     /// The device the cache lives on.
     pub fn device(&self) -> B::Device {
         self.layers[0]
