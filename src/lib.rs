@@ -29,6 +29,7 @@
 pub mod decode;
 pub mod device;
 pub mod error;
+pub mod eval;
 pub mod fetch;
 pub mod generate;
 pub mod load;
