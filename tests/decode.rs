@@ -15,7 +15,7 @@ use msn::decode::{
     TreeBudget, TreeTemplate, greedy_batch, jacobi, lookahead, prompt_lookup,
     prompt_lookup_with_budget, tr_jacobi, tr_jacobi_batch,
 };
-use msn::model::{CausalLm, ForwardInput, Llama};
+use msn::model::Llama;
 use msn::{GenerateConfig, greedy};
 use proptest::prelude::*;
 
@@ -54,17 +54,7 @@ fn random_template(picks: &[(usize, usize)], k: usize) -> TreeTemplate {
 
 /// Top-2 gap of the greedy logits after `prefix`.
 fn top2_gap(m: &Llama<B>, prefix: &[u32]) -> f32 {
-    let mut cache = m.new_cache(1, prefix.len());
-    let l: Vec<f32> = m
-        .forward_last(
-            ForwardInput::causal(prefix, 0, &Default::default()),
-            &mut cache,
-        )
-        .into_data()
-        .convert::<f32>()
-        .into_vec()
-        .unwrap();
-    let mut v = l.clone();
+    let mut v = common::last_logits(m, prefix);
     v.sort_by(|a, b| b.total_cmp(a));
     v[0] - v[1]
 }

@@ -12,7 +12,7 @@ use msn::decode::{
     AnyDecoder, Decoder, Greedy, Jacobi, JacobiConfig, Lookahead, LookaheadConfig, PldConfig,
     PromptLookup, TrJacobi, TrJacobiConfig, TreeTemplate,
 };
-use msn::model::{CausalLm, ForwardInput, Llama};
+use msn::model::Llama;
 use msn::{GenerateConfig, Sampling};
 use std::collections::HashMap;
 
@@ -23,16 +23,7 @@ const SCALE: f64 = 0.6;
 
 /// The next-token distribution after `prefix`, computed independently of `Sampling`.
 fn next_probs(m: &Llama<B>, prefix: &[u32], s: &Sampling) -> Vec<f64> {
-    let mut cache = m.new_cache(1, prefix.len());
-    let logits: Vec<f32> = m
-        .forward_last(
-            ForwardInput::causal(prefix, 0, &Default::default()),
-            &mut cache,
-        )
-        .into_data()
-        .convert::<f32>()
-        .into_vec()
-        .unwrap();
+    let logits = common::last_logits(m, prefix);
     let z: Vec<f64> = logits
         .iter()
         .map(|&l| f64::from(l) / f64::from(s.temperature))

@@ -36,6 +36,19 @@ pub fn random_llama(vocab: usize, kv_heads: usize, seed: u64, scale: f64) -> msn
     m
 }
 
+/// The logits after `prefix` from one plain causal pass (a fresh cache).
+pub fn last_logits<M: msn::CausalLm<B>>(m: &M, prefix: &[u32]) -> Vec<f32> {
+    let mut cache = m.new_cache(1, prefix.len());
+    m.forward_last(
+        msn::ForwardInput::causal(prefix, 0, &Default::default()),
+        &mut cache,
+    )
+    .into_data()
+    .convert::<f32>()
+    .into_vec()
+    .unwrap()
+}
+
 /// A JSON fixture from `tests/fixtures`.
 pub fn fixture(name: &str) -> serde_json::Value {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
