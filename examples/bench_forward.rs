@@ -56,22 +56,6 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .map(str::to_string)
-        })
-        .and_then(|l| {
-            l.split_whitespace()
-                .nth(1)
-                .and_then(|k| k.parse::<f64>().ok())
-        })
-        .map_or(f64::NAN, |kib| kib / 1024.0)
-}
-
 fn sync<B: Backend>(t: Tensor<B, 3>) {
     // Reading one value forces lazy/asynchronous backends to finish.
     let [b, n, v] = t.dims();
@@ -148,7 +132,7 @@ fn run<B: Backend>(
         "decode_tok_s_short": decode_short,
         "decode_tok_s_context": decode_long,
         "context": args.context,
-        "peak_rss_mib": peak_rss_mib(),
+        "peak_rss_mib": common::peak_rss_mib(),
         "latency": latency,
     }))
 }

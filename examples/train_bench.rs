@@ -7,6 +7,7 @@
 //! cargo run --release --example train_bench -- --steps 6 --batch-size 4 --seq-len 256
 //! ```
 
+mod common;
 use burn::backend::{Autodiff, Flex};
 use clap::Parser;
 use msn::noise::{AheadNoise, NoNoise};
@@ -35,17 +36,6 @@ struct Args {
     no_noise: bool,
 }
 
-fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map_or(f64::NAN, |kib| kib / 1024.0)
-}
-
 fn main() -> msn::Result<()> {
     let args = Args::parse();
     let device = Default::default();
@@ -55,7 +45,7 @@ fn main() -> msn::Result<()> {
         .iter()
         .map(|(_, _, v)| v.len())
         .sum();
-    let after_load = peak_rss_mib();
+    let after_load = common::peak_rss_mib();
     // Fixed-length samples of random tokens: throughput does not depend on the text.
     let mut rng = Rng::new(1);
     let samples: Vec<TrainSample> = (0..args.batch_size * (args.steps + 1))
@@ -106,7 +96,7 @@ fn main() -> msn::Result<()> {
         "tokens_per_s": tokens as f64 / secs,
         "s_per_step": secs / args.steps as f64,
         "peak_rss_mib_after_load": after_load,
-        "peak_rss_mib": peak_rss_mib(),
+        "peak_rss_mib": common::peak_rss_mib(),
     });
     println!("{out}");
     Ok(())

@@ -3,6 +3,18 @@
 
 pub mod decoders;
 
+/// This process's peak resident memory (VmHWM) in MiB; NaN where /proc is not available.
+pub fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kib| kib / 1024.0)
+}
+
 /// The backends compiled into this build.
 pub fn available() -> Vec<&'static str> {
     let mut v = Vec::new();
@@ -50,4 +62,5 @@ macro_rules! with_backend {
         }
     }};
 }
+#[allow(unused_imports)]
 pub(crate) use with_backend;
