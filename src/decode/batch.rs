@@ -7,7 +7,7 @@
 //! sees exactly what it would see decoded alone. Prompts are left-padded the same way. When the
 //! cache fills up with dead slots it is compacted.
 
-use crate::decode::{Draft, Drafter, Verified, top_k_rows, verify, verify_sampled};
+use crate::decode::{Draft, Drafter, Verified, top_k_rows, verify_draft};
 use crate::error::Result;
 use crate::generate::{GenerateConfig, Generation, Output, argmax, check_prompt};
 use crate::model::tokenizer::Tokenizer;
@@ -210,9 +210,9 @@ pub(crate) fn tree_decode_batch<B: Backend, M: CausalLm<B>>(
         };
         let logits = model.forward(input, &mut cache);
         let preds = argmax(logits.clone());
-        let host = rows
-            .iter()
-            .any(|r| !r.picker.is_greedy())
+        let host = config
+            .sampling
+            .is_some()
             .then(|| logits.clone().into_data().convert::<f32>());
         let vocab = logits.dims()[2];
         let flat = logits.reshape([1, batch * t, vocab]);
@@ -223,17 +223,11 @@ pub(crate) fn tree_decode_batch<B: Backend, M: CausalLm<B>>(
                 continue;
             };
             let p = &preds[b * t..b * t + d.tree.len()];
-            let v = match &host {
-                Some(h) if !row.picker.is_greedy() => {
-                    let h = h.as_slice::<f32>().expect("f32 logits");
-                    let base = b * t * vocab;
-                    verify_sampled(&d.tree, &d.tokens, &d.preferred, |node| {
-                        row.picker
-                            .pick(&h[base + node * vocab..base + (node + 1) * vocab])
-                    })
-                }
-                _ => verify(&d.tree, &d.tokens, p, &d.preferred),
-            };
+            let rows = host.as_ref().map(|h| {
+                let h = h.as_slice::<f32>().expect("f32 logits");
+                &h[b * t * vocab..(b * t + d.tree.len()) * vocab]
+            });
+            let v = verify_draft(d, p, &mut row.picker, rows);
             let (want, k) = drafters[b].top_k_rows(d, &v);
             let want: Vec<usize> = want.iter().map(|&i| b * t + i).collect();
             let top = top_k_rows(flat.clone(), &want, k, &device);

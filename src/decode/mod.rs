@@ -111,16 +111,11 @@ pub(crate) fn tree_decode<B: Backend, M: CausalLm<B>>(
         let logits = forward_tree_logits(model, &mut cache, &draft.tree, &draft.tokens, &device);
         let preds = argmax(logits.clone());
         let t1 = Instant::now();
-        let v = if picker.is_greedy() {
-            verify(&draft.tree, &draft.tokens, &preds, &draft.preferred)
-        } else {
-            let rows = logits.clone().into_data().convert::<f32>();
-            let rows = rows.as_slice::<f32>().expect("f32 logits");
-            let vocab = rows.len() / draft.tree.len();
-            verify_sampled(&draft.tree, &draft.tokens, &draft.preferred, |node| {
-                picker.pick(&rows[node * vocab..(node + 1) * vocab])
-            })
-        };
+        let host = (!picker.is_greedy()).then(|| logits.clone().into_data().convert::<f32>());
+        let host = host
+            .as_ref()
+            .map(|h| h.as_slice::<f32>().expect("f32 logits"));
+        let v = verify_draft(&draft, &preds, &mut picker, host);
         let (rows, k) = drafter.top_k_rows(&draft, &v);
         let top = top_k_rows(logits, &rows, k, &device);
         drafter.observe(&draft, &preds, &v, &top);
@@ -133,6 +128,26 @@ pub(crate) fn tree_decode<B: Backend, M: CausalLm<B>>(
     g.draft_time_s = draft_s;
     g.verify_time_s = (g.wall_time_s - draft_s).max(prefill_s);
     Ok(g)
+}
+
+/// Verifies `draft` greedily from the argmax `preds` at its nodes or, when `picker` samples, by
+/// the sampled walk over `logits`: one row of host logits per draft node, node 0 first (so each
+/// row is `logits.len() / nodes` wide).
+pub(crate) fn verify_draft(
+    draft: &Draft,
+    preds: &[u32],
+    picker: &mut Picker,
+    logits: Option<&[f32]>,
+) -> Verified {
+    match logits {
+        Some(rows) if !picker.is_greedy() => {
+            let vocab = rows.len() / draft.tree.len();
+            verify_sampled(&draft.tree, &draft.tokens, &draft.preferred, |node| {
+                picker.pick(&rows[node * vocab..(node + 1) * vocab])
+            })
+        }
+        _ => verify(&draft.tree, &draft.tokens, preds, &draft.preferred),
+    }
 }
 
 /// The `k` highest-scoring tokens of each of `rows` of `[1, n, vocab]` logits, best first (ties
