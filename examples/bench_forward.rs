@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! cargo run --release --features ndarray --example bench_forward -- --devices flex,ndarray
+//! cargo run --release --example bench_forward -- --host native,converted,off
 //! ```
 //! Each backend runs in its own child process so that peak RSS is its own. Prints a markdown
 //! table, writes `results/forward_<device>.json` and `results/forward_latency.svg`.
@@ -29,6 +30,10 @@ struct Args {
     /// Weight storage, f16 or f32 (comma-separated to compare both).
     #[arg(long, default_value = "f16")]
     dtypes: String,
+    /// Host copies for decoding steps: native (the GGUF's own quantized blocks), converted
+    /// (f16/f32 copies of the tensors), off (burn only); comma-separated to compare.
+    #[arg(long, default_value = "native")]
+    host: String,
     /// Cached context for the latency curve.
     #[arg(long, default_value_t = 700)]
     context: usize,
@@ -66,8 +71,14 @@ fn run<B: Backend>(
     device: B::Device,
     args: &Args,
     dtype: msn::WeightDtype,
+    host: msn::HostKernels,
 ) -> msn::Result<serde_json::Value> {
-    let m = msn::load_with::<B>(&args.model, &device, dtype)?;
+    let m = msn::load_with_options::<B>(&args.model, &device, msn::LoadOptions { dtype, host })?;
+    let host_storage = m
+        .model
+        .host_kernels()
+        .map(|h| h.blocks[0].up.storage())
+        .unwrap_or_else(|| "none".into());
     let model = &m.model;
     let vocab = model.info().vocab_size as u32;
     // Deterministic pseudo-text: real token ids spread over the vocabulary.
@@ -133,6 +144,7 @@ fn run<B: Backend>(
         "decode_tok_s_context": decode_long,
         "context": args.context,
         "peak_rss_mib": common::peak_rss_mib(),
+        "host_storage": host_storage,
         "latency": latency,
     }))
 }
@@ -140,9 +152,15 @@ fn run<B: Backend>(
 fn main() {
     let args = Args::parse();
     if let Some(child) = &args.child {
-        let (dev, dtype) = child.split_once(':').expect("device:dtype");
+        let mut parts = child.split(':');
+        let (dev, dtype, host) = (
+            parts.next().expect("device"),
+            parts.next().expect("dtype"),
+            parts.next().expect("host"),
+        );
         let dtype: msn::WeightDtype = dtype.parse().expect("dtype");
-        match with_backend!(dev, run(&args, dtype)) {
+        let host: msn::HostKernels = host.parse().expect("host");
+        match with_backend!(dev, run(&args, dtype, host)) {
             Ok(v) => println!("{v}"),
             Err(e) => {
                 eprintln!("error: {e}");
@@ -156,35 +174,41 @@ fn main() {
     let mut rows = Vec::new();
     for dev in args.devices.split(',') {
         for dtype in args.dtypes.split(',') {
-            if args.replot {
-                let path = args.out.join(format!("forward_{dev}_{dtype}.json"));
-                if let Ok(text) = std::fs::read_to_string(&path) {
-                    let v: serde_json::Value = serde_json::from_str(&text).expect("result JSON");
-                    rows.push((format!("{dev} {dtype}"), v));
+            for host in args.host.split(',') {
+                let key = format!("{dev}_{dtype}_{host}");
+                let path = args.out.join(format!("forward_{key}.json"));
+                let label = |v: &serde_json::Value| {
+                    format!(
+                        "{dev} {dtype}, host {host} ({})",
+                        v["host_storage"].as_str().unwrap_or("?")
+                    )
+                };
+                if args.replot {
+                    if let Ok(text) = std::fs::read_to_string(&path) {
+                        let v: serde_json::Value =
+                            serde_json::from_str(&text).expect("result JSON");
+                        rows.push((label(&v), v));
+                    }
+                    continue;
                 }
-                continue;
+                eprintln!("measuring {dev} ({dtype}, host {host}) ...");
+                let out = std::process::Command::new(&exe)
+                    .args(std::env::args().skip(1))
+                    .arg("--child")
+                    .arg(format!("{dev}:{dtype}:{host}"))
+                    .output()
+                    .expect("run child");
+                if !out.status.success() {
+                    eprintln!(
+                        "{dev} ({dtype}, host {host}) failed: {}",
+                        String::from_utf8_lossy(&out.stderr)
+                    );
+                    continue;
+                }
+                let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("child JSON");
+                std::fs::write(&path, v.to_string()).expect("write");
+                rows.push((label(&v), v));
             }
-            eprintln!("measuring {dev} ({dtype}) ...");
-            let out = std::process::Command::new(&exe)
-                .args(std::env::args().skip(1))
-                .arg("--child")
-                .arg(format!("{dev}:{dtype}"))
-                .output()
-                .expect("run child");
-            if !out.status.success() {
-                eprintln!(
-                    "{dev} ({dtype}) failed: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-                continue;
-            }
-            let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("child JSON");
-            std::fs::write(
-                args.out.join(format!("forward_{dev}_{dtype}.json")),
-                v.to_string(),
-            )
-            .expect("write");
-            rows.push((format!("{dev} {dtype}"), v));
         }
     }
     println!(

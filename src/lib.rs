@@ -43,7 +43,9 @@ pub mod util;
 
 pub use error::{Error, Result};
 pub use generate::{GenerateConfig, Generation, StopReason, greedy};
-pub use load::{LoadedModel, WeightDtype, load, load_with};
+pub use load::{
+    HostKernels, LoadOptions, LoadedModel, WeightDtype, load, load_with, load_with_options,
+};
 pub use model::tokenizer::{Message, Tokenizer};
 pub use model::{CausalLm, ForwardInput, KvCache, Llama, LlamaConfig, ModelInfo};
 pub use sample::Sampling;

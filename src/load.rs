@@ -51,6 +51,42 @@ impl std::str::FromStr for WeightDtype {
     }
 }
 
+/// What CPU backends keep beside the burn tensors for decoding steps ([`crate::model::host`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HostKernels {
+    /// The checkpoint's own storage where it is quantized (a GGUF's Q4_1 or Q8_0 blocks: exact
+    /// values, 4.5 to 8.5 bits per weight to stream), else a converted copy.
+    #[default]
+    Native,
+    /// A copy converted from the burn tensors (f16 or f32).
+    Converted,
+    /// None: every product runs on the backend.
+    Off,
+}
+
+impl std::str::FromStr for HostKernels {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "native" => Ok(Self::Native),
+            "converted" => Ok(Self::Converted),
+            "off" => Ok(Self::Off),
+            other => Err(Error::InvalidArgument(format!(
+                "host kernels `{other}`: use native, converted or off"
+            ))),
+        }
+    }
+}
+
+/// How [`load_with_options`] holds a model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LoadOptions {
+    /// Storage of the burn tensors.
+    pub dtype: WeightDtype,
+    /// Host copies for decoding on CPU backends (ignored on other backends).
+    pub host: HostKernels,
+}
+
 /// A model with its tokenizer.
 #[derive(Debug)]
 pub struct LoadedModel<B: Backend> {
@@ -82,6 +118,26 @@ pub fn load_with<B: Backend>(
     device: &B::Device,
     dtype: WeightDtype,
 ) -> Result<LoadedModel<B>> {
+    load_with_options(
+        spec,
+        device,
+        LoadOptions {
+            dtype,
+            ..Default::default()
+        },
+    )
+}
+
+/// [`load`] with explicit [`LoadOptions`].
+///
+/// # Errors
+/// See [`load_with`].
+pub fn load_with_options<B: Backend>(
+    spec: &str,
+    device: &B::Device,
+    options: LoadOptions,
+) -> Result<LoadedModel<B>> {
+    let dtype = options.dtype;
     if !crate::device::supports_dtype::<B>(device, dtype.float_dtype()) {
         return Err(Error::InvalidArgument(format!(
             "this backend cannot hold {dtype:?} weights (burn's ndarray backend is f32-only); load with WeightDtype::F32 (`--dtype f32`)"
@@ -98,7 +154,24 @@ pub fn load_with<B: Backend>(
         load_gguf(&path, device, dtype)?
     };
     if crate::device::is_host_backend::<B>() {
-        loaded.model.enable_host_kernels(HOST_MAX_ROWS);
+        match options.host {
+            HostKernels::Off => {}
+            HostKernels::Converted => loaded.model.enable_host_kernels(HOST_MAX_ROWS),
+            HostKernels::Native if path.is_dir() => loaded.model.enable_host_kernels(HOST_MAX_ROWS),
+            HostKernels::Native => {
+                let file = GgufFile::open(&path)?;
+                let config = loaded.model.config().clone();
+                let source = GgufSource {
+                    file: &file,
+                    config: &config,
+                };
+                loaded
+                    .model
+                    .enable_host_kernels_from(HOST_MAX_ROWS, |name, out, inp| {
+                        source.host_matrix(name, out, inp)
+                    })?;
+            }
+        }
     }
     Ok(loaded)
 }

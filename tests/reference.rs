@@ -20,9 +20,33 @@ fn tokenizer_matches_llama_cpp() {
     }
 }
 
+/// Every way the CPU backends can hold the matrices for short inputs: the GGUF's own Q4_1/Q8_0
+/// blocks (the default), converted f32 copies, and burn's own GEMM.
 #[test]
 fn logits_match_float64_reference() {
-    let m = smollm2();
+    for host in [
+        msn::HostKernels::Native,
+        msn::HostKernels::Converted,
+        msn::HostKernels::Off,
+    ] {
+        let options = msn::LoadOptions {
+            host,
+            ..Default::default()
+        };
+        let m = msn::load_with_options::<B>("smollm2", &Default::default(), options).unwrap();
+        let storage = m.model.host_kernels().map(|h| h.blocks[0].q.storage());
+        let want = match host {
+            msn::HostKernels::Native => Some("Q4_1".to_string()),
+            msn::HostKernels::Converted => Some("f32".to_string()),
+            _ => None,
+        };
+        assert_eq!(storage, want, "{host:?}");
+        eprintln!("host kernels {host:?}:");
+        logits_match(&m);
+    }
+}
+
+fn logits_match(m: &msn::LoadedModel<B>) {
     let refs = fixture("reference_logits.json");
     let device = Default::default();
     for case in refs["cases"].as_array().unwrap() {

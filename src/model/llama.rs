@@ -1,7 +1,7 @@
 //! The llama-family decoder: RMSNorm, RoPE by position id, grouped-query attention over a
 //! [`KvCache`], SwiGLU, tied or separate LM head. Reads top to bottom like the paper.
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::model::cache::KvCache;
 use crate::model::config::LlamaConfig;
 use crate::model::host::{HostBlock, HostMatrix, HostWeights};
@@ -253,31 +253,68 @@ impl<B: Backend> Llama<B> {
     /// tokens with them ([`crate::model::host`]): on CPU backends this makes a forward pass of a
     /// few tokens cost little more than one of a single token, which tree decoding depends on.
     /// Costs a second copy of the matrices in memory. The loaders turn this on for CPU backends;
-    /// do not use it for training (the host path has no gradients).
+    /// do not use it for training (the host path has no gradients). The copies are converted
+    /// from the burn tensors (f16 stays f16, anything else becomes f32); see
+    /// [`Llama::enable_host_kernels_from`] to keep a checkpoint's quantized storage instead.
     pub fn enable_host_kernels(&mut self, max_rows: usize) {
-        let lin = |l: &Linear<B>| host_matrix(l.weight.val(), true);
-        let blocks = self
-            .layers
-            .iter()
-            .map(|b| HostBlock {
-                q: lin(&b.self_attn.q_proj),
-                k: lin(&b.self_attn.k_proj),
-                v: lin(&b.self_attn.v_proj),
-                o: lin(&b.self_attn.o_proj),
-                gate: lin(&b.mlp.gate_proj),
-                up: lin(&b.mlp.up_proj),
-                down: lin(&b.mlp.down_proj),
-            })
-            .collect();
+        self.enable_host_kernels_from(max_rows, |_, _, _| Ok(None))
+            .expect("conversion from tensors cannot fail");
+    }
+
+    /// [`Llama::enable_host_kernels`], taking each matrix from `native(name, out, in)` when it
+    /// returns one (for example a GGUF tensor's own Q4_1 blocks, 4x smaller than f16), else
+    /// converting the burn tensor. `name` is the Hugging Face name (`model.layers.3.mlp.up_proj.weight`,
+    /// `lm_head.weight`, or `model.embed_tokens.weight` for a tied head); a returned matrix must
+    /// be `[out, in]` in the model's row order.
+    ///
+    /// # Errors
+    /// What `native` returns, and [`Error::ShapeMismatch`] for a matrix of the wrong shape.
+    pub fn enable_host_kernels_from(
+        &mut self,
+        max_rows: usize,
+        mut native: impl FnMut(&str, usize, usize) -> Result<Option<HostMatrix>>,
+    ) -> Result<()> {
+        let mut pick = |name: String, w: Tensor<B, 2>, transpose: bool| -> Result<HostMatrix> {
+            let [r, c] = w.dims();
+            let (out, inp) = if transpose { (c, r) } else { (r, c) };
+            match native(&name, out, inp)? {
+                Some(h) if h.out_features() == out && h.in_features() == inp => Ok(h),
+                Some(h) => Err(Error::ShapeMismatch {
+                    tensor: name,
+                    expected: vec![out, inp],
+                    found: vec![h.out_features(), h.in_features()],
+                }),
+                None => Ok(host_matrix(w, transpose)),
+            }
+        };
+        let mut blocks = Vec::with_capacity(self.layers.len());
+        for (i, b) in self.layers.iter().enumerate() {
+            let p = |s: &str| format!("model.layers.{i}.{s}.weight");
+            let a = &b.self_attn;
+            blocks.push(HostBlock {
+                q: pick(p("self_attn.q_proj"), a.q_proj.weight.val(), true)?,
+                k: pick(p("self_attn.k_proj"), a.k_proj.weight.val(), true)?,
+                v: pick(p("self_attn.v_proj"), a.v_proj.weight.val(), true)?,
+                o: pick(p("self_attn.o_proj"), a.o_proj.weight.val(), true)?,
+                gate: pick(p("mlp.gate_proj"), b.mlp.gate_proj.weight.val(), true)?,
+                up: pick(p("mlp.up_proj"), b.mlp.up_proj.weight.val(), true)?,
+                down: pick(p("mlp.down_proj"), b.mlp.down_proj.weight.val(), true)?,
+            });
+        }
         let head = match &self.lm_head {
-            Some(l) => lin(l),
-            None => host_matrix(self.embed_tokens.weight.val(), false),
+            Some(l) => pick("lm_head.weight".into(), l.weight.val(), true)?,
+            None => pick(
+                "model.embed_tokens.weight".into(),
+                self.embed_tokens.weight.val(),
+                false,
+            )?,
         };
         self.host = Some(Arc::new(HostWeights {
             blocks,
             head,
             max_rows,
         }));
+        Ok(())
     }
 
     /// Drops the host copies ([`Llama::enable_host_kernels`]); every product runs on the backend.

@@ -143,20 +143,31 @@ pub fn unpermute_rope_rows(data: &[f32], heads: usize, head_dim: usize, cols: us
     move_rope_rows(data, heads, head_dim, cols, true)
 }
 
+/// [`unpermute_rope_rows`] for rows of raw storage (`row_bytes` bytes each, e.g. quantized
+/// blocks): the same row order, the bytes untouched.
+pub fn unpermute_rope_row_bytes(
+    data: &[u8],
+    heads: usize,
+    head_dim: usize,
+    row_bytes: usize,
+) -> Vec<u8> {
+    move_rope_rows(data, heads, head_dim, row_bytes, true)
+}
+
 /// The inverse of [`unpermute_rope_rows`] (HF layout to GGUF layout).
 pub fn permute_rope_rows(data: &[f32], heads: usize, head_dim: usize, cols: usize) -> Vec<f32> {
     move_rope_rows(data, heads, head_dim, cols, false)
 }
 
-fn move_rope_rows(
-    data: &[f32],
+fn move_rope_rows<T: Copy + Default>(
+    data: &[T],
     heads: usize,
     head_dim: usize,
     cols: usize,
     to_hf: bool,
-) -> Vec<f32> {
+) -> Vec<T> {
     let half = head_dim / 2;
-    let mut out = vec![0f32; data.len()];
+    let mut out = vec![T::default(); data.len()];
     for h in 0..heads {
         for i in 0..half {
             for j in 0..2 {
@@ -200,6 +211,49 @@ pub fn gguf_name(hf: &str) -> Option<String> {
             format!("blk.{i}.{short}")
         }
     })
+}
+
+impl GgufSource<'_> {
+    /// The GGUF tensor behind Hugging Face matrix `name` (`[out, in]`) as a host matrix in its
+    /// stored form (Q/K rows moved to the model's RoPE layout); `None` for a missing tensor, a
+    /// shape other than `[out, in]`, or f32 storage (the converted copy is the same).
+    pub(crate) fn host_matrix(
+        &self,
+        name: &str,
+        out: usize,
+        inp: usize,
+    ) -> Result<Option<crate::model::host::HostMatrix>> {
+        let Some(info) = gguf_name(name).and_then(|g| self.file.tensor_info(&g)) else {
+            return Ok(None);
+        };
+        if info.shape() != [out, inp] || info.dtype == crate::model::quant::GgmlType::F32 {
+            return Ok(None);
+        }
+        let bytes = self.file.tensor_bytes(info);
+        let Some(row_bytes) = info.dtype.bytes_for(inp) else {
+            return Ok(None);
+        };
+        let heads = if name.ends_with("q_proj.weight") {
+            self.config.num_attention_heads
+        } else if name.ends_with("k_proj.weight") {
+            self.config.kv_heads()
+        } else {
+            0
+        };
+        let bytes = if heads > 0 && out == heads * self.config.head_dim() {
+            unpermute_rope_row_bytes(bytes, heads, self.config.head_dim(), row_bytes)
+        } else {
+            bytes.to_vec()
+        };
+        if info.dtype == crate::model::quant::GgmlType::F16 {
+            let v = bytes
+                .chunks_exact(2)
+                .map(|b| half::f16::from_le_bytes([b[0], b[1]]))
+                .collect();
+            return Ok(Some(crate::model::host::HostMatrix::from_f16(out, inp, v)));
+        }
+        crate::model::host::HostMatrix::from_blocks(info.dtype, out, inp, bytes).map(Some)
+    }
 }
 
 impl TensorSource for GgufSource<'_> {
