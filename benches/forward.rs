@@ -1,6 +1,6 @@
 //! Criterion: one forward pass of SmolLM2-135M-Instruct (f16 weights, flex backend) with
 //! T = 1, 4, 16 new tokens over a 700-token cache, and one greedy decode step from a short
-//! context. `cargo bench --bench forward`. The full table across backends is the
+//! context, and the host kernels alone per storage and row count. `cargo bench --bench forward`. The full table across backends is the
 //! `bench_forward` example.
 
 use burn::backend::Flex;
@@ -37,5 +37,43 @@ fn forward(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, forward);
+/// The host kernels alone on SmolLM2's matrices: the GGUF's Q4_1 blocks against an f16 copy,
+/// for the row counts decoding uses (one layer's seven matrices, and the Q8_0 / f16 LM head).
+fn host_matmul(c: &mut Criterion) {
+    let device = Default::default();
+    let mut group = c.benchmark_group("host_matmul");
+    group.sample_size(20);
+    for host in [msn::HostKernels::Native, msn::HostKernels::Converted] {
+        let options = msn::LoadOptions {
+            dtype: msn::WeightDtype::F16,
+            host,
+        };
+        let m = msn::load_with_options::<B>("smollm2", &device, options).expect("load SmolLM2");
+        let h = m.model.host_kernels().expect("host kernels on a CPU backend");
+        let b = &h.blocks[0];
+        let layer = [&b.q, &b.k, &b.v, &b.o, &b.gate, &b.up, &b.down];
+        for rows in [1usize, 2, 4, 8] {
+            let x = |inp: usize| -> Vec<f32> {
+                (0..rows * inp).map(|i| ((i % 97) as f32 - 48.0) / 50.0).collect()
+            };
+            let name = format!("layer_{}", b.up.storage());
+            group.bench_with_input(BenchmarkId::new(name, rows), &rows, |bench, &rows| {
+                let xs: Vec<Vec<f32>> = layer.iter().map(|w| x(w.in_features())).collect();
+                bench.iter(|| {
+                    for (w, x) in layer.iter().zip(&xs) {
+                        std::hint::black_box(w.matmul(x, rows));
+                    }
+                })
+            });
+            let name = format!("head_{}", h.head.storage());
+            group.bench_with_input(BenchmarkId::new(name, rows), &rows, |bench, &rows| {
+                let xs = x(h.head.in_features());
+                bench.iter(|| std::hint::black_box(h.head.matmul(&xs, rows)))
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, forward, host_matmul);
 criterion_main!(benches);

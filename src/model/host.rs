@@ -589,7 +589,13 @@ mod tests {
                 let x: Vec<f32> = (0..m * inp)
                     .map(|i| ((i * 13 % 29) as f32 - 14.0) / 8.0)
                     .collect();
-                assert_eq!(q.matmul(&x, m), f.matmul(&x, m), "{ty:?}, {m} rows");
+                let y = q.matmul(&x, m);
+                assert_eq!(y, f.matmul(&x, m), "{ty:?}, {m} rows");
+                // Each row's result is the same whatever tile shape computed it.
+                for j in 0..m {
+                    let one = q.matmul(&x[j * inp..(j + 1) * inp], 1);
+                    assert_eq!(one, y[j * out..(j + 1) * out], "{ty:?}, row {j} of {m}");
+                }
             }
         }
         let q =
