@@ -49,12 +49,17 @@ fn host_matmul(c: &mut Criterion) {
             host,
         };
         let m = msn::load_with_options::<B>("smollm2", &device, options).expect("load SmolLM2");
-        let h = m.model.host_kernels().expect("host kernels on a CPU backend");
+        let h = m
+            .model
+            .host_kernels()
+            .expect("host kernels on a CPU backend");
         let b = &h.blocks[0];
         let layer = [&b.q, &b.k, &b.v, &b.o, &b.gate, &b.up, &b.down];
         for rows in [1usize, 2, 4, 8] {
             let x = |inp: usize| -> Vec<f32> {
-                (0..rows * inp).map(|i| ((i % 97) as f32 - 48.0) / 50.0).collect()
+                (0..rows * inp)
+                    .map(|i| ((i % 97) as f32 - 48.0) / 50.0)
+                    .collect()
             };
             let name = format!("layer_{}", b.up.storage());
             group.bench_with_input(BenchmarkId::new(name, rows), &rows, |bench, &rows| {

@@ -376,10 +376,23 @@ impl TreeBudget {
             return full;
         }
         if steps < self.explore {
-            return TreeShape {
+            // Explore with a tree that costs at most twice a greedy step: on a GPU (flat curve)
+            // that is the exploration cap, on a CPU a few tokens, so that learning what pays
+            // cannot make a short generation slower than greedy; probes grow it later.
+            let limit = 2.0 * self.curve.cost(1);
+            let mut shape = TreeShape {
                 template: full.template.min(EXPLORE_TEMPLATE),
                 retrieval: full.retrieval,
             };
+            while shape.retrieval > 0 && self.curve.cost(1 + shape.retrieval) > limit {
+                shape.retrieval -= 1;
+            }
+            while shape.template > 0
+                && self.curve.cost(1 + shape.template + shape.retrieval) > limit
+            {
+                shape.template -= 1;
+            }
+            return shape;
         }
         let (ts, rs) = Self::candidates(full);
         let mut best = (1.0 / self.curve.cost(1), TreeShape::default());
@@ -506,6 +519,23 @@ mod tests {
             b.record(&s, &draft, &[9, 9, 9], &[Some(1), Some(2)]);
         }
         assert_eq!(b.choose(full, 2), TreeShape::default());
+    }
+
+    #[test]
+    fn exploration_trees_cost_at_most_two_greedy_steps() {
+        // CPU-like: cost grows ~linearly; GPU-like: flat.
+        let cpu = LatencyCurve::from_points(vec![(1, 1.0), (3, 1.9), (4, 2.4), (100, 60.0)]);
+        let gpu = LatencyCurve::from_points(vec![(1, 1.0), (100, 1.1)]);
+        let full = TreeShape {
+            template: 63,
+            retrieval: 8,
+        };
+        let s = TreeBudget::new(cpu.clone(), 2).choose(full, 1);
+        assert!(cpu.cost(1 + s.template + s.retrieval) <= 2.0, "{s:?}");
+        assert_eq!(s.template + s.retrieval, 2, "{s:?}");
+        let s = TreeBudget::new(gpu, 2).choose(full, 1);
+        assert_eq!(s.template, EXPLORE_TEMPLATE);
+        assert_eq!(s.retrieval, 8);
     }
 
     #[test]
