@@ -148,30 +148,16 @@ pub fn load_with_options<B: Backend>(
     } else {
         PathBuf::from(spec)
     };
+    let host = crate::device::is_host_backend::<B>();
+    let native_gguf = host && options.host == HostKernels::Native && !path.is_dir();
     let mut loaded = if path.is_dir() {
         load_hf(&path, device, dtype)?
     } else {
-        load_gguf(&path, device, dtype)?
+        // The GGUF's own blocks are taken while the file is open.
+        gguf_model(&path, device, dtype, native_gguf)?
     };
-    if crate::device::is_host_backend::<B>() {
-        match options.host {
-            HostKernels::Off => {}
-            HostKernels::Converted => loaded.model.enable_host_kernels(HOST_MAX_ROWS),
-            HostKernels::Native if path.is_dir() => loaded.model.enable_host_kernels(HOST_MAX_ROWS),
-            HostKernels::Native => {
-                let file = GgufFile::open(&path)?;
-                let config = loaded.model.config().clone();
-                let source = GgufSource {
-                    file: &file,
-                    config: &config,
-                };
-                loaded
-                    .model
-                    .enable_host_kernels_from(HOST_MAX_ROWS, |name, out, inp| {
-                        source.host_matrix(name, out, inp)
-                    })?;
-            }
-        }
+    if host && options.host != HostKernels::Off && !native_gguf {
+        loaded.model.enable_host_kernels(HOST_MAX_ROWS);
     }
     Ok(loaded)
 }
@@ -189,6 +175,16 @@ pub fn load_gguf<B: Backend>(
     device: &B::Device,
     dtype: WeightDtype,
 ) -> Result<LoadedModel<B>> {
+    gguf_model(path, device, dtype, false)
+}
+
+/// [`load_gguf`], plus host kernels on the file's own blocks when `native_host`.
+fn gguf_model<B: Backend>(
+    path: &Path,
+    device: &B::Device,
+    dtype: WeightDtype,
+    native_host: bool,
+) -> Result<LoadedModel<B>> {
     let file = GgufFile::open(path)?;
     let config = config_from_gguf(&file.header)?;
     let tokenizer = Tokenizer::from_gguf(&file.header)?;
@@ -202,7 +198,12 @@ pub fn load_gguf<B: Backend>(
         device: device.clone(),
         dtype: dtype.float_dtype(),
     };
-    let model = Llama::build(&config, rope_factors.as_deref(), &mut params)?;
+    let mut model = Llama::build(&config, rope_factors.as_deref(), &mut params)?;
+    if native_host {
+        model.enable_host_kernels_from(HOST_MAX_ROWS, |name, out, inp| {
+            source.host_matrix(name, out, inp)
+        })?;
+    }
     Ok(LoadedModel {
         model,
         tokenizer,

@@ -214,6 +214,19 @@ pub fn gguf_name(hf: &str) -> Option<String> {
 }
 
 impl GgufSource<'_> {
+    /// The heads whose rows GGUF stores in the interleaved-pair RoPE layout, when Hugging Face
+    /// matrix `name` with `rows` rows is a Q or K projection of the expected size.
+    fn rope_heads(&self, name: &str, rows: usize) -> Option<usize> {
+        let heads = if name.ends_with("q_proj.weight") {
+            self.config.num_attention_heads
+        } else if name.ends_with("k_proj.weight") {
+            self.config.kv_heads()
+        } else {
+            return None;
+        };
+        (rows == heads * self.config.head_dim()).then_some(heads)
+    }
+
     /// The GGUF tensor behind Hugging Face matrix `name` (`[out, in]`) as a host matrix in its
     /// stored form (Q/K rows moved to the model's RoPE layout); `None` for a missing tensor, a
     /// shape other than `[out, in]`, or f32 storage (the converted copy is the same).
@@ -233,17 +246,11 @@ impl GgufSource<'_> {
         let Some(row_bytes) = info.dtype.bytes_for(inp) else {
             return Ok(None);
         };
-        let heads = if name.ends_with("q_proj.weight") {
-            self.config.num_attention_heads
-        } else if name.ends_with("k_proj.weight") {
-            self.config.kv_heads()
-        } else {
-            0
-        };
-        let bytes = if heads > 0 && out == heads * self.config.head_dim() {
-            unpermute_rope_row_bytes(bytes, heads, self.config.head_dim(), row_bytes)
-        } else {
-            bytes.to_vec()
+        let bytes = match self.rope_heads(name, out) {
+            Some(heads) => {
+                unpermute_rope_row_bytes(bytes, heads, self.config.head_dim(), row_bytes)
+            }
+            None => bytes.to_vec(),
         };
         if info.dtype == crate::model::quant::GgmlType::F16 {
             let v = bytes
@@ -264,19 +271,16 @@ impl TensorSource for GgufSource<'_> {
         let Some((shape, data)) = self.file.dequantize(&g)? else {
             return Ok(None);
         };
-        let heads = if name.ends_with("q_proj.weight") {
-            Some(self.config.num_attention_heads)
-        } else if name.ends_with("k_proj.weight") {
-            Some(self.config.kv_heads())
-        } else {
-            None
+        let heads = match shape[..] {
+            [rows, _] => self.rope_heads(name, rows),
+            _ => None,
         };
         match heads {
-            Some(heads) if shape.len() == 2 && shape[0] == heads * self.config.head_dim() => {
+            Some(heads) => {
                 let data = unpermute_rope_rows(&data, heads, self.config.head_dim(), shape[1]);
                 Ok(Some((shape, data)))
             }
-            _ => Ok(Some((shape, data))),
+            None => Ok(Some((shape, data))),
         }
     }
 }
