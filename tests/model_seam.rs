@@ -1,5 +1,8 @@
 //! The `CausalLm` seam on a small random llama: cache append/truncate/keep, explicit positions,
-//! tree masks and padded batches all give the logits of a plain causal forward pass.
+//! tree masks and padded batches all give the logits of a plain causal forward pass. Each test
+//! runs on both engines: burn tensor operations (within float tolerance) and the host engine
+//! (host kernels + host cache), where a token's logits must be **bitwise** those of a plain causal
+//! pass, because its rows are computed independently of the rest of the call.
 
 mod common;
 use burn::prelude::*;
@@ -10,6 +13,19 @@ fn model() -> Llama<B> {
     let mut c = LlamaConfig::tiny(64);
     c.num_hidden_layers = 3;
     Llama::init(&c, &Default::default())
+}
+
+/// The same model on both engines; the host one with 3-token prefill chunks so that chunking is
+/// exercised too. The flag says whether results must match bitwise.
+fn engines() -> [(Llama<B>, bool); 2] {
+    let burn = model();
+    let mut host = burn.clone();
+    host.enable_host_kernels(3);
+    [(burn, false), (host, true)]
+}
+
+fn same(a: &[f32], b: &[f32], exact: bool) -> bool {
+    if exact { a == b } else { close(a, b) }
 }
 
 fn rows(t: Tensor<B, 3>) -> Vec<Vec<f32>> {
@@ -32,9 +48,14 @@ fn full(m: &Llama<B>, tokens: &[u32]) -> Vec<Vec<f32>> {
 
 #[test]
 fn incremental_decoding_equals_one_pass() {
-    let m = model();
+    for (m, exact) in engines() {
+        incremental(&m, exact);
+    }
+}
+
+fn incremental(m: &Llama<B>, exact: bool) {
     let tokens = [5u32, 9, 13, 2, 7, 7, 30, 1];
-    let want = full(&m, &tokens);
+    let want = full(m, &tokens);
     let mut cache = m.new_cache(1, 16);
     let mut got = rows(m.forward(
         ForwardInput::causal(&tokens[..3], 0, &Default::default()),
@@ -47,21 +68,26 @@ fn incremental_decoding_equals_one_pass() {
         )));
     }
     for (g, w) in got.iter().zip(&want) {
-        assert!(close(g, w));
+        assert!(same(g, w, exact));
     }
     assert_eq!(cache.len(), tokens.len());
 }
 
 #[test]
 fn truncate_then_rewrite_equals_fresh() {
-    let m = model();
+    for (m, exact) in engines() {
+        truncate_rewrite(&m, exact);
+    }
+}
+
+fn truncate_rewrite(m: &Llama<B>, exact: bool) {
     let mut cache = m.new_cache(1, 16);
     let d = Default::default();
     m.forward(ForwardInput::causal(&[1, 2, 3, 4, 5], 0, &d), &mut cache);
     cache.truncate(3);
     let got = rows(m.forward(ForwardInput::causal(&[8, 9], 3, &d), &mut cache));
-    let want = full(&m, &[1, 2, 3, 8, 9]);
-    assert!(close(&got[0], &want[3]) && close(&got[1], &want[4]));
+    let want = full(m, &[1, 2, 3, 8, 9]);
+    assert!(same(&got[0], &want[3], exact) && same(&got[1], &want[4], exact));
 }
 
 /// A token tree after a committed prefix: root r, children a (depth 1) and b (depth 1), and
@@ -69,7 +95,12 @@ fn truncate_then_rewrite_equals_fresh() {
 /// position `committed + depth`; keeping branch r-b-c must leave the cache of causal `r b c`.
 #[test]
 fn tree_mask_positions_and_keep_equal_causal_branches() {
-    let m = model();
+    for (m, exact) in engines() {
+        tree(&m, exact);
+    }
+}
+
+fn tree(m: &Llama<B>, exact: bool) {
     let d = Default::default();
     let prefix = [3u32, 14, 15, 9];
     let (r, a, b, c) = (26u32, 5, 35, 8);
@@ -98,20 +129,25 @@ fn tree_mask_positions_and_keep_equal_causal_branches() {
         mask: Some(Tensor::from_data(TensorData::new(mask, [1, n, p + n]), &d)),
     };
     let tree = rows(m.forward(input, &mut cache));
-    let with = |tail: &[u32]| full(&m, &[&prefix[..], tail].concat());
-    assert!(close(&tree[1], with(&[r, a]).last().unwrap()));
-    assert!(close(&tree[2], with(&[r, b]).last().unwrap()));
-    assert!(close(&tree[3], with(&[r, b, c]).last().unwrap()));
+    let with = |tail: &[u32]| full(m, &[&prefix[..], tail].concat());
+    assert!(same(&tree[1], with(&[r, a]).last().unwrap(), exact));
+    assert!(same(&tree[2], with(&[r, b]).last().unwrap(), exact));
+    assert!(same(&tree[3], with(&[r, b, c]).last().unwrap(), exact));
     // Accept r, b, c: keep tree slots 0, 2, 3, then continue causally.
     cache.keep(p, &[0, 2, 3]);
     assert_eq!(cache.len(), p + 3);
     let next = rows(m.forward(ForwardInput::causal(&[11], p + 3, &d), &mut cache));
-    assert!(close(&next[0], with(&[r, b, c, 11]).last().unwrap()));
+    assert!(same(&next[0], with(&[r, b, c, 11]).last().unwrap(), exact));
 }
 
 #[test]
 fn left_padded_batch_equals_each_sequence_alone() {
-    let m = model();
+    for (m, exact) in engines() {
+        padded(&m, exact);
+    }
+}
+
+fn padded(m: &Llama<B>, exact: bool) {
     let d = Default::default();
     let s1 = [4u32, 8, 15, 16, 23];
     let s2 = [42u32, 7];
@@ -141,26 +177,45 @@ fn left_padded_batch_equals_each_sequence_alone() {
     };
     let mut cache = m.new_cache(2, t);
     let got = rows(m.forward(input, &mut cache));
-    let a = full(&m, &s1);
-    let b = full(&m, &s2);
+    let a = full(m, &s1);
+    let b = full(m, &s2);
     for i in 0..t {
-        assert!(close(&got[i], &a[i]));
+        assert!(same(&got[i], &a[i], exact));
     }
     for i in 0..s2.len() {
-        assert!(close(&got[t + pad + i], &b[i]));
+        assert!(same(&got[t + pad + i], &b[i], exact));
     }
 }
 
 #[test]
 fn forward_last_equals_last_row_of_forward() {
-    let m = model();
+    for (m, exact) in engines() {
+        last(&m, exact);
+    }
+}
+
+fn last(m: &Llama<B>, exact: bool) {
     let tokens = [1u32, 2, 3, 4];
-    let want = full(&m, &tokens);
+    let want = full(m, &tokens);
     let mut cache = m.new_cache(1, 4);
     let got = rows(m.forward_last(
         ForwardInput::causal(&tokens, 0, &Default::default()),
         &mut cache,
     ));
     assert_eq!(got.len(), 1);
-    assert!(close(&got[0], &want[3]));
+    assert!(same(&got[0], &want[3], exact));
+}
+
+/// The host engine against burn's tensor operations on the same weights: an independent
+/// implementation of the same forward pass (tree mask, chunked prefill, host cache keep).
+#[test]
+fn host_engine_matches_tensor_engine() {
+    let [(burn, _), (host, _)] = engines();
+    assert!(host.new_cache(1, 4).is_host() && !burn.new_cache(1, 4).is_host());
+    let tokens = [5u32, 9, 13, 2, 7, 7, 30, 1, 60, 44];
+    let (a, b) = (full(&burn, &tokens), full(&host, &tokens));
+    for (x, y) in a.iter().zip(&b) {
+        let worst = x.iter().zip(y).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
+        assert!(worst < 1e-4, "host vs tensor logits differ by {worst}");
+    }
 }

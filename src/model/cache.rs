@@ -4,6 +4,10 @@
 //! allocated once. New entries are written in place (`slice_assign` on a uniquely owned tensor
 //! does not copy on the CPU backends), attention reads the `0..len` prefix, and nothing is
 //! re-concatenated per step. Grouped-query heads are never repeated in memory.
+//!
+//! A cache can instead live in host memory ([`KvCache::new_host`]): the llama model's CPU
+//! engine (`Llama::enable_host_kernels`) reads and writes it directly, with no tensor per
+//! layer and no transfer per step. The API is the same for both kinds.
 
 use burn::prelude::*;
 
@@ -13,13 +17,37 @@ struct LayerKv<B: Backend> {
     v: Tensor<B, 4>,
 }
 
+/// Keys and values of every layer in host memory, each `[batch, kv_heads, capacity, head_dim]`
+/// row-major.
+#[derive(Debug, Clone)]
+pub(crate) struct HostKv {
+    pub(crate) k: Vec<Vec<f32>>,
+    pub(crate) v: Vec<Vec<f32>>,
+    pub(crate) kv_heads: usize,
+    pub(crate) head_dim: usize,
+}
+
+impl HostKv {
+    /// Offset of `(row, head, position)` in a layer's buffer.
+    pub(crate) fn at(&self, capacity: usize, row: usize, head: usize, pos: usize) -> usize {
+        ((row * self.kv_heads + head) * capacity + pos) * self.head_dim
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Store<B: Backend> {
+    Tensors(Vec<Option<LayerKv<B>>>),
+    Host(HostKv),
+}
+
 /// The KV cache of all layers of one model, for `batch` sequences sharing one length.
 #[derive(Debug, Clone)]
 pub struct KvCache<B: Backend> {
-    layers: Vec<Option<LayerKv<B>>>,
+    store: Store<B>,
     len: usize,
     capacity: usize,
     batch: usize,
+    device: B::Device,
 }
 
 impl<B: Backend> KvCache<B> {
@@ -42,10 +70,50 @@ impl<B: Backend> KvCache<B> {
             })
             .collect();
         Self {
-            layers,
+            store: Store::Tensors(layers),
             len: 0,
             capacity,
             batch,
+            device: device.clone(),
+        }
+    }
+
+    /// Allocates a cache of the same shape in host memory (f32), for models that run their
+    /// decoding steps on the host (the llama model with host kernels on a CPU backend).
+    /// [`KvCache::append`] still works on it (through host copies), so any model can use it.
+    pub fn new_host(
+        layers: usize,
+        batch: usize,
+        kv_heads: usize,
+        capacity: usize,
+        head_dim: usize,
+        device: &B::Device,
+    ) -> Self {
+        let n = batch * kv_heads * capacity * head_dim;
+        Self {
+            store: Store::Host(HostKv {
+                k: (0..layers).map(|_| vec![0f32; n]).collect(),
+                v: (0..layers).map(|_| vec![0f32; n]).collect(),
+                kv_heads,
+                head_dim,
+            }),
+            len: 0,
+            capacity,
+            batch,
+            device: device.clone(),
+        }
+    }
+
+    /// True for a cache in host memory ([`KvCache::new_host`]).
+    pub fn is_host(&self) -> bool {
+        matches!(self.store, Store::Host(_))
+    }
+
+    /// The host buffers, for the host engine.
+    pub(crate) fn host_mut(&mut self) -> Option<&mut HostKv> {
+        match &mut self.store {
+            Store::Host(h) => Some(h),
+            Store::Tensors(_) => None,
         }
     }
 
@@ -98,11 +166,17 @@ impl<B: Backend> KvCache<B> {
         // Indices that are already in place need no copy (the common accepted-prefix case).
         let identity = keep.iter().enumerate().all(|(i, &k)| i == k);
         if !identity && !keep.is_empty() {
+            if let Store::Host(h) = &mut self.store {
+                let rows: Vec<Vec<usize>> = vec![keep.to_vec(); self.batch];
+                host_keep(h, self.capacity, start, &rows);
+                self.len = start + keep.len();
+                return;
+            }
             let device = self.device();
             let idx: Vec<i64> = keep.iter().map(|&i| (start + i) as i64).collect();
             let n = idx.len();
             let idx = Tensor::<B, 1, Int>::from_data(TensorData::new(idx, [n]), &device);
-            for layer in self.layers.iter_mut() {
+            for layer in self.tensor_layers() {
                 let l = layer.take().expect("cache layer present");
                 let [b, h, _, d] = l.k.dims();
                 let k_sel = l.k.clone().select(2, idx.clone());
@@ -145,6 +219,11 @@ impl<B: Backend> KvCache<B> {
             .iter()
             .all(|k| k.iter().enumerate().all(|(i, &x)| i == x));
         if !identity && n > 0 {
+            if let Store::Host(h) = &mut self.store {
+                host_keep(h, self.capacity, start, keep);
+                self.len = start + n;
+                return;
+            }
             let device = self.device();
             let b = self.batch;
             let idx: Vec<i64> = keep
@@ -152,7 +231,7 @@ impl<B: Backend> KvCache<B> {
                 .flat_map(|k| k.iter().map(|&i| (start + i) as i64))
                 .collect();
             let idx = Tensor::<B, 4, Int>::from_data(TensorData::new(idx, [b, 1, n, 1]), &device);
-            for layer in self.layers.iter_mut() {
+            for layer in self.tensor_layers() {
                 let l = layer.take().expect("cache layer present");
                 let [b, h, _, d] = l.k.dims();
                 let idx = idx.clone().expand([b, h, n, d]);
@@ -170,11 +249,14 @@ impl<B: Backend> KvCache<B> {
 
     /// The device the cache lives on.
     pub fn device(&self) -> B::Device {
-        self.layers[0]
-            .as_ref()
-            .expect("cache layer present")
-            .k
-            .device()
+        self.device.clone()
+    }
+
+    fn tensor_layers(&mut self) -> &mut [Option<LayerKv<B>>] {
+        match &mut self.store {
+            Store::Tensors(l) => l,
+            Store::Host(_) => &mut [],
+        }
     }
 
     /// Writes `k`, `v` (`[batch, kv_heads, t, head_dim]`) of layer `layer` at `len .. len + t` and
@@ -196,18 +278,62 @@ impl<B: Backend> KvCache<B> {
             "KV cache overflow: {end} > capacity {}",
             self.capacity
         );
-        let l = self.layers[layer].take().expect("cache layer present");
-        let range = [0..b, 0..h, self.len..end, 0..d];
-        let k_all = l.k.slice_assign(range.clone(), k);
-        let v_all = l.v.slice_assign(range, v);
-        let view = [0..b, 0..h, 0..end, 0..d];
-        let out = (k_all.clone().slice(view.clone()), v_all.clone().slice(view));
-        self.layers[layer] = Some(LayerKv { k: k_all, v: v_all });
-        out
+        let (len, capacity) = (self.len, self.capacity);
+        match &mut self.store {
+            Store::Tensors(layers) => {
+                let l = layers[layer].take().expect("cache layer present");
+                let range = [0..b, 0..h, len..end, 0..d];
+                let k_all = l.k.slice_assign(range.clone(), k);
+                let v_all = l.v.slice_assign(range, v);
+                let view = [0..b, 0..h, 0..end, 0..d];
+                let out = (k_all.clone().slice(view.clone()), v_all.clone().slice(view));
+                layers[layer] = Some(LayerKv { k: k_all, v: v_all });
+                out
+            }
+            Store::Host(hk) => {
+                let device = k.device();
+                let put = |buf: &mut Vec<f32>, x: Tensor<B, 4>| -> Tensor<B, 4> {
+                    let x: Vec<f32> = x.into_data().convert::<f32>().into_vec().expect("f32");
+                    let mut all = Vec::with_capacity(b * h * end * d);
+                    for r in 0..b {
+                        for g in 0..h {
+                            let base = ((r * h + g) * capacity) * d;
+                            let src = &x[((r * h + g) * t) * d..((r * h + g) * t + t) * d];
+                            buf[base + len * d..base + end * d].copy_from_slice(src);
+                            all.extend_from_slice(&buf[base..base + end * d]);
+                        }
+                    }
+                    Tensor::from_data(TensorData::new(all, [b, h, end, d]), &device)
+                };
+                let k_all = put(&mut hk.k[layer], k);
+                let v_all = put(&mut hk.v[layer], v);
+                (k_all, v_all)
+            }
+        }
     }
 
     /// Commits `t` appended positions (after every layer's [`KvCache::append`]).
     pub fn advance(&mut self, t: usize) {
         self.len += t;
+    }
+}
+
+/// Host version of [`KvCache::keep_rows`]: row `r` keeps relative entries `keep[r]` at
+/// `start..`. Gathered through a scratch copy, so any order of indices is safe.
+fn host_keep(h: &mut HostKv, capacity: usize, start: usize, keep: &[Vec<usize>]) {
+    let d = h.head_dim;
+    let n = keep.first().map_or(0, Vec::len);
+    let mut scratch = vec![0f32; n * d];
+    let (kv_heads, rows) = (h.kv_heads, keep.len());
+    for buf in h.k.iter_mut().chain(h.v.iter_mut()) {
+        for (r, sel) in keep.iter().enumerate().take(rows) {
+            for g in 0..kv_heads {
+                let base = ((r * kv_heads + g) * capacity + start) * d;
+                for (i, &j) in sel.iter().enumerate() {
+                    scratch[i * d..(i + 1) * d].copy_from_slice(&buf[base + j * d..base + (j + 1) * d]);
+                }
+                buf[base..base + n * d].copy_from_slice(&scratch);
+            }
+        }
     }
 }

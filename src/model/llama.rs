@@ -4,6 +4,7 @@
 use crate::error::{Error, Result};
 use crate::model::cache::KvCache;
 use crate::model::config::LlamaConfig;
+use crate::model::engine::{self, HostConsts};
 use crate::model::host::{HostBlock, HostMatrix, HostWeights};
 use crate::model::rope::{Rope, inv_frequencies};
 use crate::model::weights::{ParamSource, RandomInit};
@@ -72,6 +73,9 @@ pub struct Llama<B: Backend> {
     /// Host copies of the matrices for few-row products on CPU backends.
     #[module(skip)]
     host: Option<Arc<HostWeights>>,
+    /// Norms, RoPE tables and shapes for the host engine (set with `host`).
+    #[module(skip)]
+    engine: Option<Arc<HostConsts>>,
 }
 
 fn linear<B: Backend>(weight: Tensor<B, 2>) -> Linear<B> {
@@ -246,13 +250,17 @@ impl<B: Backend> Llama<B> {
             ),
             config: config.clone(),
             host: None,
+            engine: None,
         })
     }
 
     /// Keeps host-memory copies of every matrix and multiplies inputs of at most `max_rows`
     /// tokens with them ([`crate::model::host`]): on CPU backends this makes a forward pass of a
     /// few tokens cost little more than one of a single token, which tree decoding depends on.
-    /// Costs a second copy of the matrices in memory. The loaders turn this on for CPU backends;
+    /// It also turns on the host engine: [`CausalLm::new_cache`] then returns a host cache
+    /// ([`KvCache::new_host`]) and forwards with it run entirely in host memory (causal inputs
+    /// longer than `max_rows` in chunks of `max_rows`), with each token's result independent of
+    /// the rest of the call. Costs a second copy of the matrices in memory. The loaders turn this on for CPU backends;
     /// do not use it for training (the host path has no gradients). The copies are converted
     /// from the burn tensors (f16 stays f16, anything else becomes f32); see
     /// [`Llama::enable_host_kernels_from`] to keep a checkpoint's quantized storage instead.
@@ -314,12 +322,39 @@ impl<B: Backend> Llama<B> {
             head,
             max_rows,
         }));
+        let gamma = |n: &RmsNorm<B>| -> Vec<f32> {
+            n.gamma
+                .val()
+                .into_data()
+                .convert::<f32>()
+                .into_vec()
+                .expect("f32 norm weights")
+        };
+        let (cos, sin) = self.rope.host_tables();
+        let c = &self.config;
+        self.engine = Some(Arc::new(HostConsts {
+            attn_norm: self.layers.iter().map(|b| gamma(&b.input_layernorm)).collect(),
+            mlp_norm: self
+                .layers
+                .iter()
+                .map(|b| gamma(&b.post_attention_layernorm))
+                .collect(),
+            final_norm: gamma(&self.norm),
+            eps: self.norm.epsilon,
+            cos,
+            sin,
+            heads: c.num_attention_heads,
+            kv_heads: c.kv_heads(),
+            head_dim: c.head_dim(),
+            hidden: c.hidden_size,
+        }));
         Ok(())
     }
 
     /// Drops the host copies ([`Llama::enable_host_kernels`]); every product runs on the backend.
     pub fn disable_host_kernels(&mut self) {
         self.host = None;
+        self.engine = None;
     }
 
     /// The host copies, when enabled.
@@ -340,6 +375,11 @@ impl<B: Backend> Llama<B> {
             mask,
         } = input;
         let [b, t] = tokens.dims();
+        if let (Some(w), Some(c)) = (self.host.as_deref(), self.engine.as_deref())
+            && cache.is_host()
+        {
+            return self.hidden_host(w, c, tokens, positions, mask, cache);
+        }
         let past = cache.len();
         let mask = mask.or_else(|| (t > 1).then(|| causal_mask::<B>(b, t, past, &tokens.device())));
         let (cos, sin) = self.rope.angles(positions);
@@ -359,10 +399,81 @@ impl<B: Backend> Llama<B> {
         self.norm.forward(x)
     }
 
+    /// [`Llama::hidden`] on the host engine (host kernels and a host cache): one transfer in
+    /// (embeddings, positions, mask), one out. Causal inputs longer than `max_rows` run in
+    /// chunks of `max_rows` tokens.
+    fn hidden_host(
+        &self,
+        w: &HostWeights,
+        c: &HostConsts,
+        tokens: Tensor<B, 2, Int>,
+        positions: Tensor<B, 2, Int>,
+        mask: Option<Tensor<B, 3, Bool>>,
+        cache: &mut KvCache<B>,
+    ) -> Tensor<B, 3> {
+        let [b, t] = tokens.dims();
+        let d = c.hidden;
+        let device = tokens.device();
+        let x: Vec<f32> = self
+            .embed_tokens
+            .forward(tokens)
+            .cast(FloatDType::F32)
+            .into_data()
+            .convert::<f32>()
+            .into_vec()
+            .expect("f32 embeddings");
+        let pos: Vec<usize> = positions
+            .into_data()
+            .iter::<i64>()
+            .map(|p| p.max(0) as usize)
+            .collect();
+        let mask: Option<Vec<bool>> = mask.map(|m| m.into_data().iter::<bool>().collect());
+        let capacity = cache.capacity();
+        let chunk = if mask.is_some() {
+            t.max(1)
+        } else {
+            w.max_rows.max(1)
+        };
+        let mut out = vec![0f32; b * t * d];
+        let mut c0 = 0;
+        while c0 < t {
+            let c1 = (c0 + chunk).min(t);
+            let n = c1 - c0;
+            let rows = |r: usize| (r * t + c0)..(r * t + c1);
+            let (xs, ps): (Vec<f32>, Vec<usize>) = if n == t {
+                (x.clone(), pos.clone())
+            } else {
+                (
+                    (0..b).flat_map(|r| x[rows(r).start * d..rows(r).end * d].to_vec()).collect(),
+                    (0..b).flat_map(|r| pos[rows(r)].to_vec()).collect(),
+                )
+            };
+            let past = cache.len();
+            let kv = cache.host_mut().expect("host cache");
+            let step = engine::Step {
+                x: xs,
+                positions: &ps,
+                mask: mask.as_deref(),
+                batch: b,
+                t: n,
+            };
+            let h = engine::forward(w, c, step, kv, past, capacity);
+            for r in 0..b {
+                out[rows(r).start * d..rows(r).end * d]
+                    .copy_from_slice(&h[r * n * d..(r + 1) * n * d]);
+            }
+            cache.advance(n);
+            c0 = c1;
+        }
+        Tensor::from_data(TensorData::new(out, [b, t, d]), &device)
+    }
+
     /// Logits from hidden states, `[batch, t, vocab]`.
     pub fn logits(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
-        let [b, t, _] = hidden.dims();
-        if let Some(h) = self.host.as_deref().filter(|h| b * t <= h.max_rows) {
+        // With host kernels on, the head always runs on the host (long inputs in passes of
+        // `host::ROWS_PER_PASS` rows): a token's logits must not depend on how many rows share
+        // the call.
+        if let Some(h) = self.host.as_deref() {
             return host_project(&h.head, hidden);
         }
         match &self.lm_head {
@@ -468,7 +579,12 @@ impl<B: Backend> CausalLm<B> for Llama<B> {
 
     fn new_cache(&self, batch: usize, capacity: usize) -> KvCache<B> {
         let c = self.config();
-        KvCache::new(
+        let new = if self.engine.is_some() {
+            KvCache::new_host
+        } else {
+            KvCache::new
+        };
+        new(
             self.layers.len(),
             batch,
             c.kv_heads(),

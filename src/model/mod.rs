@@ -7,6 +7,7 @@
 
 pub mod cache;
 pub mod config;
+mod engine;
 pub mod gguf;
 pub mod hf;
 pub mod host;

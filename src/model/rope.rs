@@ -83,6 +83,14 @@ impl<B: Backend> Rope<B> {
         }
     }
 
+    /// The whole `(cos, sin)` tables as host values, `[max_positions * head_dim]` each.
+    pub(crate) fn host_tables(&self) -> (Vec<f32>, Vec<f32>) {
+        let v = |t: &Tensor<B, 2>| -> Vec<f32> {
+            t.clone().into_data().convert::<f32>().into_vec().expect("f32 table")
+        };
+        (v(&self.cos), v(&self.sin))
+    }
+
     /// The `(cos, sin)` rows for `positions` `[batch, t]`, shaped `[batch, t, 1, head_dim]` to
     /// broadcast over heads. Compute once per forward and pass to [`Rope::apply`] in each layer.
     pub fn angles(&self, positions: Tensor<B, 2, Int>) -> (Tensor<B, 4>, Tensor<B, 4>) {

@@ -1,0 +1,253 @@
+//! The host engine: a whole llama forward pass in host memory, for CPU backends.
+//!
+//! With host kernels on ([`Llama::enable_host_kernels`](crate::model::Llama::enable_host_kernels))
+//! and a host KV cache ([`KvCache::new_host`](crate::model::KvCache::new_host), what
+//! `Llama::new_cache` then returns), a forward pass never leaves host memory between the
+//! embedding lookup and the final norm: RMSNorm, the projections (the host kernels), RoPE,
+//! attention over the cache, softmax and SwiGLU run here on `f32` slices. On a CPU backend a
+//! decoding step is a few dozen small operations per layer; as tensor operations each one costs
+//! a dispatch, an allocation and often a strided copy, which at 1 to 64 tokens is most of the
+//! step. Long causal inputs (prefills) are cut into chunks of `max_rows` tokens so the
+//! activations stay in cache.
+//!
+//! **Every row is computed independently of the other rows of the call.** Attention for a query
+//! visits exactly its unmasked keys, in key order, with a fixed summation order, so a token's
+//! hidden state depends only on the keys it may see, never on how many tokens share the forward
+//! pass or what is masked around them. A token verified inside a tree therefore gets bit for bit
+//! the logits it gets when decoded alone, which makes tree verification exactly lossless
+//! (there is no float near-tie that could flip an argmax between the two).
+
+use crate::model::cache::HostKv;
+use crate::model::host::HostWeights;
+use rayon::prelude::*;
+
+/// Everything besides the matrices that the host engine needs.
+#[derive(Debug, Clone)]
+pub(crate) struct HostConsts {
+    pub(crate) attn_norm: Vec<Vec<f32>>,
+    pub(crate) mlp_norm: Vec<Vec<f32>>,
+    pub(crate) final_norm: Vec<f32>,
+    pub(crate) eps: f64,
+    /// RoPE tables `[max_positions, head_dim]` (halves duplicated), as the tensor path has them.
+    pub(crate) cos: Vec<f32>,
+    pub(crate) sin: Vec<f32>,
+    pub(crate) heads: usize,
+    pub(crate) kv_heads: usize,
+    pub(crate) head_dim: usize,
+    pub(crate) hidden: usize,
+}
+
+impl HostConsts {
+    fn max_positions(&self) -> usize {
+        self.cos.len() / self.head_dim
+    }
+}
+
+/// One forward call as host data.
+pub(crate) struct Step<'a> {
+    /// Embeddings `[batch * t, hidden]`.
+    pub(crate) x: Vec<f32>,
+    /// Position ids `[batch * t]`.
+    pub(crate) positions: &'a [usize],
+    /// `[batch, t, past + t]`, true = masked; `None` = causal.
+    pub(crate) mask: Option<&'a [bool]>,
+    pub(crate) batch: usize,
+    pub(crate) t: usize,
+}
+
+/// Runs `step` through every layer, appending its keys and values to `kv` at `past..past + t`,
+/// and returns the final-normed hidden states `[batch * t, hidden]`.
+pub(crate) fn forward(
+    w: &HostWeights,
+    c: &HostConsts,
+    step: Step<'_>,
+    kv: &mut HostKv,
+    past: usize,
+    capacity: usize,
+) -> Vec<f32> {
+    let Step {
+        mut x,
+        positions,
+        mask,
+        batch,
+        t,
+    } = step;
+    let n = batch * t;
+    let (d, hd) = (c.hidden, c.head_dim);
+    assert!(past + t <= capacity, "KV cache overflow: {} > capacity {capacity}", past + t);
+    assert!(
+        positions.iter().all(|&p| p < c.max_positions()),
+        "position id past the model's {} positions",
+        c.max_positions()
+    );
+    let attn = Attn {
+        c,
+        mask,
+        batch,
+        t,
+        past,
+        capacity,
+    };
+    for (l, blk) in w.blocks.iter().enumerate() {
+        let h = rms_norm(&x, &c.attn_norm[l], c.eps, d);
+        let mut q = blk.q.matmul(&h, n);
+        let mut k = blk.k.matmul(&h, n);
+        let v = blk.v.matmul(&h, n);
+        rope(&mut q, positions, c.heads, hd, &c.cos, &c.sin);
+        rope(&mut k, positions, c.kv_heads, hd, &c.cos, &c.sin);
+        for r in 0..batch {
+            for i in 0..t {
+                let row = r * t + i;
+                for g in 0..c.kv_heads {
+                    let at = kv.at(capacity, r, g, past + i);
+                    let src = (row * c.kv_heads + g) * hd;
+                    kv.k[l][at..at + hd].copy_from_slice(&k[src..src + hd]);
+                    kv.v[l][at..at + hd].copy_from_slice(&v[src..src + hd]);
+                }
+            }
+        }
+        let a = attn.run(&q, &kv.k[l], &kv.v[l], kv);
+        let o = blk.o.matmul(&a, n);
+        add(&mut x, &o);
+        let h = rms_norm(&x, &c.mlp_norm[l], c.eps, d);
+        let mut g = blk.gate.matmul(&h, n);
+        let u = blk.up.matmul(&h, n);
+        for (g, u) in g.iter_mut().zip(&u) {
+            *g = *g / (1.0 + (-*g).exp()) * u;
+        }
+        let down = blk.down.matmul(&g, n);
+        add(&mut x, &down);
+    }
+    rms_norm(&x, &c.final_norm, c.eps, d)
+}
+
+fn add(x: &mut [f32], y: &[f32]) {
+    for (a, b) in x.iter_mut().zip(y) {
+        *a += b;
+    }
+}
+
+/// `x / sqrt(mean(x^2) + eps) * gamma` per row of `d` values.
+fn rms_norm(x: &[f32], gamma: &[f32], eps: f64, d: usize) -> Vec<f32> {
+    let mut y = vec![0f32; x.len()];
+    for (xr, yr) in x.chunks_exact(d).zip(y.chunks_exact_mut(d)) {
+        let ss: f64 = xr.iter().map(|&v| (v as f64) * (v as f64)).sum();
+        let inv = (1.0 / (ss / d as f64 + eps).sqrt()) as f32;
+        for ((y, &x), &g) in yr.iter_mut().zip(xr).zip(gamma) {
+            *y = x * inv * g;
+        }
+    }
+    y
+}
+
+/// Rotate-half RoPE in place on `x` `[n, heads * hd]`, row `i` at `positions[i]`.
+fn rope(x: &mut [f32], positions: &[usize], heads: usize, hd: usize, cos: &[f32], sin: &[f32]) {
+    let half = hd / 2;
+    for (row, &p) in x.chunks_exact_mut(heads * hd).zip(positions) {
+        let (c, s) = (&cos[p * hd..(p + 1) * hd], &sin[p * hd..(p + 1) * hd]);
+        for v in row.chunks_exact_mut(hd) {
+            for i in 0..half {
+                let (a, b) = (v[i], v[i + half]);
+                v[i] = a * c[i] - b * s[i];
+                v[i + half] = b * c[i + half] + a * s[i + half];
+            }
+        }
+    }
+}
+
+/// Attention of one call's queries over the cache.
+struct Attn<'a> {
+    c: &'a HostConsts,
+    mask: Option<&'a [bool]>,
+    batch: usize,
+    t: usize,
+    past: usize,
+    capacity: usize,
+}
+
+impl Attn<'_> {
+    /// `[batch * t, heads * hd]` attention outputs for queries `q` (same layout).
+    fn run(&self, q: &[f32], k: &[f32], v: &[f32], kv: &HostKv) -> Vec<f32> {
+        let c = self.c;
+        let (h, hd, t) = (c.heads, c.head_dim, self.t);
+        let rep = h / c.kv_heads;
+        let s = self.past + t;
+        let scale = (1.0 / (hd as f64).sqrt()) as f32;
+        // One task per (row, head): its `t` query rows, `[t, hd]`.
+        let outs: Vec<Vec<f32>> = (0..self.batch * h)
+            .into_par_iter()
+            .map(|task| {
+                let (r, head) = (task / h, task % h);
+                let g = head / rep;
+                let base = kv.at(self.capacity, r, g, 0);
+                let mut out = vec![0f32; t * hd];
+                let mut keys: Vec<usize> = Vec::with_capacity(s);
+                let mut p: Vec<f32> = Vec::with_capacity(s);
+                for i in 0..t {
+                    keys.clear();
+                    match self.mask {
+                        Some(m) => {
+                            let mr = &m[(r * t + i) * s..(r * t + i + 1) * s];
+                            keys.extend((0..s).filter(|&j| !mr[j]));
+                        }
+                        None => keys.extend(0..=self.past + i),
+                    }
+                    if keys.is_empty() {
+                        continue; // a padding query that may see nothing: zeros
+                    }
+                    let qv = &q[((r * t + i) * h + head) * hd..][..hd];
+                    p.clear();
+                    let mut max = f32::NEG_INFINITY;
+                    for &j in &keys {
+                        let sc = dot(qv, &k[base + j * hd..base + (j + 1) * hd]) * scale;
+                        max = max.max(sc);
+                        p.push(sc);
+                    }
+                    let mut sum = 0f32;
+                    for e in p.iter_mut() {
+                        *e = (*e - max).exp();
+                        sum += *e;
+                    }
+                    let o = &mut out[i * hd..(i + 1) * hd];
+                    for (&j, &e) in keys.iter().zip(&p) {
+                        let vr = &v[base + j * hd..base + (j + 1) * hd];
+                        for (o, &x) in o.iter_mut().zip(vr) {
+                            *o += e * x;
+                        }
+                    }
+                    let inv = 1.0 / sum;
+                    o.iter_mut().for_each(|x| *x *= inv);
+                }
+                out
+            })
+            .collect();
+        let mut a = vec![0f32; self.batch * t * h * hd];
+        for (task, out) in outs.iter().enumerate() {
+            let (r, head) = (task / h, task % h);
+            for i in 0..t {
+                let dst = ((r * t + i) * h + head) * hd;
+                a[dst..dst + hd].copy_from_slice(&out[i * hd..(i + 1) * hd]);
+            }
+        }
+        a
+    }
+}
+
+/// Dot product with 8 independent accumulators: a fixed summation order that vectorises.
+#[inline]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    const L: usize = 8;
+    let mut acc = [0f32; L];
+    let (ca, cb) = (a.chunks_exact(L), b.chunks_exact(L));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for l in 0..L {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    let mut s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    for (x, y) in ra.iter().zip(rb) {
+        s += x * y;
+    }
+    s
+}
