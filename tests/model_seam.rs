@@ -215,7 +215,11 @@ fn host_engine_matches_tensor_engine() {
     let tokens = [5u32, 9, 13, 2, 7, 7, 30, 1, 60, 44];
     let (a, b) = (full(&burn, &tokens), full(&host, &tokens));
     for (x, y) in a.iter().zip(&b) {
-        let worst = x.iter().zip(y).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
+        let worst = x
+            .iter()
+            .zip(y)
+            .map(|(p, q)| (p - q).abs())
+            .fold(0f32, f32::max);
         assert!(worst < 1e-4, "host vs tensor logits differ by {worst}");
     }
 }

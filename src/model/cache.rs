@@ -330,7 +330,8 @@ fn host_keep(h: &mut HostKv, capacity: usize, start: usize, keep: &[Vec<usize>])
             for g in 0..kv_heads {
                 let base = ((r * kv_heads + g) * capacity + start) * d;
                 for (i, &j) in sel.iter().enumerate() {
-                    scratch[i * d..(i + 1) * d].copy_from_slice(&buf[base + j * d..base + (j + 1) * d]);
+                    scratch[i * d..(i + 1) * d]
+                        .copy_from_slice(&buf[base + j * d..base + (j + 1) * d]);
                 }
                 buf[base..base + n * d].copy_from_slice(&scratch);
             }

@@ -18,7 +18,7 @@
 //! (there is no float near-tie that could flip an argmax between the two).
 
 use crate::model::cache::HostKv;
-use crate::model::host::HostWeights;
+use crate::model::host::{HostWeights, matmul_many};
 use rayon::prelude::*;
 
 /// Everything besides the matrices that the host engine needs.
@@ -74,7 +74,11 @@ pub(crate) fn forward(
     } = step;
     let n = batch * t;
     let (d, hd) = (c.hidden, c.head_dim);
-    assert!(past + t <= capacity, "KV cache overflow: {} > capacity {capacity}", past + t);
+    assert!(
+        past + t <= capacity,
+        "KV cache overflow: {} > capacity {capacity}",
+        past + t
+    );
     assert!(
         positions.iter().all(|&p| p < c.max_positions()),
         "position id past the model's {} positions",
@@ -90,9 +94,9 @@ pub(crate) fn forward(
     };
     for (l, blk) in w.blocks.iter().enumerate() {
         let h = rms_norm(&x, &c.attn_norm[l], c.eps, d);
-        let mut q = blk.q.matmul(&h, n);
-        let mut k = blk.k.matmul(&h, n);
-        let v = blk.v.matmul(&h, n);
+        let [mut q, mut k, v]: [Vec<f32>; 3] = matmul_many(&[&blk.q, &blk.k, &blk.v], &h, n)
+            .try_into()
+            .expect("three products");
         rope(&mut q, positions, c.heads, hd, &c.cos, &c.sin);
         rope(&mut k, positions, c.kv_heads, hd, &c.cos, &c.sin);
         for r in 0..batch {
@@ -110,8 +114,9 @@ pub(crate) fn forward(
         let o = blk.o.matmul(&a, n);
         add(&mut x, &o);
         let h = rms_norm(&x, &c.mlp_norm[l], c.eps, d);
-        let mut g = blk.gate.matmul(&h, n);
-        let u = blk.up.matmul(&h, n);
+        let [mut g, u]: [Vec<f32>; 2] = matmul_many(&[&blk.gate, &blk.up], &h, n)
+            .try_into()
+            .expect("two products");
         for (g, u) in g.iter_mut().zip(&u) {
             *g = *g / (1.0 + (-*g).exp()) * u;
         }
@@ -196,25 +201,15 @@ impl Attn<'_> {
                         continue; // a padding query that may see nothing: zeros
                     }
                     let qv = &q[((r * t + i) * h + head) * hd..][..hd];
-                    p.clear();
-                    let mut max = f32::NEG_INFINITY;
-                    for &j in &keys {
-                        let sc = dot(qv, &k[base + j * hd..base + (j + 1) * hd]) * scale;
-                        max = max.max(sc);
-                        p.push(sc);
-                    }
+                    scores(qv, k, base, &keys, hd, scale, &mut p);
+                    let max = p.iter().copied().fold(f32::NEG_INFINITY, f32::max);
                     let mut sum = 0f32;
                     for e in p.iter_mut() {
                         *e = (*e - max).exp();
                         sum += *e;
                     }
                     let o = &mut out[i * hd..(i + 1) * hd];
-                    for (&j, &e) in keys.iter().zip(&p) {
-                        let vr = &v[base + j * hd..base + (j + 1) * hd];
-                        for (o, &x) in o.iter_mut().zip(vr) {
-                            *o += e * x;
-                        }
-                    }
+                    mix(&p, v, base, &keys, hd, o);
                     let inv = 1.0 / sum;
                     o.iter_mut().for_each(|x| *x *= inv);
                 }
@@ -233,21 +228,151 @@ impl Attn<'_> {
     }
 }
 
-/// Dot product with 8 independent accumulators: a fixed summation order that vectorises.
-#[inline]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    const L: usize = 8;
-    let mut acc = [0f32; L];
-    let (ca, cb) = (a.chunks_exact(L), b.chunks_exact(L));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for l in 0..L {
-            acc[l] += x[l] * y[l];
+/// `out = [q . k_j * scale for j in keys]`, key `j` at `k[base + j * hd..][..hd]`.
+fn scores(
+    q: &[f32],
+    k: &[f32],
+    base: usize,
+    keys: &[usize],
+    hd: usize,
+    scale: f32,
+    out: &mut Vec<f32>,
+) {
+    out.clear();
+    assert!(
+        keys.iter().all(|&j| base + (j + 1) * hd <= k.len()),
+        "key index in range"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if hd % 8 == 0 && avx2::available() {
+        // SAFETY: AVX2 + FMA detected; every key row is in range (checked above), `q` is `hd` long.
+        unsafe { avx2::scores(q, k, base, keys, hd, scale, out) };
+        return;
+    }
+    for &j in keys {
+        let kr = &k[base + j * hd..base + (j + 1) * hd];
+        out.push(q.iter().zip(kr).fold(0f32, |a, (x, y)| a + x * y) * scale);
+    }
+}
+
+/// `out = sum_j p_j * v_j` over `keys` in order (fixed summation order per output element).
+fn mix(p: &[f32], v: &[f32], base: usize, keys: &[usize], hd: usize, out: &mut [f32]) {
+    assert!(
+        keys.iter().all(|&j| base + (j + 1) * hd <= v.len()),
+        "value index in range"
+    );
+    assert!(out.len() == hd && p.len() == keys.len());
+    #[cfg(target_arch = "x86_64")]
+    if hd % 8 == 0 && avx2::available() {
+        // SAFETY: AVX2 + FMA detected; every value row is in range (checked above).
+        unsafe { avx2::mix(p, v, base, keys, hd, out) };
+        return;
+    }
+    out.iter_mut().for_each(|o| *o = 0.0);
+    for (&j, &e) in keys.iter().zip(p) {
+        let vr = &v[base + j * hd..base + (j + 1) * hd];
+        for (o, &x) in out.iter_mut().zip(vr) {
+            *o += e * x;
         }
     }
-    let mut s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-    for (x, y) in ra.iter().zip(rb) {
-        s += x * y;
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    pub(super) fn available() -> bool {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
     }
-    s
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn hsum(v: __m256) -> f32 {
+        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps(s, s, 1)))
+    }
+
+    /// See `super::scores`; `hd % 8 == 0`, rows in range.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn scores(
+        q: &[f32],
+        k: &[f32],
+        base: usize,
+        keys: &[usize],
+        hd: usize,
+        scale: f32,
+        out: &mut Vec<f32>,
+    ) {
+        let qp = q.as_ptr();
+        for &j in keys {
+            // SAFETY: the caller checked `base + (j + 1) * hd <= k.len()` and `q.len() == hd`.
+            unsafe {
+                let kr = k.as_ptr().add(base + j * hd);
+                let mut acc = _mm256_mul_ps(_mm256_loadu_ps(qp), _mm256_loadu_ps(kr));
+                let mut c = 8;
+                while c < hd {
+                    acc = _mm256_fmadd_ps(
+                        _mm256_loadu_ps(qp.add(c)),
+                        _mm256_loadu_ps(kr.add(c)),
+                        acc,
+                    );
+                    c += 8;
+                }
+                out.push(hsum(acc) * scale);
+            }
+        }
+    }
+
+    /// See `super::mix`; `hd % 8 == 0`, rows in range. Output lanes stay in registers, 64
+    /// values at a time, while the keys stream past.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn mix(
+        p: &[f32],
+        v: &[f32],
+        base: usize,
+        keys: &[usize],
+        hd: usize,
+        out: &mut [f32],
+    ) {
+        let mut c0 = 0;
+        while c0 < hd {
+            // SAFETY: as the caller checked; `c0 + 8 * W <= hd`.
+            unsafe {
+                if hd - c0 >= 64 {
+                    block::<8>(p, v, base, keys, hd, c0, out);
+                    c0 += 64;
+                } else {
+                    block::<1>(p, v, base, keys, hd, c0, out);
+                    c0 += 8;
+                }
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn block<const W: usize>(
+        p: &[f32],
+        v: &[f32],
+        base: usize,
+        keys: &[usize],
+        hd: usize,
+        c0: usize,
+        out: &mut [f32],
+    ) {
+        let mut acc = [_mm256_setzero_ps(); W];
+        for (&j, &e) in keys.iter().zip(p) {
+            let ev = _mm256_set1_ps(e);
+            // SAFETY: value row `j` is in range and `c0 + 8 * W <= hd`.
+            unsafe {
+                let vr = v.as_ptr().add(base + j * hd + c0);
+                for (l, a) in acc.iter_mut().enumerate() {
+                    *a = _mm256_fmadd_ps(ev, _mm256_loadu_ps(vr.add(8 * l)), *a);
+                }
+            }
+        }
+        for (l, a) in acc.iter().enumerate() {
+            // SAFETY: `c0 + 8 * W <= hd == out.len()`.
+            unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(c0 + 8 * l), *a) };
+        }
+    }
 }

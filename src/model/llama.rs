@@ -333,7 +333,11 @@ impl<B: Backend> Llama<B> {
         let (cos, sin) = self.rope.host_tables();
         let c = &self.config;
         self.engine = Some(Arc::new(HostConsts {
-            attn_norm: self.layers.iter().map(|b| gamma(&b.input_layernorm)).collect(),
+            attn_norm: self
+                .layers
+                .iter()
+                .map(|b| gamma(&b.input_layernorm))
+                .collect(),
             mlp_norm: self
                 .layers
                 .iter()
@@ -444,7 +448,9 @@ impl<B: Backend> Llama<B> {
                 (x.clone(), pos.clone())
             } else {
                 (
-                    (0..b).flat_map(|r| x[rows(r).start * d..rows(r).end * d].to_vec()).collect(),
+                    (0..b)
+                        .flat_map(|r| x[rows(r).start * d..rows(r).end * d].to_vec())
+                        .collect(),
                     (0..b).flat_map(|r| pos[rows(r)].to_vec()).collect(),
                 )
             };

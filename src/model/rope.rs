@@ -86,7 +86,11 @@ impl<B: Backend> Rope<B> {
     /// The whole `(cos, sin)` tables as host values, `[max_positions * head_dim]` each.
     pub(crate) fn host_tables(&self) -> (Vec<f32>, Vec<f32>) {
         let v = |t: &Tensor<B, 2>| -> Vec<f32> {
-            t.clone().into_data().convert::<f32>().into_vec().expect("f32 table")
+            t.clone()
+                .into_data()
+                .convert::<f32>()
+                .into_vec()
+                .expect("f32 table")
         };
         (v(&self.cos), v(&self.sin))
     }
