@@ -1,0 +1,311 @@
+//! MSN fine-tuning of a real chat model by self-distillation (default SmolLM2-135M-Instruct).
+//!
+//! 1. Training prompts: this file's own templates x topics (written for this project, so they
+//!    are disjoint from Spec-Bench and HumanEval by construction; same licence as the crate).
+//! 2. The model answers them itself with TR-Jacobi "auto" (lossless: exactly its greedy answers).
+//! 3. Before/after on the same weights in f32: clean held-out loss (the self-distilled answers of
+//!    held-out prompts, no noise) and accepted tokens per forward pass (MAT) of Jacobi and
+//!    TR-Jacobi on a Spec-Bench subset (first question of each category, first turn).
+//! 4. MSN training (ahead noise, L = 4) with checkpoints in `<out>/train` (an interrupted run
+//!    resumes where it stopped), then the tuned model exported as a Hugging Face directory
+//!    (`<out>/model`, loadable by every example: `--model <out>/model`).
+//!
+//! ```text
+//! cargo run --release --example msn_finetune -- --prompts 240 --epochs 1
+//! cargo run --release --example humaneval -- --model results/msn_finetune/model   # quality
+//! ```
+//! Ends with one JSON line (also `<out>/msn_finetune.json`).
+
+use burn::backend::{Autodiff, Flex};
+use burn::module::AutodiffModule;
+use clap::Parser;
+use msn::decode::{Decoder, Jacobi, JacobiConfig, TrJacobi, TrJacobiConfig};
+use msn::model::Llama;
+use msn::model::tokenizer::{Message, Tokenizer};
+use msn::noise::AheadNoise;
+use msn::train::{MsnTrainer, TrainConfig, TrainSample, Trainer, eval_loss, self_distill};
+use msn::model::hf::ExportDtype;
+use msn::{GenerateConfig, Result};
+use std::path::PathBuf;
+
+type B = Flex;
+type AB = Autodiff<Flex>;
+
+#[derive(Parser, Debug)]
+#[command(about = "MSN fine-tuning of a chat model on its own answers, with before/after MAT")]
+struct Args {
+    /// A .gguf file, a Hugging Face model directory, or `smollm2`.
+    #[arg(long, default_value = "smollm2")]
+    model: String,
+    /// Training prompts generated from the templates (at most templates x topics).
+    #[arg(long, default_value_t = 240)]
+    prompts: usize,
+    /// Every n-th prompt is held out for the clean loss.
+    #[arg(long, default_value_t = 10)]
+    hold_out_every: usize,
+    /// New tokens per self-distilled answer.
+    #[arg(long, default_value_t = 128)]
+    answer_tokens: usize,
+    /// Passes over the training answers.
+    #[arg(long, default_value_t = 1)]
+    epochs: usize,
+    /// Sequences per optimizer step.
+    #[arg(long, default_value_t = 4)]
+    batch_size: usize,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 3e-5)]
+    lr: f64,
+    /// Ahead-noise segment length L.
+    #[arg(long, default_value_t = 4)]
+    noise_len: usize,
+    /// Spec-Bench questions for MAT.
+    #[arg(long, default_value = "data/spec_bench/question.jsonl")]
+    questions: PathBuf,
+    /// New tokens per Spec-Bench answer when measuring MAT.
+    #[arg(long, default_value_t = 64)]
+    eval_tokens: usize,
+    /// Output directory.
+    #[arg(long, default_value = "results/msn_finetune")]
+    out: PathBuf,
+}
+
+const TEMPLATES: [&str; 6] = [
+    "Explain {} to a curious twelve-year-old.",
+    "Give me three practical tips about {}.",
+    "Write a short paragraph describing {}.",
+    "What are common misconceptions about {}?",
+    "Write a four-line poem about {}.",
+    "List the pros and cons of {}.",
+];
+
+const TOPICS: [&str; 40] = [
+    "keeping houseplants alive",
+    "learning a second language",
+    "riding a bicycle in the rain",
+    "baking bread at home",
+    "saving money on groceries",
+    "the water cycle",
+    "how volcanoes form",
+    "caring for a puppy",
+    "writing a cover letter",
+    "public libraries",
+    "morning routines",
+    "composting kitchen scraps",
+    "the history of the printing press",
+    "playing chess",
+    "solar panels on houses",
+    "taking better photos with a phone",
+    "working from home",
+    "the moon's phases",
+    "running a first marathon",
+    "organising a small wedding",
+    "birdwatching",
+    "learning to swim as an adult",
+    "electric cars",
+    "board games for families",
+    "the human immune system",
+    "recycling plastic",
+    "keeping a journal",
+    "planting a vegetable garden",
+    "how airplanes stay in the air",
+    "studying for exams",
+    "camping in the mountains",
+    "making friends in a new city",
+    "the invention of the telephone",
+    "drinking enough water",
+    "painting with watercolours",
+    "volunteering",
+    "how bees make honey",
+    "reducing screen time",
+    "choosing a good book",
+    "the seasons of the year",
+];
+
+fn prompts(n: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    for topic in TOPICS {
+        for t in TEMPLATES {
+            out.push(t.replace("{}", topic));
+        }
+    }
+    // Interleave templates and topics so a prefix of the list covers both.
+    out.sort_by_key(|p| {
+        p.bytes().fold(0u64, |a, b| {
+            a.wrapping_mul(0x100_0000_01B3).wrapping_add(u64::from(b))
+        })
+    });
+    out.truncate(n);
+    out
+}
+
+#[derive(serde::Serialize, Clone, Copy, Default)]
+struct Measure {
+    clean_loss: f32,
+    jacobi_mat: f64,
+    tr_jacobi_mat: f64,
+}
+
+/// Clean held-out loss and MAT of Jacobi and TR-Jacobi (each checked against greedy).
+fn measure(
+    model: &Llama<B>,
+    tok: &Tokenizer,
+    held: &[TrainSample],
+    questions: &[Vec<u32>],
+    new_tokens: usize,
+) -> Result<Measure> {
+    let config = GenerateConfig::new(new_tokens, tok);
+    let (mut jt, mut js, mut tt, mut ts) = (0, 0, 0, 0);
+    let mut jac = Jacobi(JacobiConfig::default());
+    let mut tr = TrJacobi {
+        config: TrJacobiConfig::default(),
+        budget: None,
+    };
+    for (i, q) in questions.iter().enumerate() {
+        let g = msn::greedy::<B, _>(model, Some(tok), q, &config, None)?;
+        let j = jac.generate(model, Some(tok), q, &config, None)?;
+        let t = tr.generate(model, Some(tok), q, &config, None)?;
+        if j.tokens != g.tokens || t.tokens != g.tokens {
+            return Err(msn::Error::InvalidArgument(format!(
+                "question {i}: a decoder differs from greedy (a bug: please report it)"
+            )));
+        }
+        (jt, js, tt, ts) = (
+            jt + j.tokens.len(),
+            js + j.steps,
+            tt + t.tokens.len(),
+            ts + t.steps,
+        );
+        eprint!("  MAT [{}/{}]\r", i + 1, questions.len());
+    }
+    eprintln!();
+    Ok(Measure {
+        clean_loss: eval_loss(model, held, 4),
+        jacobi_mat: jt as f64 / js.max(1) as f64,
+        tr_jacobi_mat: tt as f64 / ts.max(1) as f64,
+    })
+}
+
+fn inference(model: &Llama<AB>) -> Llama<B> {
+    let mut m: Llama<B> = model.valid();
+    m.enable_host_kernels(msn::load::HOST_MAX_ROWS);
+    m
+}
+
+fn main() {
+    let args = Args::parse();
+    if let Err(e) = go(&args) {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn go(args: &Args) -> Result<()> {
+    let device = Default::default();
+    std::fs::create_dir_all(&args.out).map_err(|e| msn::Error::io(&args.out, e))?;
+    let loaded = msn::load_with::<AB>(&args.model, &device, msn::WeightDtype::F32)?;
+    let tok = loaded.tokenizer.clone();
+    let base = inference(&loaded.model);
+
+    // 1-2. Self-distilled answers.
+    let all = prompts(args.prompts);
+    eprintln!("self-distilling {} prompts ({} new tokens each) with TR-Jacobi auto", all.len(), args.answer_tokens);
+    let mut decoder = TrJacobi::auto(&base, TrJacobiConfig::default());
+    let started = std::time::Instant::now();
+    let distilled = self_distill(
+        &base,
+        &tok,
+        &mut decoder,
+        &all,
+        args.answer_tokens,
+        64 + args.answer_tokens + 32,
+        |done, total| {
+            let s = started.elapsed().as_secs_f64();
+            eprint!(
+                "  [{done}/{total}] {s:.0}s elapsed, ETA {:.0}s   \r",
+                s / done as f64 * (total - done) as f64
+            );
+        },
+    )?;
+    let distill_s = started.elapsed().as_secs_f64();
+    eprintln!(
+        "\n{} samples, {} skipped, MAT {:.2}, {distill_s:.0} s",
+        distilled.samples.len(),
+        distilled.skipped.len(),
+        distilled.accepted_tokens_per_step
+    );
+    let every = args.hold_out_every.max(2);
+    let (mut train, mut held) = (Vec::new(), Vec::new());
+    for (i, s) in distilled.samples.into_iter().enumerate() {
+        if i % every == every - 1 {
+            held.push(s);
+        } else {
+            train.push(s);
+        }
+    }
+
+    // Spec-Bench subset: first question per category, first turn, in the chat template.
+    let mut seen = std::collections::BTreeSet::new();
+    let mut questions = Vec::new();
+    for q in msn::prompts::read_spec_bench(&args.questions)? {
+        if seen.insert(q.category.clone()) {
+            let text = tok.apply_chat_template(&[Message::new("user", &q.turns[0])], true)?;
+            questions.push(tok.encode(&text)?);
+        }
+    }
+
+    // 3. Before.
+    eprintln!("measuring the original model ({} questions)", questions.len());
+    let before = measure(&base, &tok, &held, &questions, args.eval_tokens)?;
+    drop(base);
+
+    // 4. MSN training.
+    let steps = (train.len() / args.batch_size).max(1) * args.epochs;
+    let mut trainer = Trainer {
+        config: TrainConfig {
+            lr: args.lr,
+            warmup_steps: steps / 10 + 1,
+            steps,
+            batch_size: args.batch_size,
+            progress: true,
+            checkpoint_every: 25,
+            out_dir: Some(args.out.join("train")),
+            ..Default::default()
+        },
+        noise: AheadNoise {
+            len: args.noise_len,
+        },
+    };
+    eprintln!("MSN training: {} samples, {steps} steps", train.len());
+    let (tuned, report) = trainer.train(loaded.model, &train, &held)?;
+    let after_model = inference(&tuned);
+    eprintln!("measuring the tuned model");
+    let after = measure(&after_model, &tok, &held, &questions, args.eval_tokens)?;
+    let exported = msn::LoadedModel {
+        model: tuned.valid(),
+        tokenizer: tok.clone(),
+        path: args.out.join("model"),
+    };
+    exported.save_hf(&args.out.join("model"), ExportDtype::F32)?;
+
+    let out = serde_json::json!({
+        "model": args.model,
+        "train_samples": train.len(),
+        "held_out_samples": held.len(),
+        "distill_mat": distilled.accepted_tokens_per_step,
+        "distill_s": distill_s,
+        "steps": report.steps,
+        "train_tokens_per_s": report.tokens_per_s,
+        "noise_len": args.noise_len,
+        "lr": args.lr,
+        "spec_bench_questions": questions.len(),
+        "eval_tokens": args.eval_tokens,
+        "before": before,
+        "after": after,
+    });
+    msn::util::write_atomic(
+        &args.out.join("msn_finetune.json"),
+        format!("{out}\n").as_bytes(),
+    )?;
+    println!("{out}");
+    Ok(())
+}
