@@ -21,10 +21,10 @@ use burn::module::AutodiffModule;
 use clap::Parser;
 use msn::decode::{Decoder, Jacobi, JacobiConfig, TrJacobi, TrJacobiConfig};
 use msn::model::Llama;
+use msn::model::hf::ExportDtype;
 use msn::model::tokenizer::{Message, Tokenizer};
 use msn::noise::AheadNoise;
 use msn::train::{MsnTrainer, TrainConfig, TrainSample, Trainer, eval_loss, self_distill};
-use msn::model::hf::ExportDtype;
 use msn::{GenerateConfig, Result};
 use std::path::PathBuf;
 
@@ -208,7 +208,11 @@ fn go(args: &Args) -> Result<()> {
 
     // 1-2. Self-distilled answers.
     let all = prompts(args.prompts);
-    eprintln!("self-distilling {} prompts ({} new tokens each) with TR-Jacobi auto", all.len(), args.answer_tokens);
+    eprintln!(
+        "self-distilling {} prompts ({} new tokens each) with TR-Jacobi auto",
+        all.len(),
+        args.answer_tokens
+    );
     let mut decoder = TrJacobi::auto(&base, TrJacobiConfig::default());
     let started = std::time::Instant::now();
     let distilled = self_distill(
@@ -254,7 +258,10 @@ fn go(args: &Args) -> Result<()> {
     }
 
     // 3. Before.
-    eprintln!("measuring the original model ({} questions)", questions.len());
+    eprintln!(
+        "measuring the original model ({} questions)",
+        questions.len()
+    );
     let before = measure(&base, &tok, &held, &questions, args.eval_tokens)?;
     drop(base);
 

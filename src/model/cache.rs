@@ -338,3 +338,57 @@ fn host_keep(h: &mut HostKv, capacity: usize, start: usize, keep: &[Vec<usize>])
         }
     }
 }
+
+#[cfg(all(test, feature = "ndarray"))]
+mod tests {
+    use super::*;
+    type B = burn::backend::NdArray;
+
+    /// Distinct values per (row, head, position, dim), so any misplaced entry shows.
+    fn kv(b: usize, h: usize, t: usize, d: usize, offset: f32) -> Tensor<B, 4> {
+        let v: Vec<f32> = (0..b * h * t * d).map(|i| offset + i as f32).collect();
+        Tensor::from_data(TensorData::new(v, [b, h, t, d]), &Default::default())
+    }
+
+    fn contents(c: &mut KvCache<B>) -> Vec<f32> {
+        // Appending nothing returns the cached prefix of layer 0.
+        let (k, v) = c.append(0, kv(2, 3, 0, 4, 0.0), kv(2, 3, 0, 4, 0.0));
+        let mut out: Vec<f32> = k.into_data().into_vec().unwrap();
+        out.extend(v.into_data().into_vec::<f32>().unwrap());
+        out
+    }
+
+    /// Both cache kinds, fed the same entries, end with the same contents after keep_rows
+    /// (per-row branches, unsorted indices), keep and truncate, and those contents are the
+    /// selected entries (checked against the appended values directly).
+    #[test]
+    fn keep_rows_keep_and_truncate_agree_across_kinds_and_select_the_right_entries() {
+        let d = Default::default();
+        let mut caches = [
+            KvCache::<B>::new(1, 2, 3, 16, 4, &d),
+            KvCache::<B>::new_host(1, 2, 3, 16, 4, &d),
+        ];
+        let mut results = Vec::new();
+        for c in caches.iter_mut() {
+            c.append(0, kv(2, 3, 3, 4, 0.0), kv(2, 3, 3, 4, 1000.0));
+            c.advance(3);
+            c.append(0, kv(2, 3, 5, 4, 100.0), kv(2, 3, 5, 4, 2000.0));
+            c.advance(5);
+            c.keep_rows(3, &[vec![4, 1, 2], vec![0, 3, 3]]);
+            assert_eq!(c.len(), 6);
+            let after_rows = contents(c);
+            c.keep(3, &[2, 0]);
+            c.truncate(4);
+            results.push((after_rows, contents(c)));
+        }
+        assert_eq!(results[0], results[1]);
+        // Row 0, head 1, slot 3 holds appended entry 4 of row 0, head 1 (second append).
+        let (after_rows, _) = &results[0];
+        let at = |r: usize, g: usize, p: usize| ((r * 3 + g) * 6 + p) * 4;
+        let appended = |r: usize, g: usize, j: usize| 100.0 + (((r * 3 + g) * 5 + j) * 4) as f32;
+        assert_eq!(after_rows[at(0, 1, 3)], appended(0, 1, 4));
+        assert_eq!(after_rows[at(1, 2, 5)], appended(1, 2, 3));
+        // Committed entries are untouched: row 1, head 0, position 2 from the first append.
+        assert_eq!(after_rows[at(1, 0, 2)], ((3 * 3 + 2) * 4) as f32);
+    }
+}
