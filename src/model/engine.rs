@@ -59,7 +59,6 @@ pub(crate) struct Step<'a> {
 /// and returns the final-normed hidden states `[batch * t, hidden]`.
 pub(crate) fn forward(
     w: &HostWeights,
-    c: &HostConsts,
     step: Step<'_>,
     kv: &mut HostKv,
     past: usize,
@@ -72,6 +71,7 @@ pub(crate) fn forward(
         batch,
         t,
     } = step;
+    let c = &w.engine;
     let n = batch * t;
     let (d, hd) = (c.hidden, c.head_dim);
     assert!(

@@ -17,6 +17,7 @@
 //! instead of 16: on a memory-bound CPU that is most of a decoding step.
 
 use crate::error::{Error, Result};
+use crate::model::engine::HostConsts;
 use crate::model::quant::{self, GgmlType};
 use half::f16;
 use half::slice::HalfFloatSliceExt;
@@ -509,6 +510,8 @@ pub struct HostWeights {
     pub head: HostMatrix,
     /// Most activation rows a product may have to run here (longer inputs use the backend).
     pub max_rows: usize,
+    /// Norms, RoPE tables and shapes for the host engine.
+    pub(crate) engine: HostConsts,
 }
 
 impl HostWeights {

@@ -73,9 +73,6 @@ pub struct Llama<B: Backend> {
     /// Host copies of the matrices for few-row products on CPU backends.
     #[module(skip)]
     host: Option<Arc<HostWeights>>,
-    /// Norms, RoPE tables and shapes for the host engine (set with `host`).
-    #[module(skip)]
-    engine: Option<Arc<HostConsts>>,
 }
 
 fn linear<B: Backend>(weight: Tensor<B, 2>) -> Linear<B> {
@@ -250,7 +247,6 @@ impl<B: Backend> Llama<B> {
             ),
             config: config.clone(),
             host: None,
-            engine: None,
         })
     }
 
@@ -317,11 +313,6 @@ impl<B: Backend> Llama<B> {
                 false,
             )?,
         };
-        self.host = Some(Arc::new(HostWeights {
-            blocks,
-            head,
-            max_rows,
-        }));
         let gamma = |n: &RmsNorm<B>| -> Vec<f32> {
             n.gamma
                 .val()
@@ -332,7 +323,7 @@ impl<B: Backend> Llama<B> {
         };
         let (cos, sin) = self.rope.host_tables();
         let c = &self.config;
-        self.engine = Some(Arc::new(HostConsts {
+        let engine = HostConsts {
             attn_norm: self
                 .layers
                 .iter()
@@ -351,6 +342,12 @@ impl<B: Backend> Llama<B> {
             kv_heads: c.kv_heads(),
             head_dim: c.head_dim(),
             hidden: c.hidden_size,
+        };
+        self.host = Some(Arc::new(HostWeights {
+            blocks,
+            head,
+            max_rows,
+            engine,
         }));
         Ok(())
     }
@@ -358,7 +355,6 @@ impl<B: Backend> Llama<B> {
     /// Drops the host copies ([`Llama::enable_host_kernels`]); every product runs on the backend.
     pub fn disable_host_kernels(&mut self) {
         self.host = None;
-        self.engine = None;
     }
 
     /// The host copies, when enabled.
@@ -379,10 +375,10 @@ impl<B: Backend> Llama<B> {
             mask,
         } = input;
         let [b, t] = tokens.dims();
-        if let (Some(w), Some(c)) = (self.host.as_deref(), self.engine.as_deref())
+        if let Some(w) = self.host.as_deref()
             && cache.is_host()
         {
-            return self.hidden_host(w, c, tokens, positions, mask, cache);
+            return self.hidden_host(w, tokens, positions, mask, cache);
         }
         let past = cache.len();
         let mask = mask.or_else(|| (t > 1).then(|| causal_mask::<B>(b, t, past, &tokens.device())));
@@ -409,14 +405,13 @@ impl<B: Backend> Llama<B> {
     fn hidden_host(
         &self,
         w: &HostWeights,
-        c: &HostConsts,
         tokens: Tensor<B, 2, Int>,
         positions: Tensor<B, 2, Int>,
         mask: Option<Tensor<B, 3, Bool>>,
         cache: &mut KvCache<B>,
     ) -> Tensor<B, 3> {
         let [b, t] = tokens.dims();
-        let d = c.hidden;
+        let d = w.engine.hidden;
         let device = tokens.device();
         let x: Vec<f32> = self
             .embed_tokens
@@ -432,44 +427,44 @@ impl<B: Backend> Llama<B> {
             .map(|p| p.max(0) as usize)
             .collect();
         let mask: Option<Vec<bool>> = mask.map(|m| m.into_data().iter::<bool>().collect());
-        let capacity = cache.capacity();
         let chunk = if mask.is_some() {
             t.max(1)
         } else {
             w.max_rows.max(1)
         };
-        let mut out = vec![0f32; b * t * d];
-        let mut c0 = 0;
-        while c0 < t {
-            let c1 = (c0 + chunk).min(t);
-            let n = c1 - c0;
-            let rows = |r: usize| (r * t + c0)..(r * t + c1);
-            let (xs, ps): (Vec<f32>, Vec<usize>) = if n == t {
-                (x.clone(), pos.clone())
-            } else {
-                (
-                    (0..b)
-                        .flat_map(|r| x[rows(r).start * d..rows(r).end * d].to_vec())
-                        .collect(),
-                    (0..b).flat_map(|r| pos[rows(r)].to_vec()).collect(),
-                )
-            };
-            let past = cache.len();
+        let mut run = |x: Vec<f32>, positions: &[usize], n: usize| -> Vec<f32> {
+            let (past, capacity) = (cache.len(), cache.capacity());
             let kv = cache.host_mut().expect("host cache");
             let step = engine::Step {
-                x: xs,
-                positions: &ps,
+                x,
+                positions,
                 mask: mask.as_deref(),
                 batch: b,
                 t: n,
             };
-            let h = engine::forward(w, c, step, kv, past, capacity);
+            let h = engine::forward(w, step, kv, past, capacity);
+            cache.advance(n);
+            h
+        };
+        if t <= chunk {
+            // One pass (every decoding step): no gathering or scattering of rows.
+            let h = run(x, &pos, t);
+            return Tensor::from_data(TensorData::new(h, [b, t, d]), &device);
+        }
+        let mut out = vec![0f32; b * t * d];
+        for c0 in (0..t).step_by(chunk) {
+            let c1 = (c0 + chunk).min(t);
+            let n = c1 - c0;
+            let rows = |r: usize| (r * t + c0)..(r * t + c1);
+            let xs: Vec<f32> = (0..b)
+                .flat_map(|r| x[rows(r).start * d..rows(r).end * d].to_vec())
+                .collect();
+            let ps: Vec<usize> = (0..b).flat_map(|r| pos[rows(r)].to_vec()).collect();
+            let h = run(xs, &ps, n);
             for r in 0..b {
                 out[rows(r).start * d..rows(r).end * d]
                     .copy_from_slice(&h[r * n * d..(r + 1) * n * d]);
             }
-            cache.advance(n);
-            c0 = c1;
         }
         Tensor::from_data(TensorData::new(out, [b, t, d]), &device)
     }
@@ -585,7 +580,7 @@ impl<B: Backend> CausalLm<B> for Llama<B> {
 
     fn new_cache(&self, batch: usize, capacity: usize) -> KvCache<B> {
         let c = self.config();
-        let new = if self.engine.is_some() {
+        let new = if self.host.is_some() {
             KvCache::new_host
         } else {
             KvCache::new
