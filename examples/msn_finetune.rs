@@ -156,10 +156,7 @@ fn measure(
     let config = GenerateConfig::new(new_tokens, tok);
     let (mut jt, mut js, mut tt, mut ts) = (0, 0, 0, 0);
     let mut jac = Jacobi(JacobiConfig::default());
-    let mut tr = TrJacobi {
-        config: TrJacobiConfig::default(),
-        budget: None,
-    };
+    let mut tr = TrJacobi::new(TrJacobiConfig::default());
     for (i, q) in questions.iter().enumerate() {
         let g = msn::greedy::<B, _>(model, Some(tok), q, &config, None)?;
         let j = jac.generate(model, Some(tok), q, &config, None)?;

@@ -36,7 +36,8 @@ struct Args {
     /// Spec-Bench question file.
     #[arg(long, default_value = "data/spec_bench/question.jsonl")]
     questions: PathBuf,
-    /// Decoders to compare with greedy (comma separated: jacobi, pld, tr-jacobi; a `+auto`
+    /// Decoders to compare with greedy (comma separated: jacobi, pld, lookahead, tr-jacobi,
+    /// tr-jacobi-recycled, tr-jacobi-mixed (TR-Jacobi with that `--candidates` source); a `+auto`
     /// suffix sizes drafts from the device's latency curve, e.g. `tr-jacobi+auto`).
     #[arg(long, default_value = "pld,tr-jacobi", value_delimiter = ',')]
     decoders: Vec<String>,
@@ -85,12 +86,17 @@ fn run<B: Backend>(device: B::Device, args: &Args) -> msn::Result<()> {
     let mut decoders: Vec<AnyDecoder> = vec![AnyDecoder::Greedy(Greedy)];
     for name in &args.decoders {
         let mut p = args.params.clone();
-        match name.strip_suffix("+auto") {
+        let base = match name.strip_suffix("+auto") {
             Some(base) => {
-                p.decoder = base.to_string();
                 p.auto_budget = true;
+                base
             }
-            None => p.decoder = name.clone(),
+            None => name.as_str(),
+        };
+        p.decoder = base.to_string();
+        if let Some(source) = base.strip_prefix("tr-jacobi-") {
+            p.decoder = "tr-jacobi".into();
+            p.candidates = source.to_string();
         }
         decoders.push(p.build(&m.model)?);
     }

@@ -11,8 +11,8 @@
 mod common;
 use common::{B, smollm2};
 use msn::decode::{
-    DraftBudget, JacobiConfig, LatencyCurve, LookaheadConfig, PldConfig, TrJacobiConfig,
-    TreeBudget, TreeTemplate, greedy_batch, jacobi, lookahead, prompt_lookup,
+    Candidates, DraftBudget, JacobiConfig, LatencyCurve, LookaheadConfig, PldConfig,
+    TrJacobiConfig, TreeBudget, TreeTemplate, greedy_batch, jacobi, lookahead, prompt_lookup,
     prompt_lookup_with_budget, tr_jacobi, tr_jacobi_batch,
 };
 use msn::model::Llama;
@@ -28,6 +28,9 @@ fn chat_ids(q: &str) -> Vec<u32> {
         .unwrap();
     m.tokenizer.encode(&text).unwrap()
 }
+
+/// TR-Jacobi's candidate sources, indexed by the proptests' `candidates`.
+const CANDIDATES: [Candidates; 3] = [Candidates::Jacobi, Candidates::Recycled, Candidates::Mixed];
 
 fn random_model(vocab: usize, kv_heads: usize, seed: u64) -> Llama<B> {
     // Larger embeddings and head give well-separated logits (see the module doc) and outputs
@@ -84,6 +87,8 @@ proptest! {
         picks in proptest::collection::vec((0usize..64, 0usize..8), 0..24),
         top_k in 1usize..8,
         chains in 0usize..3,
+        // TR-Jacobi's candidate source: Jacobi table, token graph, or both.
+        candidates in 0usize..3,
         // The host kernels (CPU fast path) or the backend's matmuls.
         host in any::<bool>(),
     ) {
@@ -119,6 +124,7 @@ proptest! {
                     retrieval_len: max_draft,
                     retrieval_chains: chains,
                     seed,
+                    candidates: CANDIDATES[candidates],
                 };
                 let mut budget = (decoder == 4).then(|| {
                     let curve = LatencyCurve::from_points(vec![(1, 1.0), (200, 1.0 + slope * 199.0)]);
@@ -158,6 +164,7 @@ proptest! {
         top_k in 1usize..6,
         retrieval_len in 0usize..8,
         chains in 0usize..3,
+        candidates in 0usize..3,
         tr in any::<bool>(),
         host in any::<bool>(),
     ) {
@@ -178,6 +185,7 @@ proptest! {
             retrieval_len,
             retrieval_chains: chains,
             seed,
+            candidates: CANDIDATES[candidates],
         };
         let batch = if tr {
             tr_jacobi_batch::<B, _>(&m, None, &prompts, &cfg, &tc).unwrap()
@@ -350,10 +358,7 @@ fn batched_tr_jacobi_equals_greedy_on_smollm2() {
         ..Default::default()
     };
     tc.template = TreeTemplate::new(tc.template.paths()[..10].to_vec()).unwrap();
-    let mut dec = TrJacobi {
-        config: tc,
-        budget: None,
-    };
+    let mut dec = TrJacobi::new(tc);
     let batch = dec
         .generate_batch(&m.model, Some(&m.tokenizer), &prompts, &cfg)
         .unwrap();

@@ -105,8 +105,10 @@ fn chi_square(counts: &HashMap<Vec<u32>, u64>, dist: &HashMap<Vec<u32>, f64>, n:
 }
 
 fn decoders() -> Vec<(&'static str, AnyDecoder)> {
+    // Mixed candidates: the Jacobi table and the token graph both draft.
     let mut tr = TrJacobiConfig {
         top_k: 6,
+        candidates: msn::decode::Candidates::Mixed,
         ..Default::default()
     };
     tr.template = TreeTemplate::new(tr.template.paths()[..12].to_vec()).unwrap();
@@ -134,13 +136,7 @@ fn decoders() -> Vec<(&'static str, AnyDecoder)> {
                 seed: 1,
             })),
         ),
-        (
-            "tr-jacobi",
-            AnyDecoder::TrJacobi(TrJacobi {
-                config: tr,
-                budget: None,
-            }),
-        ),
+        ("tr-jacobi", AnyDecoder::TrJacobi(TrJacobi::new(tr))),
     ]
 }
 

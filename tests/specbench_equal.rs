@@ -9,8 +9,8 @@
 mod common;
 use common::B;
 use msn::decode::{
-    AnyDecoder, Decoder, Greedy, Jacobi, JacobiConfig, Lookahead, LookaheadConfig, PromptLookup,
-    TrJacobi, TrJacobiConfig, TreeTemplate,
+    AnyDecoder, Candidates, Decoder, Greedy, Jacobi, JacobiConfig, Lookahead, LookaheadConfig,
+    PromptLookup, TrJacobi, TrJacobiConfig, TreeTemplate,
 };
 use msn::{GenerateConfig, Message, WeightDtype};
 
@@ -37,17 +37,18 @@ fn every_decoder_equals_greedy_on_20_spec_bench_questions() {
         .collect();
     let cats: std::collections::BTreeSet<_> = chosen.iter().map(|q| &q.category).collect();
     assert_eq!(cats.len(), 13, "{cats:?}");
-    let mut tr = TrJacobiConfig::default();
+    // Mixed candidates: the Jacobi table and the token graph both draft.
+    let mut tr = TrJacobiConfig {
+        candidates: Candidates::Mixed,
+        ..Default::default()
+    };
     tr.template = TreeTemplate::new(tr.template.paths()[..16].to_vec()).unwrap();
     let mut decoders = [
         AnyDecoder::Greedy(Greedy),
         AnyDecoder::PromptLookup(PromptLookup::default()),
         AnyDecoder::Jacobi(Jacobi(JacobiConfig::default())),
         AnyDecoder::Lookahead(Lookahead(LOOKAHEAD)),
-        AnyDecoder::TrJacobi(TrJacobi {
-            config: tr,
-            budget: None,
-        }),
+        AnyDecoder::TrJacobi(TrJacobi::new(tr)),
     ];
     let names = ["greedy", "pld", "jacobi", "lookahead", "tr-jacobi"];
     let cfg = GenerateConfig::new(128, &m.tokenizer);

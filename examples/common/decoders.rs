@@ -4,7 +4,7 @@
 
 use burn::prelude::*;
 use msn::decode::{
-    AnyDecoder, DraftBudget, Greedy, Jacobi, JacobiConfig, LatencyCurve, Lookahead,
+    AnyDecoder, Candidates, DraftBudget, Greedy, Jacobi, JacobiConfig, LatencyCurve, Lookahead,
     LookaheadConfig, PldConfig, PromptLookup, TrJacobi, TrJacobiConfig, TreeTemplate,
 };
 use msn::model::CausalLm;
@@ -42,6 +42,10 @@ pub struct DecoderArgs {
     /// TR-Jacobi: use only the first N template paths.
     #[arg(long)]
     pub tree_nodes: Option<usize>,
+    /// TR-Jacobi: where tree candidates come from: the previous step's Jacobi logits per depth
+    /// (the paper), the model's last predictions after each parent token (recycled), or both.
+    #[arg(long, default_value = "jacobi", value_parser = ["jacobi", "recycled", "mixed"])]
+    pub candidates: String,
     /// TR-Jacobi: tokens per retrieval chain (0 = no retrieval).
     #[arg(long, default_value_t = 10)]
     pub retrieval_len: usize,
@@ -75,6 +79,11 @@ impl DecoderArgs {
             retrieval_len: self.retrieval_len,
             retrieval_chains: self.retrieval_chains,
             seed: 0,
+            candidates: match self.candidates.as_str() {
+                "recycled" => Candidates::Recycled,
+                "mixed" => Candidates::Mixed,
+                _ => Candidates::Jacobi,
+            },
         })
     }
 
@@ -133,10 +142,7 @@ impl DecoderArgs {
                     }
                     AnyDecoder::TrJacobi(d)
                 } else {
-                    AnyDecoder::TrJacobi(TrJacobi {
-                        config,
-                        budget: None,
-                    })
+                    AnyDecoder::TrJacobi(TrJacobi::new(config))
                 }
             }
             _ => AnyDecoder::Greedy(Greedy),

@@ -2,9 +2,9 @@
 //! changing code. Every implementation returns exactly greedy decoding's tokens.
 
 use crate::decode::{
-    DraftBudget, JacobiConfig, LatencyCurve, LookaheadConfig, PldConfig, TrJacobiConfig,
-    TreeBudget, jacobi, lookahead, prompt_lookup, prompt_lookup_with_budget, tr_jacobi,
-    tr_jacobi_batch,
+    DraftBudget, JacobiConfig, LatencyCurve, LookaheadConfig, PldConfig, TokenGraph,
+    TrJacobiConfig, TreeBudget, jacobi, lookahead, prompt_lookup, prompt_lookup_with_budget,
+    tr_jacobi::tr_jacobi_with_graph, tr_jacobi_batch,
 };
 use crate::error::Result;
 use crate::generate::{GenerateConfig, Generation, greedy};
@@ -174,9 +174,20 @@ pub struct TrJacobi {
     pub config: TrJacobiConfig,
     /// Tree sizes from the device's latency curve (kept across prompts).
     pub budget: Option<TreeBudget>,
+    /// Predictions after each token seen, for recycled candidates (kept across prompts).
+    pub graph: TokenGraph,
 }
 
 impl TrJacobi {
+    /// TR-Jacobi with a fixed tree (no budget).
+    pub fn new(config: TrJacobiConfig) -> Self {
+        Self {
+            config,
+            budget: None,
+            graph: TokenGraph::default(),
+        }
+    }
+
     /// TR-Jacobi whose tree size follows `model`'s measured latency curve on its device
     /// (measured now, over a 256-token context; a few seconds on a CPU).
     pub fn auto<B: Backend, M: CausalLm<B>>(model: &M, config: TrJacobiConfig) -> Self {
@@ -215,6 +226,7 @@ impl TrJacobi {
         Self {
             config,
             budget: Some(TreeBudget::new(curve, 2)),
+            graph: TokenGraph::default(),
         }
     }
 }
@@ -232,13 +244,14 @@ impl Decoder for TrJacobi {
         config: &GenerateConfig,
         on_text: Option<&mut dyn FnMut(&str)>,
     ) -> Result<Generation> {
-        tr_jacobi(
+        tr_jacobi_with_graph(
             model,
             tokenizer,
             prompt,
             config,
             &self.config,
             self.budget.as_mut(),
+            &mut self.graph,
             on_text,
         )
     }

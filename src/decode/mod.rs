@@ -27,7 +27,10 @@ pub use jacobi::{JacobiConfig, jacobi};
 pub use lookahead::{LookaheadConfig, lookahead};
 pub use pld::{PldConfig, prompt_lookup, prompt_lookup_with_budget};
 pub use retrieval::NgramIndex;
-pub use tr_jacobi::{CandidateTable, TrJacobiConfig, TreeTemplate, tr_jacobi, tr_jacobi_batch};
+pub use tr_jacobi::{
+    CandidateTable, Candidates, TokenGraph, TrJacobiConfig, TreeTemplate, tr_jacobi,
+    tr_jacobi_batch,
+};
 pub use tree::TokenTree;
 pub use verify::{Verified, verify, verify_sampled};
 
@@ -161,31 +164,43 @@ pub(crate) fn top_k_rows<B: Backend>(
     if rows.is_empty() || k == 0 {
         return Vec::new();
     }
-    let vocab = logits.dims()[2];
-    let idx: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
-    let sel = logits.select(
-        1,
-        Tensor::<B, 1, Int>::from_data(TensorData::new(idx, [rows.len()]), device),
-    );
+    let [_, n, vocab] = logits.dims();
+    let all = rows.len() == n && rows.iter().enumerate().all(|(i, &r)| i == r);
+    let sel = if all {
+        logits
+    } else {
+        let idx: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
+        logits.select(
+            1,
+            Tensor::<B, 1, Int>::from_data(TensorData::new(idx, [rows.len()]), device),
+        )
+    };
     let data = sel.into_data().convert::<f32>();
     let vals = data.as_slice::<f32>().expect("f32 logits");
     vals.chunks(vocab).map(|row| top_k(row, k)).collect()
 }
 
-/// Indices of the `k` largest values, largest first, ties to the lower index.
+/// Indices of the `k` largest values, largest first, ties to the lower index (values ordered by
+/// [`f32::total_cmp`]). One pass with a small sorted buffer: most values lose against the
+/// buffer's last entry in one comparison, so a 49k-token row costs tens of microseconds.
 pub(crate) fn top_k(row: &[f32], k: usize) -> Vec<u32> {
+    use std::cmp::Ordering::Greater;
     let k = k.min(row.len());
-    let mut idx: Vec<u32> = (0..row.len() as u32).collect();
-    let cmp = |a: &u32, b: &u32| row[*b as usize].total_cmp(&row[*a as usize]).then(a.cmp(b));
     if k == 0 {
         return Vec::new();
     }
-    if k < idx.len() {
-        idx.select_nth_unstable_by(k - 1, cmp);
-        idx.truncate(k);
+    let mut best: Vec<(f32, u32)> = Vec::with_capacity(k + 1);
+    for (i, &x) in row.iter().enumerate() {
+        if best.len() == k && x.total_cmp(&best[k - 1].0) != Greater {
+            continue;
+        }
+        // Before the first strictly smaller value: equal values seen earlier (lower ids) stay
+        // ahead.
+        let at = best.partition_point(|b| b.0.total_cmp(&x) != std::cmp::Ordering::Less);
+        best.insert(at, (x, i as u32));
+        best.truncate(k);
     }
-    idx.sort_by(cmp);
-    idx
+    best.into_iter().map(|b| b.1).collect()
 }
 
 /// Runs `tree` with node `tokens` after the cached context and returns the argmax at every node.
@@ -228,4 +243,31 @@ pub fn forward_tree_logits<B: Backend, M: CausalLm<B>>(
         mask,
     };
     model.forward(input, cache)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::top_k;
+
+    #[test]
+    fn top_k_equals_a_full_sort_with_ties_to_the_lower_id() {
+        let mut rng = crate::rng::Rng::new(7);
+        for case in 0..200 {
+            // Few distinct values, so ties are common; some NaN and infinities.
+            let n = 1 + rng.below(300);
+            let row: Vec<f32> = (0..n)
+                .map(|_| match rng.below(40) {
+                    0 => f32::NAN,
+                    1 => f32::NEG_INFINITY,
+                    2 => f32::INFINITY,
+                    v => (v % 7) as f32 - 3.0,
+                })
+                .collect();
+            let mut order: Vec<u32> = (0..n as u32).collect();
+            order.sort_by(|&a, &b| row[b as usize].total_cmp(&row[a as usize]).then(a.cmp(&b)));
+            for k in [0, 1, 2, 5, 10, n, n + 3] {
+                assert_eq!(top_k(&row, k), order[..k.min(n)], "case {case}, k {k}");
+            }
+        }
+    }
 }

@@ -142,6 +142,53 @@ impl CandidateTable {
     }
 }
 
+/// Where the tokens of a tree node's children come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Candidates {
+    /// The paper: node `[r1, .., rd]` carries `C[d][rd]` from the previous step's Jacobi logits,
+    /// the same token for every node of a depth. What MSN training makes good.
+    #[default]
+    Jacobi,
+    /// Per parent token: the top-`K` tokens the model predicted after that token the last time it
+    /// was in a forward pass (a [`TokenGraph`], as in Token Recycling, Luo et al. 2024), so a
+    /// node's children follow from its own token; `C[d]` where the token has not been seen yet.
+    /// Needs no training: what a stock model drafts best with.
+    Recycled,
+    /// Both lists interleaved (Jacobi rank 0, recycled rank 0, Jacobi rank 1, ...), repeats
+    /// dropped.
+    Mixed,
+}
+
+/// The model's recent top-`K` predictions after each token it has seen in a forward pass (an
+/// adjacency list over the vocabulary). Updated from every verified tree, so it grows with the
+/// text decoded; [`crate::decode::TrJacobi`] keeps it across prompts.
+#[derive(Debug, Clone, Default)]
+pub struct TokenGraph {
+    next: std::collections::HashMap<u32, Vec<u32>>,
+}
+
+impl TokenGraph {
+    /// The predictions after `token`, best first (empty when never seen).
+    pub fn after(&self, token: u32) -> &[u32] {
+        self.next.get(&token).map_or(&[], Vec::as_slice)
+    }
+
+    /// Tokens with predictions.
+    pub fn len(&self) -> usize {
+        self.next.len()
+    }
+
+    /// True before anything was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.next.is_empty()
+    }
+
+    /// Records that the model's best `top` follow `token`.
+    pub fn set(&mut self, token: u32, top: Vec<u32>) {
+        self.next.insert(token, top);
+    }
+}
+
 /// TR-Jacobi parameters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TrJacobiConfig {
@@ -157,6 +204,8 @@ pub struct TrJacobiConfig {
     pub retrieval_chains: usize,
     /// Seed for the ahead-noise fill of missing candidate rows.
     pub seed: u64,
+    /// Source of the tree's candidate tokens.
+    pub candidates: Candidates,
 }
 
 impl Default for TrJacobiConfig {
@@ -170,6 +219,7 @@ impl Default for TrJacobiConfig {
             retrieval_len: 10,
             retrieval_chains: 2,
             seed: 0,
+            candidates: Candidates::Jacobi,
         }
     }
 }
@@ -181,6 +231,8 @@ struct TrState<'a> {
     index: NgramIndex,
     rng: Rng,
     budget: Option<&'a mut TreeBudget>,
+    /// Predictions after each token seen (for [`Candidates::Recycled`] and [`Candidates::Mixed`]).
+    graph: TokenGraph,
     /// This step's shape and, per template path, its tree node (if placed).
     shape: TreeShape,
     placed: Vec<Option<usize>>,
@@ -197,6 +249,50 @@ impl TrState<'_> {
         (0..self.cfg.top_k.max(1))
             .map(|_| ctx[self.rng.below(ctx.len())])
             .collect()
+    }
+
+    /// The token of the `rank`-th child at `depth` of a node carrying `parent`.
+    fn candidate(&self, parent: u32, depth: usize, rank: usize) -> Option<u32> {
+        let table = || self.table.get(depth, rank);
+        match self.cfg.candidates {
+            Candidates::Jacobi => table(),
+            Candidates::Recycled => self.graph.after(parent).get(rank).copied().or_else(table),
+            Candidates::Mixed => {
+                let row = self
+                    .table
+                    .rows
+                    .get(depth - 1)
+                    .map_or(&[][..], Vec::as_slice);
+                let after = self.graph.after(parent);
+                let mut seen = Vec::with_capacity(rank + 1);
+                for i in 0..row.len().max(after.len()) {
+                    for t in [row.get(i), after.get(i)].into_iter().flatten() {
+                        if !seen.contains(t) {
+                            if seen.len() == rank {
+                                return Some(*t);
+                            }
+                            seen.push(*t);
+                        }
+                    }
+                }
+                None
+            }
+        }
+    }
+
+    /// The Jacobi positions after the accepted prefix: from the last accepted node, down the
+    /// first child at each level (the template's rank-0 continuation).
+    fn jacobi_rows(&self, v: &Verified) -> Vec<usize> {
+        let mut rows = Vec::new();
+        let mut at = *v.path.last().expect("root");
+        while rows.len() < self.cfg.template.depth() {
+            let Some(&c) = self.children[at].first() else {
+                break;
+            };
+            rows.push(c);
+            at = c;
+        }
+        rows
     }
 
     /// Adds `token` under `parent` unless a child already carries it; returns the node.
@@ -255,8 +351,10 @@ impl Drafter for TrState<'_> {
                 None => Some(0),
                 Some(p) => self.placed[p],
             };
-            let (Some(parent), Some(token)) =
-                (parent, self.table.get(path.len(), path[path.len() - 1]))
+            let Some(parent) = parent else {
+                continue;
+            };
+            let Some(token) = self.candidate(d.tokens[parent], path.len(), path[path.len() - 1])
             else {
                 continue;
             };
@@ -274,19 +372,13 @@ impl Drafter for TrState<'_> {
         d
     }
 
-    fn top_k_rows(&self, _draft: &Draft, v: &Verified) -> (Vec<usize>, usize) {
-        // The Jacobi positions after the accepted prefix: from the last accepted node, down the
-        // first child at each level (the template's rank-0 continuation).
-        let mut rows = Vec::new();
-        let mut at = *v.path.last().expect("root");
-        while rows.len() < self.cfg.template.depth() {
-            let Some(&c) = self.children[at].first() else {
-                break;
-            };
-            rows.push(c);
-            at = c;
+    fn top_k_rows(&self, draft: &Draft, v: &Verified) -> (Vec<usize>, usize) {
+        let k = self.cfg.top_k.max(self.cfg.template.ranks());
+        match self.cfg.candidates {
+            Candidates::Jacobi => (self.jacobi_rows(v), k),
+            // Every node: each one's prediction goes into the token graph.
+            Candidates::Recycled | Candidates::Mixed => ((0..draft.tree.len()).collect(), k),
         }
-        (rows, self.cfg.top_k.max(self.cfg.template.ranks()))
     }
 
     fn observe(&mut self, draft: &Draft, preds: &[u32], v: &Verified, top_k: &[Vec<u32>]) {
@@ -297,7 +389,22 @@ impl Drafter for TrState<'_> {
         // it; top-k rows from this step are better; noise fills the rest.
         let shift = v.path.len();
         let depth = self.cfg.template.depth();
-        let mut rows: Vec<Vec<u32>> = top_k.to_vec();
+        let mut rows: Vec<Vec<u32>> = match self.cfg.candidates {
+            Candidates::Jacobi => top_k.to_vec(),
+            Candidates::Recycled | Candidates::Mixed => {
+                // Accepted nodes last: their predictions came from the real context.
+                let on_path = |i: &usize| v.path.contains(i);
+                let (path, off): (Vec<usize>, Vec<usize>) =
+                    (0..draft.tree.len()).partition(on_path);
+                for i in off.into_iter().chain(path) {
+                    self.graph.set(draft.tokens[i], top_k[i].clone());
+                }
+                self.jacobi_rows(v)
+                    .into_iter()
+                    .map(|i| top_k[i].clone())
+                    .collect()
+            }
+        };
         while rows.len() < depth {
             let old = self.table.rows.get(rows.len() + shift).cloned();
             let row = match old {
@@ -330,9 +437,27 @@ pub fn tr_jacobi<B: Backend, M: CausalLm<B>>(
     budget: Option<&mut TreeBudget>,
     on_text: Option<&mut dyn FnMut(&str)>,
 ) -> Result<Generation> {
+    let mut graph = TokenGraph::default();
+    tr_jacobi_with_graph(
+        model, tokenizer, prompt, config, tc, budget, &mut graph, on_text,
+    )
+}
+
+/// [`tr_jacobi`] drafting from (and adding to) a [`TokenGraph`] kept by the caller.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn tr_jacobi_with_graph<B: Backend, M: CausalLm<B>>(
+    model: &M,
+    tokenizer: Option<&Tokenizer>,
+    prompt: &[u32],
+    config: &GenerateConfig,
+    tc: &TrJacobiConfig,
+    budget: Option<&mut TreeBudget>,
+    graph: &mut TokenGraph,
+    on_text: Option<&mut dyn FnMut(&str)>,
+) -> Result<Generation> {
     tc.check()?;
-    let mut state = TrState::new(prompt, tc, budget);
-    tree_decode(
+    let mut state = TrState::new(prompt, tc, budget, std::mem::take(graph));
+    let out = tree_decode(
         model,
         tokenizer,
         prompt,
@@ -340,7 +465,9 @@ pub fn tr_jacobi<B: Backend, M: CausalLm<B>>(
         tc.max_nodes(),
         &mut state,
         on_text,
-    )
+    );
+    *graph = state.graph;
+    out
 }
 
 /// TR-Jacobi over a batch of prompts (ragged acceptance: each sequence keeps its own accepted
@@ -357,7 +484,10 @@ pub fn tr_jacobi_batch<B: Backend, M: CausalLm<B>>(
     tc: &TrJacobiConfig,
 ) -> Result<Vec<Generation>> {
     tc.check()?;
-    let mut states: Vec<TrState> = prompts.iter().map(|p| TrState::new(p, tc, None)).collect();
+    let mut states: Vec<TrState> = prompts
+        .iter()
+        .map(|p| TrState::new(p, tc, None, TokenGraph::default()))
+        .collect();
     let mut drafters: Vec<&mut dyn Drafter> =
         states.iter_mut().map(|s| s as &mut dyn Drafter).collect();
     tree_decode_batch(
@@ -389,7 +519,12 @@ impl TrJacobiConfig {
 }
 
 impl<'a> TrState<'a> {
-    fn new(prompt: &[u32], tc: &'a TrJacobiConfig, budget: Option<&'a mut TreeBudget>) -> Self {
+    fn new(
+        prompt: &[u32],
+        tc: &'a TrJacobiConfig,
+        budget: Option<&'a mut TreeBudget>,
+        graph: TokenGraph,
+    ) -> Self {
         let mut index = NgramIndex::new(tc.max_ngram);
         index.extend(prompt);
         let mut state = TrState {
@@ -398,6 +533,7 @@ impl<'a> TrState<'a> {
             index,
             rng: Rng::new(tc.seed),
             budget,
+            graph,
             shape: TreeShape::default(),
             placed: Vec::new(),
             children: Vec::new(),
@@ -418,6 +554,54 @@ mod tests {
     fn the_papers_template_has_63_paths_of_depth_4() {
         let t = TreeTemplate::msn();
         assert_eq!((t.len(), t.depth(), t.ranks()), (63, 4, 10));
+    }
+
+    /// The tokens of the draft's nodes at `depth`, in node order.
+    fn at_depth(d: &Draft, depth: usize) -> Vec<u32> {
+        (1..d.tree.len())
+            .filter(|&i| d.tree.depth(i) == depth)
+            .map(|i| d.tokens[i])
+            .collect()
+    }
+
+    #[test]
+    fn candidate_sources_fill_the_template_from_the_table_the_graph_or_both() {
+        let template = TreeTemplate::parse("[0] [1] [0,0] [0,1] [1,0]").unwrap();
+        let cfg = |candidates| TrJacobiConfig {
+            template: template.clone(),
+            top_k: 2,
+            retrieval_len: 0,
+            candidates,
+            ..Default::default()
+        };
+        let mut graph = TokenGraph::default();
+        graph.set(5, vec![7, 8]);
+        graph.set(7, vec![9, 1]);
+        // Token 8 was never seen: its children come from the table.
+        let table = vec![vec![1, 2], vec![3, 4]];
+        let draft = |c: &TrJacobiConfig| {
+            let mut st = TrState::new(&[], c, None, graph.clone());
+            st.table.rows = table.clone();
+            st.draft(5, 100, 10)
+        };
+        let d = draft(&cfg(Candidates::Jacobi));
+        assert_eq!(at_depth(&d, 1), vec![1, 2]);
+        assert_eq!(at_depth(&d, 2), vec![3, 4, 3]);
+        let d = draft(&cfg(Candidates::Recycled));
+        assert_eq!(at_depth(&d, 1), vec![7, 8]);
+        assert_eq!(at_depth(&d, 2), vec![9, 1, 3]);
+        // Interleaved: table rank 0, graph rank 0, table rank 1, ...
+        let d = draft(&cfg(Candidates::Mixed));
+        assert_eq!(at_depth(&d, 1), vec![1, 7]);
+        assert_eq!(at_depth(&d, 2), vec![3, 4, 3]);
+        let mixed_cfg = cfg(Candidates::Mixed);
+        let mut mixed = TrState::new(&[], &mixed_cfg, None, graph.clone());
+        mixed.table.rows = vec![vec![7, 2], vec![9, 4]];
+        // Repeats dropped: table [7, 2] and graph [7, 8] give 7, 2, 8.
+        assert_eq!(
+            (0..4).map(|r| mixed.candidate(5, 1, r)).collect::<Vec<_>>(),
+            vec![Some(7), Some(2), Some(8), None]
+        );
     }
 
     #[test]
