@@ -16,7 +16,7 @@ mod plot;
 use burn::backend::{Autodiff, Flex};
 use burn::module::AutodiffModule;
 use clap::Parser;
-use msn::decode::{JacobiConfig, TrJacobiConfig, jacobi, tr_jacobi};
+use msn::decode::{Candidates, JacobiConfig, TrJacobiConfig, jacobi, tr_jacobi};
 use msn::model::{Llama, LlamaConfig};
 use msn::noise::{AheadNoise, Noise, RandomNoise};
 use msn::train::{MsnTrainer, TrainConfig, TrainSample, Trainer, eval_loss};
@@ -215,7 +215,11 @@ fn run(
             None,
             prompt,
             &cfg,
-            &TrJacobiConfig::default(),
+            // The paper's candidates: what noisy training is meant to improve.
+            &TrJacobiConfig {
+                candidates: Candidates::Jacobi,
+                ..Default::default()
+            },
             None,
             None,
         )?;

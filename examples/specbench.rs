@@ -36,9 +36,10 @@ struct Args {
     /// Spec-Bench question file.
     #[arg(long, default_value = "data/spec_bench/question.jsonl")]
     questions: PathBuf,
-    /// Decoders to compare with greedy (comma separated: jacobi, pld, lookahead, tr-jacobi,
-    /// tr-jacobi-recycled, tr-jacobi-mixed (TR-Jacobi with that `--candidates` source); a `+auto`
-    /// suffix sizes drafts from the device's latency curve, e.g. `tr-jacobi+auto`).
+    /// Decoders to compare with greedy (comma separated: jacobi, pld, lookahead, tr-jacobi (with
+    /// `--candidates`, default recycled), tr-jacobi-jacobi, tr-jacobi-recycled, tr-jacobi-mixed
+    /// (TR-Jacobi with that candidate source); a `+auto` suffix sizes drafts from the device's
+    /// latency curve, e.g. `tr-jacobi+auto`).
     #[arg(long, default_value = "pld,tr-jacobi", value_delimiter = ',')]
     decoders: Vec<String>,
     /// Questions per category (the first ones); 0 = all.

@@ -44,7 +44,7 @@ pub struct DecoderArgs {
     pub tree_nodes: Option<usize>,
     /// TR-Jacobi: where tree candidates come from: the previous step's Jacobi logits per depth
     /// (the paper), the model's last predictions after each parent token (recycled), or both.
-    #[arg(long, default_value = "jacobi", value_parser = ["jacobi", "recycled", "mixed"])]
+    #[arg(long, default_value = "recycled", value_parser = ["jacobi", "recycled", "mixed"])]
     pub candidates: String,
     /// TR-Jacobi: tokens per retrieval chain (0 = no retrieval).
     #[arg(long, default_value_t = 10)]
@@ -80,9 +80,9 @@ impl DecoderArgs {
             retrieval_chains: self.retrieval_chains,
             seed: 0,
             candidates: match self.candidates.as_str() {
-                "recycled" => Candidates::Recycled,
+                "jacobi" => Candidates::Jacobi,
                 "mixed" => Candidates::Mixed,
-                _ => Candidates::Jacobi,
+                _ => Candidates::Recycled,
             },
         })
     }

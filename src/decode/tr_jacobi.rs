@@ -147,12 +147,13 @@ impl CandidateTable {
 pub enum Candidates {
     /// The paper: node `[r1, .., rd]` carries `C[d][rd]` from the previous step's Jacobi logits,
     /// the same token for every node of a depth. What MSN training makes good.
-    #[default]
     Jacobi,
     /// Per parent token: the top-`K` tokens the model predicted after that token the last time it
     /// was in a forward pass (a [`TokenGraph`], as in Token Recycling, Luo et al. 2024), so a
     /// node's children follow from its own token; `C[d]` where the token has not been seen yet.
-    /// Needs no training: what a stock model drafts best with.
+    /// The default: on SmolLM2 it accepts 1.5x more tokens per pass than [`Candidates::Jacobi`]
+    /// on the stock model and 1.4x more after MSN fine-tuning (see the README).
+    #[default]
     Recycled,
     /// Both lists interleaved (Jacobi rank 0, recycled rank 0, Jacobi rank 1, ...), repeats
     /// dropped.
@@ -210,7 +211,8 @@ pub struct TrJacobiConfig {
 
 impl Default for TrJacobiConfig {
     /// The paper's template and `K = 10`, with retrieval as long as prompt lookup's drafts
-    /// (see `ALGORITHMS.md`: 5-token chains lose to prompt lookup on copy-heavy prompts).
+    /// (see `ALGORITHMS.md`: 5-token chains lose to prompt lookup on copy-heavy prompts), and
+    /// [`Candidates::Recycled`] (the paper's own candidate rows are [`Candidates::Jacobi`]).
     fn default() -> Self {
         Self {
             template: TreeTemplate::msn(),
@@ -219,7 +221,7 @@ impl Default for TrJacobiConfig {
             retrieval_len: 10,
             retrieval_chains: 2,
             seed: 0,
-            candidates: Candidates::Jacobi,
+            candidates: Candidates::Recycled,
         }
     }
 }
