@@ -48,6 +48,10 @@ struct Args {
     /// Only the first turn of each question.
     #[arg(long)]
     first_turn_only: bool,
+    /// Start every question with the decoders' state as built (TR-Jacobi's token graph and
+    /// tree budget, PLD's budget); by default that state carries over from question to question.
+    #[arg(long)]
+    fresh_state: bool,
     /// New tokens per turn (Spec-Bench uses 1024; CPU runs cap it).
     #[arg(long, default_value_t = 128)]
     max_new_tokens: usize,
@@ -101,6 +105,7 @@ fn run<B: Backend>(device: B::Device, args: &Args) -> msn::Result<()> {
         }
         decoders.push(p.build(&m.model)?);
     }
+    let pristine = decoders.clone();
     let names: Vec<String> = std::iter::once("greedy".to_string())
         .chain(args.decoders.iter().cloned())
         .collect();
@@ -141,6 +146,9 @@ fn run<B: Backend>(device: B::Device, args: &Args) -> msn::Result<()> {
         };
         let mut per_decoder: Vec<serde_json::Value> = Vec::new();
         let mut reference: Vec<Vec<u32>> = Vec::new();
+        if args.fresh_state {
+            decoders = pristine.clone();
+        }
         for (di, dec) in decoders.iter_mut().enumerate() {
             let mut messages: Vec<Message> = Vec::new();
             let (mut texts, mut new_tokens, mut walls, mut accepts) =
