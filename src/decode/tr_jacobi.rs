@@ -474,7 +474,7 @@ pub(crate) fn tr_jacobi_with_graph<B: Backend, M: CausalLm<B>>(
 
 /// TR-Jacobi over a batch of prompts (ragged acceptance: each sequence keeps its own accepted
 /// branch in one shared cache); every output equals the prompt decoded alone. No tree budget:
-/// the tree is the configured one.
+/// the tree is the configured one; each sequence starts its own, empty [`TokenGraph`].
 ///
 /// # Errors
 /// As [`tr_jacobi`], for any of the prompts.
