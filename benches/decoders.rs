@@ -4,7 +4,9 @@
 //! The per-category Spec-Bench table is the `specbench` example.
 
 use burn::backend::Flex;
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{
+    BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
+};
 use msn::decode::{AnyDecoder, Decoder, Greedy, Jacobi, Lookahead, PromptLookup, TrJacobi};
 use msn::{GenerateConfig, Message};
 
@@ -47,7 +49,9 @@ fn decoders(c: &mut Criterion) {
         "tr-jacobi-auto",
     ];
     let mut group = c.benchmark_group("decode_48_tokens_x3_prompts");
-    group.sample_size(10);
+    // One pass takes seconds (tens for a full tree on a CPU): flat sampling times 10 passes
+    // instead of criterion's linear 1 + 2 + .. + 10 = 55.
+    group.sample_size(10).sampling_mode(SamplingMode::Flat);
     for (d, name) in all.iter_mut().zip(names) {
         // Every pass starts from the decoder as built: TR-Jacobi's token graph (and the tree
         // budget) would otherwise learn these three prompts by heart over the iterations.

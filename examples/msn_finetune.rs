@@ -67,6 +67,11 @@ struct Args {
     /// Output directory.
     #[arg(long, default_value = "results/msn_finetune")]
     out: PathBuf,
+    /// Reuse self-distilled samples written by an earlier run (`OUT/distilled.jsonl`, one
+    /// tokenized sample a line) instead of generating them again: they depend only on the model,
+    /// `--prompts` and `--answer-tokens`, so runs that vary the training reuse them.
+    #[arg(long)]
+    distilled: Option<PathBuf>,
 }
 
 const TEMPLATES: [&str; 6] = [
@@ -199,33 +204,20 @@ fn inference(model: &Llama<AB>) -> Llama<B> {
     m
 }
 
-fn main() {
-    let args = Args::parse();
-    if let Err(e) = go(&args) {
-        eprintln!("error: {e}");
-        std::process::exit(1);
-    }
-}
-
-fn go(args: &Args) -> Result<()> {
-    let device = Default::default();
-    std::fs::create_dir_all(&args.out).map_err(|e| msn::Error::io(&args.out, e))?;
-    let loaded = msn::load_with::<AB>(&args.model, &device, msn::WeightDtype::F32)?;
-    let tok = loaded.tokenizer.clone();
-    let base = inference(&loaded.model);
-
-    // 1-2. Self-distilled answers.
+/// Self-distils `args.prompts` prompts with TR-Jacobi auto and writes them to
+/// `OUT/distilled.jsonl`: the samples, the decoder's MAT and the seconds taken.
+fn distill(args: &Args, base: &Llama<B>, tok: &Tokenizer) -> Result<(Vec<TrainSample>, f64, f64)> {
     let all = prompts(args.prompts);
     eprintln!(
         "self-distilling {} prompts ({} new tokens each) with TR-Jacobi auto",
         all.len(),
         args.answer_tokens
     );
-    let mut decoder = TrJacobi::auto(&base, TrJacobiConfig::default());
+    let mut decoder = TrJacobi::auto(base, TrJacobiConfig::default());
     let started = std::time::Instant::now();
     let distilled = self_distill(
-        &base,
-        &tok,
+        base,
+        tok,
         &mut decoder,
         &all,
         args.answer_tokens,
@@ -245,9 +237,76 @@ fn go(args: &Args) -> Result<()> {
         distilled.skipped.len(),
         distilled.accepted_tokens_per_step
     );
+    let mut lines = String::new();
+    for s in &distilled.samples {
+        lines.push_str(&serde_json::to_string(s).expect("a sample serializes"));
+        lines.push('\n');
+    }
+    msn::util::write_atomic(&args.out.join("distilled.jsonl"), lines.as_bytes())?;
+    Ok((
+        distilled.samples,
+        distilled.accepted_tokens_per_step,
+        distill_s,
+    ))
+}
+
+/// Reads `distilled.jsonl`; a malformed line is an error naming the file and line.
+/// Also written by `distill`: TrainSample's own serde form.
+fn read_distilled(path: &std::path::Path, vocab: usize) -> Result<Vec<TrainSample>> {
+    let text = std::fs::read_to_string(path).map_err(|e| msn::Error::io(path, e))?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let s: TrainSample = serde_json::from_str(line).map_err(|e| {
+            msn::Error::InvalidArgument(format!(
+                "{}:{}: not a distilled sample ({e}); delete the file to distil again",
+                path.display(),
+                i + 1
+            ))
+        })?;
+        let bad_range = s.response.start >= s.response.end || s.response.end > s.tokens.len();
+        if bad_range || s.tokens.iter().any(|&t| t as usize >= vocab) {
+            return Err(msn::Error::InvalidArgument(format!(
+                "{}:{}: response range outside the tokens, or a token outside the vocabulary \
+                 (written for another model?)",
+                path.display(),
+                i + 1
+            )));
+        }
+        out.push(s);
+    }
+    Ok(out)
+}
+
+fn main() {
+    let args = Args::parse();
+    if let Err(e) = go(&args) {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn go(args: &Args) -> Result<()> {
+    let device = Default::default();
+    std::fs::create_dir_all(&args.out).map_err(|e| msn::Error::io(&args.out, e))?;
+    let loaded = msn::load_with::<AB>(&args.model, &device, msn::WeightDtype::F32)?;
+    let tok = loaded.tokenizer.clone();
+    let base = inference(&loaded.model);
+
+    // 1-2. Self-distilled answers (or an earlier run's).
+    let (samples, distill_mat, distill_s) = match &args.distilled {
+        Some(path) => {
+            let samples = read_distilled(path, tok.vocab_size())?;
+            eprintln!("{} self-distilled samples from {}", samples.len(), path.display());
+            (samples, None, None)
+        }
+        None => {
+            let d = distill(args, &base, &tok)?;
+            (d.0, Some(d.1), Some(d.2))
+        }
+    };
     let every = args.hold_out_every.max(2);
     let (mut train, mut held) = (Vec::new(), Vec::new());
-    for (i, s) in distilled.samples.into_iter().enumerate() {
+    for (i, s) in samples.into_iter().enumerate() {
         if i % every == every - 1 {
             held.push(s);
         } else {
@@ -306,7 +365,7 @@ fn go(args: &Args) -> Result<()> {
         "model": args.model,
         "train_samples": train.len(),
         "held_out_samples": held.len(),
-        "distill_mat": distilled.accepted_tokens_per_step,
+        "distill_mat": distill_mat,
         "distill_s": distill_s,
         "steps": report.steps,
         "train_tokens_per_s": report.tokens_per_s,

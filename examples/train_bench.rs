@@ -6,9 +6,12 @@
 //! ```text
 //! cargo run --release --example train_bench -- --steps 6 --batch-size 4 --seq-len 256
 //! ```
+//!
+//! `scripts/train_side_by_side.sh` runs it and the same step in PyTorch, one after the other.
 
 mod common;
 use burn::backend::{Autodiff, Flex};
+use burn::module::AutodiffModule;
 use clap::Parser;
 use msn::noise::{AheadNoise, NoNoise};
 use msn::rng::Rng;
@@ -34,6 +37,10 @@ struct Args {
     /// Train without noise (plain SFT) instead of ahead noise.
     #[arg(long)]
     no_noise: bool,
+    /// Also write the loaded model as a Hugging Face directory here (f32), so that another
+    /// framework can time the same step on the same weights (`scripts/torch_train_bench.py`).
+    #[arg(long)]
+    export_hf: Option<std::path::PathBuf>,
 }
 
 fn main() -> msn::Result<()> {
@@ -46,6 +53,15 @@ fn main() -> msn::Result<()> {
         .map(|(_, _, v)| v.len())
         .sum();
     let after_load = common::peak_rss_mib();
+    if let Some(dir) = &args.export_hf {
+        let valid = msn::LoadedModel {
+            model: m.model.valid(),
+            tokenizer: m.tokenizer.clone(),
+            path: dir.clone(),
+        };
+        valid.save_hf(dir, msn::model::hf::ExportDtype::F32)?;
+        eprintln!("wrote {}", dir.display());
+    }
     // Fixed-length samples of random tokens: throughput does not depend on the text.
     let mut rng = Rng::new(1);
     let samples: Vec<TrainSample> = (0..args.batch_size * (args.steps + 1))
