@@ -27,7 +27,7 @@ trap 'rm -rf "$hf"' EXIT
     --export-hf "$hf/model" | tail -n 1 > "$out/msn.json"
 "$venv/bin/python" scripts/torch_train_bench.py --model "$hf/model" --steps "$steps" \
     --batch-size "$batch" --seq-len "$seq" | tail -n 1 > "$out/pytorch.json"
-python3 - "$out" <<'PY'
+python3 - "$out" <<'PY' | tee "$out/table.md"
 import json, sys
 out = sys.argv[1]
 m = json.load(open(f"{out}/msn.json"))
