@@ -255,7 +255,11 @@ fn distill(args: &Args, base: &Llama<B>, tok: &Tokenizer) -> Result<(Vec<TrainSa
 fn read_distilled(path: &std::path::Path, vocab: usize) -> Result<Vec<TrainSample>> {
     let text = std::fs::read_to_string(path).map_err(|e| msn::Error::io(path, e))?;
     let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
         let s: TrainSample = serde_json::from_str(line).map_err(|e| {
             msn::Error::InvalidArgument(format!(
                 "{}:{}: not a distilled sample ({e}); delete the file to distil again",
@@ -296,7 +300,11 @@ fn go(args: &Args) -> Result<()> {
     let (samples, distill_mat, distill_s) = match &args.distilled {
         Some(path) => {
             let samples = read_distilled(path, tok.vocab_size())?;
-            eprintln!("{} self-distilled samples from {}", samples.len(), path.display());
+            eprintln!(
+                "{} self-distilled samples from {}",
+                samples.len(),
+                path.display()
+            );
             (samples, None, None)
         }
         None => {
