@@ -60,7 +60,6 @@ run)
         chmod +x "/tmp/bin/$e"
     done
     export MSN_SMOLLM2_GGUF=/tmp/smollm2.gguf
-    set -o pipefail
     # Latency of a forward of T tokens over a cached context: flat on a GPU up to large T.
     timeout 150 /tmp/bin/bench_forward --devices cuda --dtypes f16 --host off \
         --out "$out" 2>&1 | tee "$out/bench_forward.log" || true
