@@ -5,7 +5,8 @@
 //! cargo run --release --example generate -- --model m.gguf --prompts p.jsonl --json
 //! ```
 //! `--json` prints one line per prompt: `{"id", "prompt_tokens", "tokens", "text", "new_tokens",
-//! "steps", "accept_lengths", "wall_time_s"}`.
+//! "steps", "accept_lengths", "forward_tokens", "wall_time_s", ...}` (`forward_tokens`: tokens each
+//! forward pass ran, i.e. the tree sizes an `--auto-budget` decoder chose).
 
 mod common;
 use burn::prelude::*;
@@ -132,6 +133,7 @@ fn run<B: Backend>(device: B::Device, args: &Args) -> msn::Result<()> {
                 "new_tokens": g.tokens.len(),
                 "steps": g.steps,
                 "accept_lengths": g.accept_lengths,
+                "forward_tokens": g.forward_tokens,
                 "wall_time_s": g.wall_time_s,
                 "draft_time_s": g.draft_time_s,
                 "verify_time_s": g.verify_time_s,

@@ -14,11 +14,15 @@
 //! cargo run --release --example msn_finetune -- --prompts 240 --epochs 1
 //! cargo run --release --example humaneval -- --model results/msn_finetune/model   # quality
 //! ```
-//! Ends with one JSON line (also `<out>/msn_finetune.json`).
+//! Ends with one JSON line (also `<out>/msn_finetune.json`) and a bar chart of MAT before and
+//! after (`<out>/mat.svg`). `--plot-runs A,B` only redraws the chart from the JSON of earlier runs
+//! in directories A and B (the original model from A, the tuned model of each run).
 
 use burn::backend::{Autodiff, Flex};
 use burn::module::AutodiffModule;
 use clap::Parser;
+#[path = "common/plot.rs"]
+mod plot;
 use msn::decode::{Candidates, Decoder, Jacobi, JacobiConfig, TrJacobi, TrJacobiConfig};
 use msn::model::Llama;
 use msn::model::hf::ExportDtype;
@@ -72,6 +76,10 @@ struct Args {
     /// `--prompts` and `--answer-tokens`, so runs that vary the training reuse them.
     #[arg(long)]
     distilled: Option<PathBuf>,
+    /// Only draw `<out>/mat.svg` from earlier runs' `msn_finetune.json` (comma-separated
+    /// output directories), without loading a model.
+    #[arg(long, value_delimiter = ',')]
+    plot_runs: Vec<PathBuf>,
 }
 
 const TEMPLATES: [&str; 6] = [
@@ -289,7 +297,54 @@ fn main() {
     }
 }
 
+/// The MAT bar chart: the original model (from the first run) and each run's tuned model.
+fn plot_runs(runs: &[(String, serde_json::Value)]) -> String {
+    let mats = |m: &serde_json::Value| {
+        ["jacobi_mat", "tr_jacobi_mat", "tr_recycled_mat"]
+            .iter()
+            .map(|k| m[*k].as_f64().unwrap_or(0.0))
+            .collect::<Vec<f64>>()
+    };
+    let mut series = vec![("original".to_string(), mats(&runs[0].1["before"]))];
+    for (name, run) in runs {
+        series.push((format!("MSN {name}"), mats(&run["after"])));
+    }
+    let categories =
+        ["Jacobi", "TR-Jacobi (Jacobi rows)", "TR-Jacobi (recycled)"].map(String::from);
+    plot::bar_chart(
+        "SmolLM2-135M-Instruct before and after MSN fine-tuning",
+        "accepted tokens per forward pass (MAT)",
+        &categories,
+        &series,
+        Some(1.0),
+    )
+}
+
+fn replot(args: &Args) -> Result<()> {
+    let mut runs = Vec::new();
+    for dir in &args.plot_runs {
+        let path = dir.join("msn_finetune.json");
+        let text = std::fs::read_to_string(&path).map_err(|e| msn::Error::io(&path, e))?;
+        let run: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+            msn::Error::InvalidArgument(format!(
+                "{}: not an msn_finetune result ({e}); run the example there first",
+                path.display()
+            ))
+        })?;
+        let name = format!("lr {}", run["lr"].as_f64().unwrap_or(f64::NAN));
+        runs.push((name, run));
+    }
+    std::fs::create_dir_all(&args.out).map_err(|e| msn::Error::io(&args.out, e))?;
+    let svg = args.out.join("mat.svg");
+    msn::util::write_atomic(&svg, plot_runs(&runs).as_bytes())?;
+    eprintln!("wrote {}", svg.display());
+    Ok(())
+}
+
 fn go(args: &Args) -> Result<()> {
+    if !args.plot_runs.is_empty() {
+        return replot(args);
+    }
     let device = Default::default();
     std::fs::create_dir_all(&args.out).map_err(|e| msn::Error::io(&args.out, e))?;
     let loaded = msn::load_with::<AB>(&args.model, &device, msn::WeightDtype::F32)?;
@@ -387,6 +442,11 @@ fn go(args: &Args) -> Result<()> {
     msn::util::write_atomic(
         &args.out.join("msn_finetune.json"),
         format!("{out}\n").as_bytes(),
+    )?;
+    let name = format!("lr {}", args.lr);
+    msn::util::write_atomic(
+        &args.out.join("mat.svg"),
+        plot_runs(&[(name, out.clone())]).as_bytes(),
     )?;
     println!("{out}");
     Ok(())

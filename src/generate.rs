@@ -70,6 +70,9 @@ pub struct Generation {
     pub steps: usize,
     /// New tokens committed by each forward pass.
     pub accept_lengths: Vec<usize>,
+    /// Tokens each forward pass ran (the prompt for prefill, then the root plus the draft),
+    /// one per entry of `accept_lengths`: what a tree budget chose, step by step.
+    pub forward_tokens: Vec<usize>,
     /// Wall-clock seconds, prefill included.
     pub wall_time_s: f64,
     /// Seconds spent building drafts (trees, retrieval, candidate tables), host side.
@@ -212,6 +215,10 @@ impl<'a, 'c> Output<'a, 'c> {
             steps: self.accept_lengths.len(),
             tokens: self.tokens,
             text: self.text,
+            forward_tokens: std::iter::once(prompt_tokens)
+                .chain(std::iter::repeat(1))
+                .take(self.accept_lengths.len())
+                .collect(),
             accept_lengths: self.accept_lengths,
             wall_time_s: started.elapsed().as_secs_f64(),
             draft_time_s: 0.0,

@@ -144,6 +144,17 @@ proptest! {
         prop_assert_eq!(g.stop_reason, p.stop_reason);
         prop_assert!(p.steps <= g.steps);
         prop_assert_eq!(p.accept_lengths.iter().sum::<usize>(), p.tokens.len());
+        // One forward size per step: the prompt for prefill, then at least what was accepted.
+        for d in [&g, &p] {
+            prop_assert_eq!(d.forward_tokens.len(), d.steps);
+            if d.steps > 0 {
+                prop_assert_eq!(d.forward_tokens[0], prompt.len());
+            }
+            for (f, a) in d.forward_tokens.iter().zip(&d.accept_lengths).skip(1) {
+                prop_assert!(a <= f, "accepted {} of a {}-token forward", a, f);
+            }
+        }
+        prop_assert!(g.forward_tokens.iter().skip(1).all(|&f| f == 1));
     }
 }
 
@@ -208,6 +219,7 @@ proptest! {
             if tr {
                 let a = tr_jacobi::<B, _>(&m, None, p, &cfg, &tc, None, None).unwrap();
                 prop_assert_eq!(&a.accept_lengths, &b.accept_lengths);
+                prop_assert_eq!(&a.forward_tokens, &b.forward_tokens);
             }
         }
     }
@@ -253,15 +265,16 @@ fn pld_equals_greedy_on_smollm2_and_saves_steps() {
 
 #[test]
 fn budgeted_pld_stops_drafting_when_forwards_are_expensive() {
-    // A curve where a 2-token forward costs 2.7x a 1-token one (this project's CPU): after the
-    // exploration steps the budget verifies no more drafts, so every later step is a greedy step.
+    // A curve where a 2-token forward costs 2.7x a 1-token one: after the exploration steps the
+    // budget verifies no more drafts, so every later step is a greedy step. The curve alone
+    // decides (step times would say what this machine really costs).
     let m = smollm2();
     let q = "Write the numbers from 1 to 30, comma separated.";
     let ids = chat_ids(q);
     let cfg = GenerateConfig::new(48, &m.tokenizer);
     let g = greedy::<B, _>(&m.model, Some(&m.tokenizer), &ids, &cfg, None).unwrap();
     let curve = LatencyCurve::new(vec![1.0, 2.7, 3.3, 3.8, 4.2, 4.6, 5.0, 5.4, 5.8, 6.2, 6.6]);
-    let mut budget = DraftBudget::new(curve, 10, 2);
+    let mut budget = DraftBudget::new(curve, 10, 2).curve_only();
     let pld = PldConfig::default();
     let p = prompt_lookup_with_budget::<B, _>(
         &m.model,

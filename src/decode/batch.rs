@@ -26,6 +26,8 @@ struct Row<'o> {
     pos: usize,
     root: u32,
     steps: usize,
+    /// Tree tokens of this sequence's draft at each step after prefill.
+    forward_tokens: Vec<usize>,
 }
 
 /// A drafter that never drafts: each step verifies the root alone (batched greedy decoding).
@@ -88,6 +90,7 @@ pub(crate) fn tree_decode_batch<B: Backend, M: CausalLm<B>>(
             pos: p.len(),
             root: 0,
             steps: 0,
+            forward_tokens: Vec::new(),
         })
         .collect();
     let finish = |rows: Vec<Row>| -> Vec<Generation> {
@@ -96,6 +99,8 @@ pub(crate) fn tree_decode_batch<B: Backend, M: CausalLm<B>>(
             .map(|(r, p)| {
                 let mut g = r.out.finish(p.len(), started);
                 g.steps = r.steps;
+                g.forward_tokens.truncate(1);
+                g.forward_tokens.extend(&r.forward_tokens);
                 g.verify_time_s = g.wall_time_s;
                 g
             })
@@ -234,6 +239,7 @@ pub(crate) fn tree_decode_batch<B: Backend, M: CausalLm<B>>(
             drafters[b].observe(d, p, &v, &top);
             row.out.push_block(&v.tokens)?;
             row.steps += 1;
+            row.forward_tokens.push(d.tree.len());
             row.pos += v.path.len();
             row.root = *v.tokens.last().expect("at least the root's prediction");
             keep.push(v.path);

@@ -4,8 +4,11 @@
 //! On a GPU a 16-token forward costs about what a 1-token forward costs; on a small CPU it costs
 //! several times more (see `bench_forward`). A step that verifies `k` draft tokens commits
 //! `1 + E[accepted]` tokens for `cost(1 + k)`; [`DraftBudget::choose`] picks the `k` with the most
-//! expected tokens per second, so a decoder using it is never slower than greedy by design
-//! (`k = 0` is a greedy step).
+//! expected tokens per second (`k = 0` is a greedy step, always a candidate). Costs start from the
+//! measured curve and follow the wall time of the steps actually run ([`StepCosts`]), so once the
+//! few exploration steps are spent a budgeted decoder does not choose drafts slower than greedy
+//! on the device it runs on; how close it comes to greedy is measured (`specbench`, the
+//! `decoders` bench), not assumed.
 
 use crate::model::{CausalLm, ForwardInput};
 use burn::prelude::*;
@@ -84,22 +87,30 @@ impl LatencyCurve {
                 &mut cache,
             )
             .into_data();
+        let mut run = |t: usize| {
+            let s = Instant::now();
+            let input = ForwardInput::causal(&tokens[context..context + t], context, &device);
+            let _ = model.forward(input, &mut cache).into_data();
+            cache.truncate(context);
+            s.elapsed().as_secs_f64()
+        };
+        // One untimed pass per size first (allocator and cache warm-up would otherwise land on
+        // the first sizes measured), then the repetitions round-robin over the sizes, so that a
+        // slow spell of the machine (another process, frequency scaling) hits every size alike
+        // rather than making some sizes look cheap next to others.
+        for &t in &ts {
+            run(t);
+        }
+        let mut secs: Vec<Vec<f64>> = vec![Vec::new(); ts.len()];
+        for _ in 0..reps.max(1) {
+            for (i, &t) in ts.iter().enumerate() {
+                secs[i].push(run(t));
+            }
+        }
         let points = ts
             .into_iter()
-            .map(|t| {
-                let mut v: Vec<f64> = (0..reps.max(1))
-                    .map(|_| {
-                        let s = Instant::now();
-                        let input =
-                            ForwardInput::causal(&tokens[context..context + t], context, &device);
-                        let _ = model.forward(input, &mut cache).into_data();
-                        cache.truncate(context);
-                        s.elapsed().as_secs_f64()
-                    })
-                    .collect();
-                v.sort_by(f64::total_cmp);
-                (t, v[v.len() / 2].max(1e-9))
-            })
+            .zip(secs)
+            .map(|(t, v)| (t, median(v).max(1e-9)))
             .collect();
         Self::from_points(points)
     }
@@ -186,10 +197,116 @@ impl LatencyCurve {
     }
 }
 
+/// The median of `v` (the upper one of the middle two for an even length); 0 when empty.
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Step costs a budget plans with: the [`LatencyCurve`] measured before decoding, corrected by
+/// the wall time of the steps actually run.
+///
+/// The curve times bare causal forwards; a decoding step also builds the draft, its tree mask
+/// and the top-`K` rows, and the machine may be busier (or cooler) than when the curve was
+/// measured. So each step's wall time is recorded against its forward size; a size with
+/// recorded steps costs the median of its recent ones, and any other size the curve's value
+/// scaled by the observed-to-curve ratio, interpolated between the recorded sizes around it.
+#[derive(Debug, Clone)]
+pub struct StepCosts {
+    curve: LatencyCurve,
+    /// Recent step seconds per forward size (index = tokens in the forward).
+    observed: Vec<std::collections::VecDeque<f64>>,
+    /// Whether recorded steps count (off: the curve alone, for reproducible decisions).
+    learn: bool,
+}
+
+/// Step times kept per forward size.
+const COST_WINDOW: usize = 9;
+
+impl StepCosts {
+    /// Costs from `curve` alone, until steps are recorded.
+    pub fn new(curve: LatencyCurve) -> Self {
+        Self {
+            curve,
+            observed: Vec::new(),
+            learn: true,
+        }
+    }
+
+    /// Costs from `curve` only, ignoring recorded steps: the same decisions on every run (tests,
+    /// reproducible benchmarks), at the price of trusting the curve.
+    pub fn curve_only(curve: LatencyCurve) -> Self {
+        Self {
+            learn: false,
+            ..Self::new(curve)
+        }
+    }
+
+    /// The measured curve.
+    pub fn curve(&self) -> &LatencyCurve {
+        &self.curve
+    }
+
+    /// Records that a step with a `tokens`-token forward took `secs` seconds, end to end.
+    pub fn record(&mut self, tokens: usize, secs: f64) {
+        if !self.learn || tokens == 0 || !secs.is_finite() || secs <= 0.0 {
+            return;
+        }
+        if self.observed.len() <= tokens {
+            self.observed.resize_with(tokens + 1, Default::default);
+        }
+        let q = &mut self.observed[tokens];
+        if q.len() == COST_WINDOW {
+            q.pop_front();
+        }
+        q.push_back(secs);
+    }
+
+    /// Recorded steps of `tokens` tokens (at most the window kept).
+    pub fn recorded(&self, tokens: usize) -> usize {
+        self.observed
+            .get(tokens)
+            .map_or(0, std::collections::VecDeque::len)
+    }
+
+    fn observed(&self, t: usize) -> Option<f64> {
+        let q = self.observed.get(t).filter(|q| !q.is_empty())?;
+        Some(median(q.iter().copied().collect()))
+    }
+
+    /// Expected seconds of a step whose forward runs `t` tokens.
+    pub fn cost(&self, t: usize) -> f64 {
+        if t == 0 {
+            return 0.0;
+        }
+        if let Some(s) = self.observed(t) {
+            return s;
+        }
+        // The observed-to-curve ratio, interpolated linearly between the nearest recorded
+        // sizes below and above `t` (the nearer one's beyond the recorded range).
+        let ratio = |u: usize| self.observed(u).expect("recorded") / self.curve.cost(u);
+        let recorded = |u: &usize| self.observed.get(*u).is_some_and(|q| !q.is_empty());
+        let below = (1..t).rev().find(recorded);
+        let above = (t + 1..self.observed.len()).find(recorded);
+        let scale = match (below, above) {
+            (None, None) => 1.0,
+            (Some(u), None) | (None, Some(u)) => ratio(u),
+            (Some(a), Some(b)) => {
+                let f = (t - a) as f64 / (b - a) as f64;
+                ratio(a) + (ratio(b) - ratio(a)) * f
+            }
+        };
+        self.curve.cost(t) * scale
+    }
+}
+
 /// Chooses draft lengths from a [`LatencyCurve`] and observed acceptance.
 #[derive(Debug, Clone)]
 pub struct DraftBudget {
-    curve: LatencyCurve,
+    costs: StepCosts,
     /// Per draft position `j`: (accepted, tried) given that position `j - 1` was accepted.
     stats: Vec<(u64, u64)>,
     /// Steps that verify the full draft regardless of cost, to learn the acceptance.
@@ -201,7 +318,7 @@ impl DraftBudget {
     /// `explore` drafted steps.
     pub fn new(curve: LatencyCurve, max_draft: usize, explore: u64) -> Self {
         Self {
-            curve,
+            costs: StepCosts::new(curve),
             stats: vec![(0, 0); max_draft],
             explore,
         }
@@ -224,12 +341,12 @@ impl DraftBudget {
             self.explore -= 1;
             return max;
         }
-        let mut best = (1.0 / self.curve.cost(1), 0);
+        let mut best = (1.0 / self.costs.cost(1), 0);
         let (mut expected, mut chain) = (1.0, 1.0);
         for k in 1..=max {
             chain *= self.p(k - 1);
             expected += chain;
-            let rate = expected / self.curve.cost(1 + k);
+            let rate = expected / self.costs.cost(1 + k);
             if rate > best.0 {
                 best = (rate, k);
             }
@@ -250,9 +367,25 @@ impl DraftBudget {
         }
     }
 
-    /// Expected committed tokens per second of a greedy step under the curve.
+    /// Records the wall time of a step whose forward ran `tokens` tokens.
+    pub fn record_step(&mut self, tokens: usize, secs: f64) {
+        self.costs.record(tokens, secs);
+    }
+
+    /// Plans with the curve alone, ignoring step times ([`StepCosts::curve_only`]).
+    pub fn curve_only(mut self) -> Self {
+        self.costs = StepCosts::curve_only(self.costs.curve.clone());
+        self
+    }
+
+    /// The step costs it plans with.
+    pub fn costs(&self) -> &StepCosts {
+        &self.costs
+    }
+
+    /// Expected committed tokens per second of a greedy step.
     pub fn greedy_rate(&self) -> f64 {
-        1.0 / self.curve.cost(1)
+        1.0 / self.costs.cost(1)
     }
 }
 
@@ -285,10 +418,18 @@ struct StepRecord {
 /// (a greedy step) is always a candidate, so on a device where big forwards are expensive the
 /// decoder falls back to greedy rather than run slower. Every `probe_every` steps of a context it
 /// verifies the next larger shape to keep learning.
+///
+/// Costs are [`StepCosts`]: the curve corrected by the measured wall time of every step the
+/// decoder runs (see [`TreeBudget::record_step`]), so a curve measured on a quieter machine, or
+/// overheads the curve does not see, cannot keep it choosing trees that are slower than greedy.
+/// While trees pay, one step in every `ROOT_EVERY + 1` (33) is a greedy step, keeping the
+/// yardstick itself measured.
 #[derive(Debug, Clone)]
 pub struct TreeBudget {
-    curve: LatencyCurve,
+    costs: StepCosts,
     contexts: Vec<Context>,
+    /// Steps since the last root-only (greedy) step, over all contexts.
+    since_root: u64,
     /// Steps of full-size exploration at the start of each context.
     explore: u64,
     probe_every: u64,
@@ -305,6 +446,8 @@ struct Context {
 const TEMPLATE_GRID: [usize; 12] = [0, 1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48];
 /// Retrieval lengths considered (then capped by the proposal's length).
 const RETRIEVAL_GRID: [usize; 7] = [0, 1, 2, 3, 4, 6, 8];
+/// Most tree steps in a row before a greedy step re-measures the greedy cost.
+const ROOT_EVERY: u64 = 32;
 /// Records kept per context.
 const WINDOW: usize = 256;
 /// Cap on exploration steps' template size (a 69-token forward is ~18x a 1-token one on a CPU).
@@ -314,17 +457,34 @@ impl TreeBudget {
     /// A budget over `curve`, exploring `explore` steps per retrieval context first.
     pub fn new(curve: LatencyCurve, explore: u64) -> Self {
         Self {
-            curve,
+            costs: StepCosts::new(curve),
             contexts: Vec::new(),
+            since_root: 0,
             explore,
             probe_every: 16,
             last_context: 0,
         }
     }
 
-    /// The latency curve it plans with.
+    /// The latency curve measured before decoding.
     pub fn curve(&self) -> &LatencyCurve {
-        &self.curve
+        self.costs.curve()
+    }
+
+    /// The step costs it plans with (the curve corrected by recorded steps).
+    pub fn costs(&self) -> &StepCosts {
+        &self.costs
+    }
+
+    /// Records the wall time of a step whose forward ran `tokens` tokens (the root included).
+    pub fn record_step(&mut self, tokens: usize, secs: f64) {
+        self.costs.record(tokens, secs);
+    }
+
+    /// Plans with the curve alone, ignoring step times ([`StepCosts::curve_only`]).
+    pub fn curve_only(mut self) -> Self {
+        self.costs = StepCosts::curve_only(self.costs.curve.clone());
+        self
     }
 
     fn candidates(full: TreeShape) -> (Vec<usize>, Vec<usize>) {
@@ -366,6 +526,16 @@ impl TreeBudget {
     /// The shape to verify when the largest available is `full` and the retrieval match was an
     /// `ngram`-gram (0: none).
     pub fn choose(&mut self, full: TreeShape, ngram: usize) -> TreeShape {
+        let shape = self.pick(full, ngram);
+        if shape == TreeShape::default() {
+            self.since_root = 0;
+        } else {
+            self.since_root += 1;
+        }
+        shape
+    }
+
+    fn pick(&mut self, full: TreeShape, ngram: usize) -> TreeShape {
         if self.contexts.len() <= ngram {
             self.contexts.resize_with(ngram + 1, Context::default);
         }
@@ -379,23 +549,23 @@ impl TreeBudget {
             // Explore with a tree that costs at most twice a greedy step: on a GPU (flat curve)
             // that is the exploration cap, on a CPU a few tokens, so that learning what pays
             // cannot make a short generation slower than greedy; probes grow it later.
-            let limit = 2.0 * self.curve.cost(1);
+            let limit = 2.0 * self.costs.cost(1);
             let mut shape = TreeShape {
                 template: full.template.min(EXPLORE_TEMPLATE),
                 retrieval: full.retrieval,
             };
-            while shape.retrieval > 0 && self.curve.cost(1 + shape.retrieval) > limit {
+            while shape.retrieval > 0 && self.costs.cost(1 + shape.retrieval) > limit {
                 shape.retrieval -= 1;
             }
             while shape.template > 0
-                && self.curve.cost(1 + shape.template + shape.retrieval) > limit
+                && self.costs.cost(1 + shape.template + shape.retrieval) > limit
             {
                 shape.template -= 1;
             }
             return shape;
         }
         let (ts, rs) = Self::candidates(full);
-        let mut best = (1.0 / self.curve.cost(1), TreeShape::default());
+        let mut best = (1.0 / self.costs.cost(1), TreeShape::default());
         for &t in &ts {
             for &r in &rs {
                 let shape = TreeShape {
@@ -406,7 +576,7 @@ impl TreeBudget {
                 if n == 0 {
                     continue;
                 }
-                let rate = tokens / self.curve.cost(1 + t + r);
+                let rate = tokens / self.costs.cost(1 + t + r);
                 if rate > best.0 {
                     best = (rate, shape);
                 }
@@ -420,6 +590,11 @@ impl TreeBudget {
                 template: next(&ts, best.1.template),
                 retrieval: next(&rs, best.1.retrieval),
             };
+        }
+        if self.since_root >= ROOT_EVERY {
+            // A greedy step now and then keeps its cost measured, the yardstick every tree is
+            // compared with (its curve value alone may be off).
+            return TreeShape::default();
         }
         best.1
     }
@@ -553,6 +728,103 @@ mod tests {
             b.record(&s, &draft, &[2, 3, 4], &[Some(1), Some(2)]);
         }
         assert_eq!(b.choose(full, 0), full);
+    }
+
+    #[test]
+    fn step_costs_follow_recorded_steps_and_scale_the_curve_elsewhere() {
+        let curve = LatencyCurve::from_points(vec![(1, 1.0), (10, 2.0)]);
+        let mut c = StepCosts::new(curve);
+        assert_eq!(c.cost(10), 2.0, "the curve until something is recorded");
+        // Steps of one token take twice the curve's value: every size is scaled by 2.
+        c.record(1, 2.0);
+        assert_eq!(c.cost(1), 2.0);
+        assert!((c.cost(10) - 4.0).abs() < 1e-12);
+        // Recorded sizes use their own median; others scale the curve by the ratio interpolated
+        // between the recorded sizes around them (here 2 at t = 1 and 1.5 at t = 10).
+        for s in [3.0, 100.0, 2.9] {
+            c.record(10, s);
+        }
+        assert_eq!(
+            c.cost(10),
+            3.0,
+            "median, not mean: one stall does not move it"
+        );
+        let eight = c.curve().cost(8) * (2.0 - 0.5 * 7.0 / 9.0);
+        assert!(
+            (c.cost(8) - eight).abs() < 1e-12,
+            "{} vs {eight}",
+            c.cost(8)
+        );
+        // A curve-only cost table ignores steps.
+        let mut frozen = StepCosts::curve_only(c.curve().clone());
+        frozen.record(10, 50.0);
+        assert_eq!((frozen.cost(10), frozen.recorded(10)), (2.0, 0));
+        // Nonsense is ignored.
+        c.record(0, 1.0);
+        c.record(5, f64::NAN);
+        c.record(5, -1.0);
+        assert_eq!(c.recorded(5), 0);
+    }
+
+    #[test]
+    fn trees_the_curve_calls_cheap_but_steps_show_slow_lose_to_greedy() {
+        // The curve says a 9-token forward costs what a 1-token one does (GPU-like), and every
+        // tree commits 2 tokens; but the steps actually run take 3x a greedy step.
+        let curve = LatencyCurve::from_points(vec![(1, 1.0), (100, 1.0)]);
+        let mut b = TreeBudget::new(curve, 1);
+        let full = TreeShape {
+            template: 8,
+            retrieval: 0,
+        };
+        let draft = crate::decode::Draft::chain(1, &[2, 3]);
+        let s = b.choose(full, 0);
+        assert_ne!(s, TreeShape::default(), "explores a tree first");
+        b.record(&s, &draft, &[2, 9, 9], &[Some(1), Some(2)]);
+        b.record_step(3, 3.0);
+        b.record_step(1, 1.0);
+        for _ in 0..4 {
+            assert_eq!(b.choose(full, 0), TreeShape::default());
+        }
+        // The same with steps as cheap as the curve says: the tree pays.
+        let mut b = TreeBudget::new(LatencyCurve::from_points(vec![(1, 1.0), (100, 1.0)]), 1);
+        let s = b.choose(full, 0);
+        b.record(&s, &draft, &[2, 9, 9], &[Some(1), Some(2)]);
+        b.record_step(3, 1.0);
+        b.record_step(1, 1.0);
+        assert_ne!(b.choose(full, 0), TreeShape::default());
+    }
+
+    #[test]
+    fn trees_that_pay_still_leave_room_for_a_greedy_step_now_and_then() {
+        let curve = LatencyCurve::from_points(vec![(1, 1.0), (100, 1.1)]);
+        let mut b = TreeBudget::new(curve, 1);
+        let full = TreeShape {
+            template: 2,
+            retrieval: 0,
+        };
+        let draft = crate::decode::Draft::chain(1, &[2, 3]);
+        let mut shapes = Vec::new();
+        for _ in 0..100 {
+            let s = b.choose(full, 0);
+            b.record(&s, &draft, &[2, 3, 4], &[Some(1), Some(2)]);
+            shapes.push(s);
+        }
+        let greedy = shapes
+            .iter()
+            .filter(|s| **s == TreeShape::default())
+            .count();
+        // The first step (nothing recorded yet) and one in every ROOT_EVERY + 1 after it.
+        assert!((2..=5).contains(&greedy), "{greedy} greedy steps of 100");
+        let gaps: Vec<usize> = shapes
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| **s == TreeShape::default())
+            .map(|(i, _)| i)
+            .collect::<Vec<_>>()
+            .windows(2)
+            .map(|w| w[1] - w[0])
+            .collect();
+        assert!(gaps.iter().all(|&g| g as u64 == ROOT_EVERY + 1), "{gaps:?}");
     }
 
     #[test]

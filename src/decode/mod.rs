@@ -19,7 +19,7 @@ pub mod tree;
 pub mod verify;
 
 pub use batch::greedy_batch;
-pub use budget::{DraftBudget, LatencyCurve, TreeBudget, TreeShape};
+pub use budget::{DraftBudget, LatencyCurve, StepCosts, TreeBudget, TreeShape};
 pub use decoder::{
     AnyDecoder, Decoder, Greedy, Jacobi, Lookahead, PromptLookup, TrJacobi, TrJacobiDecoder,
 };
@@ -77,6 +77,9 @@ pub(crate) trait Drafter {
     /// After verification: the argmax at every node, the verified path, and the top-`k` tokens
     /// of the rows asked for.
     fn observe(&mut self, draft: &Draft, preds: &[u32], verified: &Verified, top_k: &[Vec<u32>]);
+    /// The wall time of the whole step (drafting, forward, verification, bookkeeping) whose
+    /// forward ran `tokens` tokens; budgets learn step costs from it (nothing by default).
+    fn timed(&mut self, _tokens: usize, _secs: f64) {}
 }
 
 /// The loop every drafting decoder shares: prefill, then per step draft a tree, verify it in one
@@ -101,6 +104,7 @@ pub(crate) fn tree_decode<B: Backend, M: CausalLm<B>>(
         return Ok(out.finish(prompt.len(), started));
     };
     let (mut draft_s, prefill_s) = (0.0, started.elapsed().as_secs_f64());
+    let mut forward_tokens = Vec::new();
     while !out.is_done() {
         let t0 = Instant::now();
         let start = cache.len();
@@ -111,6 +115,7 @@ pub(crate) fn tree_decode<B: Backend, M: CausalLm<B>>(
         let draft = drafter.draft(root, room, left);
         debug_assert!(draft.tree.len() <= room + 1);
         draft_s += t0.elapsed().as_secs_f64();
+        forward_tokens.push(draft.tree.len());
         let logits = forward_tree_logits(model, &mut cache, &draft.tree, &draft.tokens, &device);
         let preds = argmax(logits.clone());
         let t1 = Instant::now();
@@ -126,8 +131,11 @@ pub(crate) fn tree_decode<B: Backend, M: CausalLm<B>>(
         cache.keep(start, &v.path);
         root = *v.tokens.last().expect("at least the root's prediction");
         draft_s += t1.elapsed().as_secs_f64();
+        drafter.timed(draft.tree.len(), t0.elapsed().as_secs_f64());
     }
     let mut g = out.finish(prompt.len(), started);
+    g.forward_tokens.truncate(1);
+    g.forward_tokens.extend(forward_tokens);
     g.draft_time_s = draft_s;
     g.verify_time_s = (g.wall_time_s - draft_s).max(prefill_s);
     Ok(g)

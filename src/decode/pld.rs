@@ -89,6 +89,11 @@ impl Drafter for Lookup<'_> {
         self.index.extend(&draft.tokens[..1]);
         self.index.extend(&committed[..committed.len() - 1]);
     }
+    fn timed(&mut self, tokens: usize, secs: f64) {
+        if let Some(b) = self.budget.as_deref_mut() {
+            b.record_step(tokens, secs);
+        }
+    }
 }
 
 fn run<B: Backend, M: CausalLm<B>>(

@@ -419,6 +419,11 @@ impl Drafter for TrState<'_> {
         self.index.extend(&draft.tokens[..1]);
         self.index.extend(&v.tokens[..v.tokens.len() - 1]);
     }
+    fn timed(&mut self, tokens: usize, secs: f64) {
+        if let Some(b) = self.budget.as_deref_mut() {
+            b.record_step(tokens, secs);
+        }
+    }
 }
 
 /// TR-Jacobi decoding. Same contract as [`crate::greedy`] (identical output); `steps` counts
