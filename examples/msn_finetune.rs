@@ -297,12 +297,13 @@ fn main() {
     }
 }
 
-/// The MAT bar chart: the original model (from the first run) and each run's tuned model.
+/// The MAT bar chart: the original model (from the first run) and each run's tuned model (a
+/// figure a run did not measure draws no bar).
 fn plot_runs(runs: &[(String, serde_json::Value)]) -> String {
     let mats = |m: &serde_json::Value| {
         ["jacobi_mat", "tr_jacobi_mat", "tr_recycled_mat"]
             .iter()
-            .map(|k| m[*k].as_f64().unwrap_or(0.0))
+            .map(|k| m[*k].as_f64().unwrap_or(f64::NAN))
             .collect::<Vec<f64>>()
     };
     let mut series = vec![("original".to_string(), mats(&runs[0].1["before"]))];

@@ -124,7 +124,8 @@ pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series]) 
 }
 
 /// Renders a grouped bar chart: one group per category, one bar per series (same order as
-/// `categories`), and a dashed reference line at `reference` (e.g. 1.0 for greedy).
+/// `categories`; a non-finite value draws no bar), and a dashed reference line at `reference`
+/// (e.g. 1.0 for greedy).
 pub fn bar_chart(
     title: &str,
     y_label: &str,
@@ -151,6 +152,10 @@ pub fn bar_chart(
         let gx = l + gw * ci as f64 + gw * 0.1;
         for (si, (_, vals)) in series.iter().enumerate() {
             let v = vals.get(ci).copied().unwrap_or(0.0);
+            if !v.is_finite() {
+                // Not measured: no bar (a zero-height bar would read as a measured zero).
+                continue;
+            }
             s += &format!(
                 "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{}\"/>\n",
                 gx + bw * si as f64,

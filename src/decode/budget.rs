@@ -713,16 +713,26 @@ mod tests {
         assert_eq!(s.retrieval, 8);
     }
 
+    /// A tree budget over `curve`, a full shape of `template` paths (no retrieval), and the
+    /// 2-token chain draft `[1] -> 2 -> 3` the tests verify.
+    fn setup(
+        curve: LatencyCurve,
+        explore: u64,
+        template: usize,
+    ) -> (TreeBudget, TreeShape, crate::decode::Draft) {
+        let full = TreeShape {
+            template,
+            retrieval: 0,
+        };
+        let draft = crate::decode::Draft::chain(1, &[2, 3]);
+        (TreeBudget::new(curve, explore), full, draft)
+    }
+
     #[test]
     fn tree_budget_keeps_trees_that_pay() {
         // A flat (GPU-like) curve and a template whose first two paths are always right.
         let curve = LatencyCurve::from_points(vec![(1, 1.0), (100, 1.1)]);
-        let mut b = TreeBudget::new(curve, 1);
-        let full = TreeShape {
-            template: 2,
-            retrieval: 0,
-        };
-        let draft = crate::decode::Draft::chain(1, &[2, 3]);
+        let (mut b, full, draft) = setup(curve, 1, 2);
         for _ in 0..8 {
             let s = b.choose(full, 0);
             b.record(&s, &draft, &[2, 3, 4], &[Some(1), Some(2)]);
@@ -771,12 +781,7 @@ mod tests {
         // The curve says a 9-token forward costs what a 1-token one does (GPU-like), and every
         // tree commits 2 tokens; but the steps actually run take 3x a greedy step.
         let curve = LatencyCurve::from_points(vec![(1, 1.0), (100, 1.0)]);
-        let mut b = TreeBudget::new(curve, 1);
-        let full = TreeShape {
-            template: 8,
-            retrieval: 0,
-        };
-        let draft = crate::decode::Draft::chain(1, &[2, 3]);
+        let (mut b, full, draft) = setup(curve, 1, 8);
         let s = b.choose(full, 0);
         assert_ne!(s, TreeShape::default(), "explores a tree first");
         b.record(&s, &draft, &[2, 9, 9], &[Some(1), Some(2)]);
@@ -797,12 +802,7 @@ mod tests {
     #[test]
     fn trees_that_pay_still_leave_room_for_a_greedy_step_now_and_then() {
         let curve = LatencyCurve::from_points(vec![(1, 1.0), (100, 1.1)]);
-        let mut b = TreeBudget::new(curve, 1);
-        let full = TreeShape {
-            template: 2,
-            retrieval: 0,
-        };
-        let draft = crate::decode::Draft::chain(1, &[2, 3]);
+        let (mut b, full, draft) = setup(curve, 1, 2);
         let mut shapes = Vec::new();
         for _ in 0..100 {
             let s = b.choose(full, 0);
