@@ -332,7 +332,11 @@ fn replot(args: &Args) -> Result<()> {
                 path.display()
             ))
         })?;
-        let name = format!("lr {}", run["lr"].as_f64().unwrap_or(f64::NAN));
+        let name = format!(
+            "lr {}, {} steps",
+            run["lr"].as_f64().unwrap_or(f64::NAN),
+            run["steps"].as_u64().unwrap_or(0)
+        );
         runs.push((name, run));
     }
     std::fs::create_dir_all(&args.out).map_err(|e| msn::Error::io(&args.out, e))?;
@@ -444,7 +448,7 @@ fn go(args: &Args) -> Result<()> {
         &args.out.join("msn_finetune.json"),
         format!("{out}\n").as_bytes(),
     )?;
-    let name = format!("lr {}", args.lr);
+    let name = format!("lr {}, {} steps", args.lr, report.steps);
     msn::util::write_atomic(
         &args.out.join("mat.svg"),
         plot_runs(&[(name, out.clone())]).as_bytes(),

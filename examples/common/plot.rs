@@ -192,8 +192,10 @@ pub fn bar_chart(
         (t + h - b) / 2.0,
         (t + h - b) / 2.0
     );
+    // Legend entries side by side, each as wide as its label (~7 px a character at 12 px), at
+    // least the 130 px the charts always used.
+    let mut lx = l + 12.0;
     for (si, (name, _)) in series.iter().enumerate() {
-        let lx = l + 12.0 + 130.0 * si as f64;
         s += &format!(
             "<rect x=\"{lx}\" y=\"{}\" width=\"14\" height=\"10\" fill=\"{}\"/><text x=\"{}\" y=\"{}\">{name}</text>\n",
             t + 2.0,
@@ -201,6 +203,7 @@ pub fn bar_chart(
             lx + 18.0,
             t + 11.0
         );
+        lx += (30.0 + 7.0 * name.chars().count() as f64).max(130.0);
     }
     s + "</svg>\n"
 }
