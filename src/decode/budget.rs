@@ -219,6 +219,10 @@ pub struct StepCosts {
     curve: LatencyCurve,
     /// Recent step seconds per forward size (index = tokens in the forward).
     observed: Vec<std::collections::VecDeque<f64>>,
+    /// The median of each size's recent steps (`None`: none recorded), kept up to date by
+    /// [`StepCosts::record`] because [`StepCosts::cost`] runs for every candidate shape of every
+    /// step.
+    medians: Vec<Option<f64>>,
     /// Whether recorded steps count (off: the curve alone, for reproducible decisions).
     learn: bool,
 }
@@ -232,6 +236,7 @@ impl StepCosts {
         Self {
             curve,
             observed: Vec::new(),
+            medians: Vec::new(),
             learn: true,
         }
     }
@@ -257,12 +262,14 @@ impl StepCosts {
         }
         if self.observed.len() <= tokens {
             self.observed.resize_with(tokens + 1, Default::default);
+            self.medians.resize(tokens + 1, None);
         }
         let q = &mut self.observed[tokens];
         if q.len() == COST_WINDOW {
             q.pop_front();
         }
         q.push_back(secs);
+        self.medians[tokens] = Some(median(q.iter().copied().collect()));
     }
 
     /// Recorded steps of `tokens` tokens (at most the window kept).
@@ -273,8 +280,7 @@ impl StepCosts {
     }
 
     fn observed(&self, t: usize) -> Option<f64> {
-        let q = self.observed.get(t).filter(|q| !q.is_empty())?;
-        Some(median(q.iter().copied().collect()))
+        self.medians.get(t).copied().flatten()
     }
 
     /// Expected seconds of a step whose forward runs `t` tokens.
@@ -288,9 +294,9 @@ impl StepCosts {
         // The observed-to-curve ratio, interpolated linearly between the nearest recorded
         // sizes below and above `t` (the nearer one's beyond the recorded range).
         let ratio = |u: usize| self.observed(u).expect("recorded") / self.curve.cost(u);
-        let recorded = |u: &usize| self.observed.get(*u).is_some_and(|q| !q.is_empty());
+        let recorded = |u: &usize| self.observed(*u).is_some();
         let below = (1..t).rev().find(recorded);
-        let above = (t + 1..self.observed.len()).find(recorded);
+        let above = (t + 1..self.medians.len()).find(recorded);
         let scale = match (below, above) {
             (None, None) => 1.0,
             (Some(u), None) | (None, Some(u)) => ratio(u),
