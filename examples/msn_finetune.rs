@@ -17,6 +17,8 @@
 //! Ends with one JSON line (also `<out>/msn_finetune.json`) and a bar chart of MAT before and
 //! after (`<out>/mat.svg`). `--plot-runs A,B` only redraws the chart from the JSON of earlier runs
 //! in directories A and B (the original model from A, the tuned model of each run).
+//! `--tuned DIR --distilled FILE` only measures: the original against an already tuned model
+//! (for instance at another `--eval-tokens`), without training.
 
 use burn::backend::{Autodiff, Flex};
 use burn::module::AutodiffModule;
@@ -28,7 +30,9 @@ use msn::model::Llama;
 use msn::model::hf::ExportDtype;
 use msn::model::tokenizer::{Message, Tokenizer};
 use msn::noise::AheadNoise;
-use msn::train::{MsnTrainer, TrainConfig, TrainSample, Trainer, eval_loss, self_distill};
+use msn::train::{
+    MsnTrainer, TrainConfig, TrainSample, Trainer, denoise_accuracy, eval_loss, self_distill,
+};
 use msn::{GenerateConfig, Result};
 use std::path::PathBuf;
 
@@ -80,6 +84,10 @@ struct Args {
     /// output directories), without loading a model.
     #[arg(long, value_delimiter = ',')]
     plot_runs: Vec<PathBuf>,
+    /// Measure only: compare the original with this already tuned model (a directory written
+    /// by an earlier run, `OUT/model`); needs `--distilled` for the held-out answers.
+    #[arg(long)]
+    tuned: Option<PathBuf>,
 }
 
 const TEMPLATES: [&str; 6] = [
@@ -154,6 +162,10 @@ fn prompts(n: usize) -> Vec<String> {
 #[derive(serde::Serialize, Clone, Copy, Default)]
 struct Measure {
     clean_loss: f32,
+    /// Top-1 accuracy of the clean next token at ahead-noised positions (L = `--noise-len`,
+    /// fixed seed) of the held-out answers, reading the noise; and reading the clean answers.
+    denoise_noised: f64,
+    denoise_clean: f64,
     jacobi_mat: f64,
     /// TR-Jacobi with the paper's Jacobi candidate rows.
     tr_jacobi_mat: f64,
@@ -168,6 +180,7 @@ fn measure(
     held: &[TrainSample],
     questions: &[Vec<u32>],
     new_tokens: usize,
+    noise_len: usize,
 ) -> Result<Measure> {
     let config = GenerateConfig::new(new_tokens, tok);
     let (mut jt, mut js, mut tt, mut ts, mut rt, mut rs) = (0, 0, 0, 0, 0, 0);
@@ -198,8 +211,11 @@ fn measure(
         eprint!("  MAT [{}/{}]\r", i + 1, questions.len());
     }
     eprintln!();
+    let den = denoise_accuracy(model, held, &AheadNoise { len: noise_len }, 7, 4);
     Ok(Measure {
         clean_loss: eval_loss(model, held, 4),
+        denoise_noised: den.noised,
+        denoise_clean: den.clean,
         jacobi_mat: jt as f64 / js.max(1) as f64,
         tr_jacobi_mat: tt as f64 / ts.max(1) as f64,
         tr_recycled_mat: rt as f64 / rs.max(1) as f64,
@@ -346,9 +362,73 @@ fn replot(args: &Args) -> Result<()> {
     Ok(())
 }
 
+/// `--tuned`: the tuned model measured like `before`; the run's learning rate and steps come
+/// from the `msn_finetune.json` next to the model directory, when there is one.
+fn measure_only(
+    args: &Args,
+    dir: &std::path::Path,
+    tok: &Tokenizer,
+    held: &[TrainSample],
+    questions: &[Vec<u32>],
+    before: Measure,
+) -> Result<()> {
+    let device = Default::default();
+    let tuned = msn::load_with::<B>(&dir.to_string_lossy(), &device, msn::WeightDtype::F32)?;
+    let model = tuned.model; // host kernels are on (load_with)
+    eprintln!("measuring {}", dir.display());
+    let after = measure(
+        &model,
+        tok,
+        held,
+        questions,
+        args.eval_tokens,
+        args.noise_len,
+    )?;
+    let run: serde_json::Value = dir
+        .parent()
+        .and_then(|p| std::fs::read_to_string(p.join("msn_finetune.json")).ok())
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default();
+    let out = serde_json::json!({
+        "model": args.model,
+        "tuned": dir,
+        "held_out_samples": held.len(),
+        "steps": run["steps"],
+        "lr": run["lr"],
+        "noise_len": args.noise_len,
+        "spec_bench_questions": questions.len(),
+        "eval_tokens": args.eval_tokens,
+        "before": before,
+        "after": after,
+    });
+    std::fs::create_dir_all(&args.out).map_err(|e| msn::Error::io(&args.out, e))?;
+    msn::util::write_atomic(
+        &args.out.join("msn_finetune.json"),
+        format!("{out}\n").as_bytes(),
+    )?;
+    let name = format!(
+        "lr {}, {} steps",
+        run["lr"].as_f64().unwrap_or(f64::NAN),
+        run["steps"].as_u64().unwrap_or(0)
+    );
+    msn::util::write_atomic(
+        &args.out.join("mat.svg"),
+        plot_runs(&[(name, out.clone())]).as_bytes(),
+    )?;
+    println!("{out}");
+    Ok(())
+}
+
 fn go(args: &Args) -> Result<()> {
     if !args.plot_runs.is_empty() {
         return replot(args);
+    }
+    if args.tuned.is_some() && args.distilled.is_none() {
+        return Err(msn::Error::InvalidArgument(
+            "--tuned measures on the held-out answers of an earlier run: pass --distilled \
+             OUT/distilled.jsonl of the run that trained it"
+                .into(),
+        ));
     }
     let device = Default::default();
     std::fs::create_dir_all(&args.out).map_err(|e| msn::Error::io(&args.out, e))?;
@@ -397,8 +477,18 @@ fn go(args: &Args) -> Result<()> {
         "measuring the original model ({} questions)",
         questions.len()
     );
-    let before = measure(&base, &tok, &held, &questions, args.eval_tokens)?;
+    let before = measure(
+        &base,
+        &tok,
+        &held,
+        &questions,
+        args.eval_tokens,
+        args.noise_len,
+    )?;
     drop(base);
+    if let Some(dir) = &args.tuned {
+        return measure_only(args, dir, &tok, &held, &questions, before);
+    }
 
     // 4. MSN training.
     let steps = (train.len() / args.batch_size).max(1) * args.epochs;
@@ -421,7 +511,14 @@ fn go(args: &Args) -> Result<()> {
     let (tuned, report) = trainer.train(loaded.model, &train, &held)?;
     let after_model = inference(&tuned);
     eprintln!("measuring the tuned model");
-    let after = measure(&after_model, &tok, &held, &questions, args.eval_tokens)?;
+    let after = measure(
+        &after_model,
+        &tok,
+        &held,
+        &questions,
+        args.eval_tokens,
+        args.noise_len,
+    )?;
     let exported = msn::LoadedModel {
         model: tuned.valid(),
         tokenizer: tok.clone(),

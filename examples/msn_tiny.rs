@@ -19,7 +19,7 @@ use clap::Parser;
 use msn::decode::{Candidates, JacobiConfig, TrJacobiConfig, jacobi, tr_jacobi};
 use msn::model::{Llama, LlamaConfig};
 use msn::noise::{AheadNoise, Noise, RandomNoise};
-use msn::train::{MsnTrainer, TrainConfig, TrainSample, Trainer, eval_loss};
+use msn::train::{MsnTrainer, TrainConfig, TrainSample, Trainer, denoise_accuracy, eval_loss};
 use msn::{GenerateConfig, Result};
 use std::path::{Path, PathBuf};
 
@@ -59,14 +59,16 @@ struct Args {
     /// Seed.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Bytes per training window.
+    #[arg(long, default_value_t = 128)]
+    window: usize,
+    /// Leading bytes of each window that act as the prompt (masked from the loss).
+    #[arg(long, default_value_t = 32)]
+    prompt_bytes: usize,
     /// Output directory.
     #[arg(long, default_value = "results/msn_tiny")]
     out: PathBuf,
 }
-
-/// Window length, prompt part of a window.
-const WINDOW: usize = 128;
-const PROMPT: usize = 32;
 
 fn python_stdlib() -> Result<PathBuf> {
     let out = std::process::Command::new("python3")
@@ -120,7 +122,7 @@ fn corpus(args: &Args) -> Result<(Vec<u32>, Vec<u32>)> {
             break;
         }
     }
-    if train.len() < WINDOW * 64 || held.len() < WINDOW * 8 {
+    if train.len() < args.window * 64 || held.len() < args.window * 8 {
         return Err(msn::Error::InvalidArgument(format!(
             "corpus {dir:?} has too little Python ({} bytes); pass --corpus DIR",
             train.len()
@@ -130,12 +132,12 @@ fn corpus(args: &Args) -> Result<(Vec<u32>, Vec<u32>)> {
     Ok((train, held))
 }
 
-fn windows(stream: &[u32]) -> Vec<TrainSample> {
+fn windows(stream: &[u32], window: usize, prompt: usize) -> Vec<TrainSample> {
     stream
-        .chunks_exact(WINDOW)
+        .chunks_exact(window)
         .map(|w| TrainSample {
             tokens: w.to_vec(),
-            response: PROMPT..WINDOW,
+            response: prompt..window,
         })
         .collect()
 }
@@ -156,6 +158,10 @@ struct Outcome {
     noise: String,
     len: usize,
     eval_loss: f32,
+    /// Top-1 accuracy of the clean next token at ahead-noised positions (L = 4, fixed seed)
+    /// of held-out windows, reading the noise, and reading the clean text.
+    denoise_noised: f64,
+    denoise_clean: f64,
     jacobi_mat: f64,
     tr_jacobi_mat: f64,
     train_tokens_per_s: f64,
@@ -200,6 +206,7 @@ fn run(
     let mut m: Llama<B> = model.valid();
     m.enable_host_kernels(msn::load::HOST_MAX_ROWS);
     let loss = eval_loss(&m, &eval_set, 16);
+    let den = denoise_accuracy(&m, &eval_set, &AheadNoise { len: 4 }, 7, 16);
     let cfg = GenerateConfig {
         max_new_tokens: args.new_tokens,
         eos_ids: vec![],
@@ -208,7 +215,7 @@ fn run(
     };
     let (mut jt, mut js, mut tt, mut ts) = (0, 0, 0, 0);
     for s in held.iter().step_by(7).take(args.eval_prompts) {
-        let prompt = &s.tokens[..64];
+        let prompt = &s.tokens[..s.tokens.len() / 2];
         let j = jacobi::<B, _>(&m, None, prompt, &cfg, &JacobiConfig::default(), None)?;
         let t = tr_jacobi::<B, _>(
             &m,
@@ -237,14 +244,22 @@ fn run(
         noise: name.to_string(),
         len,
         eval_loss: loss,
+        denoise_noised: den.noised,
+        denoise_clean: den.clean,
         jacobi_mat: jt as f64 / js.max(1) as f64,
         tr_jacobi_mat: tt as f64 / ts.max(1) as f64,
         train_tokens_per_s: report.tokens_per_s,
         train_s,
     };
     eprintln!(
-        "{name}: clean eval loss {:.4}, Jacobi MAT {:.3}, TR-Jacobi MAT {:.3} ({:.0} s, {:.0} tok/s)",
-        o.eval_loss, o.jacobi_mat, o.tr_jacobi_mat, train_s, o.train_tokens_per_s
+        "{name}: clean eval loss {:.4}, top-1 at noised positions {:.3} (clean input {:.3}), Jacobi MAT {:.3}, TR-Jacobi MAT {:.3} ({:.0} s, {:.0} tok/s)",
+        o.eval_loss,
+        o.denoise_noised,
+        o.denoise_clean,
+        o.jacobi_mat,
+        o.tr_jacobi_mat,
+        train_s,
+        o.train_tokens_per_s
     );
     Ok(o)
 }
@@ -259,11 +274,22 @@ fn main() {
 
 fn go(args: &Args) -> Result<()> {
     let (train_stream, held_stream) = corpus(args)?;
-    let (train, held) = (windows(&train_stream), windows(&held_stream));
+    if args.prompt_bytes == 0 || args.prompt_bytes + 8 > args.window {
+        return Err(msn::Error::InvalidArgument(format!(
+            "--prompt-bytes {} must be at least 1 and leave 8 response bytes in a --window of {}",
+            args.prompt_bytes, args.window
+        )));
+    }
+    let (train, held) = (
+        windows(&train_stream, args.window, args.prompt_bytes),
+        windows(&held_stream, args.window, args.prompt_bytes),
+    );
     eprintln!(
-        "corpus: {} train windows, {} held-out windows of {WINDOW} bytes ({PROMPT}-byte prompt)",
+        "corpus: {} train windows, {} held-out windows of {} bytes ({}-byte prompt)",
         train.len(),
-        held.len()
+        held.len(),
+        args.window,
+        args.prompt_bytes
     );
     std::fs::create_dir_all(&args.out).map_err(|e| msn::Error::io(&args.out, e))?;
     let sft = run(args, "sft", Noise::None, &train, &held)?;
@@ -300,12 +326,12 @@ fn go(args: &Args) -> Result<()> {
             &held,
         )?);
         println!(
-            "| run | L | clean eval loss | Jacobi MAT | TR-Jacobi MAT |\n|---|---|---|---|---|"
+            "| run | L | clean eval loss | top-1 at noise | Jacobi MAT | TR-Jacobi MAT |\n|---|---|---|---|---|---|"
         );
         for r in &rows {
             println!(
-                "| {} | {} | {:.4} | {:.3} | {:.3} |",
-                r.noise, r.len, r.eval_loss, r.jacobi_mat, r.tr_jacobi_mat
+                "| {} | {} | {:.4} | {:.3} | {:.3} | {:.3} |",
+                r.noise, r.len, r.eval_loss, r.denoise_noised, r.jacobi_mat, r.tr_jacobi_mat
             );
         }
         let mut ahead: Vec<&Outcome> = rows.iter().filter(|r| r.noise != "random-L4").collect();
@@ -333,10 +359,10 @@ fn go(args: &Args) -> Result<()> {
         msn::util::write_atomic(&args.out.join("ablation_loss.svg"), svg.as_bytes())?;
     }
     let summary = serde_json::json!({
-        "sft": {"eval_loss": sft.eval_loss, "jacobi_mat": sft.jacobi_mat, "tr_jacobi_mat": sft.tr_jacobi_mat},
-        "msn": {"eval_loss": msn_run.eval_loss, "jacobi_mat": msn_run.jacobi_mat, "tr_jacobi_mat": msn_run.tr_jacobi_mat},
+        "sft": {"eval_loss": sft.eval_loss, "jacobi_mat": sft.jacobi_mat, "tr_jacobi_mat": sft.tr_jacobi_mat, "denoise_top1": sft.denoise_noised},
+        "msn": {"eval_loss": msn_run.eval_loss, "jacobi_mat": msn_run.jacobi_mat, "tr_jacobi_mat": msn_run.tr_jacobi_mat, "denoise_top1": msn_run.denoise_noised},
         "runs": rows,
-        "setup": {"steps": args.steps, "batch_size": args.batch_size, "window": WINDOW, "prompt": PROMPT,
+        "setup": {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "window": args.window, "prompt": args.prompt_bytes,
                   "corpus_bytes": train_stream.len(), "new_tokens": args.new_tokens, "eval_prompts": args.eval_prompts},
     });
     msn::util::write_atomic(

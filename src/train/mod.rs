@@ -13,4 +13,6 @@ mod trainer;
 
 pub use data::{Dataset, TrainSample, load_jsonl, sample_from_messages, windows};
 pub use distill::{Distilled, self_distill};
-pub use trainer::{MsnTrainer, TrainConfig, TrainReport, Trainer, eval_loss};
+pub use trainer::{
+    DenoiseAccuracy, MsnTrainer, TrainConfig, TrainReport, Trainer, denoise_accuracy, eval_loss,
+};

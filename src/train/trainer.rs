@@ -217,6 +217,89 @@ pub fn eval_loss<B: Backend>(model: &Llama<B>, samples: &[TrainSample], batch_si
     (total / count.max(1.0)) as f32
 }
 
+/// How well a model reads through noise: top-1 accuracy of the clean next token at the positions
+/// a [`NoiseAugmenter`] replaces, once reading the noisy input and once reading the clean one.
+/// MSN training should raise `noised` (that is the denoising Jacobi decoding relies on) while
+/// leaving `clean` where plain SFT has it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct DenoiseAccuracy {
+    /// Top-1 accuracy of the clean next token at noised positions, reading the noise.
+    pub noised: f64,
+    /// Top-1 accuracy at the same positions, reading the clean sequence.
+    pub clean: f64,
+    /// Noised positions counted.
+    pub positions: usize,
+}
+
+/// Greedy next-token ids `[b, t]` of a right-padded batch.
+fn argmax_ids<B: Backend>(model: &Llama<B>, inputs: &[Vec<u32>]) -> Vec<u32> {
+    let device = model.device();
+    let t = inputs.iter().map(Vec::len).max().unwrap_or(1).max(1);
+    let b = inputs.len();
+    let mut ids = vec![0i64; b * t];
+    for (r, inp) in inputs.iter().enumerate() {
+        for (i, &x) in inp.iter().enumerate() {
+            ids[r * t + i] = i64::from(x);
+        }
+    }
+    let pos: Vec<i64> = (0..b).flat_map(|_| 0..t as i64).collect();
+    let mut cache = model.new_cache(b, t);
+    let logits = model.forward(
+        ForwardInput {
+            tokens: Tensor::from_data(TensorData::new(ids, [b, t]), &device),
+            positions: Tensor::from_data(TensorData::new(pos, [b, t]), &device),
+            mask: None,
+        },
+        &mut cache,
+    );
+    crate::generate::token_ids(logits.argmax(2).squeeze_dim::<2>(2))
+}
+
+/// [`DenoiseAccuracy`] of `model` over `samples`, each noised once by `noise` with a generator
+/// seeded by `seed` (reproducible), in batches of `batch_size`.
+pub fn denoise_accuracy<B: Backend, N: NoiseAugmenter>(
+    model: &Llama<B>,
+    samples: &[TrainSample],
+    noise: &N,
+    seed: u64,
+    batch_size: usize,
+) -> DenoiseAccuracy {
+    let mut rng = Rng::new(seed);
+    let (mut hit_noised, mut hit_clean, mut n) = (0usize, 0usize, 0usize);
+    for chunk in samples.chunks(batch_size.max(1)) {
+        let noised: Vec<_> = chunk
+            .iter()
+            .map(|s| noise.augment(&s.tokens, s.response.clone(), &mut rng))
+            .collect();
+        let t = chunk
+            .iter()
+            .map(|s| s.tokens.len())
+            .max()
+            .unwrap_or(1)
+            .max(1);
+        let inputs: Vec<Vec<u32>> = noised.iter().map(|x| x.input.clone()).collect();
+        let clean: Vec<Vec<u32>> = chunk.iter().map(|s| s.tokens.clone()).collect();
+        let (pn, pc) = (argmax_ids(model, &inputs), argmax_ids(model, &clean));
+        for (r, x) in noised.iter().enumerate() {
+            for i in x.segment.clone().unwrap_or(0..0) {
+                // Position i predicts token i + 1; the segment never covers the last token.
+                let Some(&want) = x.labels.get(i + 1) else {
+                    continue;
+                };
+                n += 1;
+                hit_noised += usize::from(pn[r * t + i] == want);
+                hit_clean += usize::from(pc[r * t + i] == want);
+            }
+        }
+    }
+    let frac = |h: usize| h as f64 / n.max(1) as f64;
+    DenoiseAccuracy {
+        noised: frac(hit_noised),
+        clean: frac(hit_clean),
+        positions: n,
+    }
+}
+
 /// Sample indices of micro-batch `g`: epochs are seeded permutations of the samples (the last
 /// partial batch of an epoch is dropped), so any micro-batch is found from its index alone.
 fn micro_batch(g: usize, n: usize, bs: usize, seed: u64) -> Vec<usize> {
