@@ -69,7 +69,8 @@ struct Args {
     /// Spec-Bench questions for MAT.
     #[arg(long, default_value = "data/spec_bench/question.jsonl")]
     questions: PathBuf,
-    /// New tokens per Spec-Bench answer when measuring MAT.
+    /// New tokens per Spec-Bench answer when measuring MAT (0: no MAT, only the held-out loss
+    /// and denoising accuracy).
     #[arg(long, default_value_t = 64)]
     eval_tokens: usize,
     /// Output directory.
@@ -182,6 +183,18 @@ fn measure(
     new_tokens: usize,
     noise_len: usize,
 ) -> Result<Measure> {
+    let den = denoise_accuracy(model, held, &AheadNoise { len: noise_len }, 7, 4);
+    let mut out = Measure {
+        clean_loss: eval_loss(model, held, 4),
+        denoise_noised: den.noised,
+        denoise_clean: den.clean,
+        jacobi_mat: f64::NAN,
+        tr_jacobi_mat: f64::NAN,
+        tr_recycled_mat: f64::NAN,
+    };
+    if new_tokens == 0 {
+        return Ok(out);
+    }
     let config = GenerateConfig::new(new_tokens, tok);
     let (mut jt, mut js, mut tt, mut ts, mut rt, mut rs) = (0, 0, 0, 0, 0, 0);
     let mut jac = Jacobi(JacobiConfig::default());
@@ -211,15 +224,10 @@ fn measure(
         eprint!("  MAT [{}/{}]\r", i + 1, questions.len());
     }
     eprintln!();
-    let den = denoise_accuracy(model, held, &AheadNoise { len: noise_len }, 7, 4);
-    Ok(Measure {
-        clean_loss: eval_loss(model, held, 4),
-        denoise_noised: den.noised,
-        denoise_clean: den.clean,
-        jacobi_mat: jt as f64 / js.max(1) as f64,
-        tr_jacobi_mat: tt as f64 / ts.max(1) as f64,
-        tr_recycled_mat: rt as f64 / rs.max(1) as f64,
-    })
+    out.jacobi_mat = jt as f64 / js.max(1) as f64;
+    out.tr_jacobi_mat = tt as f64 / ts.max(1) as f64;
+    out.tr_recycled_mat = rt as f64 / rs.max(1) as f64;
+    Ok(out)
 }
 
 fn inference(model: &Llama<AB>) -> Llama<B> {

@@ -4,7 +4,7 @@
 //! forward pass (MAT) of Jacobi and TR-Jacobi decoding on held-out prompts.
 //!
 //! ```text
-//! cargo run --release --example msn_tiny                 # SFT vs MSN (L = 4), a few minutes
+//! cargo run --release --example msn_tiny                 # SFT vs MSN (L = 4), ~9 minutes
 //! cargo run --release --example msn_tiny -- --ablation   # L in {0,1,2,4,8}, ahead vs random
 //! cargo run --release --example msn_tiny -- --steps 10 --eval-prompts 2   # CI smoke test
 //! ```
@@ -36,7 +36,7 @@ struct Args {
     #[arg(long, default_value_t = 3_000_000)]
     corpus_bytes: usize,
     /// Optimizer steps per run.
-    #[arg(long, default_value_t = 400)]
+    #[arg(long, default_value_t = 1000)]
     steps: usize,
     /// Samples per step.
     #[arg(long, default_value_t = 16)]
@@ -50,8 +50,8 @@ struct Args {
     /// Held-out prompts for MAT.
     #[arg(long, default_value_t = 16)]
     eval_prompts: usize,
-    /// New bytes generated per prompt.
-    #[arg(long, default_value_t = 64)]
+    /// New bytes generated per prompt (the prompt is the first half of a held-out window).
+    #[arg(long, default_value_t = 32)]
     new_tokens: usize,
     /// Also run L in {0,1,2,4,8} (ahead) and random noise with L = 4.
     #[arg(long)]
@@ -59,11 +59,12 @@ struct Args {
     /// Seed.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Bytes per training window.
-    #[arg(long, default_value_t = 128)]
+    /// Bytes per training window (one noise segment per window: shorter windows show the
+    /// model more noise per token trained).
+    #[arg(long, default_value_t = 64)]
     window: usize,
     /// Leading bytes of each window that act as the prompt (masked from the loss).
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 16)]
     prompt_bytes: usize,
     /// Output directory.
     #[arg(long, default_value = "results/msn_tiny")]
