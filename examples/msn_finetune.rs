@@ -174,15 +174,22 @@ struct Measure {
     tr_recycled_mat: f64,
 }
 
-/// Clean held-out loss and MAT of Jacobi and TR-Jacobi (each checked against greedy).
-fn measure(
-    model: &Llama<B>,
-    tok: &Tokenizer,
-    held: &[TrainSample],
-    questions: &[Vec<u32>],
+/// What every model is measured on: the held-out answers and the Spec-Bench prompts.
+struct EvalSet<'a> {
+    tok: &'a Tokenizer,
+    held: &'a [TrainSample],
+    questions: &'a [Vec<u32>],
+    /// New tokens per Spec-Bench answer (0: no MAT).
     new_tokens: usize,
+    /// Noise segment length for the denoising accuracy.
     noise_len: usize,
-) -> Result<Measure> {
+}
+
+/// Clean held-out loss, denoising accuracy and MAT of Jacobi and TR-Jacobi (each checked
+/// against greedy).
+fn measure(model: &Llama<B>, e: &EvalSet) -> Result<Measure> {
+    let (tok, held, questions, new_tokens) = (e.tok, e.held, e.questions, e.new_tokens);
+    let noise_len = e.noise_len;
     let den = denoise_accuracy(model, held, &AheadNoise { len: noise_len }, 7, 4);
     let mut out = Measure {
         clean_loss: eval_loss(model, held, 4),
@@ -356,12 +363,7 @@ fn replot(args: &Args) -> Result<()> {
                 path.display()
             ))
         })?;
-        let name = format!(
-            "lr {}, {} steps",
-            run["lr"].as_f64().unwrap_or(f64::NAN),
-            run["steps"].as_u64().unwrap_or(0)
-        );
-        runs.push((name, run));
+        runs.push((run_name(&run), run));
     }
     std::fs::create_dir_all(&args.out).map_err(|e| msn::Error::io(&args.out, e))?;
     let svg = args.out.join("mat.svg");
@@ -372,26 +374,12 @@ fn replot(args: &Args) -> Result<()> {
 
 /// `--tuned`: the tuned model measured like `before`; the run's learning rate and steps come
 /// from the `msn_finetune.json` next to the model directory, when there is one.
-fn measure_only(
-    args: &Args,
-    dir: &std::path::Path,
-    tok: &Tokenizer,
-    held: &[TrainSample],
-    questions: &[Vec<u32>],
-    before: Measure,
-) -> Result<()> {
+fn measure_only(args: &Args, dir: &std::path::Path, e: &EvalSet, before: Measure) -> Result<()> {
     let device = Default::default();
     let tuned = msn::load_with::<B>(&dir.to_string_lossy(), &device, msn::WeightDtype::F32)?;
     let model = tuned.model; // host kernels are on (load_with)
     eprintln!("measuring {}", dir.display());
-    let after = measure(
-        &model,
-        tok,
-        held,
-        questions,
-        args.eval_tokens,
-        args.noise_len,
-    )?;
+    let after = measure(&model, e)?;
     let run: serde_json::Value = dir
         .parent()
         .and_then(|p| std::fs::read_to_string(p.join("msn_finetune.json")).ok())
@@ -400,28 +388,37 @@ fn measure_only(
     let out = serde_json::json!({
         "model": args.model,
         "tuned": dir,
-        "held_out_samples": held.len(),
+        "held_out_samples": e.held.len(),
         "steps": run["steps"],
         "lr": run["lr"],
         "noise_len": args.noise_len,
-        "spec_bench_questions": questions.len(),
+        "spec_bench_questions": e.questions.len(),
         "eval_tokens": args.eval_tokens,
         "before": before,
         "after": after,
     });
     std::fs::create_dir_all(&args.out).map_err(|e| msn::Error::io(&args.out, e))?;
-    msn::util::write_atomic(
-        &args.out.join("msn_finetune.json"),
-        format!("{out}\n").as_bytes(),
-    )?;
-    let name = format!(
+    write_result(&args.out, &out)
+}
+
+/// A run's legend name: its learning rate and steps.
+fn run_name(run: &serde_json::Value) -> String {
+    format!(
         "lr {}, {} steps",
         run["lr"].as_f64().unwrap_or(f64::NAN),
         run["steps"].as_u64().unwrap_or(0)
-    );
+    )
+}
+
+/// Writes `OUT/msn_finetune.json` and `OUT/mat.svg` and prints the JSON line.
+fn write_result(dir: &std::path::Path, out: &serde_json::Value) -> Result<()> {
     msn::util::write_atomic(
-        &args.out.join("mat.svg"),
-        plot_runs(&[(name, out.clone())]).as_bytes(),
+        &dir.join("msn_finetune.json"),
+        format!("{out}\n").as_bytes(),
+    )?;
+    msn::util::write_atomic(
+        &dir.join("mat.svg"),
+        plot_runs(&[(run_name(out), out.clone())]).as_bytes(),
     )?;
     println!("{out}");
     Ok(())
@@ -485,17 +482,17 @@ fn go(args: &Args) -> Result<()> {
         "measuring the original model ({} questions)",
         questions.len()
     );
-    let before = measure(
-        &base,
-        &tok,
-        &held,
-        &questions,
-        args.eval_tokens,
-        args.noise_len,
-    )?;
+    let eval = EvalSet {
+        tok: &tok,
+        held: &held,
+        questions: &questions,
+        new_tokens: args.eval_tokens,
+        noise_len: args.noise_len,
+    };
+    let before = measure(&base, &eval)?;
     drop(base);
     if let Some(dir) = &args.tuned {
-        return measure_only(args, dir, &tok, &held, &questions, before);
+        return measure_only(args, dir, &eval, before);
     }
 
     // 4. MSN training.
@@ -519,14 +516,7 @@ fn go(args: &Args) -> Result<()> {
     let (tuned, report) = trainer.train(loaded.model, &train, &held)?;
     let after_model = inference(&tuned);
     eprintln!("measuring the tuned model");
-    let after = measure(
-        &after_model,
-        &tok,
-        &held,
-        &questions,
-        args.eval_tokens,
-        args.noise_len,
-    )?;
+    let after = measure(&after_model, &eval)?;
     let exported = msn::LoadedModel {
         model: tuned.valid(),
         tokenizer: tok.clone(),
@@ -549,15 +539,5 @@ fn go(args: &Args) -> Result<()> {
         "before": before,
         "after": after,
     });
-    msn::util::write_atomic(
-        &args.out.join("msn_finetune.json"),
-        format!("{out}\n").as_bytes(),
-    )?;
-    let name = format!("lr {}, {} steps", args.lr, report.steps);
-    msn::util::write_atomic(
-        &args.out.join("mat.svg"),
-        plot_runs(&[(name, out.clone())]).as_bytes(),
-    )?;
-    println!("{out}");
-    Ok(())
+    write_result(&args.out, &out)
 }
