@@ -133,14 +133,13 @@ fn corpus(args: &Args) -> Result<(Vec<u32>, Vec<u32>)> {
     Ok((train, held))
 }
 
+/// Windows of `window` bytes whose first `prompt` bytes are the (untrained) prompt.
 fn windows(stream: &[u32], window: usize, prompt: usize) -> Vec<TrainSample> {
-    stream
-        .chunks_exact(window)
-        .map(|w| TrainSample {
-            tokens: w.to_vec(),
-            response: prompt..window,
-        })
-        .collect()
+    let mut samples = msn::train::windows(stream, window);
+    for s in &mut samples {
+        s.response = prompt..window;
+    }
+    samples
 }
 
 fn tiny_config() -> LlamaConfig {
@@ -274,13 +273,13 @@ fn main() {
 }
 
 fn go(args: &Args) -> Result<()> {
-    let (train_stream, held_stream) = corpus(args)?;
     if args.prompt_bytes == 0 || args.prompt_bytes + 8 > args.window {
         return Err(msn::Error::InvalidArgument(format!(
             "--prompt-bytes {} must be at least 1 and leave 8 response bytes in a --window of {}",
             args.prompt_bytes, args.window
         )));
     }
+    let (train_stream, held_stream) = corpus(args)?;
     let (train, held) = (
         windows(&train_stream, args.window, args.prompt_bytes),
         windows(&held_stream, args.window, args.prompt_bytes),

@@ -154,13 +154,9 @@ fn make_batch<B: Backend>(
 ) -> Batch<B> {
     let t = inputs.iter().map(Vec::len).max().unwrap_or(1).max(1);
     let b = inputs.len();
-    let (mut ids, mut tg, mut w) = (vec![0i64; b * t], vec![0i64; b * t], vec![0f32; b * t]);
-    let mut tokens = 0;
-    for (r, (inp, s)) in inputs.iter().zip(samples).enumerate() {
-        tokens += inp.len();
-        for (i, &x) in inp.iter().enumerate() {
-            ids[r * t + i] = i64::from(x);
-        }
+    let (mut tg, mut w) = (vec![0i64; b * t], vec![0f32; b * t]);
+    let tokens = inputs.iter().map(Vec::len).sum();
+    for (r, s) in samples.iter().enumerate() {
         // Position i predicts clean token i + 1; only response tokens are trained.
         for i in 0..s.tokens.len().saturating_sub(1) {
             tg[r * t + i] = i64::from(s.tokens[i + 1]);
@@ -170,7 +166,7 @@ fn make_batch<B: Backend>(
         }
     }
     Batch {
-        input: Tensor::from_data(TensorData::new(ids, [b, t]), device),
+        input: padded_ids(inputs, device),
         targets: Tensor::<B, 2, Int>::from_data(TensorData::new(tg, [b, t]), device)
             .unsqueeze_dim(2),
         weights: Tensor::from_data(TensorData::new(w, [b, t]), device),
@@ -178,20 +174,38 @@ fn make_batch<B: Backend>(
     }
 }
 
-/// Mean cross-entropy over weighted positions (right padding needs no mask beyond causal).
-fn batch_loss<B: Backend>(model: &Llama<B>, batch: Batch<B>) -> Tensor<B, 1> {
-    let [b, t] = batch.input.dims();
-    let device = batch.input.device();
+/// Right-padded token ids `[b, t]` (padding id 0; `t` the longest input).
+fn padded_ids<B: Backend>(inputs: &[Vec<u32>], device: &B::Device) -> Tensor<B, 2, Int> {
+    let t = inputs.iter().map(Vec::len).max().unwrap_or(1).max(1);
+    let mut ids = vec![0i64; inputs.len() * t];
+    for (r, inp) in inputs.iter().enumerate() {
+        for (i, &x) in inp.iter().enumerate() {
+            ids[r * t + i] = i64::from(x);
+        }
+    }
+    Tensor::from_data(TensorData::new(ids, [inputs.len(), t]), device)
+}
+
+/// Logits at every position of a right-padded batch, from a fresh cache (causal attention;
+/// right padding needs no mask beyond that).
+fn forward_all<B: Backend>(model: &Llama<B>, input: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+    let [b, t] = input.dims();
+    let device = input.device();
     let pos: Vec<i64> = (0..b).flat_map(|_| 0..t as i64).collect();
     let mut cache = model.new_cache(b, t);
-    let logits = model.forward(
+    model.forward(
         ForwardInput {
-            tokens: batch.input,
+            tokens: input,
             positions: Tensor::from_data(TensorData::new(pos, [b, t]), &device),
             mask: None,
         },
         &mut cache,
-    );
+    )
+}
+
+/// Mean cross-entropy over weighted positions.
+fn batch_loss<B: Backend>(model: &Llama<B>, batch: Batch<B>) -> Tensor<B, 1> {
+    let logits = forward_all(model, batch.input);
     let logp = log_softmax(logits, 2)
         .gather(2, batch.targets)
         .squeeze_dim::<2>(2);
@@ -231,27 +245,9 @@ pub struct DenoiseAccuracy {
     pub positions: usize,
 }
 
-/// Greedy next-token ids `[b, t]` of a right-padded batch.
+/// Greedy next-token ids `[b, t]` of a right-padded batch, row-major.
 fn argmax_ids<B: Backend>(model: &Llama<B>, inputs: &[Vec<u32>]) -> Vec<u32> {
-    let device = model.device();
-    let t = inputs.iter().map(Vec::len).max().unwrap_or(1).max(1);
-    let b = inputs.len();
-    let mut ids = vec![0i64; b * t];
-    for (r, inp) in inputs.iter().enumerate() {
-        for (i, &x) in inp.iter().enumerate() {
-            ids[r * t + i] = i64::from(x);
-        }
-    }
-    let pos: Vec<i64> = (0..b).flat_map(|_| 0..t as i64).collect();
-    let mut cache = model.new_cache(b, t);
-    let logits = model.forward(
-        ForwardInput {
-            tokens: Tensor::from_data(TensorData::new(ids, [b, t]), &device),
-            positions: Tensor::from_data(TensorData::new(pos, [b, t]), &device),
-            mask: None,
-        },
-        &mut cache,
-    );
+    let logits = forward_all(model, padded_ids(inputs, &model.device()));
     crate::generate::token_ids(logits.argmax(2).squeeze_dim::<2>(2))
 }
 
