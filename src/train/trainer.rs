@@ -247,8 +247,7 @@ pub struct DenoiseAccuracy {
 
 /// Greedy next-token ids `[b, t]` of a right-padded batch, row-major.
 fn argmax_ids<B: Backend>(model: &Llama<B>, inputs: &[Vec<u32>]) -> Vec<u32> {
-    let logits = forward_all(model, padded_ids(inputs, &model.device()));
-    crate::generate::token_ids(logits.argmax(2).squeeze_dim::<2>(2))
+    crate::generate::argmax(forward_all(model, padded_ids(inputs, &model.device())))
 }
 
 /// [`DenoiseAccuracy`] of `model` over `samples`, each noised once by `noise` with a generator
@@ -267,15 +266,11 @@ pub fn denoise_accuracy<B: Backend, N: NoiseAugmenter>(
             .iter()
             .map(|s| noise.augment(&s.tokens, s.response.clone(), &mut rng))
             .collect();
-        let t = chunk
-            .iter()
-            .map(|s| s.tokens.len())
-            .max()
-            .unwrap_or(1)
-            .max(1);
         let inputs: Vec<Vec<u32>> = noised.iter().map(|x| x.input.clone()).collect();
         let clean: Vec<Vec<u32>> = chunk.iter().map(|s| s.tokens.clone()).collect();
         let (pn, pc) = (argmax_ids(model, &inputs), argmax_ids(model, &clean));
+        // Row length of the padded batch.
+        let t = pn.len() / chunk.len();
         for (r, x) in noised.iter().enumerate() {
             for i in x.segment.clone().unwrap_or(0..0) {
                 // Position i predicts token i + 1; the segment never covers the last token.
