@@ -7,7 +7,7 @@ use burn::backend::Flex;
 use criterion::{
     BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
 };
-use msn::decode::{AnyDecoder, Decoder, Greedy, Jacobi, Lookahead, PromptLookup, TrJacobi};
+use msn::{AnyDecoder, Decoder, Greedy, Jacobi, Lookahead, PromptLookup, TrJacobi};
 use msn::{GenerateConfig, Message};
 
 type B = Flex;
@@ -38,7 +38,7 @@ fn decoders(c: &mut Criterion) {
         AnyDecoder::PromptLookup(PromptLookup::default()),
         AnyDecoder::Lookahead(Lookahead::default()),
         AnyDecoder::TrJacobi(TrJacobi::default()),
-        AnyDecoder::TrJacobi(TrJacobi::auto(&m.model, Default::default())),
+        AnyDecoder::TrJacobi(TrJacobi::auto(&m.model, Default::default()).expect("auto")),
     ];
     let names = [
         "greedy",
@@ -59,7 +59,7 @@ fn decoders(c: &mut Criterion) {
         let (mut tokens, mut steps) = (0, 0);
         for p in &prompts {
             let g = d
-                .generate(&m.model, Some(&m.tokenizer), p, &cfg, None)
+                .generate(&m.model, Some(&m.tokenizer), p, &cfg)
                 .expect("generate");
             tokens += g.tokens.len();
             steps += g.steps;
@@ -73,7 +73,7 @@ fn decoders(c: &mut Criterion) {
             b.iter(|| {
                 let mut d = pristine.clone();
                 for p in &prompts {
-                    let _ = d.generate(&m.model, Some(&m.tokenizer), p, &cfg, None);
+                    let _ = d.generate(&m.model, Some(&m.tokenizer), p, &cfg);
                 }
             })
         });

@@ -5,7 +5,7 @@
 
 use burn::backend::Flex;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use msn::model::{CausalLm, ForwardInput};
+use msn::{CausalLm, ForwardInput};
 
 type B = Flex;
 
@@ -48,20 +48,16 @@ fn host_matmul(c: &mut Criterion) {
             dtype: msn::WeightDtype::F16,
             host,
         };
-        let m = msn::load_with_options::<B>("smollm2", &device, options).expect("load SmolLM2");
-        let h = m
-            .model
-            .host_kernels()
-            .expect("host kernels on a CPU backend");
-        let b = &h.blocks[0];
-        let layer = [&b.q, &b.k, &b.v, &b.o, &b.gate, &b.up, &b.down];
+        let m = msn::load_with::<B>("smollm2", &device, options).expect("load SmolLM2");
+        let (layer, head) =
+            msn::__internal::host_matrices(&m.model).expect("host kernels on a CPU backend");
         for rows in [1usize, 2, 4, 8] {
             let x = |inp: usize| -> Vec<f32> {
                 (0..rows * inp)
                     .map(|i| ((i % 97) as f32 - 48.0) / 50.0)
                     .collect()
             };
-            let name = format!("layer_{}", b.up.storage());
+            let name = format!("layer_{}", layer[5].storage());
             group.bench_with_input(BenchmarkId::new(name, rows), &rows, |bench, &rows| {
                 let xs: Vec<Vec<f32>> = layer.iter().map(|w| x(w.in_features())).collect();
                 bench.iter(|| {
@@ -70,10 +66,10 @@ fn host_matmul(c: &mut Criterion) {
                     }
                 })
             });
-            let name = format!("head_{}", h.head.storage());
+            let name = format!("head_{}", head.storage());
             group.bench_with_input(BenchmarkId::new(name, rows), &rows, |bench, &rows| {
-                let xs = x(h.head.in_features());
-                bench.iter(|| std::hint::black_box(h.head.matmul(&xs, rows)))
+                let xs = x(head.in_features());
+                bench.iter(|| std::hint::black_box(head.matmul(&xs, rows)))
             });
         }
     }

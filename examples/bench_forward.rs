@@ -15,7 +15,7 @@ mod plot;
 use burn::prelude::*;
 use clap::Parser;
 use common::with_backend;
-use msn::model::{CausalLm, ForwardInput};
+use msn::{CausalLm, ForwardInput};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -73,12 +73,8 @@ fn run<B: Backend>(
     dtype: msn::WeightDtype,
     host: msn::HostKernels,
 ) -> msn::Result<serde_json::Value> {
-    let m = msn::load_with_options::<B>(&args.model, &device, msn::LoadOptions { dtype, host })?;
-    let host_storage = m
-        .model
-        .host_kernels()
-        .map(|h| h.blocks[0].up.storage())
-        .unwrap_or_else(|| "none".into());
+    let m = msn::load_with::<B>(&args.model, &device, msn::LoadOptions { dtype, host })?;
+    let host_storage = m.model.host_storage().unwrap_or_else(|| "none".into());
     let model = &m.model;
     let vocab = model.info().vocab_size as u32;
     // Deterministic pseudo-text: real token ids spread over the vocabulary.

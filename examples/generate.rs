@@ -13,8 +13,8 @@ use burn::prelude::*;
 use clap::Parser;
 use common::decoders::DecoderArgs;
 use common::with_backend;
-use msn::decode::Decoder;
-use msn::prompts::{PromptLine, read_prompt_lines};
+use msn::Decoder;
+use msn::bench::{PromptLine, read_prompt_lines};
 use msn::{GenerateConfig, Message};
 use std::io::Write;
 use std::path::PathBuf;
@@ -99,18 +99,14 @@ fn run<B: Backend>(device: B::Device, args: &Args) -> msn::Result<()> {
             p.prompt.clone()
         };
         let ids = m.tokenizer.encode(&text)?;
-        let mut decode = |on_text: Option<&mut dyn FnMut(&str)>| {
-            decoder.generate(&m.model, Some(&m.tokenizer), &ids, &config, on_text)
-        };
         let g = if args.json {
-            decode(None)?
+            decoder.generate(&m.model, Some(&m.tokenizer), &ids, &config)?
         } else {
             let mut stdout = std::io::stdout();
-            let mut print = |s: &str| {
-                let _ = stdout.write_all(s.as_bytes());
-                let _ = stdout.flush();
-            };
-            let g = decode(Some(&mut print))?;
+            let g = decoder.stream(&m.model, &m.tokenizer, &ids, &config, |s| {
+                stdout.write_all(s.as_bytes())?;
+                stdout.flush()
+            })?;
             println!();
             eprintln!(
                 "[{} prompt tokens, {} new tokens in {:.2}s: {:.1} tokens/s, {} forward passes ({:.2} tokens/pass), {:?}]",

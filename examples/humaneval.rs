@@ -14,8 +14,8 @@ use burn::prelude::*;
 use clap::Parser;
 use common::decoders::DecoderArgs;
 use common::with_backend;
-use msn::decode::Decoder;
-use msn::eval::{chat_prompt, extract_code, program, read_humaneval, run_python};
+use msn::Decoder;
+use msn::bench::{chat_prompt, extract_code, program, read_humaneval, run_python};
 use msn::{GenerateConfig, Message};
 use std::io::Write;
 use std::path::PathBuf;
@@ -82,7 +82,7 @@ fn run<B: Backend>(device: B::Device, args: &Args) -> msn::Result<()> {
             .tokenizer
             .apply_chat_template(&[Message::new("user", chat_prompt(p))], true)?;
         let ids = m.tokenizer.encode(&text)?;
-        let g = decoder.generate(&m.model, Some(&m.tokenizer), &ids, &config, None)?;
+        let g = decoder.generate(&m.model, Some(&m.tokenizer), &ids, &config)?;
         let code = extract_code(&g.text);
         let outcome = run_python(
             &args.python,

@@ -25,15 +25,15 @@ use burn::module::AutodiffModule;
 use clap::Parser;
 #[path = "common/plot.rs"]
 mod plot;
-use msn::decode::{Candidates, Decoder, Jacobi, JacobiConfig, TrJacobi, TrJacobiConfig};
-use msn::model::Llama;
-use msn::model::hf::ExportDtype;
-use msn::model::tokenizer::{Message, Tokenizer};
+use msn::ExportDtype;
+use msn::Llama;
 use msn::noise::AheadNoise;
 use msn::train::{
     MsnTrainer, TrainConfig, TrainSample, Trainer, denoise_accuracy, eval_loss, self_distill,
 };
+use msn::{Candidates, Decoder, Jacobi, JacobiConfig, TrJacobi, TrJacobiConfig};
 use msn::{GenerateConfig, Result};
+use msn::{Message, Tokenizer};
 use std::path::PathBuf;
 
 type B = Flex;
@@ -204,17 +204,17 @@ fn measure(model: &Llama<B>, e: &EvalSet) -> Result<Measure> {
     }
     let config = GenerateConfig::new(new_tokens, tok);
     let (mut jt, mut js, mut tt, mut ts, mut rt, mut rs) = (0, 0, 0, 0, 0, 0);
-    let mut jac = Jacobi(JacobiConfig::default());
+    let mut jac = Jacobi::new(JacobiConfig::default());
     let mut tr = TrJacobi::new(TrJacobiConfig {
         candidates: Candidates::Jacobi,
         ..Default::default()
-    });
-    let mut rec = TrJacobi::new(TrJacobiConfig::default());
+    })?;
+    let mut rec = TrJacobi::new(TrJacobiConfig::default())?;
     for (i, q) in questions.iter().enumerate() {
-        let g = msn::greedy::<B, _>(model, Some(tok), q, &config, None)?;
-        let j = jac.generate(model, Some(tok), q, &config, None)?;
-        let t = tr.generate(model, Some(tok), q, &config, None)?;
-        let r = rec.generate(model, Some(tok), q, &config, None)?;
+        let g = msn::Greedy.generate(model, Some(tok), q, &config)?;
+        let j = jac.generate(model, Some(tok), q, &config)?;
+        let t = tr.generate(model, Some(tok), q, &config)?;
+        let r = rec.generate(model, Some(tok), q, &config)?;
         if j.tokens != g.tokens || t.tokens != g.tokens || r.tokens != g.tokens {
             return Err(msn::Error::InvalidArgument(format!(
                 "question {i}: a decoder differs from greedy (a bug: please report it)"
@@ -239,7 +239,7 @@ fn measure(model: &Llama<B>, e: &EvalSet) -> Result<Measure> {
 
 fn inference(model: &Llama<AB>) -> Llama<B> {
     let mut m: Llama<B> = model.valid();
-    m.enable_host_kernels(msn::load::HOST_MAX_ROWS);
+    m.enable_host_kernels(128);
     m
 }
 
@@ -252,7 +252,7 @@ fn distill(args: &Args, base: &Llama<B>, tok: &Tokenizer) -> Result<(Vec<TrainSa
         all.len(),
         args.answer_tokens
     );
-    let mut decoder = TrJacobi::auto(base, TrJacobiConfig::default());
+    let mut decoder = TrJacobi::auto(base, TrJacobiConfig::default())?;
     let started = std::time::Instant::now();
     let distilled = self_distill(
         base,
@@ -281,7 +281,7 @@ fn distill(args: &Args, base: &Llama<B>, tok: &Tokenizer) -> Result<(Vec<TrainSa
         lines.push_str(&serde_json::to_string(s).expect("a sample serializes"));
         lines.push('\n');
     }
-    msn::util::write_atomic(&args.out.join("distilled.jsonl"), lines.as_bytes())?;
+    msn::bench::write_atomic(&args.out.join("distilled.jsonl"), lines.as_bytes())?;
     Ok((
         distilled.samples,
         distilled.accepted_tokens_per_step,
@@ -367,7 +367,7 @@ fn replot(args: &Args) -> Result<()> {
     }
     std::fs::create_dir_all(&args.out).map_err(|e| msn::Error::io(&args.out, e))?;
     let svg = args.out.join("mat.svg");
-    msn::util::write_atomic(&svg, plot_runs(&runs).as_bytes())?;
+    msn::bench::write_atomic(&svg, plot_runs(&runs).as_bytes())?;
     eprintln!("wrote {}", svg.display());
     Ok(())
 }
@@ -412,11 +412,11 @@ fn run_name(run: &serde_json::Value) -> String {
 
 /// Writes `OUT/msn_finetune.json` and `OUT/mat.svg` and prints the JSON line.
 fn write_result(dir: &std::path::Path, out: &serde_json::Value) -> Result<()> {
-    msn::util::write_atomic(
+    msn::bench::write_atomic(
         &dir.join("msn_finetune.json"),
         format!("{out}\n").as_bytes(),
     )?;
-    msn::util::write_atomic(
+    msn::bench::write_atomic(
         &dir.join("mat.svg"),
         plot_runs(&[(run_name(out), out.clone())]).as_bytes(),
     )?;
@@ -470,7 +470,7 @@ fn go(args: &Args) -> Result<()> {
     // Spec-Bench subset: first question per category, first turn, in the chat template.
     let mut seen = std::collections::BTreeSet::new();
     let mut questions = Vec::new();
-    for q in msn::prompts::read_spec_bench(&args.questions)? {
+    for q in msn::bench::read_spec_bench(&args.questions)? {
         if seen.insert(q.category.clone()) {
             let text = tok.apply_chat_template(&[Message::new("user", &q.turns[0])], true)?;
             questions.push(tok.encode(&text)?);

@@ -16,11 +16,11 @@ mod plot;
 use burn::backend::{Autodiff, Flex};
 use burn::module::AutodiffModule;
 use clap::Parser;
-use msn::decode::{Candidates, JacobiConfig, TrJacobiConfig, jacobi, tr_jacobi};
-use msn::model::{Llama, LlamaConfig};
 use msn::noise::{AheadNoise, Noise, RandomNoise};
 use msn::train::{MsnTrainer, TrainConfig, TrainSample, Trainer, denoise_accuracy, eval_loss};
+use msn::{Candidates, Decoder, Jacobi, TrJacobi, TrJacobiConfig};
 use msn::{GenerateConfig, Result};
+use msn::{Llama, LlamaConfig};
 use std::path::{Path, PathBuf};
 
 type B = Flex;
@@ -204,7 +204,7 @@ fn run(
     let (model, report) = trainer.train(model, train, &[])?;
     let train_s = t0.elapsed().as_secs_f64();
     let mut m: Llama<B> = model.valid();
-    m.enable_host_kernels(msn::load::HOST_MAX_ROWS);
+    m.enable_host_kernels(128);
     let loss = eval_loss(&m, &eval_set, 16);
     let den = denoise_accuracy(&m, &eval_set, &AheadNoise { len: 4 }, 7, 16);
     let cfg = GenerateConfig {
@@ -216,21 +216,14 @@ fn run(
     let (mut jt, mut js, mut tt, mut ts) = (0, 0, 0, 0);
     for s in held.iter().step_by(7).take(args.eval_prompts) {
         let prompt = &s.tokens[..s.tokens.len() / 2];
-        let j = jacobi::<B, _>(&m, None, prompt, &cfg, &JacobiConfig::default(), None)?;
-        let t = tr_jacobi::<B, _>(
-            &m,
-            None,
-            prompt,
-            &cfg,
-            // The paper's candidates: what noisy training is meant to improve.
-            &TrJacobiConfig {
-                candidates: Candidates::Jacobi,
-                ..Default::default()
-            },
-            None,
-            None,
-        )?;
-        let g = msn::greedy::<B, _>(&m, None, prompt, &cfg, None)?;
+        let j = Jacobi::default().generate(&m, None, prompt, &cfg)?;
+        // The paper's candidates: what noisy training is meant to improve.
+        let mut tr = TrJacobi::new(TrJacobiConfig {
+            candidates: Candidates::Jacobi,
+            ..Default::default()
+        })?;
+        let t = tr.generate(&m, None, prompt, &cfg)?;
+        let g = msn::Greedy.generate(&m, None, prompt, &cfg)?;
         assert_eq!(j.tokens, g.tokens, "Jacobi equals greedy");
         assert_eq!(t.tokens, g.tokens, "TR-Jacobi equals greedy");
         (jt, js, tt, ts) = (
@@ -349,14 +342,14 @@ fn go(args: &Args) -> Result<()> {
                 series(|r| r.tr_jacobi_mat, "TR-Jacobi MAT"),
             ],
         );
-        msn::util::write_atomic(&args.out.join("ablation_mat.svg"), svg.as_bytes())?;
+        msn::bench::write_atomic(&args.out.join("ablation_mat.svg"), svg.as_bytes())?;
         let svg = plot::line_chart(
             "MSN ablation: clean held-out loss",
             "noise segment length L",
             "clean eval loss (nats/byte)",
             &[series(|r| f64::from(r.eval_loss), "clean eval loss")],
         );
-        msn::util::write_atomic(&args.out.join("ablation_loss.svg"), svg.as_bytes())?;
+        msn::bench::write_atomic(&args.out.join("ablation_loss.svg"), svg.as_bytes())?;
     }
     let summary = serde_json::json!({
         "sft": {"eval_loss": sft.eval_loss, "jacobi_mat": sft.jacobi_mat, "tr_jacobi_mat": sft.tr_jacobi_mat, "denoise_top1": sft.denoise_noised},
@@ -365,7 +358,7 @@ fn go(args: &Args) -> Result<()> {
         "setup": {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "window": args.window, "prompt": args.prompt_bytes,
                   "corpus_bytes": train_stream.len(), "new_tokens": args.new_tokens, "eval_prompts": args.eval_prompts},
     });
-    msn::util::write_atomic(
+    msn::bench::write_atomic(
         &args.out.join("msn_tiny.json"),
         serde_json::to_string_pretty(&summary)
             .expect("json")

@@ -19,9 +19,9 @@ use burn::prelude::*;
 use clap::Parser;
 use common::decoders::DecoderArgs;
 use common::with_backend;
-use msn::decode::{AnyDecoder, Decoder, Greedy};
+use msn::{AnyDecoder, Decoder, Greedy};
 
-use msn::prompts::read_spec_bench;
+use msn::bench::read_spec_bench;
 use msn::{GenerateConfig, Message};
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -157,7 +157,7 @@ fn run<B: Backend>(device: B::Device, args: &Args) -> msn::Result<()> {
                 messages.push(Message::new("user", turn));
                 let prompt = m.tokenizer.apply_chat_template(&messages, true)?;
                 let ids = m.tokenizer.encode(&prompt)?;
-                let g = dec.generate(&m.model, Some(&m.tokenizer), &ids, &config, None)?;
+                let g = dec.generate(&m.model, Some(&m.tokenizer), &ids, &config)?;
                 if di == 0 {
                     reference.push(g.tokens.clone());
                 } else if reference[ti] != g.tokens {
@@ -280,7 +280,7 @@ fn run<B: Backend>(device: B::Device, args: &Args) -> msn::Result<()> {
         ("specbench_speedup.svg", sp_svg),
     ] {
         let p = args.out.join(name);
-        msn::util::write_atomic(&p, svg.as_bytes())?;
+        msn::bench::write_atomic(&p, svg.as_bytes())?;
     }
     let summary = serde_json::json!({
         "questions": chosen.len(), "per_category": args.per_category,
@@ -291,7 +291,7 @@ fn run<B: Backend>(device: B::Device, args: &Args) -> msn::Result<()> {
             "decoders": v.iter().zip(&names[1..]).map(|((mat, sp), n)| serde_json::json!({"decoder": n, "mat": mat, "speedup": sp})).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
     });
-    msn::util::write_atomic(
+    msn::bench::write_atomic(
         &args.out.join("summary.json"),
         serde_json::to_string_pretty(&summary)
             .expect("json")

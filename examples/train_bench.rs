@@ -13,8 +13,8 @@ mod common;
 use burn::backend::{Autodiff, Flex};
 use burn::module::AutodiffModule;
 use clap::Parser;
+use msn::noise::Rng;
 use msn::noise::{AheadNoise, NoNoise};
-use msn::rng::Rng;
 use msn::train::{MsnTrainer, TrainConfig, TrainSample, Trainer};
 
 type AB = Autodiff<Flex>;
@@ -48,7 +48,7 @@ fn main() -> msn::Result<()> {
     let device = Default::default();
     let m = msn::load_with::<AB>(&args.model, &device, msn::WeightDtype::F32)?;
     let vocab = m.model.config().vocab_size;
-    let params: usize = msn::model::hf::named_tensors(&m.model)
+    let params: usize = msn::__internal::named_tensors(&m.model)
         .iter()
         .map(|(_, _, v)| v.len())
         .sum();
@@ -59,7 +59,7 @@ fn main() -> msn::Result<()> {
             tokenizer: m.tokenizer.clone(),
             path: dir.clone(),
         };
-        valid.save_hf(dir, msn::model::hf::ExportDtype::F32)?;
+        valid.save_hf(dir, msn::ExportDtype::F32)?;
         eprintln!("wrote {}", dir.display());
     }
     // Fixed-length samples of random tokens: throughput does not depend on the text.

@@ -19,12 +19,18 @@ pub(crate) fn catch<T>(f: impl FnOnce() -> T) -> std::result::Result<T, String> 
     })
 }
 
-/// Runs a one-element computation on `device`, turning a backend panic (CUDA without a GPU,
-/// no Vulkan/Metal adapter for wgpu) into [`Error::DeviceUnavailable`].
+/// Checks that `device` works by running a one-element computation on it, turning a backend
+/// panic (CUDA without a GPU, no Vulkan/Metal adapter for wgpu) into an error. `what` names the
+/// backend in the message.
 ///
 /// # Errors
 /// [`Error::DeviceUnavailable`] naming `what` and the backend's message.
-pub fn probe<B: Backend>(what: &str, device: &B::Device) -> Result<()> {
+///
+/// # Examples
+/// ```
+/// msn::check_device::<burn::backend::Flex>("flex", &Default::default()).unwrap();
+/// ```
+pub fn check_device<B: Backend>(what: &str, device: &B::Device) -> Result<()> {
     let device = device.clone();
     match catch(move || {
         Tensor::<B, 1>::ones([2], &device)
@@ -42,15 +48,16 @@ pub fn probe<B: Backend>(what: &str, device: &B::Device) -> Result<()> {
     }
 }
 
-/// Whether `B` is one of burn's CPU backends without autodiff (flex, ndarray): there the model
-/// multiplies few-token inputs with its host kernels ([`crate::model::host`]).
-pub fn is_host_backend<B: Backend>() -> bool {
-    let name = std::any::type_name::<B>();
-    (name.contains("burn_flex::") || name.contains("burn_ndarray::")) && !name.contains("Autodiff")
+/// Whether `device` is one of burn's CPU backends (flex, ndarray) without autodiff, by the name
+/// the backend gives itself: there [`crate::HostKernels::Auto`] runs the model on the host
+/// engine. Under autodiff the trainer needs burn's own operations (the host engine has no
+/// gradients); turn the host engine on explicitly for evaluation there.
+pub(crate) fn is_host_backend<B: Backend>(device: &B::Device) -> bool {
+    matches!(B::name(device).as_str(), "flex" | "ndarray") && !B::ad_enabled(device)
 }
 
 /// Whether the backend can store `dtype` tensors and multiply them on `device`.
-pub fn supports_dtype<B: Backend>(device: &B::Device, dtype: FloatDType) -> bool {
+pub(crate) fn supports_dtype<B: Backend>(device: &B::Device, dtype: FloatDType) -> bool {
     let device = device.clone();
     catch(move || {
         let a = Tensor::<B, 2>::ones([2, 2], &device).cast(dtype);

@@ -13,6 +13,11 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// The streaming callback failed (e.g. it wrote to a closed pipe); generation stopped there.
+    #[error(
+        "the text stream failed: {0}. Generation stopped at that point; check where the text is written."
+    )]
+    Stream(#[source] std::io::Error),
     /// Reading or writing a file failed.
     #[error("I/O error on {path}: {source}. Check that the path exists and is readable/writable.")]
     Io {

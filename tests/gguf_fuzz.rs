@@ -3,7 +3,7 @@
 //! panic, and every accepted tensor must lie inside the input.
 
 mod common;
-use msn::model::gguf::GgufHeader;
+use msn::__internal::GgufHeader;
 use proptest::prelude::*;
 
 fn check(bytes: &[u8]) {

@@ -2,10 +2,10 @@
 //! continuation and as a fenced whole function, the two shapes model answers take), wrong and
 //! empty bodies fail, and a program that never ends is killed at the timeout.
 
-use msn::eval::{Outcome, extract_code, program, read_humaneval, run_python};
+use msn::bench::{Outcome, extract_code, program, read_humaneval, run_python};
 use std::time::{Duration, Instant};
 
-fn problems() -> Vec<msn::eval::HumanEvalProblem> {
+fn problems() -> Vec<msn::bench::HumanEvalProblem> {
     let path =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/humaneval/HumanEval.jsonl");
     read_humaneval(&path).unwrap()

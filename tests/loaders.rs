@@ -3,10 +3,9 @@
 
 mod common;
 use common::{B, fixture, temp_file, tiny_gguf};
-use msn::model::gguf::{GgufHeader, MetaValue};
-use msn::model::hf::ExportDtype;
-use msn::model::quant::{GgmlType, dequantize};
-use msn::model::{CausalLm, ForwardInput};
+use msn::__internal::{GgmlType, GgufHeader, MetaValue, dequantize};
+use msn::ExportDtype;
+use msn::{CausalLm, ForwardInput};
 use msn::{Error, WeightDtype};
 
 #[test]
@@ -250,7 +249,7 @@ fn f16_weights_keep_greedy_output() {
             stop_strings: vec![],
             sampling: None,
         };
-        let g = msn::greedy::<B, _>(&m16.model, None, &prompt, &cfg, None).unwrap();
+        let g = msn::Decoder::generate(&mut msn::Greedy, &m16.model, None, &prompt, &cfg).unwrap();
         assert_eq!(g.tokens, want);
     }
 }

@@ -7,7 +7,7 @@
 mod common;
 use burn::prelude::*;
 use common::B;
-use msn::model::{CausalLm, ForwardInput, Llama, LlamaConfig};
+use msn::{CausalLm, ForwardInput, Llama, LlamaConfig};
 
 fn model() -> Llama<B> {
     let mut c = LlamaConfig::tiny(64);

@@ -3,8 +3,8 @@
 mod common;
 use burn::prelude::*;
 use common::B;
+use msn::noise::Rng;
 use msn::noise::{AheadNoise, NoNoise, NoiseAugmenter, RandomNoise};
-use msn::rng::Rng;
 use proptest::prelude::*;
 
 proptest! {

@@ -3,8 +3,7 @@
 
 mod common;
 use common::{B, fixture, smollm2};
-use msn::model::{CausalLm, ForwardInput};
-use msn::{GenerateConfig, greedy};
+use msn::{CausalLm, Decoder, ForwardInput, GenerateConfig, Greedy};
 
 #[test]
 fn tokenizer_matches_llama_cpp() {
@@ -33,8 +32,8 @@ fn logits_match_float64_reference() {
             host,
             ..Default::default()
         };
-        let m = msn::load_with_options::<B>("smollm2", &Default::default(), options).unwrap();
-        let storage = m.model.host_kernels().map(|h| h.blocks[0].q.storage());
+        let m = msn::load_with::<B>("smollm2", &Default::default(), options).unwrap();
+        let storage = m.model.host_storage();
         let want = match host {
             msn::HostKernels::Native => Some("Q4_1".to_string()),
             msn::HostKernels::Converted => Some("f32".to_string()),
@@ -111,7 +110,9 @@ fn greedy_continuation_matches_reference() {
             stop_strings: vec![],
             sampling: None,
         };
-        let g = greedy::<B, _>(&m.model, Some(&m.tokenizer), &prompt, &cfg, None).unwrap();
+        let g = Greedy
+            .generate(&m.model, Some(&m.tokenizer), &prompt, &cfg)
+            .unwrap();
         assert_eq!(g.tokens, want);
         assert_eq!(g.steps, want.len());
     }

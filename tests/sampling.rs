@@ -8,12 +8,11 @@
 
 mod common;
 use common::B;
-use msn::decode::{
-    AnyDecoder, Decoder, Greedy, Jacobi, JacobiConfig, Lookahead, LookaheadConfig, PldConfig,
-    PromptLookup, TrJacobi, TrJacobiConfig, TreeTemplate,
+use msn::{
+    AnyDecoder, Candidates, Decoder, GenerateConfig, Greedy, Jacobi, JacobiConfig, Llama,
+    Lookahead, LookaheadConfig, PldConfig, PromptLookup, Sampling, TrJacobi, TrJacobiConfig,
+    TreeTemplate,
 };
-use msn::model::Llama;
-use msn::{GenerateConfig, Sampling};
 use std::collections::HashMap;
 
 const VOCAB: usize = 10;
@@ -108,35 +107,38 @@ fn decoders() -> Vec<(&'static str, AnyDecoder)> {
     // Mixed candidates: the Jacobi table and the token graph both draft.
     let mut tr = TrJacobiConfig {
         top_k: 6,
-        candidates: msn::decode::Candidates::Mixed,
+        candidates: Candidates::Mixed,
         ..Default::default()
     };
     tr.template = TreeTemplate::new(tr.template.paths()[..12].to_vec()).unwrap();
     vec![
         (
             "pld",
-            AnyDecoder::PromptLookup(PromptLookup {
-                config: PldConfig {
-                    max_ngram: 2,
-                    max_draft: 4,
-                },
-                budget: None,
-            }),
+            AnyDecoder::PromptLookup(PromptLookup::new(PldConfig {
+                max_ngram: 2,
+                max_draft: 4,
+            })),
         ),
         (
             "jacobi",
-            AnyDecoder::Jacobi(Jacobi(JacobiConfig { window: 3, seed: 1 })),
+            AnyDecoder::Jacobi(Jacobi::new(JacobiConfig { window: 3, seed: 1 })),
         ),
         (
             "lookahead",
-            AnyDecoder::Lookahead(Lookahead(LookaheadConfig {
-                window: 3,
-                ngram: 3,
-                guesses: 3,
-                seed: 1,
-            })),
+            AnyDecoder::Lookahead(
+                Lookahead::new(LookaheadConfig {
+                    window: 3,
+                    ngram: 3,
+                    guesses: 3,
+                    seed: 1,
+                })
+                .unwrap(),
+            ),
         ),
-        ("tr-jacobi", AnyDecoder::TrJacobi(TrJacobi::new(tr))),
+        (
+            "tr-jacobi",
+            AnyDecoder::TrJacobi(TrJacobi::new(tr).unwrap()),
+        ),
     ]
 }
 
@@ -156,7 +158,7 @@ fn run(
             stop_strings: vec![],
             sampling: Some(Sampling { seed, ..*s }),
         };
-        let g = dec.generate(m, None, prompt, &cfg, None).unwrap();
+        let g = dec.generate(m, None, prompt, &cfg).unwrap();
         assert_eq!(g.tokens.len(), NEW);
         assert_eq!(g.accept_lengths.iter().sum::<usize>(), NEW);
         steps += g.steps;
@@ -176,7 +178,7 @@ fn check(s: Sampling) {
         stop_strings: vec![],
         sampling: None,
     };
-    let g = msn::greedy::<B, _>(&m, None, &[3, 1, 4], &start, None).unwrap();
+    let g = Greedy.generate(&m, None, &[3, 1, 4], &start).unwrap();
     let prompt = [&[3, 1, 4][..], &g.tokens].concat();
     eprintln!("prompt {prompt:?}");
     let dist = exact(&m, &prompt, &s);
@@ -265,7 +267,7 @@ fn bad_sampling_parameters_are_typed_errors() {
         }),
     };
     for (_, mut dec) in decoders() {
-        let e = dec.generate(&m, None, &[1, 2], &cfg, None).unwrap_err();
+        let e = dec.generate(&m, None, &[1, 2], &cfg).unwrap_err();
         assert!(matches!(e, msn::Error::InvalidArgument(_)), "{e}");
     }
 }

@@ -8,7 +8,7 @@
 
 mod common;
 use common::B;
-use msn::decode::{
+use msn::{
     AnyDecoder, Candidates, Decoder, Greedy, Jacobi, JacobiConfig, Lookahead, LookaheadConfig,
     PromptLookup, TrJacobi, TrJacobiConfig, TreeTemplate,
 };
@@ -28,7 +28,7 @@ fn every_decoder_equals_greedy_on_20_spec_bench_questions() {
     let m = msn::load_with::<B>("smollm2", &Default::default(), WeightDtype::F16).unwrap();
     let path =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/spec_bench/question.jsonl");
-    let questions = msn::prompts::read_spec_bench(&path).unwrap();
+    let questions = msn::bench::read_spec_bench(&path).unwrap();
     assert_eq!(questions.len(), 480);
     // The first question of each MT-bench category, then 12 spread over the other five.
     let chosen: Vec<_> = (0..8)
@@ -46,11 +46,11 @@ fn every_decoder_equals_greedy_on_20_spec_bench_questions() {
     let mut decoders = [
         AnyDecoder::Greedy(Greedy),
         AnyDecoder::PromptLookup(PromptLookup::default()),
-        AnyDecoder::Jacobi(Jacobi(JacobiConfig::default())),
-        AnyDecoder::Lookahead(Lookahead(LOOKAHEAD)),
-        AnyDecoder::TrJacobi(TrJacobi::new(tr)),
+        AnyDecoder::Jacobi(Jacobi::new(JacobiConfig::default())),
+        AnyDecoder::Lookahead(Lookahead::new(LOOKAHEAD).unwrap()),
+        AnyDecoder::TrJacobi(TrJacobi::new(tr).unwrap()),
     ];
-    let names = ["greedy", "pld", "jacobi", "lookahead", "tr-jacobi"];
+    let names: Vec<&str> = decoders.iter().map(|d| d.name()).collect();
     let cfg = GenerateConfig::new(128, &m.tokenizer);
     let mut totals = vec![(0usize, 0usize); names.len()];
     for (qi, q) in chosen.iter().enumerate() {
@@ -62,7 +62,7 @@ fn every_decoder_equals_greedy_on_20_spec_bench_questions() {
         let mut reference = None;
         for (di, dec) in decoders.iter_mut().enumerate() {
             let g = dec
-                .generate(&m.model, Some(&m.tokenizer), &ids, &cfg, None)
+                .generate(&m.model, Some(&m.tokenizer), &ids, &cfg)
                 .unwrap();
             totals[di].0 += g.tokens.len();
             totals[di].1 += g.steps;

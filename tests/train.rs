@@ -5,9 +5,9 @@ mod common;
 use burn::backend::Autodiff;
 use burn::module::AutodiffModule;
 use common::{B, smollm2};
-use msn::model::{Llama, LlamaConfig};
 use msn::noise::{AheadNoise, NoNoise};
 use msn::train::{MsnTrainer, TrainConfig, TrainSample, Trainer, load_jsonl};
+use msn::{Decoder, Llama, LlamaConfig};
 
 type AB = Autodiff<B>;
 
@@ -51,7 +51,7 @@ fn config(dir: &std::path::Path) -> TrainConfig {
 }
 
 fn weights(m: &Llama<AB>) -> Vec<f32> {
-    msn::model::hf::named_tensors(m)
+    msn::__internal::named_tensors(m)
         .into_iter()
         .flat_map(|(_, _, v)| v)
         .collect()
@@ -93,14 +93,14 @@ fn a_stopped_run_resumes_bit_for_bit() {
     assert_eq!(weights(&m_b), weights(&m_a), "final weights");
     // The checkpoint is also a Hugging Face directory this crate loads.
     let latest = std::fs::read_to_string(stopped.path().join("latest")).unwrap();
-    let back = msn::load::load_hf_weights::<B>(
+    let back = msn::load_weights::<B>(
         &stopped.path().join(latest.trim()),
         &Default::default(),
         msn::WeightDtype::F32,
     )
     .unwrap();
     assert_eq!(
-        msn::model::hf::named_tensors(&back)
+        msn::__internal::named_tensors(&back)
             .into_iter()
             .flat_map(|(_, _, v)| v)
             .collect::<Vec<_>>(),
@@ -202,7 +202,7 @@ fn self_distillation_trains_on_the_models_own_greedy_answers() {
         "Name three colors.".to_string(),
         "What is 2+2? Answer in one sentence.".to_string(),
     ];
-    let mut dec = msn::decode::PromptLookup::default();
+    let mut dec = msn::PromptLookup::default();
     let mut calls = 0;
     let d = msn::train::self_distill(
         &m.model,
@@ -222,14 +222,14 @@ fn self_distillation_trains_on_the_models_own_greedy_answers() {
             .apply_chat_template(&[msn::Message::new("user", p)], true)
             .unwrap();
         let ids = m.tokenizer.encode(&text).unwrap();
-        let g = msn::greedy::<B, _>(
-            &m.model,
-            Some(&m.tokenizer),
-            &ids,
-            &msn::GenerateConfig::new(24, &m.tokenizer),
-            None,
-        )
-        .unwrap();
+        let g = msn::Greedy
+            .generate(
+                &m.model,
+                Some(&m.tokenizer),
+                &ids,
+                &msn::GenerateConfig::new(24, &m.tokenizer),
+            )
+            .unwrap();
         assert_eq!(s.tokens[..s.response.start], ids[..]);
         let answer = m.tokenizer.decode(&s.tokens[s.response.clone()]).unwrap();
         assert!(answer.starts_with(&g.text), "{answer:?} vs {:?}", g.text);
@@ -380,7 +380,7 @@ fn msn_training_teaches_the_model_to_read_through_noise() {
         denoise_accuracy(&msn, &eval, &noise, 9, 5),
     );
     // Independent count: the same noise (same generator, samples in order), one prefix at a time.
-    let mut rng = msn::rng::Rng::new(9);
+    let mut rng = msn::noise::Rng::new(9);
     let (mut hits, mut n) = (0usize, 0usize);
     for s in &eval {
         let x = noise.augment(&s.tokens, s.response.clone(), &mut rng);

@@ -3,17 +3,17 @@
 #![allow(dead_code)]
 
 use burn::prelude::*;
-use msn::decode::{
-    AnyDecoder, Candidates, DraftBudget, Greedy, Jacobi, JacobiConfig, LatencyCurve, Lookahead,
-    LookaheadConfig, PldConfig, PromptLookup, TrJacobi, TrJacobiConfig, TreeTemplate,
+use msn::{
+    AnyDecoder, CANDIDATE_NAMES, Candidates, CausalLm, DECODER_NAMES, Jacobi, JacobiConfig,
+    LatencyCurve, Lookahead, LookaheadConfig, PldConfig, PromptLookup, TrJacobi, TrJacobiConfig,
+    TreeTemplate,
 };
-use msn::model::CausalLm;
 
 /// Decoder choice and parameters.
 #[derive(clap::Args, Debug, Clone)]
 pub struct DecoderArgs {
     /// Decoding method; every one gives greedy's output token for token.
-    #[arg(long, default_value = "greedy", value_parser = ["greedy", "jacobi", "pld", "lookahead", "tr-jacobi"])]
+    #[arg(long, default_value = "greedy", value_parser = DECODER_NAMES)]
     pub decoder: String,
     /// Jacobi: draft window W.
     #[arg(long, default_value_t = 5)]
@@ -44,7 +44,7 @@ pub struct DecoderArgs {
     pub tree_nodes: Option<usize>,
     /// TR-Jacobi: where tree candidates come from: the previous step's Jacobi logits per depth
     /// (the paper), the model's last predictions after each parent token (recycled), or both.
-    #[arg(long, default_value = "recycled", value_parser = ["jacobi", "recycled", "mixed"])]
+    #[arg(long, default_value = "recycled", value_parser = CANDIDATE_NAMES)]
     pub candidates: String,
     /// TR-Jacobi: tokens per retrieval chain (0 = no retrieval).
     #[arg(long, default_value_t = 10)]
@@ -79,74 +79,63 @@ impl DecoderArgs {
             retrieval_len: self.retrieval_len,
             retrieval_chains: self.retrieval_chains,
             seed: 0,
-            candidates: match self.candidates.as_str() {
-                "jacobi" => Candidates::Jacobi,
-                "mixed" => Candidates::Mixed,
-                _ => Candidates::Recycled,
-            },
+            candidates: self.candidates.parse::<Candidates>()?,
         })
     }
 
     /// Builds the decoder (measuring the latency curve on `model` when `--auto-budget`).
     pub fn build<B: Backend, M: CausalLm<B>>(&self, model: &M) -> msn::Result<AnyDecoder> {
-        let pld = PldConfig {
-            max_ngram: self.max_ngram,
-            max_draft: self.max_draft,
-        };
-        Ok(match self.decoder.as_str() {
-            "jacobi" => AnyDecoder::Jacobi(Jacobi(JacobiConfig {
+        let decoder: AnyDecoder = self.decoder.parse()?;
+        let cached = |name: &str| self.latency_cache.as_ref().map(|d| d.join(name));
+        let d = match decoder {
+            AnyDecoder::Jacobi(_) => Jacobi::new(JacobiConfig {
                 window: self.window,
                 seed: 0,
-            })),
-            "lookahead" => {
-                let c = LookaheadConfig {
-                    window: self.la_window,
-                    ngram: self.la_ngram,
-                    guesses: self.la_guesses,
-                    seed: 0,
+            })
+            .into(),
+            AnyDecoder::Lookahead(_) => Lookahead::new(LookaheadConfig {
+                window: self.la_window,
+                ngram: self.la_ngram,
+                guesses: self.la_guesses,
+                seed: 0,
+            })?
+            .into(),
+            AnyDecoder::PromptLookup(_) => {
+                let pld = PldConfig {
+                    max_ngram: self.max_ngram,
+                    max_draft: self.max_draft,
                 };
-                c.validate()?;
-                AnyDecoder::Lookahead(Lookahead(c))
-            }
-            "pld" => AnyDecoder::PromptLookup(PromptLookup {
-                config: pld,
-                budget: if self.auto_budget {
-                    let sizes: Vec<usize> = (1..=self.max_draft + 1).collect();
-                    let curve = match &self.latency_cache {
-                        Some(dir) => LatencyCurve::measure_cached(
-                            model,
-                            256,
-                            &sizes,
-                            3,
-                            &dir.join("pld.json"),
-                        )?,
-                        None => LatencyCurve::measure_at(model, 256, &sizes, 3),
-                    };
-                    print_curve(&curve);
-                    Some(DraftBudget::new(curve, self.max_draft, 4))
-                } else {
-                    None
-                },
-            }),
-            "tr-jacobi" => {
-                let config = self.tr_config()?;
-                if self.auto_budget {
-                    let d = match &self.latency_cache {
-                        Some(dir) => {
-                            TrJacobi::auto_cached(model, config, &dir.join("tr-jacobi.json"))?
-                        }
-                        None => TrJacobi::auto(model, config),
-                    };
-                    if let Some(b) = &d.budget {
-                        print_curve(b.curve());
-                    }
-                    AnyDecoder::TrJacobi(d)
-                } else {
-                    AnyDecoder::TrJacobi(TrJacobi::new(config))
+                match (self.auto_budget, cached("pld.json")) {
+                    (false, _) => PromptLookup::new(pld),
+                    (true, Some(file)) => PromptLookup::auto_cached(model, pld, &file)?,
+                    (true, None) => PromptLookup::auto(model, pld),
                 }
+                .into()
             }
-            _ => AnyDecoder::Greedy(Greedy),
-        })
+            AnyDecoder::TrJacobi(_) => {
+                let tc = self.tr_config()?;
+                match (self.auto_budget, cached("tr-jacobi.json")) {
+                    (false, _) => TrJacobi::new(tc)?,
+                    (true, Some(file)) => TrJacobi::auto_cached(model, tc, &file)?,
+                    (true, None) => TrJacobi::auto(model, tc)?,
+                }
+                .into()
+            }
+            greedy => greedy,
+        };
+        if let Some(curve) = latency_curve(&d) {
+            print_curve(curve);
+        }
+        Ok(d)
+    }
+}
+
+/// The latency curve a budgeted decoder plans with.
+pub fn latency_curve(d: &AnyDecoder) -> Option<&LatencyCurve> {
+    match d {
+        AnyDecoder::PromptLookup(d) => d.latency_curve(),
+        AnyDecoder::TrJacobi(d) => msn::TrJacobiDecoder::latency_curve(d),
+        _ => None,
     }
 }
 

@@ -46,13 +46,13 @@ macro_rules! with_backend {
             #[cfg(feature = "cuda")]
             "cuda" => {
                 let d = Default::default();
-                msn::device::probe::<burn::backend::Cuda>("cuda", &d)
+                msn::check_device::<burn::backend::Cuda>("cuda", &d)
                     .and_then(|()| $f::<burn::backend::Cuda>(d $(, $arg)*))
             }
             #[cfg(feature = "wgpu")]
             "wgpu" => {
                 let d = Default::default();
-                msn::device::probe::<burn::backend::Wgpu>("wgpu", &d)
+                msn::check_device::<burn::backend::Wgpu>("wgpu", &d)
                     .and_then(|()| $f::<burn::backend::Wgpu>(d $(, $arg)*))
             }
             other => Err(msn::Error::DeviceUnavailable(format!(

@@ -5,7 +5,7 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(h) = msn::model::gguf::GgufHeader::parse(data) {
+    if let Ok(h) = msn::__internal::GgufHeader::parse(data) {
         // Every tensor range the parser accepted lies inside the input.
         for t in &h.tensors {
             assert!(t.range.end <= data.len());

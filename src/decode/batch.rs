@@ -7,11 +7,13 @@
 //! sees exactly what it would see decoded alone. Prompts are left-padded the same way. When the
 //! cache fills up with dead slots it is compacted.
 
-use crate::decode::{Draft, Drafter, Verified, top_k_rows, verify_draft};
+use crate::decode::output::Output;
+use crate::decode::tree_decode::{check_draft, verify_draft};
+use crate::decode::{Draft, Drafter, Greedy, Verified};
 use crate::error::Result;
-use crate::generate::{GenerateConfig, Generation, Output, argmax, check_prompt};
-use crate::model::tokenizer::Tokenizer;
-use crate::model::{CausalLm, ForwardInput, KvCache};
+use crate::generation::{GenerateConfig, Generation, check_prompt};
+use crate::logits::{argmax, top_k_rows};
+use crate::model::{CausalLm, ForwardInput, KvCache, Tokenizer};
 use crate::sample::Picker;
 use burn::prelude::*;
 use std::time::Instant;
@@ -34,6 +36,10 @@ struct Row<'o> {
 struct NoDraft;
 
 impl Drafter for NoDraft {
+    fn max_nodes(&self) -> usize {
+        1
+    }
+
     fn draft(&mut self, root: u32, _room: usize, _depth: usize) -> Draft {
         Draft::chain(root, &[])
     }
@@ -41,24 +47,29 @@ impl Drafter for NoDraft {
     fn observe(&mut self, _: &Draft, _: &[u32], _: &Verified, _: &[Vec<u32>]) {}
 }
 
-/// Greedy decoding (or sampling, with `config.sampling`) of a batch of prompts, one token per
-/// sequence per forward pass; outputs equal each prompt decoded alone.
-///
-/// # Errors
-/// As [`crate::greedy`], for any of the prompts.
-pub fn greedy_batch<B: Backend, M: CausalLm<B>>(
-    model: &M,
-    tokenizer: Option<&Tokenizer>,
-    prompts: &[Vec<u32>],
-    config: &GenerateConfig,
-) -> Result<Vec<Generation>> {
-    let mut none: Vec<NoDraft> = prompts.iter().map(|_| NoDraft).collect();
-    let mut drafters: Vec<&mut dyn Drafter> =
-        none.iter_mut().map(|d| d as &mut dyn Drafter).collect();
-    tree_decode_batch(model, tokenizer, prompts, config, 0, &mut drafters)
+impl Greedy {
+    /// Greedy decoding (or sampling, with [`GenerateConfig::sampling`]) of a batch of prompts,
+    /// one token per sequence per forward pass; each output equals its prompt decoded alone.
+    /// Every [`Generation::wall_time_s`] is the whole batch's time.
+    ///
+    /// # Errors
+    /// As [`crate::Decoder::decode`], for any of the prompts.
+    pub fn generate_batch<B: Backend, M: CausalLm<B>>(
+        &self,
+        model: &M,
+        tokenizer: Option<&Tokenizer>,
+        prompts: &[Vec<u32>],
+        config: &GenerateConfig,
+    ) -> Result<Vec<Generation>> {
+        let mut none: Vec<NoDraft> = prompts.iter().map(|_| NoDraft).collect();
+        let mut drafters: Vec<&mut dyn Drafter> =
+            none.iter_mut().map(|d| d as &mut dyn Drafter).collect();
+        tree_decode_batch(model, tokenizer, prompts, config, 0, &mut drafters)
+    }
 }
 
-/// [`crate::decode::tree_decode`] over a batch: `drafters[b]` drafts for `prompts[b]`.
+/// [`tree_decode`](crate::decode::tree_decode) over a batch: `drafters[b]` drafts for
+/// `prompts[b]`; `max_nodes` is the most nodes of a draft after its root.
 pub(crate) fn tree_decode_batch<B: Backend, M: CausalLm<B>>(
     model: &M,
     tokenizer: Option<&Tokenizer>,
@@ -69,18 +80,7 @@ pub(crate) fn tree_decode_batch<B: Backend, M: CausalLm<B>>(
 ) -> Result<Vec<Generation>> {
     assert_eq!(prompts.len(), drafters.len(), "one drafter per prompt");
     let started = Instant::now();
-    if let Some(s) = &config.sampling {
-        s.validate()?;
-    }
-    let info = model.info();
-    for p in prompts {
-        check_prompt(
-            p,
-            config.max_new_tokens,
-            info.vocab_size,
-            info.max_positions,
-        )?;
-    }
+    check_batch(model, prompts, config)?;
     let mut rows: Vec<Row> = prompts
         .iter()
         .map(|p| Row {
@@ -93,31 +93,68 @@ pub(crate) fn tree_decode_batch<B: Backend, M: CausalLm<B>>(
             forward_tokens: Vec::new(),
         })
         .collect();
-    let finish = |rows: Vec<Row>| -> Vec<Generation> {
-        rows.into_iter()
-            .zip(prompts)
-            .map(|(r, p)| {
-                let mut g = r.out.finish(p.len(), started);
-                g.steps = r.steps;
-                g.forward_tokens.truncate(1);
-                g.forward_tokens.extend(&r.forward_tokens);
-                g.verify_time_s = g.wall_time_s;
-                g
-            })
-            .collect()
-    };
-    if prompts.is_empty() || config.max_new_tokens == 0 {
-        return Ok(finish(rows));
+    if !prompts.is_empty() && config.max_new_tokens > 0 {
+        let mut cache = prefill_batch(model, prompts, config, max_nodes, &mut rows)?;
+        while rows.iter().any(|r| !r.out.is_done()) {
+            // Compact when the dead slots leave too little room for a full step.
+            if cache.remaining() < max_nodes + 1 {
+                compact(&mut cache, &mut rows);
+            }
+            step_batch(model, config, &mut cache, &mut rows, drafters)?;
+        }
     }
+    Ok(rows
+        .into_iter()
+        .zip(prompts)
+        .map(|(r, p)| {
+            let mut g = r.out.finish(p.len(), started);
+            g.steps = r.steps;
+            g.forward_tokens.truncate(1);
+            g.forward_tokens.extend(&r.forward_tokens);
+            g.verify_time_s = g.wall_time_s;
+            g
+        })
+        .collect())
+}
+
+/// Checks the sampling parameters and every prompt, before any forward pass.
+fn check_batch<B: Backend, M: CausalLm<B>>(
+    model: &M,
+    prompts: &[Vec<u32>],
+    config: &GenerateConfig,
+) -> Result<()> {
+    if let Some(s) = &config.sampling {
+        s.validate()?;
+    }
+    let info = model.info();
+    for p in prompts {
+        check_prompt(
+            p,
+            config.max_new_tokens,
+            info.vocab_size,
+            info.max_positions,
+        )?;
+    }
+    Ok(())
+}
+
+/// Runs the prompts, left-padded, through a new cache and commits each row's first token.
+/// Row `b`'s prompt ends at the last slot; padding attends only to itself and is invalid for
+/// everyone.
+fn prefill_batch<B: Backend, M: CausalLm<B>>(
+    model: &M,
+    prompts: &[Vec<u32>],
+    config: &GenerateConfig,
+    max_nodes: usize,
+    rows: &mut [Row],
+) -> Result<KvCache<B>> {
     let device = model.device();
     let batch = prompts.len();
-    // Prefill, left-padded: row b's prompt ends at the last slot; padding attends only to
-    // itself and is invalid for everyone.
     let width = prompts.iter().map(Vec::len).max().unwrap_or(0);
     let capacity = width + config.max_new_tokens + 2 * (max_nodes + 1);
     let mut cache = model.new_cache(batch, capacity);
     let (mut ids, mut pos, mut mask) = (Vec::new(), Vec::new(), Vec::new());
-    for (p, row) in prompts.iter().zip(&mut rows) {
+    for (p, row) in prompts.iter().zip(rows.iter_mut()) {
         let pad = width - p.len();
         ids.extend(
             std::iter::repeat_n(p[0], pad)
@@ -130,21 +167,14 @@ pub(crate) fn tree_decode_batch<B: Backend, M: CausalLm<B>>(
         }
         row.valid = (0..width).map(|i| i >= pad).collect();
     }
-    let input = ForwardInput {
-        tokens: Tensor::from_data(TensorData::new(ids, [batch, width]), &device),
-        positions: Tensor::from_data(TensorData::new(pos, [batch, width]), &device),
-        mask: Some(Tensor::from_data(
-            TensorData::new(mask, [batch, width, width]),
-            &device,
-        )),
-    };
+    let input = batch_input::<B>(ids, pos, mask, [batch, width, width], &device);
     let logits = model.forward_last(input, &mut cache);
     let firsts = if config.sampling.is_none() {
         argmax(logits)
     } else {
         let data = logits.into_data().convert::<f32>();
         let data = data.as_slice::<f32>().expect("f32 logits");
-        let v = info.vocab_size;
+        let v = model.info().vocab_size;
         rows.iter_mut()
             .enumerate()
             .map(|(b, r)| r.picker.pick(&data[b * v..(b + 1) * v]))
@@ -155,103 +185,151 @@ pub(crate) fn tree_decode_batch<B: Backend, M: CausalLm<B>>(
         row.out.push_block(&[first])?;
         row.steps = 1;
     }
-    while rows.iter().any(|r| !r.out.is_done()) {
-        // Compact when the dead slots leave too little room for a full step.
-        if cache.remaining() < max_nodes + 1 {
-            compact(&mut cache, &mut rows);
-        }
-        let room = cache.remaining().saturating_sub(1);
-        let drafts: Vec<Option<Draft>> = rows
-            .iter()
-            .zip(drafters.iter_mut())
-            .map(|(r, d)| {
-                (!r.out.is_done()).then(|| {
-                    let left = config.max_new_tokens.saturating_sub(r.out.tokens().len());
-                    d.draft(r.root, room, left)
-                })
-            })
-            .collect();
-        let t = drafts
-            .iter()
-            .flatten()
-            .map(|d| d.tree.len())
-            .max()
-            .unwrap_or(1);
-        let start = cache.len();
-        let s = start + t;
-        let (mut ids, mut pos, mut mask) = (Vec::new(), Vec::new(), vec![true; batch * t * s]);
-        for (b, (r, d)) in rows.iter().zip(&drafts).enumerate() {
-            let n = d.as_ref().map_or(0, |d| d.tree.len());
-            for i in 0..t {
-                let m = &mut mask[(b * t + i) * s..(b * t + i + 1) * s];
-                match d.as_ref().filter(|_| i < n) {
-                    Some(d) => {
-                        ids.push(i64::from(d.tokens[i]));
-                        pos.push((r.pos + d.tree.depth(i)) as i64);
-                        for (slot, v) in r.valid.iter().enumerate() {
-                            m[slot] = !v;
-                        }
-                        let mut k = Some(i);
-                        while let Some(x) = k {
-                            m[start + x] = false;
-                            k = d.tree.parent(x);
-                        }
+    Ok(cache)
+}
+
+/// A forward input of `[batch, t]` ids and positions and a `[batch, t, s]` mask.
+fn batch_input<B: Backend>(
+    ids: Vec<i64>,
+    pos: Vec<i64>,
+    mask: Vec<bool>,
+    [batch, t, s]: [usize; 3],
+    device: &B::Device,
+) -> ForwardInput<B> {
+    ForwardInput {
+        tokens: Tensor::from_data(TensorData::new(ids, [batch, t]), device),
+        positions: Tensor::from_data(TensorData::new(pos, [batch, t]), device),
+        mask: Some(Tensor::from_data(
+            TensorData::new(mask, [batch, t, s]),
+            device,
+        )),
+    }
+}
+
+/// One step for every unfinished row: draft, one forward pass of all drafts padded to the
+/// largest, verify and commit per row, keep each row's accepted branch.
+fn step_batch<B: Backend, M: CausalLm<B>>(
+    model: &M,
+    config: &GenerateConfig,
+    cache: &mut KvCache<B>,
+    rows: &mut [Row],
+    drafters: &mut [&mut dyn Drafter],
+) -> Result<()> {
+    let room = cache.remaining().saturating_sub(1);
+    let vocab = model.info().vocab_size;
+    let mut drafts: Vec<Option<Draft>> = Vec::with_capacity(rows.len());
+    for (r, d) in rows.iter().zip(drafters.iter_mut()) {
+        drafts.push(if r.out.is_done() {
+            None
+        } else {
+            let left = config.max_new_tokens.saturating_sub(r.out.tokens().len());
+            let draft = d.draft(r.root, room, left);
+            check_draft(&draft, r.root, room, vocab)?;
+            Some(draft)
+        });
+    }
+    let t = drafts
+        .iter()
+        .flatten()
+        .map(|d| d.tree.len())
+        .max()
+        .unwrap_or(1);
+    let start = cache.len();
+    let device = model.device();
+    let input = tree_input::<B>(rows, &drafts, start, t, &device);
+    let logits = model.forward(input, cache);
+    let mut keep = verify_batch(config, logits, rows, &drafts, drafters, t, &device)?;
+    let width = keep.iter().map(Vec::len).max().unwrap_or(1).max(1);
+    for (row, k) in rows.iter_mut().zip(&mut keep) {
+        row.valid.extend((0..width).map(|i| i < k.len()));
+        k.resize(width, 0);
+    }
+    cache.keep_rows(start, &keep);
+    Ok(())
+}
+
+/// The step's input: each row's draft after the cache (`start` slots), padded to `t` nodes;
+/// each node sees its row's valid slots and its own ancestors, padding only itself.
+fn tree_input<B: Backend>(
+    rows: &[Row],
+    drafts: &[Option<Draft>],
+    start: usize,
+    t: usize,
+    device: &B::Device,
+) -> ForwardInput<B> {
+    let (batch, s) = (rows.len(), start + t);
+    let (mut ids, mut pos, mut mask) = (Vec::new(), Vec::new(), vec![true; batch * t * s]);
+    for (b, (r, d)) in rows.iter().zip(drafts).enumerate() {
+        let n = d.as_ref().map_or(0, |d| d.tree.len());
+        for i in 0..t {
+            let m = &mut mask[(b * t + i) * s..(b * t + i + 1) * s];
+            match d.as_ref().filter(|_| i < n) {
+                Some(d) => {
+                    ids.push(i64::from(d.tokens[i]));
+                    pos.push((r.pos + d.tree.depth(i)) as i64);
+                    for (slot, v) in r.valid.iter().enumerate() {
+                        m[slot] = !v;
                     }
-                    None => {
-                        ids.push(i64::from(r.root));
-                        pos.push(r.pos as i64);
-                        m[start + i] = false;
+                    let mut k = Some(i);
+                    while let Some(x) = k {
+                        m[start + x] = false;
+                        k = d.tree.parent(x);
                     }
+                }
+                None => {
+                    ids.push(i64::from(r.root));
+                    pos.push(r.pos as i64);
+                    m[start + i] = false;
                 }
             }
         }
-        let input = ForwardInput {
-            tokens: Tensor::from_data(TensorData::new(ids, [batch, t]), &device),
-            positions: Tensor::from_data(TensorData::new(pos, [batch, t]), &device),
-            mask: Some(Tensor::from_data(
-                TensorData::new(mask, [batch, t, s]),
-                &device,
-            )),
-        };
-        let logits = model.forward(input, &mut cache);
-        let preds = argmax(logits.clone());
-        let host = config
-            .sampling
-            .is_some()
-            .then(|| logits.clone().into_data().convert::<f32>());
-        let vocab = logits.dims()[2];
-        let flat = logits.reshape([1, batch * t, vocab]);
-        let mut keep: Vec<Vec<usize>> = Vec::with_capacity(batch);
-        for (b, (row, d)) in rows.iter_mut().zip(&drafts).enumerate() {
-            let Some(d) = d else {
-                keep.push(Vec::new());
-                continue;
-            };
-            let p = &preds[b * t..b * t + d.tree.len()];
-            let rows = host.as_ref().map(|h| {
-                let h = h.as_slice::<f32>().expect("f32 logits");
-                &h[b * t * vocab..(b * t + d.tree.len()) * vocab]
-            });
-            let v = verify_draft(d, p, &mut row.picker, rows);
-            let (want, k) = drafters[b].top_k_rows(d, &v);
-            let want: Vec<usize> = want.iter().map(|&i| b * t + i).collect();
-            let top = top_k_rows(flat.clone(), &want, k, &device);
-            drafters[b].observe(d, p, &v, &top);
-            row.out.push_block(&v.tokens)?;
-            row.steps += 1;
-            row.forward_tokens.push(d.tree.len());
-            row.pos += v.path.len();
-            row.root = *v.tokens.last().expect("at least the root's prediction");
-            keep.push(v.path);
-        }
-        let width = keep.iter().map(Vec::len).max().unwrap_or(1).max(1);
-        for (row, k) in rows.iter_mut().zip(&mut keep) {
-            row.valid.extend((0..width).map(|i| i < k.len()));
-            k.resize(width, 0);
-        }
-        cache.keep_rows(start, &keep);
     }
-    Ok(finish(rows))
+    batch_input(ids, pos, mask, [batch, t, s], device)
+}
+
+/// Verifies and commits each row's draft from the step's `[batch, t, vocab]` logits; returns
+/// each row's accepted nodes (empty for finished rows).
+fn verify_batch<B: Backend>(
+    config: &GenerateConfig,
+    logits: Tensor<B, 3>,
+    rows: &mut [Row],
+    drafts: &[Option<Draft>],
+    drafters: &mut [&mut dyn Drafter],
+    t: usize,
+    device: &B::Device,
+) -> Result<Vec<Vec<usize>>> {
+    let batch = rows.len();
+    let preds = argmax(logits.clone());
+    let host = config
+        .sampling
+        .is_some()
+        .then(|| logits.clone().into_data().convert::<f32>());
+    let vocab = logits.dims()[2];
+    let flat = logits.reshape([1, batch * t, vocab]);
+    let mut keep: Vec<Vec<usize>> = Vec::with_capacity(batch);
+    for (b, (row, d)) in rows.iter_mut().zip(drafts).enumerate() {
+        let Some(d) = d else {
+            keep.push(Vec::new());
+            continue;
+        };
+        let p = &preds[b * t..b * t + d.tree.len()];
+        let logits = host.as_ref().map(|h| {
+            let h = h.as_slice::<f32>().expect("f32 logits");
+            &h[b * t * vocab..(b * t + d.tree.len()) * vocab]
+        });
+        let v = verify_draft(d, p, &mut row.picker, logits);
+        let (want, k) = drafters[b].top_k_rows(d, &v);
+        let want: Vec<usize> = want.iter().map(|&i| b * t + i).collect();
+        let top = top_k_rows(flat.clone(), &want, k, device);
+        drafters[b].observe(d, p, &v, &top);
+        row.out.push_block(&v.tokens)?;
+        row.steps += 1;
+        row.forward_tokens.push(d.tree.len());
+        row.pos += v.path.len();
+        row.root = *v.tokens.last().expect("at least the root's prediction");
+        keep.push(v.path);
+    }
+    Ok(keep)
 }
 
 /// Moves every unfinished row's valid slots to the front (rows padded to the longest with dead

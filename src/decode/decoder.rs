@@ -1,273 +1,100 @@
-//! One interface over every decoder, so benchmarks and applications switch decoders without
-//! changing code. Every implementation returns exactly greedy decoding's tokens.
+//! One interface over every decoder, so applications and benchmarks switch decoders without
+//! changing code, and [`AnyDecoder`] to choose one by name at run time.
 
-use crate::decode::{
-    DraftBudget, JacobiConfig, LatencyCurve, LookaheadConfig, PldConfig, TokenGraph,
-    TrJacobiConfig, TreeBudget, jacobi, lookahead, prompt_lookup, prompt_lookup_with_budget,
-    tr_jacobi::tr_jacobi_with_graph, tr_jacobi_batch,
-};
-use crate::error::Result;
-use crate::generate::{GenerateConfig, Generation, greedy};
-use crate::model::CausalLm;
-use crate::model::tokenizer::Tokenizer;
+use crate::decode::stream::{OnText, StreamControl};
+use crate::decode::{Greedy, Jacobi, Lookahead, PromptLookup, TrJacobi};
+use crate::error::{Error, Result};
+use crate::generation::{GenerateConfig, Generation};
+use crate::model::{CausalLm, Tokenizer};
 use burn::prelude::*;
 
-/// A lossless decoder: [`Decoder::generate`] has [`crate::greedy`]'s contract and output.
+/// A lossless decoder: whatever it drafts, it returns exactly greedy decoding's tokens (with
+/// [`GenerateConfig::sampling`], a draw from the model's own distribution).
+///
+/// A decoder keeps what it learns across calls (TR-Jacobi's token graph, a budget's step
+/// costs); build a new one to start fresh.
 ///
 /// # Examples
 /// ```no_run
-/// use msn::decode::{Decoder, TrJacobi};
+/// use msn::{Decoder, TrJacobi};
 /// # fn f<B: burn::prelude::Backend>(m: &msn::LoadedModel<B>) -> msn::Result<()> {
-/// let mut dec = TrJacobi::default();
-/// let ids = m.tokenizer.encode("def fib(n):")?;
-/// let g = dec.generate(&m.model, Some(&m.tokenizer), &ids, &msn::GenerateConfig::new(64, &m.tokenizer), None)?;
-/// println!("{} ({:.2} tokens per forward pass)", g.text, g.accepted_tokens_per_step());
+/// let mut decoder = TrJacobi::default();
+/// let prompt = m.tokenizer.encode("def fib(n):")?;
+/// let config = m.generate_config(64);
+/// let g = decoder.stream(&m.model, &m.tokenizer, &prompt, &config, |text| print!("{text}"))?;
+/// println!("\n{:.2} tokens per forward pass", g.accepted_tokens_per_step());
 /// # Ok(()) }
 /// ```
 pub trait Decoder {
     /// Short name (`greedy`, `jacobi`, `pld`, `lookahead`, `tr-jacobi`).
     fn name(&self) -> &'static str;
 
-    /// Generates from `prompt`; `on_text` receives the text in order, once.
+    /// Generates from `prompt`, sending the text to `on_text` (in order, once, as it becomes
+    /// stable) when given. The one method an implementation provides; callers use
+    /// [`Decoder::generate`] or [`Decoder::stream`].
     ///
     /// # Errors
-    /// As [`crate::greedy`].
-    fn generate<B: Backend, M: CausalLm<B>>(
+    /// [`Error::EmptyPrompt`], [`Error::ContextOverflow`], [`Error::TokenOutOfRange`] for a
+    /// prompt the model cannot take; [`Error::InvalidArgument`] for sampling parameters
+    /// [`crate::Sampling::validate`] rejects; [`Error::Tokenizer`]; the callback's own error.
+    fn decode<B: Backend, M: CausalLm<B>>(
         &mut self,
         model: &M,
         tokenizer: Option<&Tokenizer>,
         prompt: &[u32],
         config: &GenerateConfig,
-        on_text: Option<&mut dyn FnMut(&str)>,
+        on_text: Option<&mut OnText<'_>>,
     ) -> Result<Generation>;
-}
 
-/// The MSN paper's decoder: a [`Decoder`] that verifies a token tree built from a candidate
-/// table and retrieval chains, sized by an optional [`TreeBudget`].
-pub trait TrJacobiDecoder: Decoder {
-    /// Tree, `K` and retrieval parameters.
-    fn tree_config(&self) -> &TrJacobiConfig;
-    /// The budget sizing each step's tree, when "auto".
-    fn tree_budget(&self) -> Option<&TreeBudget>;
-
-    /// Decodes several prompts in one batch (ragged acceptance; each output equals the prompt
-    /// decoded alone) with the configured tree; the budget is not used. Every
-    /// [`Generation::wall_time_s`] is the whole batch's time.
+    /// Generates from `prompt`. Without a tokenizer the output has tokens but no text, and stop
+    /// strings are not checked.
     ///
     /// # Errors
-    /// As [`Decoder::generate`], for any of the prompts.
-    fn generate_batch<B: Backend, M: CausalLm<B>>(
-        &mut self,
-        model: &M,
-        tokenizer: Option<&Tokenizer>,
-        prompts: &[Vec<u32>],
-        config: &GenerateConfig,
-    ) -> Result<Vec<Generation>> {
-        tr_jacobi_batch(model, tokenizer, prompts, config, self.tree_config())
-    }
-}
-
-/// Greedy decoding: one token per forward pass.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Greedy;
-
-impl Decoder for Greedy {
-    fn name(&self) -> &'static str {
-        "greedy"
-    }
-
+    /// See [`Decoder::decode`].
     fn generate<B: Backend, M: CausalLm<B>>(
         &mut self,
         model: &M,
         tokenizer: Option<&Tokenizer>,
         prompt: &[u32],
         config: &GenerateConfig,
-        on_text: Option<&mut dyn FnMut(&str)>,
     ) -> Result<Generation> {
-        greedy(model, tokenizer, prompt, config, on_text)
-    }
-}
-
-/// Plain Jacobi decoding.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Jacobi(pub JacobiConfig);
-
-impl Decoder for Jacobi {
-    fn name(&self) -> &'static str {
-        "jacobi"
+        self.decode(model, tokenizer, prompt, config, None)
     }
 
-    fn generate<B: Backend, M: CausalLm<B>>(
-        &mut self,
-        model: &M,
-        tokenizer: Option<&Tokenizer>,
-        prompt: &[u32],
-        config: &GenerateConfig,
-        on_text: Option<&mut dyn FnMut(&str)>,
-    ) -> Result<Generation> {
-        jacobi(model, tokenizer, prompt, config, &self.0, on_text)
-    }
-}
-
-/// Lookahead decoding.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Lookahead(pub LookaheadConfig);
-
-impl Decoder for Lookahead {
-    fn name(&self) -> &'static str {
-        "lookahead"
-    }
-
-    fn generate<B: Backend, M: CausalLm<B>>(
-        &mut self,
-        model: &M,
-        tokenizer: Option<&Tokenizer>,
-        prompt: &[u32],
-        config: &GenerateConfig,
-        on_text: Option<&mut dyn FnMut(&str)>,
-    ) -> Result<Generation> {
-        lookahead(model, tokenizer, prompt, config, &self.0, on_text)
-    }
-}
-
-/// Prompt lookup decoding, optionally budgeted.
-#[derive(Debug, Clone, Default)]
-pub struct PromptLookup {
-    /// Parameters.
-    pub config: PldConfig,
-    /// Draft lengths from the device's latency curve (kept across prompts).
-    pub budget: Option<DraftBudget>,
-}
-
-impl Decoder for PromptLookup {
-    fn name(&self) -> &'static str {
-        "pld"
-    }
-
-    fn generate<B: Backend, M: CausalLm<B>>(
-        &mut self,
-        model: &M,
-        tokenizer: Option<&Tokenizer>,
-        prompt: &[u32],
-        config: &GenerateConfig,
-        on_text: Option<&mut dyn FnMut(&str)>,
-    ) -> Result<Generation> {
-        match self.budget.as_mut() {
-            Some(b) => prompt_lookup_with_budget(
-                model,
-                tokenizer,
-                prompt,
-                config,
-                &self.config,
-                b,
-                on_text,
-            ),
-            None => prompt_lookup(model, tokenizer, prompt, config, &self.config, on_text),
-        }
-    }
-}
-
-/// TR-Jacobi decoding, optionally budgeted ("auto" tree size).
-#[derive(Debug, Clone, Default)]
-pub struct TrJacobi {
-    /// Parameters.
-    pub config: TrJacobiConfig,
-    /// Tree sizes from the device's latency curve (kept across prompts).
-    pub budget: Option<TreeBudget>,
-    /// Predictions after each token seen, for recycled candidates (kept across prompts).
-    pub graph: TokenGraph,
-}
-
-impl TrJacobi {
-    /// TR-Jacobi with a fixed tree (no budget).
-    pub fn new(config: TrJacobiConfig) -> Self {
-        Self {
-            config,
-            budget: None,
-            graph: TokenGraph::default(),
-        }
-    }
-
-    /// TR-Jacobi whose tree size follows `model`'s measured latency curve on its device
-    /// (measured now, over a 256-token context; a few seconds on a CPU).
-    pub fn auto<B: Backend, M: CausalLm<B>>(model: &M, config: TrJacobiConfig) -> Self {
-        let curve = LatencyCurve::measure_at(model, 256, &Self::curve_sizes(&config), 3);
-        Self::with_curve(config, curve)
-    }
-
-    /// [`TrJacobi::auto`] reading the latency curve from `cache` when it was measured there
-    /// before for the same tree sizes (see [`LatencyCurve::measure_cached`]; one file per model,
-    /// dtype, backend and machine).
+    /// Generates from `prompt`, calling `on_text` with each piece of text as soon as it can no
+    /// longer change. `on_text` returns `()`, a [`std::ops::ControlFlow`] (`Break` stops early,
+    /// [`crate::StopReason::Cancelled`]) or a `Result` (an error stops and is returned): see
+    /// [`StreamControl`].
     ///
     /// # Errors
-    /// [`crate::Error::Io`] when the cache file cannot be written.
-    pub fn auto_cached<B: Backend, M: CausalLm<B>>(
-        model: &M,
-        config: TrJacobiConfig,
-        cache: &std::path::Path,
-    ) -> Result<Self> {
-        let sizes = Self::curve_sizes(&config);
-        let curve = LatencyCurve::measure_cached(model, 256, &sizes, 3, cache)?;
-        Ok(Self::with_curve(config, curve))
-    }
-
-    /// Forward sizes the budget needs measured: a grid up to the largest tree.
-    fn curve_sizes(config: &TrJacobiConfig) -> Vec<usize> {
-        let max = 1 + config.template.len() + config.retrieval_len * config.retrieval_chains;
-        [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96]
-            .into_iter()
-            .filter(|&t| t < max)
-            .chain([max])
-            .collect()
-    }
-
-    /// TR-Jacobi budgeted by a given (e.g. cached) latency curve.
-    pub fn with_curve(config: TrJacobiConfig, curve: LatencyCurve) -> Self {
-        Self {
-            config,
-            budget: Some(TreeBudget::new(curve, 2)),
-            graph: TokenGraph::default(),
-        }
-    }
-}
-
-impl Decoder for TrJacobi {
-    fn name(&self) -> &'static str {
-        "tr-jacobi"
-    }
-
-    fn generate<B: Backend, M: CausalLm<B>>(
+    /// See [`Decoder::decode`].
+    fn stream<B: Backend, M: CausalLm<B>, R: StreamControl>(
         &mut self,
         model: &M,
-        tokenizer: Option<&Tokenizer>,
+        tokenizer: &Tokenizer,
         prompt: &[u32],
         config: &GenerateConfig,
-        on_text: Option<&mut dyn FnMut(&str)>,
+        mut on_text: impl FnMut(&str) -> R,
     ) -> Result<Generation> {
-        tr_jacobi_with_graph(
-            model,
-            tokenizer,
-            prompt,
-            config,
-            &self.config,
-            self.budget.as_mut(),
-            &mut self.graph,
-            on_text,
-        )
+        let mut sink = |s: &str| on_text(s).into_flow();
+        self.decode(model, Some(tokenizer), prompt, config, Some(&mut sink))
     }
 }
 
-impl TrJacobiDecoder for TrJacobi {
-    fn tree_config(&self) -> &TrJacobiConfig {
-        &self.config
-    }
-
-    fn tree_budget(&self) -> Option<&TreeBudget> {
-        self.budget.as_ref()
-    }
-}
+/// The decoders' names, as [`std::str::FromStr`] for [`AnyDecoder`] accepts them.
+pub const DECODER_NAMES: [&str; 5] = ["greedy", "jacobi", "pld", "lookahead", "tr-jacobi"];
 
 /// Any of this crate's decoders, chosen at run time (command lines, benchmark tables).
+///
+/// # Examples
+/// ```
+/// use msn::{AnyDecoder, Decoder};
+///
+/// let d: AnyDecoder = "tr-jacobi".parse().unwrap();
+/// assert_eq!(d.name(), "tr-jacobi");
+/// let err = "tr_jacobi".parse::<AnyDecoder>().unwrap_err();
+/// assert!(err.to_string().contains("greedy, jacobi, pld, lookahead, tr-jacobi"));
+/// ```
 #[derive(Debug, Clone)]
 pub enum AnyDecoder {
     /// [`Greedy`].
@@ -282,6 +109,82 @@ pub enum AnyDecoder {
     TrJacobi(TrJacobi),
 }
 
+impl AnyDecoder {
+    /// The same decoder with its draft or tree size budgeted by `model`'s latency curve, measured
+    /// now ([`PromptLookup::auto`], [`TrJacobi::auto`]); the other decoders have no budget and
+    /// are returned as they are.
+    ///
+    /// # Errors
+    /// As [`TrJacobi::new`].
+    pub fn auto<B: Backend, M: CausalLm<B>>(self, model: &M) -> Result<Self> {
+        Ok(match self {
+            Self::PromptLookup(d) => Self::PromptLookup(PromptLookup::auto(model, *d.config())),
+            Self::TrJacobi(d) => Self::TrJacobi(TrJacobi::auto(model, d.config().clone())?),
+            other => other,
+        })
+    }
+}
+
+impl std::str::FromStr for AnyDecoder {
+    type Err = Error;
+
+    /// A decoder with its default parameters from its [`Decoder::name`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] listing the valid names.
+    fn from_str(s: &str) -> Result<Self> {
+        Ok(match s {
+            "greedy" => Self::Greedy(Greedy),
+            "jacobi" => Self::Jacobi(Jacobi::default()),
+            "pld" => Self::PromptLookup(PromptLookup::default()),
+            "lookahead" => Self::Lookahead(Lookahead::default()),
+            "tr-jacobi" => Self::TrJacobi(TrJacobi::default()),
+            other => {
+                return Err(Error::InvalidArgument(format!(
+                    "unknown decoder `{other}`; use one of {}",
+                    DECODER_NAMES.join(", ")
+                )));
+            }
+        })
+    }
+}
+
+impl std::fmt::Display for AnyDecoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl From<Greedy> for AnyDecoder {
+    fn from(d: Greedy) -> Self {
+        Self::Greedy(d)
+    }
+}
+
+impl From<Jacobi> for AnyDecoder {
+    fn from(d: Jacobi) -> Self {
+        Self::Jacobi(d)
+    }
+}
+
+impl From<PromptLookup> for AnyDecoder {
+    fn from(d: PromptLookup) -> Self {
+        Self::PromptLookup(d)
+    }
+}
+
+impl From<Lookahead> for AnyDecoder {
+    fn from(d: Lookahead) -> Self {
+        Self::Lookahead(d)
+    }
+}
+
+impl From<TrJacobi> for AnyDecoder {
+    fn from(d: TrJacobi) -> Self {
+        Self::TrJacobi(d)
+    }
+}
+
 impl Decoder for AnyDecoder {
     fn name(&self) -> &'static str {
         match self {
@@ -293,20 +196,20 @@ impl Decoder for AnyDecoder {
         }
     }
 
-    fn generate<B: Backend, M: CausalLm<B>>(
+    fn decode<B: Backend, M: CausalLm<B>>(
         &mut self,
         model: &M,
         tokenizer: Option<&Tokenizer>,
         prompt: &[u32],
         config: &GenerateConfig,
-        on_text: Option<&mut dyn FnMut(&str)>,
+        on_text: Option<&mut OnText<'_>>,
     ) -> Result<Generation> {
         match self {
-            Self::Greedy(d) => d.generate(model, tokenizer, prompt, config, on_text),
-            Self::Jacobi(d) => d.generate(model, tokenizer, prompt, config, on_text),
-            Self::PromptLookup(d) => d.generate(model, tokenizer, prompt, config, on_text),
-            Self::Lookahead(d) => d.generate(model, tokenizer, prompt, config, on_text),
-            Self::TrJacobi(d) => d.generate(model, tokenizer, prompt, config, on_text),
+            Self::Greedy(d) => d.decode(model, tokenizer, prompt, config, on_text),
+            Self::Jacobi(d) => d.decode(model, tokenizer, prompt, config, on_text),
+            Self::PromptLookup(d) => d.decode(model, tokenizer, prompt, config, on_text),
+            Self::Lookahead(d) => d.decode(model, tokenizer, prompt, config, on_text),
+            Self::TrJacobi(d) => d.decode(model, tokenizer, prompt, config, on_text),
         }
     }
 }

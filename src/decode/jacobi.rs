@@ -2,11 +2,12 @@
 //! by the model's own predictions, one forward pass per step. Cold start and refills use "ahead
 //! noise" (tokens drawn uniformly from the context), the distribution MSN training targets.
 
-use crate::decode::{Draft, Drafter, Verified, tree_decode};
+use crate::decode::output::Output;
+use crate::decode::tree_decode::{DecodeRun, tree_decode};
+use crate::decode::{Decoder, Draft, Drafter, OnText, Verified};
 use crate::error::Result;
-use crate::generate::{GenerateConfig, Generation};
-use crate::model::CausalLm;
-use crate::model::tokenizer::Tokenizer;
+use crate::generation::{GenerateConfig, Generation};
+use crate::model::{CausalLm, Tokenizer};
 use crate::rng::Rng;
 use burn::prelude::*;
 
@@ -40,6 +41,10 @@ impl Window {
 }
 
 impl Drafter for Window {
+    fn max_nodes(&self) -> usize {
+        self.window + 1
+    }
+
     fn draft(&mut self, root: u32, room: usize, depth: usize) -> Draft {
         while self.drafts.len() < self.window {
             let t = self.noise();
@@ -63,31 +68,63 @@ impl Drafter for Window {
     }
 }
 
-/// Plain Jacobi decoding. Same contract as [`crate::greedy`] (identical output).
+/// Plain Jacobi decoding: a window of `W` tokens after the last committed one, refined by the
+/// model's own predictions each step (cold start and refills from ahead noise).
 ///
-/// # Errors
-/// As [`crate::greedy`].
-pub fn jacobi<B: Backend, M: CausalLm<B>>(
-    model: &M,
-    tokenizer: Option<&Tokenizer>,
-    prompt: &[u32],
-    config: &GenerateConfig,
-    jc: &JacobiConfig,
-    on_text: Option<&mut dyn FnMut(&str)>,
-) -> Result<Generation> {
-    let mut window = Window {
-        drafts: Vec::new(),
-        context: prompt.to_vec(),
-        window: jc.window,
-        rng: Rng::new(jc.seed),
-    };
-    tree_decode(
-        model,
-        tokenizer,
-        prompt,
-        config,
-        jc.window,
-        &mut window,
-        on_text,
-    )
+/// # Examples
+/// ```
+/// use msn::{Jacobi, JacobiConfig};
+///
+/// let decoder = Jacobi::new(JacobiConfig { window: 8, ..Default::default() });
+/// assert_eq!(decoder.config().window, 8);
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Jacobi {
+    config: JacobiConfig,
+}
+
+impl Jacobi {
+    /// Jacobi decoding with `config`.
+    pub fn new(config: JacobiConfig) -> Self {
+        Self { config }
+    }
+
+    /// The parameters.
+    pub fn config(&self) -> &JacobiConfig {
+        &self.config
+    }
+}
+
+impl Decoder for Jacobi {
+    fn name(&self) -> &'static str {
+        "jacobi"
+    }
+
+    fn decode<B: Backend, M: CausalLm<B>>(
+        &mut self,
+        model: &M,
+        tokenizer: Option<&Tokenizer>,
+        prompt: &[u32],
+        config: &GenerateConfig,
+        on_text: Option<&mut OnText<'_>>,
+    ) -> Result<Generation> {
+        let jc = &self.config;
+        let mut window = Window {
+            drafts: Vec::new(),
+            context: prompt.to_vec(),
+            window: jc.window,
+            rng: Rng::new(jc.seed),
+        };
+        let run = DecodeRun {
+            prompt,
+            config,
+            max_nodes: jc.window + 1,
+        };
+        tree_decode(
+            model,
+            run,
+            Output::new(config, tokenizer, on_text),
+            &mut window,
+        )
+    }
 }

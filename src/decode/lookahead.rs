@@ -15,11 +15,12 @@
 //! The lookahead branch is part of the verified tree: when its level-0 chain happens to match the
 //! model's greedy continuation it is accepted like any draft (the verification branch wins ties).
 
-use crate::decode::{Draft, Drafter, TokenTree, Verified, tree_decode};
+use crate::decode::output::Output;
+use crate::decode::tree_decode::{DecodeRun, tree_decode};
+use crate::decode::{Decoder, Draft, Drafter, OnText, TokenTree, Verified};
 use crate::error::{Error, Result};
-use crate::generate::{GenerateConfig, Generation};
-use crate::model::CausalLm;
-use crate::model::tokenizer::Tokenizer;
+use crate::generation::{GenerateConfig, Generation};
+use crate::model::{CausalLm, Tokenizer};
 use crate::rng::Rng;
 use burn::prelude::*;
 use std::collections::HashMap;
@@ -109,6 +110,10 @@ impl Window2d {
 }
 
 impl Drafter for Window2d {
+    fn max_nodes(&self) -> usize {
+        self.config.max_nodes()
+    }
+
     fn draft(&mut self, root: u32, room: usize, depth: usize) -> Draft {
         let n1 = self.config.ngram - 1;
         let mut tree = TokenTree::chain(1);
@@ -197,40 +202,73 @@ impl Drafter for Window2d {
     }
 }
 
-/// Lookahead decoding. Same contract as [`crate::greedy`] (identical output).
+/// Lookahead decoding (Fu et al., 2024): a 2-D Jacobi window beside the verification branch
+/// in the same forward pass, feeding an n-gram pool that drafts.
 ///
-/// # Errors
-/// As [`crate::greedy`]; [`Error::InvalidArgument`] for parameters
-/// [`LookaheadConfig::validate`] rejects.
-pub fn lookahead<B: Backend, M: CausalLm<B>>(
-    model: &M,
-    tokenizer: Option<&Tokenizer>,
-    prompt: &[u32],
-    config: &GenerateConfig,
-    la: &LookaheadConfig,
-    on_text: Option<&mut dyn FnMut(&str)>,
-) -> Result<Generation> {
-    la.validate()?;
-    let mut drafter = Window2d {
-        config: *la,
-        levels: Vec::new(),
-        pool: Pool {
-            grams: HashMap::new(),
-            per_key: la.guesses,
-        },
-        context: prompt.to_vec(),
-        rng: Rng::new(la.seed),
-        tops: Vec::new(),
-    };
-    tree_decode(
-        model,
-        tokenizer,
-        prompt,
-        config,
-        la.max_nodes() - 1,
-        &mut drafter,
-        on_text,
-    )
+/// # Examples
+/// ```
+/// use msn::{Lookahead, LookaheadConfig};
+///
+/// let cpu = LookaheadConfig { window: 4, ngram: 3, guesses: 4, seed: 0 };
+/// let decoder = Lookahead::new(cpu).unwrap();
+/// assert_eq!(decoder.config().max_nodes(), 17);
+/// assert!(Lookahead::new(LookaheadConfig { ngram: 1, ..cpu }).is_err());
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Lookahead {
+    config: LookaheadConfig,
+}
+
+impl Lookahead {
+    /// Lookahead decoding with `config`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for parameters [`LookaheadConfig::validate`] rejects.
+    pub fn new(config: LookaheadConfig) -> Result<Self> {
+        config.validate()?;
+        Ok(Self { config })
+    }
+
+    /// The parameters.
+    pub fn config(&self) -> &LookaheadConfig {
+        &self.config
+    }
+}
+
+impl Decoder for Lookahead {
+    fn name(&self) -> &'static str {
+        "lookahead"
+    }
+
+    fn decode<B: Backend, M: CausalLm<B>>(
+        &mut self,
+        model: &M,
+        tokenizer: Option<&Tokenizer>,
+        prompt: &[u32],
+        config: &GenerateConfig,
+        on_text: Option<&mut OnText<'_>>,
+    ) -> Result<Generation> {
+        let la = &self.config;
+        la.validate()?;
+        let mut drafter = Window2d {
+            config: *la,
+            levels: Vec::new(),
+            pool: Pool {
+                grams: HashMap::new(),
+                per_key: la.guesses,
+            },
+            context: prompt.to_vec(),
+            rng: Rng::new(la.seed),
+            tops: Vec::new(),
+        };
+        let run = DecodeRun {
+            prompt,
+            config,
+            max_nodes: la.max_nodes(),
+        };
+        let out = Output::new(config, tokenizer, on_text);
+        tree_decode(model, run, out, &mut drafter)
+    }
 }
 
 #[cfg(test)]

@@ -1,11 +1,14 @@
 //! Prompt lookup decoding (PLD): one linear draft from an n-gram match in the context, verified
 //! causally in one forward pass. Output equals greedy decoding token for token.
 
-use crate::decode::{Draft, DraftBudget, Drafter, NgramIndex, Verified, tree_decode};
+use crate::decode::budget::{DraftBudget, LatencyCurve};
+use crate::decode::output::Output;
+use crate::decode::retrieval::NgramIndex;
+use crate::decode::tree_decode::{DecodeRun, tree_decode};
+use crate::decode::{Decoder, Draft, Drafter, OnText, Verified};
 use crate::error::Result;
-use crate::generate::{GenerateConfig, Generation};
-use crate::model::CausalLm;
-use crate::model::tokenizer::Tokenizer;
+use crate::generation::{GenerateConfig, Generation};
+use crate::model::{CausalLm, Tokenizer};
 use burn::prelude::*;
 
 /// Prompt lookup parameters.
@@ -26,38 +29,117 @@ impl Default for PldConfig {
     }
 }
 
-/// Prompt lookup decoding. Same contract as [`crate::greedy`]; `steps` counts forward passes
-/// and `accept_lengths` the tokens each committed.
+/// Prompt lookup decoding (PLD): one linear draft from an n-gram match in the context,
+/// verified causally in one forward pass; with a budget ([`PromptLookup::auto`]) a draft is
+/// verified only when it is expected to commit more tokens per second than a greedy step.
 ///
-/// # Errors
-/// As [`crate::greedy`].
-pub fn prompt_lookup<B: Backend, M: CausalLm<B>>(
-    model: &M,
-    tokenizer: Option<&Tokenizer>,
-    prompt: &[u32],
-    config: &GenerateConfig,
-    pld: &PldConfig,
-    on_text: Option<&mut dyn FnMut(&str)>,
-) -> Result<Generation> {
-    run(model, tokenizer, prompt, config, pld, None, on_text)
+/// # Examples
+/// ```
+/// use msn::{PldConfig, PromptLookup};
+///
+/// let decoder = PromptLookup::new(PldConfig { max_draft: 4, ..Default::default() });
+/// assert_eq!(decoder.config().max_draft, 4);
+/// assert!(decoder.latency_curve().is_none());
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct PromptLookup {
+    config: PldConfig,
+    /// Draft lengths from the device's latency curve (kept across prompts).
+    budget: Option<DraftBudget>,
 }
 
-/// Prompt lookup decoding whose draft length follows `budget` (the device's latency curve and
-/// the acceptance observed so far): a draft is verified only when it is expected to commit more
-/// tokens per second than a greedy step. Reuse one budget across prompts to keep what it learnt.
-///
-/// # Errors
-/// As [`crate::greedy`].
-pub fn prompt_lookup_with_budget<B: Backend, M: CausalLm<B>>(
-    model: &M,
-    tokenizer: Option<&Tokenizer>,
-    prompt: &[u32],
-    config: &GenerateConfig,
-    pld: &PldConfig,
-    budget: &mut DraftBudget,
-    on_text: Option<&mut dyn FnMut(&str)>,
-) -> Result<Generation> {
-    run(model, tokenizer, prompt, config, pld, Some(budget), on_text)
+impl PromptLookup {
+    /// PLD with `config`, drafting as much as matches (no budget).
+    pub fn new(config: PldConfig) -> Self {
+        Self {
+            config,
+            budget: None,
+        }
+    }
+
+    /// PLD whose draft length follows `model`'s latency curve on its device (measured now over
+    /// a 256-token context; a few seconds on a CPU) and the acceptance observed.
+    pub fn auto<B: Backend, M: CausalLm<B>>(model: &M, config: PldConfig) -> Self {
+        let curve = LatencyCurve::measure_at(model, 256, &Self::curve_sizes(&config), 3);
+        Self::with_curve(config, curve)
+    }
+
+    /// [`PromptLookup::auto`] reading the latency curve from the file `cache` when it was
+    /// measured there before for the same sizes (one file per model, dtype, backend and
+    /// machine).
+    ///
+    /// # Errors
+    /// [`crate::Error::Io`] when the file cannot be written.
+    pub fn auto_cached<B: Backend, M: CausalLm<B>>(
+        model: &M,
+        config: PldConfig,
+        cache: &std::path::Path,
+    ) -> Result<Self> {
+        let sizes = Self::curve_sizes(&config);
+        let curve = LatencyCurve::measure_cached(model, 256, &sizes, 3, cache)?;
+        Ok(Self::with_curve(config, curve))
+    }
+
+    /// PLD budgeted by a given latency curve.
+    pub fn with_curve(config: PldConfig, curve: LatencyCurve) -> Self {
+        Self {
+            budget: Some(DraftBudget::new(curve, config.max_draft, 4)),
+            config,
+        }
+    }
+
+    /// Forward sizes the budget needs: every draft length.
+    fn curve_sizes(config: &PldConfig) -> Vec<usize> {
+        (1..=config.max_draft + 1).collect()
+    }
+
+    /// The parameters.
+    pub fn config(&self) -> &PldConfig {
+        &self.config
+    }
+
+    /// The latency curve the budget plans with (`None` without a budget).
+    pub fn latency_curve(&self) -> Option<&LatencyCurve> {
+        self.budget.as_ref().map(|b| b.costs().curve())
+    }
+
+    /// Plans with the start-up latency curve only, never with measured step times (keeps runs
+    /// reproducible where timing is not).
+    pub fn curve_only(mut self) -> Self {
+        self.budget = self.budget.map(DraftBudget::curve_only);
+        self
+    }
+}
+
+impl Decoder for PromptLookup {
+    fn name(&self) -> &'static str {
+        "pld"
+    }
+
+    fn decode<B: Backend, M: CausalLm<B>>(
+        &mut self,
+        model: &M,
+        tokenizer: Option<&Tokenizer>,
+        prompt: &[u32],
+        config: &GenerateConfig,
+        on_text: Option<&mut OnText<'_>>,
+    ) -> Result<Generation> {
+        let pld = &self.config;
+        let mut index = NgramIndex::new(pld.max_ngram);
+        index.extend(prompt);
+        let mut drafter = Lookup {
+            index,
+            max_draft: pld.max_draft,
+            budget: self.budget.as_mut(),
+        };
+        let run = DecodeRun {
+            prompt,
+            config,
+            max_nodes: pld.max_draft + 1,
+        };
+        let out = Output::new(config, tokenizer, on_text);
+        tree_decode(model, run, out, &mut drafter)
+    }
 }
 
 /// PLD's drafter: the n-gram index over everything committed before the root.
@@ -68,6 +150,10 @@ struct Lookup<'a> {
 }
 
 impl Drafter for Lookup<'_> {
+    fn max_nodes(&self) -> usize {
+        self.max_draft + 1
+    }
+
     fn draft(&mut self, root: u32, room: usize, depth: usize) -> Draft {
         let mut draft = self
             .index
@@ -94,31 +180,4 @@ impl Drafter for Lookup<'_> {
             b.record_step(tokens, secs);
         }
     }
-}
-
-fn run<B: Backend, M: CausalLm<B>>(
-    model: &M,
-    tokenizer: Option<&Tokenizer>,
-    prompt: &[u32],
-    config: &GenerateConfig,
-    pld: &PldConfig,
-    budget: Option<&mut DraftBudget>,
-    on_text: Option<&mut dyn FnMut(&str)>,
-) -> Result<Generation> {
-    let mut index = NgramIndex::new(pld.max_ngram);
-    index.extend(prompt);
-    let mut drafter = Lookup {
-        index,
-        max_draft: pld.max_draft,
-        budget,
-    };
-    tree_decode(
-        model,
-        tokenizer,
-        prompt,
-        config,
-        pld.max_draft,
-        &mut drafter,
-        on_text,
-    )
 }

@@ -1,194 +1,24 @@
 //! TR-Jacobi: tree-based, retrieval-augmented Jacobi decoding (the MSN paper's decoder).
 //!
 //! Each step verifies one token tree in one forward pass. The tree is a static
-//! [`TreeTemplate`] of rank paths filled from a [`CandidateTable`] (the top-`K` tokens the
+//! [`TreeTemplate`] of rank paths filled from a candidate table (the top-`K` tokens the
 //! previous step predicted at the Jacobi positions after the accepted prefix), merged as a trie
 //! with n-gram retrieval chains from the committed text, so no token is verified twice. Greedy
 //! verification keeps the output identical to greedy decoding.
 
 use crate::decode::batch::tree_decode_batch;
-use crate::decode::budget::{TreeBudget, TreeShape};
-use crate::decode::{Draft, Drafter, NgramIndex, Verified, tree_decode};
+use crate::decode::budget::{LatencyCurve, TreeBudget, TreeShape};
+use crate::decode::candidates::{CandidateTable, Candidates, TokenGraph};
+use crate::decode::output::Output;
+use crate::decode::retrieval::NgramIndex;
+use crate::decode::tree_decode::{DecodeRun, tree_decode};
+use crate::decode::tree_template::TreeTemplate;
+use crate::decode::{Decoder, Draft, Drafter, OnText, Verified};
 use crate::error::{Error, Result};
-use crate::generate::{GenerateConfig, Generation};
-use crate::model::CausalLm;
-use crate::model::tokenizer::Tokenizer;
+use crate::generation::{GenerateConfig, Generation};
+use crate::model::{CausalLm, Tokenizer};
 use crate::rng::Rng;
 use burn::prelude::*;
-
-/// The MSN paper's 63-path template (69 tokens per forward with the root and a 5-token
-/// retrieval chain), most likely paths first.
-const MSN_PATHS: &str = "[0] [0,0] [1] [0,1] [2] [0,0,0] [1,0] [0,2] [3] [0,3] [4] [0,4] [2,0] [0,5] \
-[0,0,1] [5] [0,6] [6] [0,7] [0,1,0] [1,1] [7] [0,8] [0,0,2] [3,0] [0,9] [8] [9] [1,0,0] [0,2,0] \
-[1,2] [0,0,3] [4,0] [2,1] [0,0,4] [0,0,5] [0,0,0,0] [0,1,1] [0,0,6] [0,3,0] [5,0] [1,3] [0,0,7] \
-[0,0,8] [0,0,9] [6,0] [0,4,0] [1,4] [7,0] [0,1,2] [2,0,0] [3,1] [2,2] [8,0] [0,5,0] [1,5] \
-[1,0,1] [0,2,1] [9,0] [0,6,0] [0,0,0,1] [1,6] [0,7,0]";
-
-/// A static tree of rank paths: node `[r1, .., rd]` carries `C[d][rd]`, the candidate of rank
-/// `rd` at depth `d`. Paths are in priority order and every path's parent comes before it, so any
-/// prefix of the template is itself a tree (what a smaller budget uses).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TreeTemplate {
-    paths: Vec<Vec<usize>>,
-    /// Index of each path's parent path (`None` for depth 1).
-    parents: Vec<Option<usize>>,
-}
-
-impl TreeTemplate {
-    /// A template from rank paths.
-    ///
-    /// # Errors
-    /// [`Error::InvalidArgument`] when a path is empty, repeated, or comes before its parent.
-    pub fn new(paths: Vec<Vec<usize>>) -> Result<Self> {
-        let mut parents = Vec::with_capacity(paths.len());
-        for (i, p) in paths.iter().enumerate() {
-            if p.is_empty() || paths[..i].contains(p) {
-                return Err(Error::InvalidArgument(format!(
-                    "tree template path {i} ({p:?}) is empty or repeated; give each rank path once"
-                )));
-            }
-            let parent = if p.len() == 1 {
-                None
-            } else {
-                let up = &p[..p.len() - 1];
-                Some(paths[..i].iter().position(|q| q == up).ok_or_else(|| {
-                    Error::InvalidArgument(format!(
-                        "tree template path {p:?} comes before its parent {up:?}; list parents first"
-                    ))
-                })?)
-            };
-            parents.push(parent);
-        }
-        Ok(Self { paths, parents })
-    }
-
-    /// The MSN paper's template: 63 paths, depth 4, ranks below 10.
-    pub fn msn() -> Self {
-        Self::parse(MSN_PATHS).expect("the built-in template is valid")
-    }
-
-    /// A single chain of `depth` rank-0 nodes: plain Jacobi's window as a template.
-    pub fn chain(depth: usize) -> Self {
-        Self::new((1..=depth).map(|d| vec![0; d]).collect()).expect("a chain is valid")
-    }
-
-    /// Parses `"[0] [0,0] [1] ..."`.
-    ///
-    /// # Errors
-    /// [`Error::InvalidArgument`] on bad syntax or an invalid tree.
-    pub fn parse(s: &str) -> Result<Self> {
-        let bad = || {
-            Error::InvalidArgument(format!(
-                "cannot parse tree template {s:?}; write rank paths like \"[0] [0,0] [1]\""
-            ))
-        };
-        let mut paths = Vec::new();
-        for part in s.split(']') {
-            let part = part.trim();
-            if part.is_empty() {
-                continue;
-            }
-            let inner = part.strip_prefix('[').ok_or_else(bad)?;
-            let path = inner
-                .split(',')
-                .map(|r| r.trim().parse::<usize>().map_err(|_| bad()))
-                .collect::<Result<Vec<_>>>()?;
-            paths.push(path);
-        }
-        Self::new(paths)
-    }
-
-    /// Number of paths (tree nodes without the root).
-    pub fn len(&self) -> usize {
-        self.paths.len()
-    }
-
-    /// True for the empty template.
-    pub fn is_empty(&self) -> bool {
-        self.paths.is_empty()
-    }
-
-    /// Deepest path.
-    pub fn depth(&self) -> usize {
-        self.paths.iter().map(Vec::len).max().unwrap_or(0)
-    }
-
-    /// Largest rank + 1 (the `K` the template needs).
-    pub fn ranks(&self) -> usize {
-        self.paths.iter().flatten().max().map_or(0, |r| r + 1)
-    }
-
-    /// The rank paths.
-    pub fn paths(&self) -> &[Vec<usize>] {
-        &self.paths
-    }
-}
-
-/// `C[depth][rank]`: candidate tokens for the positions after the root, best first.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct CandidateTable {
-    rows: Vec<Vec<u32>>,
-}
-
-impl CandidateTable {
-    /// Candidate of `rank` at `depth` (1-based), if any.
-    pub fn get(&self, depth: usize, rank: usize) -> Option<u32> {
-        self.rows.get(depth.checked_sub(1)?)?.get(rank).copied()
-    }
-
-    /// Rows, depth 1 first.
-    pub fn rows(&self) -> &[Vec<u32>] {
-        &self.rows
-    }
-}
-
-/// Where the tokens of a tree node's children come from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Candidates {
-    /// The paper: node `[r1, .., rd]` carries `C[d][rd]` from the previous step's Jacobi logits,
-    /// the same token for every node of a depth. What MSN training makes good.
-    Jacobi,
-    /// Per parent token: the top-`K` tokens the model predicted after that token the last time it
-    /// was in a forward pass (a [`TokenGraph`], as in Token Recycling, Luo et al. 2024), so a
-    /// node's children follow from its own token; `C[d]` where the token has not been seen yet.
-    /// The default: on SmolLM2 it accepts 1.5x more tokens per pass than [`Candidates::Jacobi`]
-    /// on the stock model and 1.4x more after MSN fine-tuning (see the README).
-    #[default]
-    Recycled,
-    /// Both lists interleaved (Jacobi rank 0, recycled rank 0, Jacobi rank 1, ...), repeats
-    /// dropped.
-    Mixed,
-}
-
-/// The model's recent top-`K` predictions after each token it has seen in a forward pass (an
-/// adjacency list over the vocabulary). Updated from every verified tree, so it grows with the
-/// text decoded; [`crate::decode::TrJacobi`] keeps it across prompts.
-#[derive(Debug, Clone, Default)]
-pub struct TokenGraph {
-    next: std::collections::HashMap<u32, Vec<u32>>,
-}
-
-impl TokenGraph {
-    /// The predictions after `token`, best first (empty when never seen).
-    pub fn after(&self, token: u32) -> &[u32] {
-        self.next.get(&token).map_or(&[], Vec::as_slice)
-    }
-
-    /// Tokens with predictions.
-    pub fn len(&self) -> usize {
-        self.next.len()
-    }
-
-    /// True before anything was recorded.
-    pub fn is_empty(&self) -> bool {
-        self.next.is_empty()
-    }
-
-    /// Records that the model's best `top` follow `token`.
-    pub fn set(&mut self, token: u32, top: Vec<u32>) {
-        self.next.insert(token, top);
-    }
-}
 
 /// TR-Jacobi parameters.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -316,6 +146,10 @@ impl TrState<'_> {
 }
 
 impl Drafter for TrState<'_> {
+    fn max_nodes(&self) -> usize {
+        self.cfg.max_nodes() + 1
+    }
+
     fn draft(&mut self, root: u32, room: usize, depth: usize) -> Draft {
         let mut d = Draft::chain(root, &[]);
         self.children = vec![Vec::new()];
@@ -426,85 +260,218 @@ impl Drafter for TrState<'_> {
     }
 }
 
-/// TR-Jacobi decoding. Same contract as [`crate::greedy`] (identical output); `steps` counts
-/// forward passes and `accept_lengths` the tokens each committed.
-///
-/// With a `budget`, the tree each step verifies is the prefix of the template and the retrieval
-/// length that the device's latency curve and the observed acceptance say is fastest (possibly
-/// just the root: a greedy step). Reuse one budget across prompts to keep what it learnt.
-///
-/// # Errors
-/// As [`crate::greedy`]; [`Error::InvalidArgument`] when `top_k` is below the template's ranks.
-pub fn tr_jacobi<B: Backend, M: CausalLm<B>>(
-    model: &M,
-    tokenizer: Option<&Tokenizer>,
-    prompt: &[u32],
-    config: &GenerateConfig,
-    tc: &TrJacobiConfig,
-    budget: Option<&mut TreeBudget>,
-    on_text: Option<&mut dyn FnMut(&str)>,
-) -> Result<Generation> {
-    let mut graph = TokenGraph::default();
-    tr_jacobi_with_graph(
-        model, tokenizer, prompt, config, tc, budget, &mut graph, on_text,
-    )
+/// The MSN paper's decoder: a [`Decoder`] that verifies a token tree built from candidate
+/// tokens and retrieval chains, its size fixed or chosen per step by a budget.
+pub trait TrJacobiDecoder: Decoder {
+    /// Tree, `K` and retrieval parameters.
+    fn tree_config(&self) -> &TrJacobiConfig;
+
+    /// The latency curve the tree budget plans with (`None` for a fixed tree).
+    fn latency_curve(&self) -> Option<&LatencyCurve>;
+
+    /// Decodes several prompts in one batch (ragged acceptance; each output equals the prompt
+    /// decoded alone, see [`TrJacobi::generate_batch`]).
+    ///
+    /// # Errors
+    /// As [`Decoder::decode`], for any of the prompts.
+    fn generate_batch<B: Backend, M: CausalLm<B>>(
+        &mut self,
+        model: &M,
+        tokenizer: Option<&Tokenizer>,
+        prompts: &[Vec<u32>],
+        config: &GenerateConfig,
+    ) -> Result<Vec<Generation>>;
 }
 
-/// [`tr_jacobi`] drafting from (and adding to) a [`TokenGraph`] kept by the caller.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn tr_jacobi_with_graph<B: Backend, M: CausalLm<B>>(
-    model: &M,
-    tokenizer: Option<&Tokenizer>,
-    prompt: &[u32],
-    config: &GenerateConfig,
-    tc: &TrJacobiConfig,
-    budget: Option<&mut TreeBudget>,
-    graph: &mut TokenGraph,
-    on_text: Option<&mut dyn FnMut(&str)>,
-) -> Result<Generation> {
-    tc.check()?;
-    let mut state = TrState::new(prompt, tc, budget, std::mem::take(graph));
-    let out = tree_decode(
-        model,
-        tokenizer,
-        prompt,
-        config,
-        tc.max_nodes(),
-        &mut state,
-        on_text,
-    );
-    *graph = state.graph;
-    out
+/// TR-Jacobi decoding: each step verifies one token tree (the [`TreeTemplate`] filled from the
+/// chosen [`Candidates`], merged with n-gram retrieval chains) in one forward pass; greedy
+/// verification keeps the output identical to greedy decoding.
+///
+/// With a budget ([`TrJacobi::auto`]) each step verifies the prefix of the template and the
+/// retrieval length that the device's latency curve and the acceptance observed say is fastest
+/// (possibly just the root: a greedy step). The decoder keeps its budget and token graph across
+/// prompts, so it learns as it goes; build a new one to start fresh.
+///
+/// # Examples
+/// ```
+/// use msn::{Candidates, TrJacobi, TrJacobiConfig, TreeTemplate};
+///
+/// let config = TrJacobiConfig {
+///     template: TreeTemplate::parse("[0] [0,0] [1] [0,1]").unwrap(),
+///     top_k: 2,
+///     candidates: Candidates::Jacobi,
+///     ..Default::default()
+/// };
+/// let decoder = TrJacobi::new(config).unwrap();
+/// assert_eq!(decoder.config().template.len(), 4);
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct TrJacobi {
+    config: TrJacobiConfig,
+    /// Tree sizes from the device's latency curve (kept across prompts).
+    budget: Option<TreeBudget>,
+    /// Predictions after each token seen, for recycled candidates (kept across prompts).
+    graph: TokenGraph,
 }
 
-/// TR-Jacobi over a batch of prompts (ragged acceptance: each sequence keeps its own accepted
-/// branch in one shared cache); every output equals the prompt decoded alone. No tree budget:
-/// the tree is the configured one; each sequence starts its own, empty [`TokenGraph`].
-///
-/// # Errors
-/// As [`tr_jacobi`], for any of the prompts.
-pub fn tr_jacobi_batch<B: Backend, M: CausalLm<B>>(
-    model: &M,
-    tokenizer: Option<&Tokenizer>,
-    prompts: &[Vec<u32>],
-    config: &GenerateConfig,
-    tc: &TrJacobiConfig,
-) -> Result<Vec<Generation>> {
-    tc.check()?;
-    let mut states: Vec<TrState> = prompts
-        .iter()
-        .map(|p| TrState::new(p, tc, None, TokenGraph::default()))
-        .collect();
-    let mut drafters: Vec<&mut dyn Drafter> =
-        states.iter_mut().map(|s| s as &mut dyn Drafter).collect();
-    tree_decode_batch(
-        model,
-        tokenizer,
-        prompts,
-        config,
-        tc.max_nodes(),
-        &mut drafters,
-    )
+impl TrJacobi {
+    /// TR-Jacobi with a fixed tree (no budget).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when `top_k` is below the template's ranks.
+    pub fn new(config: TrJacobiConfig) -> Result<Self> {
+        config.check()?;
+        Ok(Self {
+            config,
+            budget: None,
+            graph: TokenGraph::default(),
+        })
+    }
+
+    /// TR-Jacobi whose tree size follows `model`'s measured latency curve on its device
+    /// (measured now, over a 256-token context; a few seconds on a CPU).
+    ///
+    /// # Errors
+    /// As [`TrJacobi::new`].
+    pub fn auto<B: Backend, M: CausalLm<B>>(model: &M, config: TrJacobiConfig) -> Result<Self> {
+        config.check()?;
+        let curve = LatencyCurve::measure_at(model, 256, &Self::curve_sizes(&config), 3);
+        Self::with_curve(config, curve)
+    }
+
+    /// [`TrJacobi::auto`] reading the latency curve from the file `cache` when it was measured
+    /// there before for the same tree sizes (one file per model, dtype, backend and machine).
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the file cannot be written; [`Error::InvalidArgument`] as
+    /// [`TrJacobi::new`].
+    pub fn auto_cached<B: Backend, M: CausalLm<B>>(
+        model: &M,
+        config: TrJacobiConfig,
+        cache: &std::path::Path,
+    ) -> Result<Self> {
+        config.check()?;
+        let sizes = Self::curve_sizes(&config);
+        let curve = LatencyCurve::measure_cached(model, 256, &sizes, 3, cache)?;
+        Self::with_curve(config, curve)
+    }
+
+    /// TR-Jacobi budgeted by a given latency curve.
+    ///
+    /// # Errors
+    /// As [`TrJacobi::new`].
+    pub fn with_curve(config: TrJacobiConfig, curve: LatencyCurve) -> Result<Self> {
+        let mut d = Self::new(config)?;
+        d.budget = Some(TreeBudget::new(curve, 2));
+        Ok(d)
+    }
+
+    /// Plans with the start-up latency curve only, never with measured step times (keeps runs
+    /// reproducible where timing is not).
+    pub fn curve_only(mut self) -> Self {
+        self.budget = self.budget.map(TreeBudget::curve_only);
+        self
+    }
+
+    /// Forward sizes the budget needs measured: a grid up to the largest tree.
+    fn curve_sizes(config: &TrJacobiConfig) -> Vec<usize> {
+        let max = 1 + config.max_nodes();
+        [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96]
+            .into_iter()
+            .filter(|&t| t < max)
+            .chain([max])
+            .collect()
+    }
+
+    /// The parameters.
+    pub fn config(&self) -> &TrJacobiConfig {
+        &self.config
+    }
+
+    /// Decodes several prompts in one batch (ragged acceptance: each sequence keeps its own
+    /// accepted branch in one shared cache); every output equals the prompt decoded alone.
+    /// A batch always verifies the configured tree: the budget, which prices one sequence's
+    /// steps, is not used, and each sequence starts an empty token graph. Every
+    /// [`Generation::wall_time_s`] is the whole batch's time. Streaming is not offered here.
+    ///
+    /// # Errors
+    /// As [`Decoder::decode`], for any of the prompts.
+    pub fn generate_batch<B: Backend, M: CausalLm<B>>(
+        &mut self,
+        model: &M,
+        tokenizer: Option<&Tokenizer>,
+        prompts: &[Vec<u32>],
+        config: &GenerateConfig,
+    ) -> Result<Vec<Generation>> {
+        let tc = &self.config;
+        let mut states: Vec<TrState> = prompts
+            .iter()
+            .map(|p| TrState::new(p, tc, None, TokenGraph::default()))
+            .collect();
+        let mut drafters: Vec<&mut dyn Drafter> =
+            states.iter_mut().map(|s| s as &mut dyn Drafter).collect();
+        tree_decode_batch(
+            model,
+            tokenizer,
+            prompts,
+            config,
+            tc.max_nodes(),
+            &mut drafters,
+        )
+    }
+}
+
+impl Decoder for TrJacobi {
+    fn name(&self) -> &'static str {
+        "tr-jacobi"
+    }
+
+    fn decode<B: Backend, M: CausalLm<B>>(
+        &mut self,
+        model: &M,
+        tokenizer: Option<&Tokenizer>,
+        prompt: &[u32],
+        config: &GenerateConfig,
+        on_text: Option<&mut OnText<'_>>,
+    ) -> Result<Generation> {
+        let tc = &self.config;
+        tc.check()?;
+        let graph = std::mem::take(&mut self.graph);
+        let mut state = TrState::new(prompt, tc, self.budget.as_mut(), graph);
+        let run = DecodeRun {
+            prompt,
+            config,
+            max_nodes: tc.max_nodes() + 1,
+        };
+        let out = tree_decode(
+            model,
+            run,
+            Output::new(config, tokenizer, on_text),
+            &mut state,
+        );
+        self.graph = state.graph;
+        out
+    }
+}
+
+impl TrJacobiDecoder for TrJacobi {
+    fn tree_config(&self) -> &TrJacobiConfig {
+        &self.config
+    }
+
+    fn latency_curve(&self) -> Option<&LatencyCurve> {
+        self.budget.as_ref().map(TreeBudget::curve)
+    }
+
+    fn generate_batch<B: Backend, M: CausalLm<B>>(
+        &mut self,
+        model: &M,
+        tokenizer: Option<&Tokenizer>,
+        prompts: &[Vec<u32>],
+        config: &GenerateConfig,
+    ) -> Result<Vec<Generation>> {
+        TrJacobi::generate_batch(self, model, tokenizer, prompts, config)
+    }
 }
 
 impl TrJacobiConfig {
@@ -557,12 +524,6 @@ impl<'a> TrState<'a> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_papers_template_has_63_paths_of_depth_4() {
-        let t = TreeTemplate::msn();
-        assert_eq!((t.len(), t.depth(), t.ranks()), (63, 4, 10));
-    }
-
     /// The tokens of the draft's nodes at `depth`, in node order.
     fn at_depth(d: &Draft, depth: usize) -> Vec<u32> {
         (1..d.tree.len())
@@ -608,17 +569,6 @@ mod tests {
         assert_eq!(
             (0..4).map(|r| mixed.candidate(5, 1, r)).collect::<Vec<_>>(),
             vec![Some(7), Some(2), Some(8), None]
-        );
-    }
-
-    #[test]
-    fn templates_reject_orphans_and_bad_syntax() {
-        assert!(TreeTemplate::parse("[0] [1,0]").is_err());
-        assert!(TreeTemplate::parse("[0] [0]").is_err());
-        assert!(TreeTemplate::parse("[0] [x]").is_err());
-        assert_eq!(
-            TreeTemplate::parse("[0] [0,0]").unwrap(),
-            TreeTemplate::chain(2)
         );
     }
 }

@@ -86,11 +86,6 @@ impl SafetensorsDir {
         }
         Ok(Self { dir, files, index })
     }
-
-    /// Names of all tensors.
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.index.keys().map(String::as_str)
-    }
 }
 
 impl TensorSource for SafetensorsDir {

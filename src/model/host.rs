@@ -122,15 +122,6 @@ impl HostMatrix {
         }
     }
 
-    /// Bytes held.
-    pub fn bytes(&self) -> usize {
-        match &self.data {
-            Data::F16(v) => v.len() * 2,
-            Data::F32(v) => v.len() * 4,
-            Data::Blocks { bytes, .. } => bytes.len(),
-        }
-    }
-
     /// Rows `first..first + n` as f32 values into `out` (`n * in` long).
     fn expand_rows(&self, first: usize, n: usize, out: &mut [f32]) {
         let k = self.inp;
@@ -514,22 +505,7 @@ pub struct HostWeights {
     pub(crate) engine: HostConsts,
 }
 
-impl HostWeights {
-    /// Bytes held.
-    pub fn bytes(&self) -> usize {
-        self.head.bytes()
-            + self
-                .blocks
-                .iter()
-                .map(|b| {
-                    [&b.q, &b.k, &b.v, &b.o, &b.gate, &b.up, &b.down]
-                        .iter()
-                        .map(|m| m.bytes())
-                        .sum::<usize>()
-                })
-                .sum::<usize>()
-    }
-}
+impl HostWeights {}
 
 #[cfg(test)]
 mod tests {

@@ -273,7 +273,7 @@ impl<B: Backend> Llama<B> {
     ///
     /// # Errors
     /// What `native` returns, and [`Error::ShapeMismatch`] for a matrix of the wrong shape.
-    pub fn enable_host_kernels_from(
+    pub(crate) fn enable_host_kernels_from(
         &mut self,
         max_rows: usize,
         mut native: impl FnMut(&str, usize, usize) -> Result<Option<HostMatrix>>,
@@ -357,8 +357,14 @@ impl<B: Backend> Llama<B> {
         self.host = None;
     }
 
-    /// The host copies, when enabled.
-    pub fn host_kernels(&self) -> Option<&HostWeights> {
+    /// How the host engine stores the matrices (`"Q4_1"`, `"f16"`, `"f32"`, ... of the first
+    /// layer's query projection), or `None` when it is off.
+    pub fn host_storage(&self) -> Option<String> {
+        self.host.as_deref().map(|h| h.blocks[0].q.storage())
+    }
+
+    /// The host engine's weights, when it is on.
+    pub(crate) fn host_weights(&self) -> Option<&HostWeights> {
         self.host.as_deref()
     }
 

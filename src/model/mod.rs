@@ -5,21 +5,23 @@
 //! position out. Token trees need all three: depth-based positions, a tree mask, and a cache that
 //! can keep just the accepted branch.
 
-pub mod cache;
-pub mod config;
+pub(crate) mod cache;
+pub(crate) mod config;
 mod engine;
-pub mod gguf;
-pub mod hf;
-pub mod host;
-pub mod llama;
-pub mod quant;
-pub mod rope;
-pub mod tokenizer;
-pub mod weights;
+pub(crate) mod gguf;
+pub(crate) mod hf;
+pub(crate) mod host;
+pub(crate) mod llama;
+pub(crate) mod quant;
+pub(crate) mod rope;
+pub(crate) mod tokenizer;
+pub(crate) mod weights;
 
 pub use cache::KvCache;
 pub use config::{LlamaConfig, RopeScaling};
+pub use hf::ExportDtype;
 pub use llama::Llama;
+pub use tokenizer::{Message, Tokenizer};
 
 use burn::prelude::*;
 

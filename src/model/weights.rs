@@ -155,7 +155,8 @@ pub fn unpermute_rope_row_bytes(
 }
 
 /// The inverse of [`unpermute_rope_rows`] (HF layout to GGUF layout).
-pub fn permute_rope_rows(data: &[f32], heads: usize, head_dim: usize, cols: usize) -> Vec<f32> {
+#[cfg(test)]
+fn permute_rope_rows(data: &[f32], heads: usize, head_dim: usize, cols: usize) -> Vec<f32> {
     move_rope_rows(data, heads, head_dim, cols, false)
 }
 

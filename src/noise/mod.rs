@@ -6,7 +6,7 @@
 //! it), [`RandomNoise`] the ablation's alternative (uniform over the vocabulary without special
 //! tokens), [`NoNoise`] plain SFT. All are seeded through [`Rng`] and reproducible.
 
-use crate::rng::Rng;
+pub use crate::rng::Rng;
 use burn::prelude::*;
 use std::ops::Range;
 
@@ -75,7 +75,7 @@ pub trait NoiseAugmenter {
         let [b, t] = tokens.dims();
         assert_eq!(responses.len(), b, "one response range per row");
         let device = tokens.device();
-        let ids = crate::generate::token_ids(tokens);
+        let ids = crate::logits::token_ids(tokens);
         let mut out = Vec::with_capacity(b * t);
         for (r, resp) in responses.iter().enumerate() {
             let n = self.augment(&ids[r * t..(r + 1) * t], resp.clone(), rng);

@@ -5,7 +5,7 @@
 
 use crate::decode::Decoder;
 use crate::error::Result;
-use crate::generate::GenerateConfig;
+use crate::generation::GenerateConfig;
 use crate::model::CausalLm;
 use crate::model::tokenizer::{Message, Tokenizer};
 use crate::train::{TrainSample, sample_from_messages};
@@ -45,7 +45,7 @@ pub fn self_distill<B: Backend, M: CausalLm<B>, D: Decoder>(
         let user = [Message::new("user", p)];
         let text = tokenizer.apply_chat_template(&user, true)?;
         let ids = tokenizer.encode(&text)?;
-        let g = decoder.generate(model, Some(tokenizer), &ids, &config, None)?;
+        let g = decoder.generate(model, Some(tokenizer), &ids, &config)?;
         tokens += g.tokens.len();
         steps += g.steps;
         if g.text.trim().is_empty() {

@@ -6,9 +6,9 @@
 //! response positions only, evaluation on clean inputs, a progress line, metrics as JSONL, and
 //! atomic checkpoints that resume bit for bit.
 
-pub mod checkpoint;
-pub mod data;
-pub mod distill;
+mod checkpoint;
+mod data;
+mod distill;
 mod trainer;
 
 pub use data::{Dataset, TrainSample, load_jsonl, sample_from_messages, windows};

@@ -247,7 +247,7 @@ pub struct DenoiseAccuracy {
 
 /// Greedy next-token ids `[b, t]` of a right-padded batch, row-major.
 fn argmax_ids<B: Backend>(model: &Llama<B>, inputs: &[Vec<u32>]) -> Vec<u32> {
-    crate::generate::argmax(forward_all(model, padded_ids(inputs, &model.device())))
+    crate::logits::argmax(forward_all(model, padded_ids(inputs, &model.device())))
 }
 
 /// [`DenoiseAccuracy`] of `model` over `samples`, each noised once by `noise` with a generator

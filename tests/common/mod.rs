@@ -57,7 +57,7 @@ pub fn fixture(name: &str) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).expect("fixture")).expect("fixture JSON")
 }
 
-use msn::model::gguf::{MetaValue, write_gguf};
+use msn::__internal::{MetaValue, write_gguf};
 
 /// A JSON array of token ids.
 pub fn ids(v: &serde_json::Value) -> Vec<u32> {

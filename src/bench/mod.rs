@@ -1,0 +1,12 @@
+//! Benchmark support, kept apart from the decoding API: the prompt files and data sets the
+//! examples and benchmarks read (JSONL prompts, Spec-Bench questions, HumanEval problems),
+//! HumanEval scoring by running the generated code, and atomic result files.
+
+mod humaneval;
+mod prompts;
+
+pub use crate::util::write_atomic;
+pub use humaneval::{
+    HumanEvalProblem, Outcome, chat_prompt, extract_code, program, read_humaneval, run_python,
+};
+pub use prompts::{PromptLine, SpecBenchQuestion, read_prompt_lines, read_spec_bench};
