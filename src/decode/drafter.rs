@@ -1,15 +1,8 @@
 //! The extension point: a [`Drafter`] proposes a token tree each step and learns from what the
-//! model verified; [`DraftDecoder`] runs any drafter on the tree engine, losslessly.
+//! model verified; [`crate::DraftDecoder`] runs any drafter on the tree engine, losslessly.
 
-use crate::decode::output::Output;
 use crate::decode::tree::TokenTree;
-use crate::decode::tree_decode::{DecodeRun, tree_decode};
 use crate::decode::verify::Verified;
-use crate::decode::{Decoder, OnText};
-use crate::error::Result;
-use crate::generation::{GenerateConfig, Generation};
-use crate::model::{CausalLm, Tokenizer};
-use burn::prelude::*;
 
 /// One step's draft: a token tree after the root (node 0, the last committed token).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,7 +57,7 @@ impl Draft {
 /// Proposes a draft tree after the root each step and learns from what the model verified.
 ///
 /// Implement it to plug a new draft source (a small draft model, another retrieval index) into
-/// the tree engine; [`DraftDecoder`] turns it into a [`Decoder`] whose output equals greedy
+/// the tree engine; [`crate::DraftDecoder`] turns it into a [`crate::Decoder`] whose output equals greedy
 /// decoding whatever the drafts are: a draft only decides how many tokens a step commits.
 ///
 /// # Examples
@@ -111,54 +104,4 @@ pub trait Drafter {
     /// The wall time of the whole step (drafting, forward, verification, bookkeeping) whose
     /// forward ran `tokens` tokens; budgets learn step costs from it (nothing by default).
     fn timed(&mut self, _tokens: usize, _secs: f64) {}
-}
-
-/// Any [`Drafter`] as a lossless [`Decoder`]: each step verifies the draft in one forward pass
-/// and commits the longest prefix greedy decoding agrees with (or, when sampling, a draw from
-/// the model's own distribution).
-#[derive(Debug, Clone)]
-pub struct DraftDecoder<D> {
-    name: &'static str,
-    drafter: D,
-}
-
-impl<D: Drafter> DraftDecoder<D> {
-    /// `drafter` under `name` (what [`Decoder::name`] returns).
-    pub fn new(name: &'static str, drafter: D) -> Self {
-        Self { name, drafter }
-    }
-
-    /// The drafter.
-    pub fn drafter(&self) -> &D {
-        &self.drafter
-    }
-
-    /// The drafter, to change between generations.
-    pub fn drafter_mut(&mut self) -> &mut D {
-        &mut self.drafter
-    }
-}
-
-impl<D: Drafter> Decoder for DraftDecoder<D> {
-    fn name(&self) -> &'static str {
-        self.name
-    }
-
-    fn decode<B: Backend, M: CausalLm<B>>(
-        &mut self,
-        model: &M,
-        tokenizer: Option<&Tokenizer>,
-        prompt: &[u32],
-        config: &GenerateConfig,
-        on_text: Option<&mut OnText<'_>>,
-    ) -> Result<Generation> {
-        self.drafter.start(prompt);
-        let out = Output::new(config, tokenizer, on_text);
-        let run = DecodeRun {
-            prompt,
-            config,
-            max_nodes: self.drafter.max_nodes(),
-        };
-        tree_decode(model, run, out, &mut self.drafter)
-    }
 }

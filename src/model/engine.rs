@@ -18,30 +18,8 @@
 //! (there is no float near-tie that could flip an argmax between the two).
 
 use crate::model::cache::HostKv;
-use crate::model::host::{HostWeights, matmul_many};
+use crate::model::host::{HostConsts, HostWeights, matmul_many};
 use rayon::prelude::*;
-
-/// Everything besides the matrices that the host engine needs.
-#[derive(Debug, Clone)]
-pub(crate) struct HostConsts {
-    pub(crate) attn_norm: Vec<Vec<f32>>,
-    pub(crate) mlp_norm: Vec<Vec<f32>>,
-    pub(crate) final_norm: Vec<f32>,
-    pub(crate) eps: f64,
-    /// RoPE tables `[max_positions, head_dim]` (halves duplicated), as the tensor path has them.
-    pub(crate) cos: Vec<f32>,
-    pub(crate) sin: Vec<f32>,
-    pub(crate) heads: usize,
-    pub(crate) kv_heads: usize,
-    pub(crate) head_dim: usize,
-    pub(crate) hidden: usize,
-}
-
-impl HostConsts {
-    fn max_positions(&self) -> usize {
-        self.cos.len() / self.head_dim
-    }
-}
 
 /// One forward call as host data.
 pub(crate) struct Step<'a> {

@@ -17,7 +17,6 @@
 //! instead of 16: on a memory-bound CPU that is most of a decoding step.
 
 use crate::error::{Error, Result};
-use crate::model::engine::HostConsts;
 use crate::model::quant::{self, GgmlType};
 use half::f16;
 use half::slice::HalfFloatSliceExt;
@@ -506,6 +505,28 @@ pub struct HostWeights {
 }
 
 impl HostWeights {}
+
+/// Everything besides the matrices that the host engine needs.
+#[derive(Debug, Clone)]
+pub(crate) struct HostConsts {
+    pub(crate) attn_norm: Vec<Vec<f32>>,
+    pub(crate) mlp_norm: Vec<Vec<f32>>,
+    pub(crate) final_norm: Vec<f32>,
+    pub(crate) eps: f64,
+    /// RoPE tables `[max_positions, head_dim]` (halves duplicated), as the tensor path has them.
+    pub(crate) cos: Vec<f32>,
+    pub(crate) sin: Vec<f32>,
+    pub(crate) heads: usize,
+    pub(crate) kv_heads: usize,
+    pub(crate) head_dim: usize,
+    pub(crate) hidden: usize,
+}
+
+impl HostConsts {
+    pub(crate) fn max_positions(&self) -> usize {
+        self.cos.len() / self.head_dim
+    }
+}
 
 #[cfg(test)]
 mod tests {

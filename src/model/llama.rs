@@ -4,8 +4,8 @@
 use crate::error::{Error, Result};
 use crate::model::cache::KvCache;
 use crate::model::config::LlamaConfig;
-use crate::model::engine::{self, HostConsts};
-use crate::model::host::{HostBlock, HostMatrix, HostWeights};
+use crate::model::engine;
+use crate::model::host::{HostBlock, HostConsts, HostMatrix, HostWeights};
 use crate::model::rope::{Rope, inv_frequencies};
 use crate::model::weights::{ParamSource, RandomInit};
 use crate::model::{CausalLm, ForwardInput, ModelInfo};

@@ -129,122 +129,114 @@ pub fn dequantize(ty: GgmlType, data: &[u8], out: &mut [f32]) -> Result<()> {
         )));
     }
     let bs = ty.block_size();
-    let blocks = data
+    for (b, o) in data
         .chunks_exact(ty.type_size())
-        .zip(out.chunks_exact_mut(bs));
+        .zip(out.chunks_exact_mut(bs))
+    {
+        dequantize_block(ty, b, o);
+    }
+    Ok(())
+}
+
+/// One block of `ty` (`ty.type_size()` bytes) into `ty.block_size()` values.
+fn dequantize_block(ty: GgmlType, b: &[u8], o: &mut [f32]) {
     match ty {
-        GgmlType::F32 => {
-            for (b, o) in blocks {
-                o[0] = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-            }
-        }
-        GgmlType::F16 => {
-            for (b, o) in blocks {
-                o[0] = h(b, 0);
-            }
-        }
-        GgmlType::Bf16 => {
-            for (b, o) in blocks {
-                o[0] = bf16::from_le_bytes([b[0], b[1]]).to_f32();
-            }
-        }
+        GgmlType::F32 => o[0] = f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+        GgmlType::F16 => o[0] = h(b, 0),
+        GgmlType::Bf16 => o[0] = bf16::from_le_bytes([b[0], b[1]]).to_f32(),
         GgmlType::Q4_0 => {
-            for (b, o) in blocks {
-                let d = h(b, 0);
-                for j in 0..16 {
-                    let q = b[2 + j];
-                    o[j] = ((q & 0x0f) as i32 - 8) as f32 * d;
-                    o[j + 16] = ((q >> 4) as i32 - 8) as f32 * d;
-                }
+            let d = h(b, 0);
+            for j in 0..16 {
+                let q = b[2 + j];
+                o[j] = ((q & 0x0f) as i32 - 8) as f32 * d;
+                o[j + 16] = ((q >> 4) as i32 - 8) as f32 * d;
             }
         }
         GgmlType::Q4_1 => {
-            for (b, o) in blocks {
-                let (d, m) = (h(b, 0), h(b, 2));
-                for j in 0..16 {
-                    let q = b[4 + j];
-                    o[j] = (q & 0x0f) as f32 * d + m;
-                    o[j + 16] = (q >> 4) as f32 * d + m;
-                }
+            let (d, m) = (h(b, 0), h(b, 2));
+            for j in 0..16 {
+                let q = b[4 + j];
+                o[j] = (q & 0x0f) as f32 * d + m;
+                o[j + 16] = (q >> 4) as f32 * d + m;
             }
         }
         GgmlType::Q8_0 => {
-            for (b, o) in blocks {
-                let d = h(b, 0);
-                for j in 0..32 {
-                    o[j] = (b[2 + j] as i8) as f32 * d;
-                }
+            let d = h(b, 0);
+            for j in 0..32 {
+                o[j] = (b[2 + j] as i8) as f32 * d;
             }
         }
-        GgmlType::Q4K => {
-            for (b, o) in blocks {
-                let (d, dmin) = (h(b, 0), h(b, 2));
-                let scales = &b[4..16];
-                let qs = &b[16..144];
-                for j in 0..4 {
-                    let (sc1, m1) = scale_min_k4(2 * j, scales);
-                    let (sc2, m2) = scale_min_k4(2 * j + 1, scales);
-                    let (d1, m1) = (d * sc1 as f32, dmin * m1 as f32);
-                    let (d2, m2) = (d * sc2 as f32, dmin * m2 as f32);
-                    let q = &qs[32 * j..32 * j + 32];
-                    let y = &mut o[64 * j..64 * j + 64];
-                    for l in 0..32 {
-                        y[l] = d1 * (q[l] & 0x0f) as f32 - m1;
-                        y[l + 32] = d2 * (q[l] >> 4) as f32 - m2;
-                    }
-                }
-            }
-        }
-        GgmlType::Q5K => {
-            for (b, o) in blocks {
-                let (d, dmin) = (h(b, 0), h(b, 2));
-                let scales = &b[4..16];
-                let qh = &b[16..48];
-                let qs = &b[48..176];
-                for j in 0..4 {
-                    let (sc1, m1) = scale_min_k4(2 * j, scales);
-                    let (sc2, m2) = scale_min_k4(2 * j + 1, scales);
-                    let (d1, m1) = (d * sc1 as f32, dmin * m1 as f32);
-                    let (d2, m2) = (d * sc2 as f32, dmin * m2 as f32);
-                    let (u1, u2) = (1u8 << (2 * j), 2u8 << (2 * j));
-                    let q = &qs[32 * j..32 * j + 32];
-                    let y = &mut o[64 * j..64 * j + 64];
-                    for l in 0..32 {
-                        let hi1 = if qh[l] & u1 != 0 { 16 } else { 0 };
-                        let hi2 = if qh[l] & u2 != 0 { 16 } else { 0 };
-                        y[l] = d1 * ((q[l] & 0x0f) + hi1) as f32 - m1;
-                        y[l + 32] = d2 * ((q[l] >> 4) + hi2) as f32 - m2;
-                    }
-                }
-            }
-        }
-        GgmlType::Q6K => {
-            for (b, o) in blocks {
-                let ql = &b[0..128];
-                let qh = &b[128..192];
-                let sc = &b[192..208];
-                let d = h(b, 208);
-                for n in 0..2 {
-                    let ql = &ql[64 * n..];
-                    let qh = &qh[32 * n..];
-                    let sc = &sc[8 * n..];
-                    let y = &mut o[128 * n..128 * n + 128];
-                    for l in 0..32 {
-                        let is = l / 16;
-                        let q1 = ((ql[l] & 0xf) | ((qh[l] & 3) << 4)) as i32 - 32;
-                        let q2 = ((ql[l + 32] & 0xf) | (((qh[l] >> 2) & 3) << 4)) as i32 - 32;
-                        let q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i32 - 32;
-                        let q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i32 - 32;
-                        y[l] = d * (sc[is] as i8) as f32 * q1 as f32;
-                        y[l + 32] = d * (sc[is + 2] as i8) as f32 * q2 as f32;
-                        y[l + 64] = d * (sc[is + 4] as i8) as f32 * q3 as f32;
-                        y[l + 96] = d * (sc[is + 6] as i8) as f32 * q4 as f32;
-                    }
-                }
-            }
+        GgmlType::Q4K => q4k_block(b, o),
+        GgmlType::Q5K => q5k_block(b, o),
+        GgmlType::Q6K => q6k_block(b, o),
+    }
+}
+
+/// A Q4_K super-block: 8 sub-blocks of 32 4-bit values with 6-bit scales and minimums.
+fn q4k_block(b: &[u8], o: &mut [f32]) {
+    let (d, dmin) = (h(b, 0), h(b, 2));
+    let scales = &b[4..16];
+    let qs = &b[16..144];
+    for j in 0..4 {
+        let (sc1, m1) = scale_min_k4(2 * j, scales);
+        let (sc2, m2) = scale_min_k4(2 * j + 1, scales);
+        let (d1, m1) = (d * sc1 as f32, dmin * m1 as f32);
+        let (d2, m2) = (d * sc2 as f32, dmin * m2 as f32);
+        let q = &qs[32 * j..32 * j + 32];
+        let y = &mut o[64 * j..64 * j + 64];
+        for l in 0..32 {
+            y[l] = d1 * (q[l] & 0x0f) as f32 - m1;
+            y[l + 32] = d2 * (q[l] >> 4) as f32 - m2;
         }
     }
-    Ok(())
+}
+
+/// A Q5_K super-block: Q4_K's layout plus one high bit per value.
+fn q5k_block(b: &[u8], o: &mut [f32]) {
+    let (d, dmin) = (h(b, 0), h(b, 2));
+    let scales = &b[4..16];
+    let qh = &b[16..48];
+    let qs = &b[48..176];
+    for j in 0..4 {
+        let (sc1, m1) = scale_min_k4(2 * j, scales);
+        let (sc2, m2) = scale_min_k4(2 * j + 1, scales);
+        let (d1, m1) = (d * sc1 as f32, dmin * m1 as f32);
+        let (d2, m2) = (d * sc2 as f32, dmin * m2 as f32);
+        let (u1, u2) = (1u8 << (2 * j), 2u8 << (2 * j));
+        let q = &qs[32 * j..32 * j + 32];
+        let y = &mut o[64 * j..64 * j + 64];
+        for l in 0..32 {
+            let hi1 = if qh[l] & u1 != 0 { 16 } else { 0 };
+            let hi2 = if qh[l] & u2 != 0 { 16 } else { 0 };
+            y[l] = d1 * ((q[l] & 0x0f) + hi1) as f32 - m1;
+            y[l + 32] = d2 * ((q[l] >> 4) + hi2) as f32 - m2;
+        }
+    }
+}
+
+/// A Q6_K super-block: 16 sub-blocks of 16 6-bit values with 8-bit scales.
+fn q6k_block(b: &[u8], o: &mut [f32]) {
+    let ql = &b[0..128];
+    let qh = &b[128..192];
+    let sc = &b[192..208];
+    let d = h(b, 208);
+    for n in 0..2 {
+        let ql = &ql[64 * n..];
+        let qh = &qh[32 * n..];
+        let sc = &sc[8 * n..];
+        let y = &mut o[128 * n..128 * n + 128];
+        for l in 0..32 {
+            let is = l / 16;
+            let q1 = ((ql[l] & 0xf) | ((qh[l] & 3) << 4)) as i32 - 32;
+            let q2 = ((ql[l + 32] & 0xf) | (((qh[l] >> 2) & 3) << 4)) as i32 - 32;
+            let q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i32 - 32;
+            let q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i32 - 32;
+            y[l] = d * (sc[is] as i8) as f32 * q1 as f32;
+            y[l + 32] = d * (sc[is + 2] as i8) as f32 * q2 as f32;
+            y[l + 64] = d * (sc[is + 4] as i8) as f32 * q3 as f32;
+            y[l + 96] = d * (sc[is + 6] as i8) as f32 * q4 as f32;
+        }
+    }
 }
 
 /// The 6-bit scale and minimum of sub-block `j` (0..8) of a Q4_K / Q5_K super-block.

@@ -332,20 +332,7 @@ impl<B: AutodiffBackend, N: NoiseAugmenter> MsnTrainer<B> for Trainer<N> {
             state.report.resumed_from = Some(state.step);
             checkpoint::trim_metrics(dir, state.step)?;
         }
-        let mut metrics = match &c.out_dir {
-            Some(dir) => {
-                std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-                let p = dir.join("metrics.jsonl");
-                Some(
-                    std::fs::OpenOptions::new()
-                        .create(true)
-                        .append(true)
-                        .open(&p)
-                        .map_err(|e| Error::io(&p, e))?,
-                )
-            }
-            None => None,
-        };
+        let mut metrics = open_metrics(c.out_dir.as_deref())?;
         let started = Instant::now();
         let first_step = state.step;
         let mut tokens_seen = 0usize;
@@ -395,15 +382,11 @@ impl<B: AutodiffBackend, N: NoiseAugmenter> MsnTrainer<B> for Trainer<N> {
             if c.progress {
                 let done = state.step - first_step;
                 let eta = secs / done as f64 * (last - state.step) as f64;
+                let eval = eval_now.map_or(String::new(), |l| format!("  eval {l:.4}"));
+                let (step, steps) = (state.step, c.steps);
                 eprint!(
-                    "\r[{:>5}/{}] {} loss {:.4}{}  {:.0} tok/s  ETA {:.0}s   ",
-                    state.step,
-                    c.steps,
-                    bar(state.step, c.steps),
-                    step_loss,
-                    eval_now.map_or(String::new(), |l| format!("  eval {l:.4}")),
-                    rate,
-                    eta
+                    "\r[{step:>5}/{steps}] {} loss {step_loss:.4}{eval}  {rate:.0} tok/s  ETA {eta:.0}s   ",
+                    bar(step, steps)
                 );
             }
             let due = (c.checkpoint_every > 0 && state.step % c.checkpoint_every == 0)
@@ -419,6 +402,21 @@ impl<B: AutodiffBackend, N: NoiseAugmenter> MsnTrainer<B> for Trainer<N> {
         state.report.tokens_per_s = tokens_seen as f64 / started.elapsed().as_secs_f64().max(1e-9);
         Ok((model, state.report))
     }
+}
+
+/// The metrics file in `out_dir` (created, appended to), or `None` without one.
+fn open_metrics(out_dir: Option<&std::path::Path>) -> Result<Option<std::fs::File>> {
+    let Some(dir) = out_dir else {
+        return Ok(None);
+    };
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let p = dir.join("metrics.jsonl");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&p)
+        .map_err(|e| Error::io(&p, e))?;
+    Ok(Some(f))
 }
 
 fn bar(done: usize, total: usize) -> String {
