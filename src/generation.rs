@@ -29,7 +29,7 @@ pub struct GenerateConfig {
     /// Strings that end generation; the text is cut before the first occurrence.
     pub stop_strings: Vec<String>,
     /// Sample instead of taking the argmax (None, the default: greedy). Every decoder keeps the
-    /// output distribution exactly the model's; see [`crate::sample`].
+    /// output distribution exactly the model's; see [`crate::Sampling`].
     pub sampling: Option<Sampling>,
 }
 

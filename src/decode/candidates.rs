@@ -23,7 +23,7 @@ pub enum Candidates {
     /// the same token for every node of a depth. What MSN training makes good.
     Jacobi,
     /// Per parent token: the top-`K` tokens the model predicted after that token the last time it
-    /// was in a forward pass (a [`TokenGraph`], as in Token Recycling, Luo et al. 2024), so a
+    /// was in a forward pass (a token graph, as in Token Recycling, Luo et al. 2024), so a
     /// node's children follow from its own token; `C[d]` where the token has not been seen yet.
     /// The default: on SmolLM2 it accepts 1.5x more tokens per pass than [`Candidates::Jacobi`]
     /// on the stock model and 1.4x more after MSN fine-tuning (see the README).

@@ -251,7 +251,7 @@ impl<B: Backend> Llama<B> {
     }
 
     /// Keeps host-memory copies of every matrix and multiplies inputs of at most `max_rows`
-    /// tokens with them ([`crate::model::host`]): on CPU backends this makes a forward pass of a
+    /// tokens with them (the host engine): on CPU backends this makes a forward pass of a
     /// few tokens cost little more than one of a single token, which tree decoding depends on.
     /// It also turns on the host engine: [`CausalLm::new_cache`] then returns a host cache
     /// ([`KvCache::new_host`]) and forwards with it run entirely in host memory (causal inputs
@@ -259,7 +259,7 @@ impl<B: Backend> Llama<B> {
     /// the rest of the call. Costs a second copy of the matrices in memory. The loaders turn this on for CPU backends;
     /// do not use it for training (the host path has no gradients). The copies are converted
     /// from the burn tensors (f16 stays f16, anything else becomes f32); see
-    /// [`Llama::enable_host_kernels_from`] to keep a checkpoint's quantized storage instead.
+    /// the loaders to keep a checkpoint's quantized storage instead ([`crate::HostKernels::Native`]).
     pub fn enable_host_kernels(&mut self, max_rows: usize) {
         self.enable_host_kernels_from(max_rows, |_, _, _| Ok(None))
             .expect("conversion from tensors cannot fail");
