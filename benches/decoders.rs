@@ -7,8 +7,8 @@ use burn::backend::Flex;
 use criterion::{
     BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
 };
+use msn::GenerateConfig;
 use msn::{AnyDecoder, Decoder, Greedy, Jacobi, Lookahead, PromptLookup, TrJacobi};
-use msn::{GenerateConfig, Message};
 
 type B = Flex;
 
@@ -24,13 +24,7 @@ fn decoders(c: &mut Criterion) {
     let cfg = GenerateConfig::new(48, &m.tokenizer);
     let prompts: Vec<Vec<u32>> = PROMPTS
         .iter()
-        .map(|q| {
-            let t = m
-                .tokenizer
-                .apply_chat_template(&[Message::new("user", *q)], true)
-                .expect("template");
-            m.tokenizer.encode(&t).expect("encode")
-        })
+        .map(|q| m.chat_prompt(q).expect("chat prompt"))
         .collect();
     let mut all = [
         AnyDecoder::Greedy(Greedy),

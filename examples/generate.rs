@@ -14,8 +14,8 @@ use clap::Parser;
 use common::decoders::DecoderArgs;
 use common::with_backend;
 use msn::Decoder;
+use msn::GenerateConfig;
 use msn::bench::{PromptLine, read_prompt_lines};
-use msn::{GenerateConfig, Message};
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -92,13 +92,11 @@ fn run<B: Backend>(device: B::Device, args: &Args) -> msn::Result<()> {
     });
     let mut decoder = args.decoder.build(&m.model)?;
     for p in prompts {
-        let text = if args.chat {
-            m.tokenizer
-                .apply_chat_template(&[Message::new("user", &p.prompt)], true)?
+        let ids = if args.chat {
+            m.chat_prompt(&p.prompt)?
         } else {
-            p.prompt.clone()
+            m.tokenizer.encode(&p.prompt)?
         };
-        let ids = m.tokenizer.encode(&text)?;
         let g = if args.json {
             decoder.generate(&m.model, Some(&m.tokenizer), &ids, &config)?
         } else {

@@ -15,8 +15,8 @@ use clap::Parser;
 use common::decoders::DecoderArgs;
 use common::with_backend;
 use msn::Decoder;
+use msn::GenerateConfig;
 use msn::bench::{chat_prompt, extract_code, program, read_humaneval, run_python};
-use msn::{GenerateConfig, Message};
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -78,10 +78,7 @@ fn run<B: Backend>(device: B::Device, args: &Args) -> msn::Result<()> {
     let (mut passed, mut tokens, mut steps, mut secs) = (0usize, 0usize, 0usize, 0.0f64);
     let started = std::time::Instant::now();
     for (i, p) in chosen.iter().enumerate() {
-        let text = m
-            .tokenizer
-            .apply_chat_template(&[Message::new("user", chat_prompt(p))], true)?;
-        let ids = m.tokenizer.encode(&text)?;
+        let ids = m.chat_prompt(&chat_prompt(p))?;
         let g = decoder.generate(&m.model, Some(&m.tokenizer), &ids, &config)?;
         let code = extract_code(&g.text);
         let outcome = run_python(

@@ -27,13 +27,13 @@ use clap::Parser;
 mod plot;
 use msn::ExportDtype;
 use msn::Llama;
+use msn::Tokenizer;
 use msn::noise::AheadNoise;
 use msn::train::{
     MsnTrainer, TrainConfig, TrainSample, Trainer, denoise_accuracy, eval_loss, self_distill,
 };
 use msn::{Candidates, Decoder, Jacobi, JacobiConfig, TrJacobi, TrJacobiConfig};
 use msn::{GenerateConfig, Result};
-use msn::{Message, Tokenizer};
 use std::path::PathBuf;
 
 type B = Flex;
@@ -472,8 +472,7 @@ fn go(args: &Args) -> Result<()> {
     let mut questions = Vec::new();
     for q in msn::bench::read_spec_bench(&args.questions)? {
         if seen.insert(q.category.clone()) {
-            let text = tok.apply_chat_template(&[Message::new("user", &q.turns[0])], true)?;
-            questions.push(tok.encode(&text)?);
+            questions.push(tok.chat_prompt(&q.turns[0])?);
         }
     }
 

@@ -4,7 +4,7 @@ use crate::error::{Error, Result};
 use crate::generation::GenerateConfig;
 use crate::model::gguf::{GgufFile, GgufHeader, MetaValue};
 use crate::model::hf::{self, ExportDtype, SafetensorsDir};
-use crate::model::tokenizer::{Message, Tokenizer};
+use crate::model::tokenizer::Tokenizer;
 use crate::model::weights::{GgufSource, Loaded};
 use crate::model::{Llama, LlamaConfig, RopeScaling};
 use burn::prelude::*;
@@ -284,10 +284,7 @@ impl<B: Backend> LoadedModel<B> {
     /// # Errors
     /// [`Error::ChatTemplate`] when the checkpoint has no template; [`Error::Tokenizer`].
     pub fn chat_prompt(&self, user: &str) -> Result<Vec<u32>> {
-        let text = self
-            .tokenizer
-            .apply_chat_template(&[Message::new("user", user)], true)?;
-        self.tokenizer.encode(&text)
+        self.tokenizer.chat_prompt(user)
     }
 
     /// Up to `max_new_tokens` new tokens, stopping at the model's end-of-sequence tokens; add

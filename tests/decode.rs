@@ -19,12 +19,7 @@ use proptest::prelude::*;
 
 /// SmolLM2 token ids of `q` as a user message in the chat template.
 fn chat_ids(q: &str) -> Vec<u32> {
-    let m = smollm2();
-    let text = m
-        .tokenizer
-        .apply_chat_template(&[msn::Message::new("user", q)], true)
-        .unwrap();
-    m.tokenizer.encode(&text).unwrap()
+    smollm2().chat_prompt(q).unwrap()
 }
 
 /// `decoder`'s output for `prompt` (no tokenizer: tokens only).

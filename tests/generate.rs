@@ -22,12 +22,7 @@ fn streamed(prompt: &[u32], cfg: &GenerateConfig) -> (Generation, String) {
 }
 
 fn chat_prompt(q: &str) -> Vec<u32> {
-    let m = smollm2();
-    let text = m
-        .tokenizer
-        .apply_chat_template(&[Message::new("user", q)], true)
-        .unwrap();
-    m.tokenizer.encode(&text).unwrap()
+    smollm2().chat_prompt(q).unwrap()
 }
 
 #[test]

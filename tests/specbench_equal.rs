@@ -12,7 +12,7 @@ use msn::{
     AnyDecoder, Candidates, Decoder, Greedy, Jacobi, JacobiConfig, Lookahead, LookaheadConfig,
     PromptLookup, TrJacobi, TrJacobiConfig, TreeTemplate,
 };
-use msn::{GenerateConfig, Message, WeightDtype};
+use msn::{GenerateConfig, WeightDtype};
 
 /// Lookahead with a CPU-sized window (W = 4, N = 3, G = 4: at most 17 tree tokens per step);
 /// Spec-Bench's W = 7, N = 5, G = 7 is up to 57.
@@ -54,11 +54,7 @@ fn every_decoder_equals_greedy_on_20_spec_bench_questions() {
     let cfg = GenerateConfig::new(128, &m.tokenizer);
     let mut totals = vec![(0usize, 0usize); names.len()];
     for (qi, q) in chosen.iter().enumerate() {
-        let text = m
-            .tokenizer
-            .apply_chat_template(&[Message::new("user", &q.turns[0])], true)
-            .unwrap();
-        let ids = m.tokenizer.encode(&text).unwrap();
+        let ids = m.chat_prompt(&q.turns[0]).unwrap();
         let mut reference = None;
         for (di, dec) in decoders.iter_mut().enumerate() {
             let g = dec

@@ -217,11 +217,7 @@ fn self_distillation_trains_on_the_models_own_greedy_answers() {
     assert_eq!(calls, 2);
     assert_eq!(d.samples.len(), 2, "{:?}", d.skipped);
     for (s, p) in d.samples.iter().zip(&prompts) {
-        let text = m
-            .tokenizer
-            .apply_chat_template(&[msn::Message::new("user", p)], true)
-            .unwrap();
-        let ids = m.tokenizer.encode(&text).unwrap();
+        let ids = m.chat_prompt(p).unwrap();
         let g = msn::Greedy
             .generate(
                 &m.model,

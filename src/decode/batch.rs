@@ -64,21 +64,27 @@ impl Greedy {
         let mut none: Vec<NoDraft> = prompts.iter().map(|_| NoDraft).collect();
         let mut drafters: Vec<&mut dyn Drafter> =
             none.iter_mut().map(|d| d as &mut dyn Drafter).collect();
-        tree_decode_batch(model, tokenizer, prompts, config, 0, &mut drafters)
+        tree_decode_batch(model, tokenizer, prompts, config, &mut drafters)
     }
 }
 
 /// [`tree_decode`](crate::decode::tree_decode) over a batch: `drafters[b]` drafts for
-/// `prompts[b]`; `max_nodes` is the most nodes of a draft after its root.
+/// `prompts[b]`.
 pub(crate) fn tree_decode_batch<B: Backend, M: CausalLm<B>>(
     model: &M,
     tokenizer: Option<&Tokenizer>,
     prompts: &[Vec<u32>],
     config: &GenerateConfig,
-    max_nodes: usize,
     drafters: &mut [&mut dyn Drafter],
 ) -> Result<Vec<Generation>> {
     assert_eq!(prompts.len(), drafters.len(), "one drafter per prompt");
+    // The most draft nodes after a root, of any sequence.
+    let max_nodes = drafters
+        .iter()
+        .map(|d| d.max_nodes())
+        .max()
+        .unwrap_or(1)
+        .saturating_sub(1);
     let started = Instant::now();
     check_batch(model, prompts, config)?;
     let mut rows: Vec<Row> = prompts

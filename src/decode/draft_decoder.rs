@@ -1,8 +1,7 @@
 //! Any [`Drafter`] as a [`Decoder`]: the tree engine runs its drafts.
 
 use crate::decode::drafter::Drafter;
-use crate::decode::output::Output;
-use crate::decode::tree_decode::{DecodeRun, tree_decode};
+use crate::decode::tree_decode::tree_decode;
 use crate::decode::{Decoder, OnText};
 use crate::error::Result;
 use crate::generation::{GenerateConfig, Generation};
@@ -49,12 +48,6 @@ impl<D: Drafter> Decoder for DraftDecoder<D> {
         on_text: Option<&mut OnText<'_>>,
     ) -> Result<Generation> {
         self.drafter.start(prompt);
-        let out = Output::new(config, tokenizer, on_text);
-        let run = DecodeRun {
-            prompt,
-            config,
-            max_nodes: self.drafter.max_nodes(),
-        };
-        tree_decode(model, run, out, &mut self.drafter)
+        tree_decode(model, tokenizer, prompt, config, on_text, &mut self.drafter)
     }
 }

@@ -1,7 +1,7 @@
 //! Plain greedy decoding: one forward pass per token. The reference every other decoder equals.
 
 use crate::decode::output::Output;
-use crate::decode::tree_decode::{DecodeRun, prefill};
+use crate::decode::tree_decode::prefill;
 use crate::decode::{Decoder, OnText};
 use crate::error::Result;
 use crate::generation::{GenerateConfig, Generation};
@@ -29,33 +29,22 @@ impl Decoder for Greedy {
         config: &GenerateConfig,
         on_text: Option<&mut OnText<'_>>,
     ) -> Result<Generation> {
-        let run = DecodeRun {
-            prompt,
-            config,
-            max_nodes: 0,
+        let started = Instant::now();
+        let mut out = Output::new(config, tokenizer, on_text);
+        let mut picker = Picker::new(config.sampling.as_ref());
+        let Some((mut cache, device, mut next)) =
+            prefill(model, prompt, config, 0, &mut picker, &mut out)?
+        else {
+            return Ok(out.finish(prompt.len(), started));
         };
-        greedy(model, run, Output::new(config, tokenizer, on_text))
+        while !out.is_done() {
+            let start = cache.len();
+            let input = ForwardInput::causal(&[next], start, &device);
+            next = picker.pick_last(model.forward_last(input, &mut cache));
+            out.push_block(&[next])?;
+        }
+        let mut g = out.finish(prompt.len(), started);
+        g.verify_time_s = g.wall_time_s;
+        Ok(g)
     }
-}
-
-/// The greedy loop (see [`Greedy`]).
-pub(crate) fn greedy<B: Backend, M: CausalLm<B>>(
-    model: &M,
-    run: DecodeRun<'_>,
-    mut out: Output<'_, '_>,
-) -> Result<Generation> {
-    let started = Instant::now();
-    let mut picker = Picker::new(run.config.sampling.as_ref());
-    let Some((mut cache, device, mut next)) = prefill(model, run, &mut picker, &mut out)? else {
-        return Ok(out.finish(run.prompt.len(), started));
-    };
-    while !out.is_done() {
-        let start = cache.len();
-        let logits = model.forward_last(ForwardInput::causal(&[next], start, &device), &mut cache);
-        next = picker.pick_last(logits);
-        out.push_block(&[next])?;
-    }
-    let mut g = out.finish(run.prompt.len(), started);
-    g.verify_time_s = g.wall_time_s;
-    Ok(g)
 }

@@ -2,8 +2,7 @@
 //! by the model's own predictions, one forward pass per step. Cold start and refills use "ahead
 //! noise" (tokens drawn uniformly from the context), the distribution MSN training targets.
 
-use crate::decode::output::Output;
-use crate::decode::tree_decode::{DecodeRun, tree_decode};
+use crate::decode::tree_decode::tree_decode;
 use crate::decode::{Decoder, Draft, Drafter, OnText, Verified};
 use crate::error::Result;
 use crate::generation::{GenerateConfig, Generation};
@@ -115,16 +114,6 @@ impl Decoder for Jacobi {
             window: jc.window,
             rng: Rng::new(jc.seed),
         };
-        let run = DecodeRun {
-            prompt,
-            config,
-            max_nodes: jc.window + 1,
-        };
-        tree_decode(
-            model,
-            run,
-            Output::new(config, tokenizer, on_text),
-            &mut window,
-        )
+        tree_decode(model, tokenizer, prompt, config, on_text, &mut window)
     }
 }

@@ -15,8 +15,7 @@
 //! The lookahead branch is part of the verified tree: when its level-0 chain happens to match the
 //! model's greedy continuation it is accepted like any draft (the verification branch wins ties).
 
-use crate::decode::output::Output;
-use crate::decode::tree_decode::{DecodeRun, tree_decode};
+use crate::decode::tree_decode::tree_decode;
 use crate::decode::{Decoder, Draft, Drafter, OnText, TokenTree, Verified};
 use crate::error::{Error, Result};
 use crate::generation::{GenerateConfig, Generation};
@@ -249,7 +248,6 @@ impl Decoder for Lookahead {
         on_text: Option<&mut OnText<'_>>,
     ) -> Result<Generation> {
         let la = &self.config;
-        la.validate()?;
         let mut drafter = Window2d {
             config: *la,
             levels: Vec::new(),
@@ -261,13 +259,7 @@ impl Decoder for Lookahead {
             rng: Rng::new(la.seed),
             tops: Vec::new(),
         };
-        let run = DecodeRun {
-            prompt,
-            config,
-            max_nodes: la.max_nodes(),
-        };
-        let out = Output::new(config, tokenizer, on_text);
-        tree_decode(model, run, out, &mut drafter)
+        tree_decode(model, tokenizer, prompt, config, on_text, &mut drafter)
     }
 }
 

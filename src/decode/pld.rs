@@ -2,9 +2,8 @@
 //! causally in one forward pass. Output equals greedy decoding token for token.
 
 use crate::decode::budget::{DraftBudget, LatencyCurve};
-use crate::decode::output::Output;
 use crate::decode::retrieval::NgramIndex;
-use crate::decode::tree_decode::{DecodeRun, tree_decode};
+use crate::decode::tree_decode::tree_decode;
 use crate::decode::{Decoder, Draft, Drafter, OnText, Verified};
 use crate::error::Result;
 use crate::generation::{GenerateConfig, Generation};
@@ -60,7 +59,7 @@ impl PromptLookup {
     /// PLD whose draft length follows `model`'s latency curve on its device (measured now over
     /// a 256-token context; a few seconds on a CPU) and the acceptance observed.
     pub fn auto<B: Backend, M: CausalLm<B>>(model: &M, config: PldConfig) -> Self {
-        let curve = LatencyCurve::measure_at(model, 256, &Self::curve_sizes(&config), 3);
+        let curve = LatencyCurve::for_budget(model, &Self::curve_sizes(&config));
         Self::with_curve(config, curve)
     }
 
@@ -75,8 +74,7 @@ impl PromptLookup {
         config: PldConfig,
         cache: &std::path::Path,
     ) -> Result<Self> {
-        let sizes = Self::curve_sizes(&config);
-        let curve = LatencyCurve::measure_cached(model, 256, &sizes, 3, cache)?;
+        let curve = LatencyCurve::for_budget_cached(model, &Self::curve_sizes(&config), cache)?;
         Ok(Self::with_curve(config, curve))
     }
 
@@ -132,13 +130,7 @@ impl Decoder for PromptLookup {
             max_draft: pld.max_draft,
             budget: self.budget.as_mut(),
         };
-        let run = DecodeRun {
-            prompt,
-            config,
-            max_nodes: pld.max_draft + 1,
-        };
-        let out = Output::new(config, tokenizer, on_text);
-        tree_decode(model, run, out, &mut drafter)
+        tree_decode(model, tokenizer, prompt, config, on_text, &mut drafter)
     }
 }
 

@@ -9,9 +9,8 @@
 use crate::decode::batch::tree_decode_batch;
 use crate::decode::budget::{LatencyCurve, TreeBudget, TreeShape};
 use crate::decode::candidates::{CandidateTable, Candidates, TokenGraph};
-use crate::decode::output::Output;
 use crate::decode::retrieval::NgramIndex;
-use crate::decode::tree_decode::{DecodeRun, tree_decode};
+use crate::decode::tree_decode::tree_decode;
 use crate::decode::tree_template::TreeTemplate;
 use crate::decode::{Decoder, Draft, Drafter, OnText, Verified};
 use crate::error::{Error, Result};
@@ -335,7 +334,7 @@ impl TrJacobi {
     /// As [`TrJacobi::new`].
     pub fn auto<B: Backend, M: CausalLm<B>>(model: &M, config: TrJacobiConfig) -> Result<Self> {
         config.check()?;
-        let curve = LatencyCurve::measure_at(model, 256, &Self::curve_sizes(&config), 3);
+        let curve = LatencyCurve::for_budget(model, &Self::curve_sizes(&config));
         Self::with_curve(config, curve)
     }
 
@@ -351,8 +350,7 @@ impl TrJacobi {
         cache: &std::path::Path,
     ) -> Result<Self> {
         config.check()?;
-        let sizes = Self::curve_sizes(&config);
-        let curve = LatencyCurve::measure_cached(model, 256, &sizes, 3, cache)?;
+        let curve = LatencyCurve::for_budget_cached(model, &Self::curve_sizes(&config), cache)?;
         Self::with_curve(config, curve)
     }
 
@@ -410,14 +408,7 @@ impl TrJacobi {
             .collect();
         let mut drafters: Vec<&mut dyn Drafter> =
             states.iter_mut().map(|s| s as &mut dyn Drafter).collect();
-        tree_decode_batch(
-            model,
-            tokenizer,
-            prompts,
-            config,
-            tc.max_nodes(),
-            &mut drafters,
-        )
+        tree_decode_batch(model, tokenizer, prompts, config, &mut drafters)
     }
 }
 
@@ -434,21 +425,9 @@ impl Decoder for TrJacobi {
         config: &GenerateConfig,
         on_text: Option<&mut OnText<'_>>,
     ) -> Result<Generation> {
-        let tc = &self.config;
-        tc.check()?;
         let graph = std::mem::take(&mut self.graph);
-        let mut state = TrState::new(prompt, tc, self.budget.as_mut(), graph);
-        let run = DecodeRun {
-            prompt,
-            config,
-            max_nodes: tc.max_nodes() + 1,
-        };
-        let out = tree_decode(
-            model,
-            run,
-            Output::new(config, tokenizer, on_text),
-            &mut state,
-        );
+        let mut state = TrState::new(prompt, &self.config, self.budget.as_mut(), graph);
+        let out = tree_decode(model, tokenizer, prompt, config, on_text, &mut state);
         self.graph = state.graph;
         out
     }

@@ -2,6 +2,7 @@
 //! pass, commit the accepted prefix (stopping exactly where greedy stops), keep only its KV
 //! entries, and carry the last committed token as the next root.
 
+use crate::decode::OnText;
 use crate::decode::drafter::{Draft, Drafter};
 use crate::decode::output::Output;
 use crate::decode::tree::TokenTree;
@@ -9,19 +10,10 @@ use crate::decode::verify::{Verified, verify, verify_sampled};
 use crate::error::{Error, Result};
 use crate::generation::{GenerateConfig, Generation, check_prompt};
 use crate::logits::{argmax, top_k_rows};
-use crate::model::{CausalLm, ForwardInput, KvCache};
+use crate::model::{CausalLm, ForwardInput, KvCache, Tokenizer};
 use crate::sample::Picker;
 use burn::prelude::*;
 use std::time::Instant;
-
-/// One generation's inputs.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct DecodeRun<'a> {
-    pub prompt: &'a [u32],
-    pub config: &'a GenerateConfig,
-    /// The most nodes a draft has (root included): room kept in the cache.
-    pub max_nodes: usize,
-}
 
 /// A prefilled cache, its device, and the first committed token.
 pub(crate) type Prefilled<B> = (
@@ -31,7 +23,7 @@ pub(crate) type Prefilled<B> = (
 );
 
 /// The start every decoder shares: checks the prompt, runs it through a fresh cache with room
-/// for `max_new_tokens + max_nodes - 1` more positions, and commits the first token (one step).
+/// for `max_new_tokens + slack` more positions, and commits the first token (one step).
 /// Returns the cache, the device and that token, or `None` when nothing is to be generated.
 ///
 /// # Errors
@@ -40,15 +32,12 @@ pub(crate) type Prefilled<B> = (
 /// [`crate::Sampling::validate`] rejects.
 pub(crate) fn prefill<B: Backend, M: CausalLm<B>>(
     model: &M,
-    run: DecodeRun<'_>,
+    prompt: &[u32],
+    config: &GenerateConfig,
+    slack: usize,
     picker: &mut Picker,
     out: &mut Output<'_, '_>,
 ) -> Result<Option<Prefilled<B>>> {
-    let DecodeRun {
-        prompt,
-        config,
-        max_nodes,
-    } = run;
     if let Some(s) = &config.sampling {
         s.validate()?;
     }
@@ -63,8 +52,6 @@ pub(crate) fn prefill<B: Backend, M: CausalLm<B>>(
         return Ok(None);
     }
     let device = model.device();
-    // The root of the last step is committed, so `max_nodes - 1` beyond the output.
-    let slack = max_nodes.saturating_sub(1);
     let capacity = (prompt.len() + config.max_new_tokens + slack).min(info.max_positions);
     let mut cache = model.new_cache(1, capacity);
     let logits = model.forward_last(ForwardInput::causal(prompt, 0, &device), &mut cache);
@@ -73,21 +60,30 @@ pub(crate) fn prefill<B: Backend, M: CausalLm<B>>(
     Ok(Some((cache, device, first)))
 }
 
-/// Decodes `run.prompt` with `drafter`'s drafts into `out`: greedily, or by sampling when
-/// `run.config.sampling` is set; either way the output is the model's own.
+/// Decodes `prompt` with `drafter`'s drafts: greedily, or by sampling when `config.sampling`
+/// is set; either way the output is the model's own. `on_text` receives the text as it
+/// becomes stable.
 ///
 /// # Errors
 /// As [`prefill`], plus [`Error::InvalidArgument`] for a malformed draft.
 pub(crate) fn tree_decode<B: Backend, M: CausalLm<B>>(
     model: &M,
-    run: DecodeRun<'_>,
-    mut out: Output<'_, '_>,
+    tokenizer: Option<&Tokenizer>,
+    prompt: &[u32],
+    config: &GenerateConfig,
+    on_text: Option<&mut OnText<'_>>,
     drafter: &mut dyn Drafter,
 ) -> Result<Generation> {
     let started = Instant::now();
-    let mut picker = Picker::new(run.config.sampling.as_ref());
-    let Some((mut cache, device, mut root)) = prefill(model, run, &mut picker, &mut out)? else {
-        return Ok(out.finish(run.prompt.len(), started));
+    let mut out = Output::new(config, tokenizer, on_text);
+    let mut picker = Picker::new(config.sampling.as_ref());
+    // The root of the last step is committed, so a draft needs `max_nodes - 1` beyond the
+    // output.
+    let slack = drafter.max_nodes().saturating_sub(1);
+    let Some((mut cache, device, mut root)) =
+        prefill(model, prompt, config, slack, &mut picker, &mut out)?
+    else {
+        return Ok(out.finish(prompt.len(), started));
     };
     let vocab = model.info().vocab_size;
     let (mut draft_s, prefill_s) = (0.0, started.elapsed().as_secs_f64());
@@ -98,7 +94,7 @@ pub(crate) fn tree_decode<B: Backend, M: CausalLm<B>>(
         // Room for the draft in the cache (and so in the position table); nothing deeper than
         // the tokens still to produce.
         let room = cache.remaining().saturating_sub(1);
-        let left = run.config.max_new_tokens.saturating_sub(out.tokens().len());
+        let left = config.max_new_tokens.saturating_sub(out.tokens().len());
         let draft = drafter.draft(root, room, left);
         check_draft(&draft, root, room, vocab)?;
         draft_s += t0.elapsed().as_secs_f64();
@@ -120,7 +116,7 @@ pub(crate) fn tree_decode<B: Backend, M: CausalLm<B>>(
         draft_s += t1.elapsed().as_secs_f64();
         drafter.timed(draft.tree.len(), t0.elapsed().as_secs_f64());
     }
-    let mut g = out.finish(run.prompt.len(), started);
+    let mut g = out.finish(prompt.len(), started);
     g.forward_tokens.truncate(1);
     g.forward_tokens.extend(forward_tokens);
     g.draft_time_s = draft_s;

@@ -286,6 +286,16 @@ impl Tokenizer {
         &self.inner
     }
 
+    /// `user` as one user message in the chat template, with the assistant turn opened, as
+    /// token ids: a prompt ready to decode.
+    ///
+    /// # Errors
+    /// [`Error::ChatTemplate`] when the checkpoint has no template; [`Error::Tokenizer`].
+    pub fn chat_prompt(&self, user: &str) -> Result<Vec<u32>> {
+        let text = self.apply_chat_template(&[Message::new("user", user)], true)?;
+        self.encode(&text)
+    }
+
     /// Renders `messages` with the checkpoint's chat template.
     ///
     /// # Errors

@@ -4,6 +4,11 @@ use crate::model::{CausalLm, ForwardInput};
 use burn::prelude::*;
 use std::time::Instant;
 
+/// Cached tokens the budgets' curves are measured over.
+pub(crate) const BUDGET_CONTEXT: usize = 256;
+/// Passes per size the budgets' curves take the median of.
+pub(crate) const BUDGET_REPS: usize = 3;
+
 /// Forward latency against the number of new tokens, over a cached context.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LatencyCurve {
@@ -37,6 +42,22 @@ impl LatencyCurve {
             "positive latencies at increasing t from 1"
         );
         Self { points }
+    }
+
+    /// The curve a decoder's budget plans with: `sizes` measured over a [`BUDGET_CONTEXT`]-token
+    /// context, the median of [`BUDGET_REPS`] passes each.
+    pub(crate) fn for_budget<B: Backend, M: CausalLm<B>>(model: &M, sizes: &[usize]) -> Self {
+        Self::measure_at(model, BUDGET_CONTEXT, sizes, BUDGET_REPS)
+    }
+
+    /// [`LatencyCurve::for_budget`] through the cache file `path` (see
+    /// [`LatencyCurve::measure_cached`]).
+    pub(crate) fn for_budget_cached<B: Backend, M: CausalLm<B>>(
+        model: &M,
+        sizes: &[usize],
+        path: &std::path::Path,
+    ) -> crate::Result<Self> {
+        Self::measure_cached(model, BUDGET_CONTEXT, sizes, BUDGET_REPS, path)
     }
 
     /// Measures `model` on its own device: for `t = 1..=max_t`, the median of `reps` forward
