@@ -304,6 +304,43 @@ fn micro_batch(g: usize, n: usize, bs: usize, seed: u64) -> Vec<usize> {
     order[k * bs..(k + 1) * bs].to_vec()
 }
 
+impl<N: NoiseAugmenter> Trainer<N> {
+    /// The gradients of optimizer step `step` (its `grad_accum` micro-batches, noised by
+    /// `noise_rng`), the step's loss and the tokens it read.
+    fn step_gradients<B: AutodiffBackend>(
+        &self,
+        model: &Llama<B>,
+        train: &[TrainSample],
+        step: usize,
+        noise_rng: &mut Rng,
+    ) -> (GradientsParams, f32, usize) {
+        let c = &self.config;
+        let device = model.device();
+        let mut acc = GradientsAccumulator::<Llama<B>>::new();
+        let (mut step_loss, mut tokens) = (0f32, 0usize);
+        for a in 0..c.grad_accum {
+            let g = step * c.grad_accum + a;
+            let idx = micro_batch(g, train.len(), c.batch_size, c.seed);
+            let samples: Vec<&TrainSample> = idx.iter().map(|&i| &train[i]).collect();
+            let inputs: Vec<Vec<u32>> = samples
+                .iter()
+                .map(|s| {
+                    self.noise
+                        .augment(&s.tokens, s.response.clone(), noise_rng)
+                        .input
+                })
+                .collect();
+            let batch = make_batch::<B>(&inputs, &samples, &device);
+            tokens += batch.tokens;
+            let loss = batch_loss(model, batch) / c.grad_accum as f64;
+            step_loss += loss.clone().into_scalar().elem::<f32>();
+            let grads = GradientsParams::from_grads(loss.backward(), model);
+            acc.accumulate(model, grads);
+        }
+        (acc.grads(), step_loss, tokens)
+    }
+}
+
 impl<B: AutodiffBackend, N: NoiseAugmenter> MsnTrainer<B> for Trainer<N> {
     fn train(
         &mut self,
@@ -340,28 +377,10 @@ impl<B: AutodiffBackend, N: NoiseAugmenter> MsnTrainer<B> for Trainer<N> {
         while state.step < last {
             let step = state.step;
             let lr = c.lr_at(step);
-            let mut acc = GradientsAccumulator::<Llama<B>>::new();
-            let mut step_loss = 0f32;
-            for a in 0..c.grad_accum {
-                let g = step * c.grad_accum + a;
-                let idx = micro_batch(g, train.len(), c.batch_size, c.seed);
-                let samples: Vec<&TrainSample> = idx.iter().map(|&i| &train[i]).collect();
-                let inputs: Vec<Vec<u32>> = samples
-                    .iter()
-                    .map(|s| {
-                        self.noise
-                            .augment(&s.tokens, s.response.clone(), &mut state.noise_rng)
-                            .input
-                    })
-                    .collect();
-                let batch = make_batch::<B>(&inputs, &samples, &device);
-                tokens_seen += batch.tokens;
-                let loss = batch_loss(&model, batch) / c.grad_accum as f64;
-                step_loss += loss.clone().into_scalar().elem::<f32>();
-                let grads = GradientsParams::from_grads(loss.backward(), &model);
-                acc.accumulate(&model, grads);
-            }
-            model = optim.step(lr, model, acc.grads());
+            let (grads, step_loss, tokens) =
+                self.step_gradients(&model, train, step, &mut state.noise_rng);
+            tokens_seen += tokens;
+            model = optim.step(lr, model, grads);
             state.step += 1;
             state.report.losses.push(step_loss);
             let mut eval_now = None;
