@@ -37,13 +37,19 @@ fn forward(c: &mut Criterion) {
     group.finish();
 }
 
-/// The host kernels alone on SmolLM2's matrices: the GGUF's Q4_1 blocks against an f16 copy,
-/// for the row counts decoding uses (one layer's seven matrices, and the Q8_0 / f16 LM head).
+/// The host kernels alone on SmolLM2's matrices: the GGUF's Q4_1 blocks expanded to f32 and
+/// with integer products (8-bit activations), against an f16 copy, for the row counts decoding
+/// uses (one layer's seven matrices, and the Q8_0 / f16 LM head).
 fn host_matmul(c: &mut Criterion) {
     let device = Default::default();
     let mut group = c.benchmark_group("host_matmul");
     group.sample_size(20);
-    for host in [msn::HostKernels::Native, msn::HostKernels::Converted] {
+    let hosts: Vec<msn::HostKernels> = std::env::var("MSN_BENCH_HOSTS")
+        .unwrap_or_else(|_| "native,native-int8,converted".into())
+        .split(',')
+        .map(|h| h.parse().expect("MSN_BENCH_HOSTS: host kernel names"))
+        .collect();
+    for host in hosts {
         let options = msn::LoadOptions {
             dtype: msn::WeightDtype::F16,
             host,
@@ -51,7 +57,7 @@ fn host_matmul(c: &mut Criterion) {
         let m = msn::load_with::<B>("smollm2", &device, options).expect("load SmolLM2");
         let (layer, head) =
             msn::__internal::host_matrices(&m.model).expect("host kernels on a CPU backend");
-        for rows in [1usize, 2, 4, 8] {
+        for rows in [1usize, 2, 8, 32, 64] {
             let x = |inp: usize| -> Vec<f32> {
                 (0..rows * inp)
                     .map(|i| ((i % 97) as f32 - 48.0) / 50.0)

@@ -181,3 +181,33 @@ fn malformed_prompt_file_names_the_line() {
         e => panic!("unexpected {e}"),
     }
 }
+
+/// With integer products (8-bit activations) every decoder still gives greedy's tokens on the
+/// real model: a token's activations are quantized on their own, so its logits inside a token
+/// tree are bit for bit its logits alone.
+#[test]
+fn every_decoder_equals_greedy_with_integer_products() {
+    let options = msn::LoadOptions {
+        host: msn::HostKernels::NativeInt8,
+        ..Default::default()
+    };
+    let m = msn::load_with::<common::B>("smollm2", &Default::default(), options).unwrap();
+    assert_eq!(m.model.host_storage().as_deref(), Some("Q4_1 x Q8"));
+    let cfg = GenerateConfig::new(48, &m.tokenizer);
+    for q in [
+        "Write a Python function that returns the squares of a list.",
+        "List three facts about the Moon.",
+    ] {
+        let ids = m.chat_prompt(q).unwrap();
+        let want = msn::Greedy
+            .generate(&m.model, Some(&m.tokenizer), &ids, &cfg)
+            .unwrap();
+        for name in msn::DECODER_NAMES {
+            let mut d: msn::AnyDecoder = name.parse().unwrap();
+            let g = d
+                .generate(&m.model, Some(&m.tokenizer), &ids, &cfg)
+                .unwrap();
+            assert_eq!(g.tokens, want.tokens, "{name} on {q:?}");
+        }
+    }
+}

@@ -20,10 +20,17 @@ fn tokenizer_matches_llama_cpp() {
 }
 
 /// Every way the CPU backends can hold the matrices for short inputs: the GGUF's own Q4_1/Q8_0
-/// blocks (the default), converted f32 copies, and burn's own GEMM.
+/// blocks expanded to f32 (the default), converted f32 copies, and burn's own GEMM all stay
+/// within 1e-3 of the float64 reference. Integer products with 8-bit activations stay within the
+/// distance the README states (8-bit activations make the logits of this model sensitive: a
+/// relative perturbation of 1e-7 in the activations moves them by up to ~1, measured with
+/// `scripts/int8_reference.py`, so no tighter model-level check exists; the kernels themselves
+/// are checked exactly against their definition in the unit tests).
 #[test]
 fn logits_match_float64_reference() {
+    let plain = fixture("reference_logits.json");
     for host in [
+        msn::HostKernels::NativeInt8,
         msn::HostKernels::Native,
         msn::HostKernels::Converted,
         msn::HostKernels::Off,
@@ -35,18 +42,25 @@ fn logits_match_float64_reference() {
         let m = msn::load_with::<B>("smollm2", &Default::default(), options).unwrap();
         let storage = m.model.host_storage();
         let want = match host {
+            msn::HostKernels::NativeInt8 => Some("Q4_1 x Q8".to_string()),
             msn::HostKernels::Native => Some("Q4_1".to_string()),
             msn::HostKernels::Converted => Some("f32".to_string()),
             _ => None,
         };
         assert_eq!(storage, want, "{host:?}");
         eprintln!("host kernels {host:?}:");
-        logits_match(&m);
+        if host == msn::HostKernels::NativeInt8 {
+            logits_match(&m, &plain, INTEGER_TOLERANCE, INTEGER_TOLERANCE as f32);
+        } else {
+            logits_match(&m, &plain, 1e-3, 1e-2);
+        }
     }
 }
 
-fn logits_match(m: &msn::LoadedModel<B>) {
-    let refs = fixture("reference_logits.json");
+/// Largest logit difference of the integer products to the float64 reference (measured: 1.74).
+const INTEGER_TOLERANCE: f64 = 2.5;
+
+fn logits_match(m: &msn::LoadedModel<B>, refs: &serde_json::Value, tolerance: f64, tie: f32) {
     let device = Default::default();
     for case in refs["cases"].as_array().unwrap() {
         let prompt = common::ids(&case["ids"]);
@@ -73,7 +87,7 @@ fn logits_match(m: &msn::LoadedModel<B>) {
                 if rank == 0 {
                     let best = row.iter().cloned().fold(f32::MIN, f32::max);
                     assert!(
-                        (best - row[id]).abs() < 1e-2,
+                        (best - row[id]).abs() < tie,
                         "position {pos}: reference argmax {id} is not our argmax"
                     );
                 }
@@ -88,32 +102,67 @@ fn logits_match(m: &msn::LoadedModel<B>) {
         {
             worst = worst.max((last[i] as f64 - want.as_f64().unwrap()).abs());
         }
-        eprintln!("largest |logit - reference| = {worst:.2e}");
+        eprintln!(
+            "largest |logit - reference| = {worst:.2e} ({})",
+            refs["how"].as_str().unwrap().split(':').next().unwrap()
+        );
         assert!(
-            worst < 1e-3,
+            worst < tolerance,
             "logits differ from the float64 reference by {worst}"
         );
     }
 }
 
+/// The default (f32 products) continues the reference prompts exactly as the float64 reference.
 #[test]
 fn greedy_continuation_matches_reference() {
     let m = smollm2();
     let refs = fixture("reference_logits.json");
     for case in refs["cases"].as_array().unwrap() {
-        let prompt = common::ids(&case["ids"]);
         let want = common::ids(&case["greedy_continuation"]);
-        // No EOS stop: the reference continuation runs for a fixed number of tokens.
-        let cfg = GenerateConfig {
-            max_new_tokens: want.len(),
-            eos_ids: vec![],
-            stop_strings: vec![],
-            sampling: None,
-        };
-        let g = Greedy
-            .generate(&m.model, Some(&m.tokenizer), &prompt, &cfg)
-            .unwrap();
-        assert_eq!(g.tokens, want);
-        assert_eq!(g.steps, want.len());
+        let g = continuation(m, &common::ids(&case["ids"]), want.len());
+        assert_eq!(g, want);
     }
+}
+
+/// The integer products continue the reference prompts as the float64 reference does until a
+/// step where the reference's top-2 margin is within the integer tolerance (a near-tie the
+/// 8-bit activations may flip); where they part is printed.
+#[test]
+fn integer_greedy_parts_from_the_reference_only_at_near_ties() {
+    let options = msn::LoadOptions {
+        host: msn::HostKernels::NativeInt8,
+        ..Default::default()
+    };
+    let m = &msn::load_with::<B>("smollm2", &Default::default(), options).unwrap();
+    assert_eq!(m.model.host_storage().as_deref(), Some("Q4_1 x Q8"));
+    let refs = fixture("reference_logits.json");
+    for case in refs["cases"].as_array().unwrap() {
+        let want = common::ids(&case["greedy_continuation"]);
+        let margins = case["greedy_margins"].as_array().unwrap();
+        let g = continuation(m, &common::ids(&case["ids"]), want.len());
+        if let Some(i) = g.iter().zip(&want).position(|(a, b)| a != b) {
+            let margin = margins[i].as_f64().unwrap();
+            eprintln!(
+                "parts at step {i}: {} for {} (reference margin {margin:.3})",
+                g[i], want[i]
+            );
+            assert!(margin <= INTEGER_TOLERANCE, "step {i}: margin {margin}");
+        }
+    }
+}
+
+/// `n` greedy tokens after `prompt`, with no stop.
+fn continuation(m: &msn::LoadedModel<B>, prompt: &[u32], n: usize) -> Vec<u32> {
+    let cfg = GenerateConfig {
+        max_new_tokens: n,
+        eos_ids: vec![],
+        stop_strings: vec![],
+        sampling: None,
+    };
+    let g = Greedy
+        .generate(&m.model, Some(&m.tokenizer), prompt, &cfg)
+        .unwrap();
+    assert_eq!(g.steps, n);
+    g.tokens
 }

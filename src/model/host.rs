@@ -14,9 +14,13 @@
 //! Quantized rows are expanded to f32 four at a time into a small scratch buffer that stays in
 //! L1 and then multiplied exactly like f32 rows, so a quantized matrix gives bit for bit the
 //! product of its dequantized f32 values while streaming 4.5 to 8.5 bits per weight from memory
-//! instead of 16: on a memory-bound CPU that is most of a decoding step.
+//! instead of 16: on a memory-bound CPU that is most of a decoding step. Matrices marked
+//! [`HostMatrix::with_integer_products`] multiply Q4_0/Q4_1/Q8_0 blocks by integer dot products
+//! with 8-bit activations instead ([`crate::model::int_dot`]).
 
 use crate::error::{Error, Result};
+use crate::model::int_dot;
+use crate::model::q8_rows::Q8Rows;
 use crate::model::quant::{self, GgmlType};
 use half::f16;
 use half::slice::HalfFloatSliceExt;
@@ -31,11 +35,13 @@ pub const ROWS_PER_PASS: usize = 32;
 enum Data {
     F16(Vec<f16>),
     F32(Vec<f32>),
-    /// GGUF blocks, `row_bytes` per row (rows are whole blocks).
+    /// GGUF blocks, `row_bytes` per row (rows are whole blocks); `integer`: multiplied by
+    /// [`int_dot`] with 8-bit activations instead of expanded to f32.
     Blocks {
         ty: GgmlType,
         bytes: Vec<u8>,
         row_bytes: usize,
+        integer: bool,
     },
 }
 
@@ -98,8 +104,24 @@ impl HostMatrix {
                 ty,
                 bytes,
                 row_bytes,
+                integer: false,
             },
         })
+    }
+
+    /// The same matrix multiplied by integer dot products where its block type has them
+    /// (Q4_0, Q4_1, Q8_0): each activation row is quantized to 8-bit blocks on its own and
+    /// multiplied with the stored blocks as [`int_dot`] defines. Other storage is unchanged.
+    pub fn with_integer_products(mut self) -> Self {
+        if let Data::Blocks { ty, integer, .. } = &mut self.data {
+            *integer = int_dot::supports(*ty);
+        }
+        self
+    }
+
+    /// Whether products use 8-bit activations.
+    fn integer(&self) -> bool {
+        matches!(self.data, Data::Blocks { integer: true, .. })
     }
 
     /// Output features.
@@ -112,11 +134,15 @@ impl HostMatrix {
         self.inp
     }
 
-    /// How the values are stored: `"f16"`, `"f32"` or the GGUF block type (`"Q4_1"`, ..).
+    /// How the values are stored: `"f16"`, `"f32"` or the GGUF block type (`"Q4_1"`, ..),
+    /// followed by ` x Q8` where the products are integer ones.
     pub fn storage(&self) -> String {
         match &self.data {
             Data::F16(_) => "f16".into(),
             Data::F32(_) => "f32".into(),
+            Data::Blocks {
+                ty, integer: true, ..
+            } => format!("{} x Q8", GgmlType::name_of_id(ty.id())),
             Data::Blocks { ty, .. } => GgmlType::name_of_id(ty.id()),
         }
     }
@@ -131,6 +157,7 @@ impl HostMatrix {
                 ty,
                 bytes,
                 row_bytes,
+                ..
             } => expand_blocks(*ty, &bytes[first * row_bytes..(first + n) * row_bytes], out),
         }
     }
@@ -158,6 +185,11 @@ pub fn matmul_many(ws: &[&HostMatrix], x: &[f32], m: usize) -> Vec<Vec<f32>> {
         }
         return ys;
     }
+    // Quantized once for every matrix that takes 8-bit activations.
+    let xq = ws
+        .iter()
+        .any(|w| w.integer())
+        .then(|| Q8Rows::quantize(x, m, inp));
     let mut outs_t: Vec<Vec<f32>> = ws.iter().map(|w| vec![0f32; w.out * m]).collect();
     let mut tasks: Vec<(&HostMatrix, usize, &mut [f32])> = Vec::new();
     for (w, out_t) in ws.iter().zip(outs_t.iter_mut()) {
@@ -167,7 +199,22 @@ pub fn matmul_many(ws: &[&HostMatrix], x: &[f32], m: usize) -> Vec<Vec<f32>> {
     }
     tasks
         .into_par_iter()
-        .for_each(|(w, first, chunk)| rows(w, first, x, m, chunk));
+        .for_each(|(w, first, chunk)| match (&w.data, &xq) {
+            (
+                Data::Blocks {
+                    ty,
+                    bytes,
+                    row_bytes,
+                    integer: true,
+                },
+                Some(xq),
+            ) => {
+                let n = chunk.len() / m;
+                let w = &bytes[first * row_bytes..(first + n) * row_bytes];
+                int_dot::rows(*ty, w, *row_bytes, xq, m, chunk);
+            }
+            _ => rows(w, first, x, m, chunk),
+        });
     // [out, m] -> [m, out]
     ws.iter()
         .zip(outs_t)
@@ -631,6 +678,37 @@ mod tests {
         let q =
             HostMatrix::from_blocks(GgmlType::Q4K, 2, 256, random_blocks(GgmlType::Q4K, 512, 9));
         assert_eq!(q.unwrap().storage(), "Q4_K");
+    }
+
+    #[test]
+    fn integer_products_stay_close_to_the_f32_ones_row_by_row() {
+        let (out, inp) = (70, 96);
+        for (t, ty) in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0]
+            .into_iter()
+            .enumerate()
+        {
+            let bytes = random_blocks(ty, out * inp, t as u64 + 5);
+            let f = HostMatrix::from_blocks(ty, out, inp, bytes.clone()).unwrap();
+            let q = f.clone().with_integer_products();
+            assert!(q.storage().ends_with(" x Q8"));
+            for m in [1, 2, 3, 40] {
+                let x: Vec<f32> = (0..m * inp)
+                    .map(|i| ((i * 13 % 29) as f32 - 14.0) / 8.0)
+                    .collect();
+                let (yq, yf) = (q.matmul(&x, m), f.matmul(&x, m));
+                let scale = yf.iter().fold(0f32, |a, v| a.max(v.abs()));
+                for (a, b) in yq.iter().zip(&yf) {
+                    assert!(
+                        (a - b).abs() <= 0.02 * scale,
+                        "{ty:?}, {m} rows: {a} vs {b}"
+                    );
+                }
+                for j in 0..m {
+                    let one = q.matmul(&x[j * inp..(j + 1) * inp], 1);
+                    assert_eq!(one, yq[j * out..(j + 1) * out], "{ty:?}, row {j} of {m}");
+                }
+            }
+        }
     }
 
     #[test]
