@@ -37,15 +37,15 @@ fn forward(c: &mut Criterion) {
     group.finish();
 }
 
-/// The host kernels alone on SmolLM2's matrices: the GGUF's Q4_1 blocks expanded to f32 and
-/// with integer products (8-bit activations), against an f16 copy, for the row counts decoding
+/// The host kernels alone on SmolLM2's matrices: the GGUF's Q4_1 blocks with integer products
+/// (16- and 8-bit activations) and expanded to f32, against an f16 copy, for the row counts decoding
 /// uses (one layer's seven matrices, and the Q8_0 / f16 LM head).
 fn host_matmul(c: &mut Criterion) {
     let device = Default::default();
     let mut group = c.benchmark_group("host_matmul");
     group.sample_size(20);
     let hosts: Vec<msn::HostKernels> = std::env::var("MSN_BENCH_HOSTS")
-        .unwrap_or_else(|_| "native,native-int8,converted".into())
+        .unwrap_or_else(|_| "native,native-f32,native-int8,converted".into())
         .split(',')
         .map(|h| h.parse().expect("MSN_BENCH_HOSTS: host kernel names"))
         .collect();

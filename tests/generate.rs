@@ -182,17 +182,26 @@ fn malformed_prompt_file_names_the_line() {
     }
 }
 
-/// With integer products (8-bit activations) every decoder still gives greedy's tokens on the
-/// real model: a token's activations are quantized on their own, so its logits inside a token
-/// tree are bit for bit its logits alone.
+/// With integer products (16-bit activations, the default, and 8-bit ones) every decoder still
+/// gives greedy's tokens on the real model: a token's activations are quantized on their own, so
+/// its logits inside a token tree are bit for bit its logits alone.
 #[test]
 fn every_decoder_equals_greedy_with_integer_products() {
+    assert_eq!(
+        smollm2().model.host_storage().as_deref(),
+        Some("Q4_1 x Q16")
+    );
+    every_decoder_equals_greedy(smollm2());
     let options = msn::LoadOptions {
         host: msn::HostKernels::NativeInt8,
         ..Default::default()
     };
     let m = msn::load_with::<common::B>("smollm2", &Default::default(), options).unwrap();
     assert_eq!(m.model.host_storage().as_deref(), Some("Q4_1 x Q8"));
+    every_decoder_equals_greedy(&m);
+}
+
+fn every_decoder_equals_greedy(m: &msn::LoadedModel<common::B>) {
     let cfg = GenerateConfig::new(48, &m.tokenizer);
     for q in [
         "Write a Python function that returns the squares of a list.",

@@ -19,8 +19,8 @@
 //! with 8-bit activations instead ([`crate::model::int_dot`]).
 
 use crate::error::{Error, Result};
+use crate::model::act_rows::ActRows;
 use crate::model::int_dot;
-use crate::model::q8_rows::Q8Rows;
 use crate::model::quant::{self, GgmlType};
 use half::f16;
 use half::slice::HalfFloatSliceExt;
@@ -35,14 +35,25 @@ pub const ROWS_PER_PASS: usize = 32;
 enum Data {
     F16(Vec<f16>),
     F32(Vec<f32>),
-    /// GGUF blocks, `row_bytes` per row (rows are whole blocks); `integer`: multiplied by
-    /// [`int_dot`] with 8-bit activations instead of expanded to f32.
+    /// GGUF blocks, `row_bytes` per row (rows are whole blocks), multiplied as `products`.
     Blocks {
         ty: GgmlType,
         bytes: Vec<u8>,
         row_bytes: usize,
-        integer: bool,
+        products: Products,
     },
+}
+
+/// How a matrix of GGUF blocks is multiplied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Products {
+    /// Blocks expanded to f32: bit for bit the dequantized weights times the f32 activations.
+    F32,
+    /// Integer dot products with activations quantized to 16 bits per 32 values
+    /// ([`int_dot`]).
+    Int16,
+    /// Integer dot products with activations quantized to 8 bits per 32 values.
+    Int8,
 }
 
 /// One weight matrix `[out, in]` in host memory.
@@ -104,24 +115,31 @@ impl HostMatrix {
                 ty,
                 bytes,
                 row_bytes,
-                integer: false,
+                products: Products::F32,
             },
         })
     }
 
-    /// The same matrix multiplied by integer dot products where its block type has them
-    /// (Q4_0, Q4_1, Q8_0): each activation row is quantized to 8-bit blocks on its own and
-    /// multiplied with the stored blocks as [`int_dot`] defines. Other storage is unchanged.
-    pub fn with_integer_products(mut self) -> Self {
-        if let Data::Blocks { ty, integer, .. } = &mut self.data {
-            *integer = int_dot::supports(*ty);
+    /// The same matrix multiplied as `products` where its block type has integer products
+    /// (Q4_0, Q4_1, Q8_0): each activation row is then quantized to integer blocks on its own
+    /// and multiplied with the stored blocks as [`int_dot`] defines. Other storage is unchanged.
+    pub fn with_products(mut self, products: Products) -> Self {
+        if let Data::Blocks {
+            ty, products: p, ..
+        } = &mut self.data
+            && int_dot::supports(*ty)
+        {
+            *p = products;
         }
         self
     }
 
-    /// Whether products use 8-bit activations.
-    fn integer(&self) -> bool {
-        matches!(self.data, Data::Blocks { integer: true, .. })
+    /// How the products are computed (`F32` for f32/f16 storage).
+    fn products(&self) -> Products {
+        match self.data {
+            Data::Blocks { products, .. } => products,
+            _ => Products::F32,
+        }
     }
 
     /// Output features.
@@ -135,14 +153,21 @@ impl HostMatrix {
     }
 
     /// How the values are stored: `"f16"`, `"f32"` or the GGUF block type (`"Q4_1"`, ..),
-    /// followed by ` x Q8` where the products are integer ones.
+    /// followed by ` x Q8` or ` x Q16` where the products are integer ones.
     pub fn storage(&self) -> String {
         match &self.data {
             Data::F16(_) => "f16".into(),
             Data::F32(_) => "f32".into(),
             Data::Blocks {
-                ty, integer: true, ..
+                ty,
+                products: Products::Int8,
+                ..
             } => format!("{} x Q8", GgmlType::name_of_id(ty.id())),
+            Data::Blocks {
+                ty,
+                products: Products::Int16,
+                ..
+            } => format!("{} x Q16", GgmlType::name_of_id(ty.id())),
             Data::Blocks { ty, .. } => GgmlType::name_of_id(ty.id()),
         }
     }
@@ -185,11 +210,10 @@ pub fn matmul_many(ws: &[&HostMatrix], x: &[f32], m: usize) -> Vec<Vec<f32>> {
         }
         return ys;
     }
-    // Quantized once for every matrix that takes 8-bit activations.
-    let xq = ws
-        .iter()
-        .any(|w| w.integer())
-        .then(|| Q8Rows::quantize(x, m, inp));
+    // Quantized once for every matrix that takes integer activations.
+    let needs = |p: Products| ws.iter().any(|w| w.products() == p);
+    let x8 = needs(Products::Int8).then(|| ActRows::<i8>::quantize(x, m, inp));
+    let x16 = needs(Products::Int16).then(|| ActRows::<i16>::quantize(x, m, inp));
     let mut outs_t: Vec<Vec<f32>> = ws.iter().map(|w| vec![0f32; w.out * m]).collect();
     let mut tasks: Vec<(&HostMatrix, usize, &mut [f32])> = Vec::new();
     for (w, out_t) in ws.iter().zip(outs_t.iter_mut()) {
@@ -199,19 +223,22 @@ pub fn matmul_many(ws: &[&HostMatrix], x: &[f32], m: usize) -> Vec<Vec<f32>> {
     }
     tasks
         .into_par_iter()
-        .for_each(|(w, first, chunk)| match (&w.data, &xq) {
-            (
-                Data::Blocks {
-                    ty,
-                    bytes,
-                    row_bytes,
-                    integer: true,
-                },
-                Some(xq),
-            ) => {
+        .for_each(|(w, first, chunk)| match &w.data {
+            Data::Blocks {
+                ty,
+                bytes,
+                row_bytes,
+                products,
+            } if *products != Products::F32 => {
                 let n = chunk.len() / m;
-                let w = &bytes[first * row_bytes..(first + n) * row_bytes];
-                int_dot::rows(*ty, w, *row_bytes, xq, m, chunk);
+                let wb = &bytes[first * row_bytes..(first + n) * row_bytes];
+                match (products, &x8, &x16) {
+                    (Products::Int8, Some(xq), _) => {
+                        int_dot::rows(*ty, wb, *row_bytes, xq, m, chunk)
+                    }
+                    (_, _, Some(xq)) => int_dot::rows(*ty, wb, *row_bytes, xq, m, chunk),
+                    _ => unreachable!("activations quantized for every integer matrix"),
+                }
             }
             _ => rows(w, first, x, m, chunk),
         });
@@ -689,23 +716,28 @@ mod tests {
         {
             let bytes = random_blocks(ty, out * inp, t as u64 + 5);
             let f = HostMatrix::from_blocks(ty, out, inp, bytes.clone()).unwrap();
-            let q = f.clone().with_integer_products();
-            assert!(q.storage().ends_with(" x Q8"));
-            for m in [1, 2, 3, 40] {
-                let x: Vec<f32> = (0..m * inp)
-                    .map(|i| ((i * 13 % 29) as f32 - 14.0) / 8.0)
-                    .collect();
-                let (yq, yf) = (q.matmul(&x, m), f.matmul(&x, m));
-                let scale = yf.iter().fold(0f32, |a, v| a.max(v.abs()));
-                for (a, b) in yq.iter().zip(&yf) {
-                    assert!(
-                        (a - b).abs() <= 0.02 * scale,
-                        "{ty:?}, {m} rows: {a} vs {b}"
-                    );
-                }
-                for j in 0..m {
-                    let one = q.matmul(&x[j * inp..(j + 1) * inp], 1);
-                    assert_eq!(one, yq[j * out..(j + 1) * out], "{ty:?}, row {j} of {m}");
+            for (products, close, tag) in [
+                (Products::Int8, 0.02, " x Q8"),
+                (Products::Int16, 1e-4, " x Q16"),
+            ] {
+                let q = f.clone().with_products(products);
+                assert!(q.storage().ends_with(tag));
+                for m in [1, 2, 3, 40] {
+                    let x: Vec<f32> = (0..m * inp)
+                        .map(|i| ((i * 13 % 29) as f32 - 14.0) / 8.0)
+                        .collect();
+                    let (yq, yf) = (q.matmul(&x, m), f.matmul(&x, m));
+                    let scale = yf.iter().fold(0f32, |a, v| a.max(v.abs()));
+                    for (a, b) in yq.iter().zip(&yf) {
+                        assert!(
+                            (a - b).abs() <= close * scale,
+                            "{ty:?}, {m} rows: {a} vs {b}"
+                        );
+                    }
+                    for j in 0..m {
+                        let one = q.matmul(&x[j * inp..(j + 1) * inp], 1);
+                        assert_eq!(one, yq[j * out..(j + 1) * out], "{ty:?}, row {j} of {m}");
+                    }
                 }
             }
         }

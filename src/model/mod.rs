@@ -5,6 +5,7 @@
 //! position out. Token trees need all three: depth-based positions, a tree mask, and a cache that
 //! can keep just the accepted branch.
 
+pub(crate) mod act_rows;
 pub(crate) mod cache;
 pub(crate) mod config;
 mod engine;
@@ -13,7 +14,6 @@ pub(crate) mod hf;
 pub(crate) mod host;
 pub(crate) mod int_dot;
 pub(crate) mod llama;
-pub(crate) mod q8_rows;
 pub(crate) mod quant;
 pub(crate) mod rope;
 pub(crate) mod tokenizer;
