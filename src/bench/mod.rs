@@ -1,11 +1,14 @@
 //! Benchmark support, kept apart from the decoding API: the prompt files and data sets the
 //! examples and benchmarks read (JSONL prompts, Spec-Bench questions, HumanEval problems),
-//! HumanEval scoring by running the generated code, and atomic result files.
+//! HumanEval scoring by running the generated code, atomic result files, and the CPU a figure
+//! was measured on.
 
+mod cpu;
 mod humaneval;
 mod prompts;
 
 pub use crate::util::write_atomic;
+pub use cpu::{cpu_description, simd_features};
 pub use humaneval::{
     HumanEvalProblem, Outcome, chat_prompt, extract_code, program, read_humaneval, run_python,
 };

@@ -1,0 +1,378 @@
+//! msn beside llama.cpp on the same GGUF, CPU and thread count, interleaved in one run; driven
+//! by `scripts/vs_llamacpp.sh`, which builds llama.cpp and passes its binaries:
+//!
+//! ```text
+//! scripts/vs_llamacpp.sh            # builds llama.cpp once, then runs this
+//! ```
+//! Per round: `llama-bench` (pp128, tg128, tg128 at depth 700) beside the same three
+//! measurements of msn's forward pass (the host engine, default products), then on the same
+//! chat prompts `llama-completion` greedy beside msn's greedy, TR-Jacobi and PLD (auto budgets,
+//! every output checked equal to msn's greedy). Prints one table with the ratios and writes
+//! JSON, markdown and an SVG bar chart of the ratios.
+
+mod common;
+#[path = "common/plot.rs"]
+mod plot;
+use burn::backend::Flex as B;
+use clap::Parser;
+use msn::{CausalLm, Decoder, ForwardInput, GenerateConfig};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+#[derive(Parser, Debug)]
+struct Args {
+    /// Folder with llama.cpp's `llama-bench` and `llama-completion`.
+    #[arg(long)]
+    llama: Option<PathBuf>,
+    /// The GGUF both run (default: the demo model's cached file).
+    #[arg(long)]
+    gguf: Option<PathBuf>,
+    /// Threads for both (msn: rayon's global pool).
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// Interleaved rounds.
+    #[arg(long, default_value_t = 2)]
+    rounds: usize,
+    /// Chat prompts (Spec-Bench questions, one per category in turn).
+    #[arg(long, default_value_t = 12)]
+    prompts: usize,
+    /// Most new tokens per prompt.
+    #[arg(long, default_value_t = 128)]
+    max_new_tokens: usize,
+    /// Output folder.
+    #[arg(long, default_value = "results/vs_llamacpp")]
+    out: PathBuf,
+    /// Print the demo model's GGUF path (fetching it if needed) and exit.
+    #[arg(long)]
+    print_model: bool,
+}
+
+/// Figures of one round: name -> tokens/s.
+type Round = BTreeMap<String, f64>;
+
+fn main() -> msn::Result<()> {
+    let args = Args::parse();
+    if args.print_model {
+        let m = msn::load::<B>("smollm2", &Default::default())?;
+        println!("{}", m.path.display());
+        return Ok(());
+    }
+    let llama = args.llama.clone().ok_or_else(|| {
+        msn::Error::InvalidArgument(
+            "--llama DIR is required (scripts/vs_llamacpp.sh passes it)".into(),
+        )
+    })?;
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(args.threads)
+        .build_global()
+        .map_err(|e| msn::Error::InvalidArgument(format!("thread pool: {e}")))?;
+    let spec = args
+        .gguf
+        .as_ref()
+        .map_or("smollm2".to_string(), |p| p.display().to_string());
+    let m = msn::load::<B>(&spec, &Default::default())?;
+    let gguf = m.path.clone();
+    let prompts = chat_prompts(&m, args.prompts)?;
+    let mut rounds: Vec<(Round, Round)> = Vec::new();
+    for r in 0..args.rounds {
+        eprintln!("round {} of {}", r + 1, args.rounds);
+        let mut ll = llama_bench(&llama, &gguf, args.threads)?;
+        let mut ours = forward_speed(&m)?;
+        ll.extend(llama_completion(
+            &llama,
+            &gguf,
+            args.threads,
+            &prompts,
+            args.max_new_tokens,
+        )?);
+        ours.extend(decoders(&m, &prompts, args.max_new_tokens)?);
+        rounds.push((ll, ours));
+    }
+    report(&args, &rounds)
+}
+
+/// The chat-formatted prompts as text, with their ids.
+fn chat_prompts(m: &msn::LoadedModel<B>, n: usize) -> msn::Result<Vec<(String, Vec<u32>)>> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/spec_bench/question.jsonl");
+    let questions = msn::bench::read_spec_bench(&path)?;
+    let mut by_cat: BTreeMap<&str, Vec<&msn::bench::SpecBenchQuestion>> = BTreeMap::new();
+    for q in &questions {
+        by_cat.entry(&q.category).or_default().push(q);
+    }
+    let cats: Vec<_> = by_cat.values().collect();
+    (0..n)
+        .map(|i| {
+            let q = cats[i % cats.len()][i / cats.len()];
+            let text = m
+                .tokenizer
+                .apply_chat_template(&[msn::Message::new("user", &q.turns[0])], true)?;
+            let ids = m.tokenizer.encode(&text)?;
+            Ok((text, ids))
+        })
+        .collect()
+}
+
+/// Runs a command, returning its stdout; a failure is an error that names the command.
+fn run(cmd: &mut Command) -> msn::Result<(String, String)> {
+    let out = cmd
+        .output()
+        .map_err(|e| msn::Error::InvalidArgument(format!("{cmd:?}: {e}")))?;
+    let (so, se) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    if !out.status.success() {
+        let tail: String = se.lines().rev().take(5).collect::<Vec<_>>().join(" | ");
+        return Err(msn::Error::InvalidArgument(format!(
+            "{cmd:?} failed: {tail}"
+        )));
+    }
+    Ok((so, se))
+}
+
+/// llama-bench's pp128, tg128 and tg128 at depth 700 (tokens/s).
+fn llama_bench(dir: &Path, gguf: &Path, threads: usize) -> msn::Result<Round> {
+    let mut r = Round::new();
+    for (args, keys) in [
+        (
+            vec!["-p", "128", "-n", "128"],
+            ["prefill 128", "decode 128"],
+        ),
+        (
+            vec!["-p", "0", "-n", "128", "-d", "700"],
+            ["", "decode 128 at depth 700"],
+        ),
+    ] {
+        let (so, _) = run(Command::new(dir.join("llama-bench"))
+            .arg("-m")
+            .arg(gguf)
+            .args(["-t", &threads.to_string(), "-o", "json", "-r", "3"])
+            .args(&args))?;
+        let v: serde_json::Value = serde_json::from_str(&so)
+            .map_err(|e| msn::Error::InvalidArgument(format!("llama-bench JSON: {e}")))?;
+        for test in v.as_array().into_iter().flatten() {
+            let key = if test["n_prompt"].as_u64() > Some(0) {
+                keys[0]
+            } else {
+                keys[1]
+            };
+            if let Some(ts) = test["avg_ts"].as_f64() {
+                r.insert(key.into(), ts);
+            }
+        }
+    }
+    Ok(r)
+}
+
+/// The same three figures for msn's forward pass (medians of 3).
+fn forward_speed(m: &msn::LoadedModel<B>) -> msn::Result<Round> {
+    let d = Default::default();
+    let ids: Vec<u32> = (0..828u32).map(|i| 100 + (i * 37) % 20000).collect();
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let mut pp = Vec::new();
+    let mut tg = Vec::new();
+    let mut tg_deep = Vec::new();
+    for _ in 0..3 {
+        let mut cache = m.model.new_cache(1, 1024);
+        let t = Instant::now();
+        m.model
+            .forward(ForwardInput::<B>::causal(&ids[..128], 0, &d), &mut cache);
+        pp.push(128.0 / t.elapsed().as_secs_f64());
+        for (start, out) in [(0, &mut tg), (700, &mut tg_deep)] {
+            let mut cache = m.model.new_cache(1, 1024);
+            if start > 0 {
+                m.model
+                    .forward(ForwardInput::<B>::causal(&ids[..start], 0, &d), &mut cache);
+            }
+            let t = Instant::now();
+            for i in start..start + 128 {
+                let l = m
+                    .model
+                    .forward(ForwardInput::<B>::causal(&ids[i..=i], i, &d), &mut cache);
+                std::hint::black_box(l.into_data());
+            }
+            out.push(128.0 / t.elapsed().as_secs_f64());
+        }
+    }
+    Ok(Round::from([
+        ("prefill 128".into(), median(pp)),
+        ("decode 128".into(), median(tg)),
+        ("decode 128 at depth 700".into(), median(tg_deep)),
+    ]))
+}
+
+/// llama-completion greedy on every prompt: generated tokens over prompt + generation time.
+fn llama_completion(
+    dir: &Path,
+    gguf: &Path,
+    threads: usize,
+    prompts: &[(String, Vec<u32>)],
+    max_new: usize,
+) -> msn::Result<Round> {
+    let (mut tokens, mut secs) = (0.0, 0.0);
+    for (text, _) in prompts {
+        let (_, se) = run(Command::new(dir.join("llama-completion"))
+            .arg("-m")
+            .arg(gguf)
+            .args(["-t", &threads.to_string(), "-n", &max_new.to_string()])
+            .args([
+                "--temp",
+                "0",
+                "-c",
+                "2048",
+                "--no-warmup",
+                "-no-cnv",
+                "-p",
+                text,
+            ]))?;
+        let (n, s) = perf_line(&se, "eval time").ok_or_else(|| {
+            msn::Error::InvalidArgument("llama-completion printed no `eval time` line".into())
+        })?;
+        let (_, ps) = perf_line(&se, "prompt eval time").unwrap_or((0.0, 0.0));
+        // The first token comes from the prompt's pass: generated = eval runs + 1.
+        tokens += n + 1.0;
+        secs += s + ps;
+    }
+    Ok(Round::from([("greedy end to end".into(), tokens / secs)]))
+}
+
+/// `(runs, seconds)` of llama.cpp's `... <what> = X ms / N runs` (or `tokens`) perf line.
+fn perf_line(stderr: &str, what: &str) -> Option<(f64, f64)> {
+    let line = stderr.lines().find(|l| {
+        l.contains(&format!(" {what} =")) && !(what == "eval time" && l.contains("prompt eval"))
+    })?;
+    let after = line.split('=').nth(1)?;
+    let mut words = after.split_whitespace();
+    let ms: f64 = words.next()?.parse().ok()?;
+    let n: f64 = words.nth(2)?.parse().ok()?;
+    Some((n, ms / 1000.0))
+}
+
+/// msn's decoders on every prompt, each output checked equal to greedy's.
+fn decoders(
+    m: &msn::LoadedModel<B>,
+    prompts: &[(String, Vec<u32>)],
+    max_new: usize,
+) -> msn::Result<Round> {
+    let cfg = GenerateConfig::new(max_new, &m.tokenizer);
+    let mut named: Vec<(&str, msn::AnyDecoder)> = vec![
+        ("greedy end to end", msn::AnyDecoder::Greedy(msn::Greedy)),
+        (
+            "TR-Jacobi (auto budget) end to end",
+            msn::AnyDecoder::TrJacobi(msn::TrJacobi::auto(&m.model, Default::default())?),
+        ),
+        (
+            "PLD (auto budget) end to end",
+            msn::AnyDecoder::PromptLookup(msn::PromptLookup::auto(&m.model, Default::default())),
+        ),
+    ];
+    let mut totals = vec![(0usize, 0f64); named.len()];
+    for (_, ids) in prompts {
+        let mut reference: Option<Vec<u32>> = None;
+        for ((name, d), t) in named.iter_mut().zip(totals.iter_mut()) {
+            let g = d.generate(&m.model, Some(&m.tokenizer), ids, &cfg)?;
+            match &reference {
+                None => reference = Some(g.tokens.clone()),
+                Some(r) if *r != g.tokens => {
+                    return Err(msn::Error::InvalidArgument(format!(
+                        "{name} differs from greedy"
+                    )));
+                }
+                _ => {}
+            }
+            t.0 += g.tokens.len();
+            t.1 += g.wall_time_s;
+        }
+    }
+    Ok(named
+        .iter()
+        .zip(totals)
+        .map(|((name, _), (n, s))| (name.to_string(), n as f64 / s))
+        .collect())
+}
+
+/// Median over rounds of each figure, the table, JSON, markdown and SVG.
+fn report(args: &Args, rounds: &[(Round, Round)]) -> msn::Result<()> {
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let order = [
+        "prefill 128",
+        "decode 128",
+        "decode 128 at depth 700",
+        "greedy end to end",
+        "TR-Jacobi (auto budget) end to end",
+        "PLD (auto budget) end to end",
+    ];
+    let keys: Vec<String> = order
+        .iter()
+        .filter(|k| rounds[0].1.contains_key(**k))
+        .map(|k| k.to_string())
+        .collect();
+    let llama_greedy = median(
+        rounds
+            .iter()
+            .filter_map(|r| r.0.get("greedy end to end").copied())
+            .collect(),
+    );
+    let mut rows = Vec::new();
+    for k in &keys {
+        let ours = median(rounds.iter().map(|r| r.1[k]).collect());
+        // End-to-end decoders compare with llama.cpp's greedy.
+        let theirs = rounds
+            .iter()
+            .filter_map(|r| r.0.get(k).copied())
+            .collect::<Vec<_>>();
+        let theirs = if theirs.is_empty() {
+            llama_greedy
+        } else {
+            median(theirs)
+        };
+        rows.push((k.clone(), theirs, ours, ours / theirs));
+    }
+    let cpu = msn::bench::cpu_description();
+    let mut md = format!(
+        "{cpu}, {} threads, {} rounds interleaved (medians), {} chat prompts x up to {} new tokens\n\n| tokens/s | llama.cpp | msn | msn / llama.cpp |\n|---|---|---|---|\n",
+        args.threads,
+        rounds.len(),
+        args.prompts,
+        args.max_new_tokens
+    );
+    for (k, t, o, r) in &rows {
+        let vs = if k.contains("end to end") && !k.starts_with("greedy") {
+            format!("{k} (vs llama.cpp greedy)")
+        } else {
+            k.clone()
+        };
+        md += &format!("| {vs} | {t:.1} | {o:.1} | {r:.2}x |\n");
+    }
+    println!("{md}");
+    std::fs::create_dir_all(&args.out).map_err(|e| msn::Error::io(&args.out, e))?;
+    let json = serde_json::json!({
+        "cpu": cpu, "threads": args.threads, "rounds": rounds.len(),
+        "rows": rows.iter().map(|(k, t, o, r)| serde_json::json!({"what": k, "llama_cpp": t, "msn": o, "ratio": r})).collect::<Vec<_>>(),
+    });
+    msn::bench::write_atomic(
+        &args.out.join("vs_llamacpp.json"),
+        serde_json::to_string_pretty(&json)
+            .unwrap_or_default()
+            .as_bytes(),
+    )?;
+    msn::bench::write_atomic(&args.out.join("vs_llamacpp.md"), md.as_bytes())?;
+    let svg = plot::bar_chart(
+        "msn / llama.cpp, tokens per second (same GGUF, CPU, threads)",
+        "ratio",
+        &rows.iter().map(|r| r.0.clone()).collect::<Vec<_>>(),
+        &[("msn / llama.cpp".into(), rows.iter().map(|r| r.3).collect())],
+        Some(1.0),
+    );
+    msn::bench::write_atomic(&args.out.join("vs_llamacpp.svg"), svg.as_bytes())?;
+    eprintln!("wrote {}", args.out.display());
+    Ok(())
+}

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# msn beside llama.cpp on the same GGUF, the same CPU and thread count, in one invocation.
+#
+#   scripts/vs_llamacpp.sh [ROUNDS]     (default 2 rounds, interleaved)
+#
+# Builds llama.cpp once from the llama-cpp-python source distribution on PyPI (pinned version,
+# sha256 checked; its vendor/llama.cpp with cmake + ninja from PyPI, ~15 minutes on 2 cores) into
+# $MSN_CACHE_DIR/llama.cpp-<version> (default ~/.cache/msn), then per round runs
+#   1. llama-bench (prompt 128, generation 128, generation 128 at depth 700) and msn's
+#      bench_forward (prefill, decode at short context and at 700 cached tokens),
+#   2. llama-completion greedy and msn greedy / TR-Jacobi (auto budget) / PLD (auto budget) on the
+#      same chat prompts (the chat template applied by msn, ids passed to both as text),
+# and writes results/vs_llamacpp/{vs_llamacpp.json,vs_llamacpp.md,vs_llamacpp.svg}.
+# Not part of CI (the build alone takes longer than a CI run should).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS="${1:-2}"
+VERSION=0.3.36
+SHA256=832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e
+CACHE="${MSN_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/msn}"
+LLAMA="$CACHE/llama.cpp-$VERSION"
+THREADS="${MSN_THREADS:-$(nproc)}"
+OUT=results/vs_llamacpp
+mkdir -p "$OUT"
+
+build_llama() {
+  if [ -x "$LLAMA/bin/llama-bench" ] && [ -x "$LLAMA/bin/llama-completion" ]; then return; fi
+  echo "== building llama.cpp $VERSION into $LLAMA (once, ~15 minutes)" >&2
+  python3 -m pip install -q cmake ninja scikit-build-core
+  local tmp; tmp="$(mktemp -d)"
+  python3 -m pip download -q --no-deps --no-build-isolation --no-binary llama-cpp-python \
+    "llama-cpp-python==$VERSION" -d "$tmp"
+  local sdist="$tmp/llama_cpp_python-$VERSION.tar.gz"
+  echo "$SHA256  $sdist" | sha256sum -c - >&2
+  tar -xzf "$sdist" -C "$tmp"
+  local src="$tmp/llama_cpp_python-$VERSION/vendor/llama.cpp"
+  cmake -S "$src" -B "$tmp/build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON \
+    -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF >&2
+  cmake --build "$tmp/build" --target llama-bench llama-completion llama-lookup >&2
+  mkdir -p "$LLAMA/bin"
+  cp "$tmp"/build/bin/llama-bench "$tmp"/build/bin/llama-completion "$tmp"/build/bin/llama-lookup "$LLAMA/bin/"
+  find "$tmp/build" -name '*.so*' -exec cp -P {} "$LLAMA/bin/" \; || true
+  rm -rf "$tmp"
+}
+
+build_llama
+export LD_LIBRARY_PATH="$LLAMA/bin:${LD_LIBRARY_PATH:-}"
+if [ "${1:-}" = "--build-only" ]; then exit 0; fi
+cargo build --release --example vs_llamacpp >&2
+GGUF="$(cargo run -q --release --example vs_llamacpp -- --print-model)"
+exec target/release/examples/vs_llamacpp --llama "$LLAMA/bin" --gguf "$GGUF" \
+  --threads "$THREADS" --rounds "$ROUNDS" --out "$OUT"
