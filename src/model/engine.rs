@@ -19,7 +19,8 @@
 
 use crate::model::cache::HostKv;
 use crate::model::host::{HostConsts, HostWeights, matmul_many};
-use rayon::prelude::*;
+use crate::model::hot_pool;
+use std::sync::Mutex;
 
 /// One forward call as host data.
 pub(crate) struct Step<'a> {
@@ -157,9 +158,9 @@ impl Attn<'_> {
         let s = self.past + t;
         let scale = (1.0 / (hd as f64).sqrt()) as f32;
         // One task per (row, head): its `t` query rows, `[t, hd]`.
-        let outs: Vec<Vec<f32>> = (0..self.batch * h)
-            .into_par_iter()
-            .map(|task| {
+        let outs: Vec<Mutex<Vec<f32>>> = (0..self.batch * h).map(|_| Mutex::default()).collect();
+        hot_pool::for_each(outs.len(), &|task| {
+            *outs[task].lock().unwrap_or_else(|e| e.into_inner()) = {
                 let (r, head) = (task / h, task % h);
                 let g = head / rep;
                 let base = kv.at(self.capacity, r, g, 0);
@@ -192,10 +193,11 @@ impl Attn<'_> {
                     o.iter_mut().for_each(|x| *x *= inv);
                 }
                 out
-            })
-            .collect();
+            };
+        });
         let mut a = vec![0f32; self.batch * t * h * hd];
-        for (task, out) in outs.iter().enumerate() {
+        for (task, out) in outs.into_iter().enumerate() {
+            let out = out.into_inner().unwrap_or_else(|e| e.into_inner());
             let (r, head) = (task / h, task % h);
             for i in 0..t {
                 let dst = ((r * t + i) * h + head) * hd;

@@ -20,11 +20,12 @@
 
 use crate::error::{Error, Result};
 use crate::model::act_rows::ActRows;
+use crate::model::hot_pool;
 use crate::model::int_dot;
 use crate::model::quant::{self, GgmlType};
 use half::f16;
 use half::slice::HalfFloatSliceExt;
-use rayon::prelude::*;
+use std::sync::Mutex;
 
 /// Most activation rows one pass over a weight matrix multiplies (longer inputs take several
 /// passes): 32 rows of up to 1536 f32 values stay in L2.
@@ -215,15 +216,17 @@ pub fn matmul_many(ws: &[&HostMatrix], x: &[f32], m: usize) -> Vec<Vec<f32>> {
     let x8 = needs(Products::Int8).then(|| ActRows::<i8>::quantize(x, m, inp));
     let x16 = needs(Products::Int16).then(|| ActRows::<i16>::quantize(x, m, inp));
     let mut outs_t: Vec<Vec<f32>> = ws.iter().map(|w| vec![0f32; w.out * m]).collect();
-    let mut tasks: Vec<(&HostMatrix, usize, &mut [f32])> = Vec::new();
+    let mut tasks: Vec<Mutex<(&HostMatrix, usize, &mut [f32])>> = Vec::new();
     for (w, out_t) in ws.iter().zip(outs_t.iter_mut()) {
         for (task, chunk) in out_t.chunks_mut(ROWS_PER_TASK * m.max(1)).enumerate() {
-            tasks.push((w, task * ROWS_PER_TASK, chunk));
+            tasks.push(Mutex::new((w, task * ROWS_PER_TASK, chunk)));
         }
     }
-    tasks
-        .into_par_iter()
-        .for_each(|(w, first, chunk)| match &w.data {
+    hot_pool::for_each(tasks.len(), &|i| {
+        let mut task = tasks[i].lock().unwrap_or_else(|e| e.into_inner());
+        let (w, first, chunk) = &mut *task;
+        let (w, first) = (*w, *first);
+        match &w.data {
             Data::Blocks {
                 ty,
                 bytes,
@@ -241,7 +244,8 @@ pub fn matmul_many(ws: &[&HostMatrix], x: &[f32], m: usize) -> Vec<Vec<f32>> {
                 }
             }
             _ => rows(w, first, x, m, chunk),
-        });
+        }
+    });
     // [out, m] -> [m, out]
     ws.iter()
         .zip(outs_t)

@@ -12,6 +12,7 @@ mod engine;
 pub(crate) mod gguf;
 pub(crate) mod hf;
 pub(crate) mod host;
+mod hot_pool;
 pub(crate) mod int_dot;
 pub(crate) mod llama;
 pub(crate) mod quant;
