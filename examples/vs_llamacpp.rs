@@ -241,6 +241,38 @@ fn llama_completion(
     Ok(Round::from([("greedy end to end".into(), tokens / secs)]))
 }
 
+/// llama-lookup (llama.cpp's prompt lookup decoding, up to 8 drafted tokens) on every prompt:
+/// decoded tokens over encode + decode time.
+fn llama_lookup(
+    dir: &Path,
+    gguf: &Path,
+    threads: usize,
+    prompts: &[(String, Vec<u32>)],
+    max_new: usize,
+) -> msn::Result<Round> {
+    let (mut tokens, mut secs) = (0.0, 0.0);
+    for (text, _) in prompts {
+        let (_, se) = run(Command::new(dir.join("llama-lookup"))
+            .arg("-m")
+            .arg(gguf)
+            .args(["-t", &threads.to_string(), "-n", &max_new.to_string()])
+            .args(["--temp", "0", "-c", "2048", "--spec-draft-n-max", "8", "-p", text]))?;
+        let field = |what: &str| -> Option<(f64, f64)> {
+            let line = se.lines().find(|l| l.contains(what))?;
+            let mut w = line.split(what).nth(1)?.split_whitespace();
+            let n: f64 = w.next()?.parse().ok()?;
+            let s: f64 = w.nth(2)?.parse().ok()?;
+            Some((n, s))
+        };
+        let missing = || msn::Error::InvalidArgument("llama-lookup printed no speed lines".into());
+        let (n, ds) = field(" decoded ").ok_or_else(missing)?;
+        let (_, es) = field(" encoded ").ok_or_else(missing)?;
+        tokens += n;
+        secs += ds + es;
+    }
+    Ok(Round::from([("PLD end to end (llama-lookup, draft 8)".into(), tokens / secs)]))
+}
+
 /// `(runs, seconds)` of llama.cpp's `... <what> = X ms / N runs` (or `tokens`) perf line.
 fn perf_line(stderr: &str, what: &str) -> Option<(f64, f64)> {
     let line = stderr.lines().find(|l| {
@@ -309,6 +341,7 @@ fn report(args: &Args, rounds: &[(Round, Round)]) -> msn::Result<()> {
         "greedy end to end",
         "TR-Jacobi (auto budget) end to end",
         "PLD (auto budget) end to end",
+        "PLD end to end (llama-lookup, draft 8)",
     ];
     let keys: Vec<String> = order
         .iter()
@@ -345,7 +378,7 @@ fn report(args: &Args, rounds: &[(Round, Round)]) -> msn::Result<()> {
         args.max_new_tokens
     );
     for (k, t, o, r) in &rows {
-        let vs = if k.contains("end to end") && !k.starts_with("greedy") {
+        let vs = if k.contains("(auto budget)") {
             format!("{k} (vs llama.cpp greedy)")
         } else {
             k.clone()

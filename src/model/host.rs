@@ -298,6 +298,7 @@ fn rows(w: &HostMatrix, first: usize, x: &[f32], m: usize, out: &mut [f32]) {
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use super::{Data, HostMatrix};
+    use crate::model::int_dot::put_tile as put;
     use crate::model::quant::GgmlType;
 
     use std::arch::x86_64::*;
@@ -490,21 +491,6 @@ mod avx2 {
             let lo = _mm_and_si128(q, low);
             let hi = _mm_and_si128(_mm_srli_epi16(q, 4), low);
             [lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)]
-        }
-    }
-
-    #[inline(always)]
-    fn put<const R: usize, const M: usize>(
-        out: &mut [f32],
-        m: usize,
-        r: usize,
-        j: usize,
-        t: &[[f32; M]; R],
-    ) {
-        for (a, row) in t.iter().enumerate() {
-            for (b, v) in row.iter().enumerate() {
-                out[(r + a) * m + j + b] = *v;
-            }
         }
     }
 }

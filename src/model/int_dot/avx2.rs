@@ -2,7 +2,7 @@
 //! byte products per instruction), 16-bit ones by two `madd`s per block (16 each). Both sum the
 //! products into the definition's lanes, so the results are bit for bit the scalar ones.
 
-use super::{ActRow, ActRows, GgmlType, QK, Quant};
+use super::{ActRow, ActRows, GgmlType, QK, Quant, put_tile as put};
 use std::arch::x86_64::*;
 
 pub(super) fn available() -> bool {
@@ -235,21 +235,6 @@ unsafe fn rows_of<F: Form, const T: u8>(
             j += mm;
         }
         r += rr;
-    }
-}
-
-#[inline(always)]
-fn put<const R: usize, const M: usize>(
-    out: &mut [f32],
-    m: usize,
-    r: usize,
-    j: usize,
-    t: &[[f32; M]; R],
-) {
-    for (a, row) in t.iter().enumerate() {
-        for (c, v) in row.iter().enumerate() {
-            out[(r + a) * m + j + c] = *v;
-        }
     }
 }
 

@@ -115,6 +115,23 @@ fn block_values(ty: GgmlType, b: &[u8]) -> ([i32; QK], f32, f32) {
     }
 }
 
+/// Writes an `R x M` tile of results at weight row `r`, activation row `j` of `out`
+/// (`[rows, m]`).
+#[inline(always)]
+pub(crate) fn put_tile<const R: usize, const M: usize>(
+    out: &mut [f32],
+    m: usize,
+    r: usize,
+    j: usize,
+    t: &[[f32; M]; R],
+) {
+    for (a, row) in t.iter().enumerate() {
+        for (c, v) in row.iter().enumerate() {
+            out[(r + a) * m + j + c] = *v;
+        }
+    }
+}
+
 /// The horizontal sum in the order an AVX2 register reduces.
 #[inline(always)]
 fn hsum8(a: [f32; 8]) -> f32 {
