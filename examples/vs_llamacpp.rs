@@ -87,7 +87,17 @@ fn main() -> msn::Result<()> {
             &prompts,
             args.max_new_tokens,
         )?);
+        ll.extend(llama_lookup(
+            &llama,
+            &gguf,
+            args.threads,
+            &prompts,
+            args.max_new_tokens,
+        )?);
         ours.extend(decoders(&m, &prompts, args.max_new_tokens)?);
+        // PLD against llama.cpp's own PLD as well as against its greedy.
+        let pld = ours["PLD (auto budget) end to end"];
+        ours.insert("PLD end to end (llama-lookup, draft 8)".into(), pld);
         rounds.push((ll, ours));
     }
     report(&args, &rounds)
@@ -256,7 +266,16 @@ fn llama_lookup(
             .arg("-m")
             .arg(gguf)
             .args(["-t", &threads.to_string(), "-n", &max_new.to_string()])
-            .args(["--temp", "0", "-c", "2048", "--spec-draft-n-max", "8", "-p", text]))?;
+            .args([
+                "--temp",
+                "0",
+                "-c",
+                "2048",
+                "--spec-draft-n-max",
+                "8",
+                "-p",
+                text,
+            ]))?;
         let field = |what: &str| -> Option<(f64, f64)> {
             let line = se.lines().find(|l| l.contains(what))?;
             let mut w = line.split(what).nth(1)?.split_whitespace();
@@ -270,7 +289,10 @@ fn llama_lookup(
         tokens += n;
         secs += ds + es;
     }
-    Ok(Round::from([("PLD end to end (llama-lookup, draft 8)".into(), tokens / secs)]))
+    Ok(Round::from([(
+        "PLD end to end (llama-lookup, draft 8)".into(),
+        tokens / secs,
+    )]))
 }
 
 /// `(runs, seconds)` of llama.cpp's `... <what> = X ms / N runs` (or `tokens`) perf line.
