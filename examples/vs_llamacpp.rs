@@ -124,6 +124,33 @@ fn chat_prompts(m: &msn::LoadedModel<B>, n: usize) -> msn::Result<Vec<(String, V
         .collect()
 }
 
+/// The median of `v` (non-empty).
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Runs llama.cpp's `bin` on one prompt with the shared flags (model, threads, new tokens,
+/// greedy, context) and `extra`, returning its stderr, where it prints its timings.
+fn llama_run(
+    dir: &Path,
+    bin: &str,
+    gguf: &Path,
+    threads: usize,
+    max_new: usize,
+    extra: &[&str],
+    text: &str,
+) -> msn::Result<String> {
+    let (_, se) = run(Command::new(dir.join(bin))
+        .arg("-m")
+        .arg(gguf)
+        .args(["-t", &threads.to_string(), "-n", &max_new.to_string()])
+        .args(["--temp", "0", "-c", "2048"])
+        .args(extra)
+        .args(["-p", text]))?;
+    Ok(se)
+}
+
 /// Runs a command, returning its stdout; a failure is an error that names the command.
 fn run(cmd: &mut Command) -> msn::Result<(String, String)> {
     let out = cmd
@@ -180,10 +207,6 @@ fn llama_bench(dir: &Path, gguf: &Path, threads: usize) -> msn::Result<Round> {
 fn forward_speed(m: &msn::LoadedModel<B>) -> msn::Result<Round> {
     let d = Default::default();
     let ids: Vec<u32> = (0..828u32).map(|i| 100 + (i * 37) % 20000).collect();
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
     let mut pp = Vec::new();
     let mut tg = Vec::new();
     let mut tg_deep = Vec::new();
@@ -226,20 +249,15 @@ fn llama_completion(
 ) -> msn::Result<Round> {
     let (mut tokens, mut secs) = (0.0, 0.0);
     for (text, _) in prompts {
-        let (_, se) = run(Command::new(dir.join("llama-completion"))
-            .arg("-m")
-            .arg(gguf)
-            .args(["-t", &threads.to_string(), "-n", &max_new.to_string()])
-            .args([
-                "--temp",
-                "0",
-                "-c",
-                "2048",
-                "--no-warmup",
-                "-no-cnv",
-                "-p",
-                text,
-            ]))?;
+        let se = llama_run(
+            dir,
+            "llama-completion",
+            gguf,
+            threads,
+            max_new,
+            &["--no-warmup", "-no-cnv"],
+            text,
+        )?;
         let (n, s) = perf_line(&se, "eval time").ok_or_else(|| {
             msn::Error::InvalidArgument("llama-completion printed no `eval time` line".into())
         })?;
@@ -262,20 +280,15 @@ fn llama_lookup(
 ) -> msn::Result<Round> {
     let (mut tokens, mut secs) = (0.0, 0.0);
     for (text, _) in prompts {
-        let (_, se) = run(Command::new(dir.join("llama-lookup"))
-            .arg("-m")
-            .arg(gguf)
-            .args(["-t", &threads.to_string(), "-n", &max_new.to_string()])
-            .args([
-                "--temp",
-                "0",
-                "-c",
-                "2048",
-                "--spec-draft-n-max",
-                "8",
-                "-p",
-                text,
-            ]))?;
+        let se = llama_run(
+            dir,
+            "llama-lookup",
+            gguf,
+            threads,
+            max_new,
+            &["--spec-draft-n-max", "8"],
+            text,
+        )?;
         let field = |what: &str| -> Option<(f64, f64)> {
             let line = se.lines().find(|l| l.contains(what))?;
             let mut w = line.split(what).nth(1)?.split_whitespace();
@@ -352,10 +365,6 @@ fn decoders(
 
 /// Median over rounds of each figure, the table, JSON, markdown and SVG.
 fn report(args: &Args, rounds: &[(Round, Round)]) -> msn::Result<()> {
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
     let order = [
         "prefill 128",
         "decode 128",

@@ -298,20 +298,11 @@ fn rows(w: &HostMatrix, first: usize, x: &[f32], m: usize, out: &mut [f32]) {
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use super::{Data, HostMatrix};
+    use crate::model::int_dot::avx2::hsum;
     use crate::model::int_dot::put_tile as put;
     use crate::model::quant::GgmlType;
 
     use std::arch::x86_64::*;
-
-    #[inline(always)]
-    unsafe fn hsum(v: __m256) -> f32 {
-        unsafe {
-            let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-            let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-            let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
-            _mm_cvtss_f32(s)
-        }
-    }
 
     /// Weight rows as stored, or converted to f32 (scratch).
     #[derive(Clone, Copy)]

@@ -238,8 +238,9 @@ unsafe fn rows_of<F: Form, const T: u8>(
     }
 }
 
+/// The horizontal sum of 8 lanes in the definition's order (also the f32 host kernels').
 #[inline(always)]
-unsafe fn hsum(v: __m256) -> f32 {
+pub(crate) unsafe fn hsum(v: __m256) -> f32 {
     unsafe {
         let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
         let s = _mm_add_ps(s, _mm_movehl_ps(s, s));

@@ -187,7 +187,7 @@ pub(crate) fn rows<Q: Lanes>(
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx2;
+pub(crate) mod avx2;
 
 #[cfg(test)]
 mod tests {
