@@ -94,7 +94,7 @@ impl<Q: Quant> ActRows<Q> {
     /// When `k` is not a multiple of [`QK`] or `x` is not `m * k` long (callers guarantee both:
     /// the weight matrices these rows multiply are whole blocks wide).
     pub(crate) fn quantize(x: &[f32], m: usize, k: usize) -> Self {
-        assert!(k % QK == 0 && x.len() == m * k, "whole blocks");
+        assert!(k.is_multiple_of(QK) && x.len() == m * k, "whole blocks");
         let nb = m * k / QK;
         let mut out = Self {
             k,
@@ -110,6 +110,17 @@ impl<Q: Quant> ActRows<Q> {
             (*d, *s) = Q::block(x, q);
         }
         out
+    }
+
+    /// Rows.
+    #[cfg(test)]
+    pub(crate) fn rows(&self) -> usize {
+        self.qs.len() / self.k.max(1)
+    }
+
+    /// Values per row.
+    pub(crate) fn width(&self) -> usize {
+        self.k
     }
 
     /// Row `j`.

@@ -132,13 +132,13 @@ impl LlamaConfig {
             return bad("sizes must be positive".into());
         }
         let kv = self.kv_heads();
-        if kv == 0 || self.num_attention_heads % kv != 0 {
+        if kv == 0 || !self.num_attention_heads.is_multiple_of(kv) {
             return bad(format!(
                 "num_attention_heads ({}) must be a multiple of num_key_value_heads ({kv})",
                 self.num_attention_heads
             ));
         }
-        if self.head_dim() == 0 || self.head_dim() % 2 != 0 {
+        if self.head_dim() == 0 || !self.head_dim().is_multiple_of(2) {
             return bad(format!(
                 "head_dim {} must be even and positive",
                 self.head_dim()

@@ -181,12 +181,7 @@ impl Attn<'_> {
                     }
                     let qv = &q[((r * t + i) * h + head) * hd..][..hd];
                     scores(qv, k, base, &keys, hd, scale, &mut p);
-                    let max = p.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                    let mut sum = 0f32;
-                    for e in p.iter_mut() {
-                        *e = (*e - max).exp();
-                        sum += *e;
-                    }
+                    let sum = softmax_numerators(&mut p);
                     let o = &mut out[i * hd..(i + 1) * hd];
                     mix(&p, v, base, &keys, hd, o);
                     let inv = 1.0 / sum;
@@ -224,7 +219,7 @@ fn scores(
         "key index in range"
     );
     #[cfg(target_arch = "x86_64")]
-    if hd % 8 == 0 && avx2::available() {
+    if hd.is_multiple_of(8) && avx2::available() {
         // SAFETY: AVX2 + FMA detected; every key row is in range (checked above), `q` is `hd` long.
         unsafe { avx2::scores(q, k, base, keys, hd, scale, out) };
         return;
@@ -235,6 +230,23 @@ fn scores(
     }
 }
 
+/// `p_j = exp(p_j - max p)` in place; returns their sum (a fixed order for a given length, so
+/// a query's weights depend only on its own scores).
+fn softmax_numerators(p: &mut [f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if avx2::available() {
+        // SAFETY: AVX2 + FMA detected.
+        return unsafe { avx2::softmax_numerators(p) };
+    }
+    let max = p.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0f32;
+    for e in p.iter_mut() {
+        *e = (*e - max).exp();
+        sum += *e;
+    }
+    sum
+}
+
 /// `out = sum_j p_j * v_j` over `keys` in order (fixed summation order per output element).
 fn mix(p: &[f32], v: &[f32], base: usize, keys: &[usize], hd: usize, out: &mut [f32]) {
     assert!(
@@ -243,7 +255,7 @@ fn mix(p: &[f32], v: &[f32], base: usize, keys: &[usize], hd: usize, out: &mut [
     );
     assert!(out.len() == hd && p.len() == keys.len());
     #[cfg(target_arch = "x86_64")]
-    if hd % 8 == 0 && avx2::available() {
+    if hd.is_multiple_of(8) && avx2::available() {
         // SAFETY: AVX2 + FMA detected; every value row is in range (checked above).
         unsafe { avx2::mix(p, v, base, keys, hd, out) };
         return;
@@ -272,7 +284,10 @@ mod avx2 {
         _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps(s, s, 1)))
     }
 
-    /// See `super::scores`; `hd % 8 == 0`, rows in range.
+    /// See `super::scores`; `hd % 8 == 0`, rows in range. Four keys at a time, each with its
+    /// own accumulator and exactly the arithmetic of one key alone (a multiply, FMAs in order,
+    /// the horizontal sum), so a key's score does not depend on its neighbours; the four
+    /// chains hide the FMA latency that one chain of `hd / 8` FMAs waits on.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn scores(
         q: &[f32],
@@ -284,8 +299,38 @@ mod avx2 {
         out: &mut Vec<f32>,
     ) {
         let qp = q.as_ptr();
-        for &j in keys {
-            // SAFETY: the caller checked `base + (j + 1) * hd <= k.len()` and `q.len() == hd`.
+        let mut groups = keys.chunks_exact(4);
+        for g in &mut groups {
+            // SAFETY: the caller checked `base + (j + 1) * hd <= k.len()` for every key and
+            // `q.len() == hd`.
+            unsafe {
+                let kp = k.as_ptr().add(base);
+                let kr = [
+                    kp.add(g[0] * hd),
+                    kp.add(g[1] * hd),
+                    kp.add(g[2] * hd),
+                    kp.add(g[3] * hd),
+                ];
+                let q0 = _mm256_loadu_ps(qp);
+                let mut acc = [_mm256_setzero_ps(); 4];
+                for i in 0..4 {
+                    acc[i] = _mm256_mul_ps(q0, _mm256_loadu_ps(kr[i]));
+                }
+                let mut c = 8;
+                while c < hd {
+                    let qc = _mm256_loadu_ps(qp.add(c));
+                    for i in 0..4 {
+                        acc[i] = _mm256_fmadd_ps(qc, _mm256_loadu_ps(kr[i].add(c)), acc[i]);
+                    }
+                    c += 8;
+                }
+                for a in acc {
+                    out.push(hsum(a) * scale);
+                }
+            }
+        }
+        for &j in groups.remainder() {
+            // SAFETY: as above.
             unsafe {
                 let kr = k.as_ptr().add(base + j * hd);
                 let mut acc = _mm256_mul_ps(_mm256_loadu_ps(qp), _mm256_loadu_ps(kr));
@@ -300,6 +345,76 @@ mod avx2 {
                 }
                 out.push(hsum(acc) * scale);
             }
+        }
+    }
+
+    /// `exp(x)` for `x <= 0` (and any `x` below ~88), within 2 ulp: `x = n ln 2 + r`,
+    /// `|r| <= ln 2 / 2`, Cephes' degree-7 polynomial for `e^r`, times `2^n`; below -87.3
+    /// (where `e^x` leaves the normal range) it gives `e^-87.3`, which softmax weights
+    /// never notice beside the largest one (1).
+    #[inline(always)]
+    unsafe fn exp8(x: __m256) -> __m256 {
+        // SAFETY (callers): AVX2 + FMA enabled.
+        unsafe {
+            let x = _mm256_max_ps(x, _mm256_set1_ps(-87.3));
+            let n = _mm256_round_ps(
+                _mm256_mul_ps(x, _mm256_set1_ps(std::f32::consts::LOG2_E)),
+                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC,
+            );
+            let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_359_4), x);
+            let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.121_944_4e-4), r);
+            let mut y = _mm256_set1_ps(1.987_569_1e-4);
+            for c in [1.398_2e-3, 8.333_452e-3, 4.166_579_6e-2, 0.166_666_65, 0.5] {
+                y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(c));
+            }
+            let y = _mm256_fmadd_ps(
+                y,
+                _mm256_mul_ps(r, r),
+                _mm256_add_ps(r, _mm256_set1_ps(1.0)),
+            );
+            let pow2 = _mm256_slli_epi32(_mm256_cvtps_epi32(n), 23);
+            _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(y), pow2))
+        }
+    }
+
+    /// See `super::softmax_numerators`: the maximum (exact in any order), `exp8` eight values at
+    /// a time (the tail padded), the sum in eight lanes then the horizontal sum.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn softmax_numerators(p: &mut [f32]) -> f32 {
+        // SAFETY: every access is within `p` (chunks of 8, the tail through a copy).
+        unsafe {
+            let mut mv = _mm256_set1_ps(f32::NEG_INFINITY);
+            let mut chunks = p.chunks_exact(8);
+            for c in &mut chunks {
+                mv = _mm256_max_ps(mv, _mm256_loadu_ps(c.as_ptr()));
+            }
+            let mut max = chunks
+                .remainder()
+                .iter()
+                .fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+            let mut lanes = [0f32; 8];
+            _mm256_storeu_ps(lanes.as_mut_ptr(), mv);
+            max = lanes.iter().fold(max, |a, &b| a.max(b));
+            let m = _mm256_set1_ps(max);
+            let mut sum = _mm256_setzero_ps();
+            let mut chunks = p.chunks_exact_mut(8);
+            for c in &mut chunks {
+                let e = exp8(_mm256_sub_ps(_mm256_loadu_ps(c.as_ptr()), m));
+                _mm256_storeu_ps(c.as_mut_ptr(), e);
+                sum = _mm256_add_ps(sum, e);
+            }
+            let tail = chunks.into_remainder();
+            if !tail.is_empty() {
+                let mut t = [max; 8];
+                t[..tail.len()].copy_from_slice(tail);
+                let e = exp8(_mm256_sub_ps(_mm256_loadu_ps(t.as_ptr()), m));
+                _mm256_storeu_ps(t.as_mut_ptr(), e);
+                let n = tail.len();
+                tail.copy_from_slice(&t[..n]);
+                t[n..].fill(0.0);
+                sum = _mm256_add_ps(sum, _mm256_loadu_ps(t.as_ptr()));
+            }
+            hsum(sum)
         }
     }
 
@@ -353,6 +468,62 @@ mod avx2 {
         for (l, a) in acc.iter().enumerate() {
             // SAFETY: `c0 + 8 * W <= hd == out.len()`.
             unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(c0 + 8 * l), *a) };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn softmax_numerators_are_exp_of_the_distance_to_the_max() {
+        // Independent: f64 exp. Lengths with and without a tail, scores far below the max.
+        let mut rng = crate::rng::Rng::new(4);
+        for len in [1usize, 7, 8, 13, 64, 700] {
+            let p0: Vec<f32> = (0..len)
+                .map(|_| ((rng.next_u64() % 20001) as f32 / 10000.0 - 1.0) * 60.0)
+                .collect();
+            let mut p = p0.clone();
+            let sum = softmax_numerators(&mut p);
+            let max = p0.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let mut exact_sum = 0f64;
+            for (got, &x) in p.iter().zip(&p0) {
+                let want = f64::from(x - max).exp(); // the f32 difference, as softmax takes it
+                exact_sum += want;
+                let err = (f64::from(*got) - want).abs();
+                assert!(
+                    err <= 3e-7 * want || err < 1e-37,
+                    "exp({x} - {max}): {got} vs {want}"
+                );
+            }
+            assert!(
+                (f64::from(sum) - exact_sum).abs() <= 1e-6 * exact_sum,
+                "sum, {len}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_keys_score_does_not_depend_on_its_neighbours() {
+        let hd = 64;
+        let mut rng = crate::rng::Rng::new(9);
+        let mut val = || (rng.next_u64() % 2001) as f32 / 1000.0 - 1.0;
+        let q: Vec<f32> = (0..hd).map(|_| val()).collect();
+        let k: Vec<f32> = (0..12 * hd).map(|_| val()).collect();
+        let keys: Vec<usize> = vec![3, 0, 7, 10, 1, 2, 9, 4, 5];
+        let mut all = Vec::new();
+        scores(&q, &k, hd, &keys[..], hd, 0.125, &mut all);
+        let mut one = Vec::new();
+        for (i, &j) in keys.iter().enumerate() {
+            scores(&q, &k, hd, &[j], hd, 0.125, &mut one);
+            assert_eq!(all[i].to_bits(), one[0].to_bits(), "key {j}");
+            // And it is the dot product (independent: f64).
+            let exact: f64 = (0..hd)
+                .map(|c| f64::from(q[c]) * f64::from(k[hd + j * hd + c]))
+                .sum::<f64>()
+                * 0.125;
+            assert!((f64::from(all[i]) - exact).abs() < 1e-5, "key {j}");
         }
     }
 }

@@ -473,14 +473,14 @@ pub fn write_gguf(metadata: &[(&str, MetaValue)], tensors: &[(&str, &[usize], &[
         out.extend_from_slice(&offset.to_le_bytes());
         offset += (data.len() as u64 * 4).div_ceil(DEFAULT_ALIGNMENT) * DEFAULT_ALIGNMENT;
     }
-    while out.len() as u64 % DEFAULT_ALIGNMENT != 0 {
+    while !(out.len() as u64).is_multiple_of(DEFAULT_ALIGNMENT) {
         out.push(0);
     }
     for (_, _, data) in tensors {
         for x in *data {
             out.extend_from_slice(&x.to_le_bytes());
         }
-        while out.len() as u64 % DEFAULT_ALIGNMENT != 0 {
+        while !(out.len() as u64).is_multiple_of(DEFAULT_ALIGNMENT) {
             out.push(0);
         }
     }

@@ -14,14 +14,16 @@
 //! Quantized rows are expanded to f32 four at a time into a small scratch buffer that stays in
 //! L1 and then multiplied exactly like f32 rows, so a quantized matrix gives bit for bit the
 //! product of its dequantized f32 values while streaming 4.5 to 8.5 bits per weight from memory
-//! instead of 16: on a memory-bound CPU that is most of a decoding step. Matrices marked
-//! [`HostMatrix::with_integer_products`] multiply Q4_0/Q4_1/Q8_0 blocks by integer dot products
-//! with 8-bit activations instead ([`crate::model::int_dot`]).
+//! instead of 16: on a memory-bound CPU that is most of a decoding step. Matrices given
+//! [`HostMatrix::with_products`] multiply Q4_0/Q4_1/Q8_0 blocks by integer dot products instead:
+//! with 16-bit activations over weights repacked in 8-row panels ([`crate::model::int_panels`],
+//! the default), or with 8-bit ones ([`crate::model::int_dot`]).
 
 use crate::error::{Error, Result};
 use crate::model::act_rows::ActRows;
 use crate::model::hot_pool;
 use crate::model::int_dot;
+use crate::model::int_panels::{self, Panels};
 use crate::model::quant::{self, GgmlType};
 use half::f16;
 use half::slice::HalfFloatSliceExt;
@@ -43,6 +45,8 @@ enum Data {
         row_bytes: usize,
         products: Products,
     },
+    /// GGUF blocks repacked for 16-bit integer products ([`Products::Int16`]).
+    Panels(Panels),
 }
 
 /// How a matrix of GGUF blocks is multiplied.
@@ -50,10 +54,10 @@ enum Data {
 pub enum Products {
     /// Blocks expanded to f32: bit for bit the dequantized weights times the f32 activations.
     F32,
-    /// Integer dot products with activations quantized to 16 bits per 32 values
-    /// ([`int_dot`]).
+    /// Integer dot products with activations quantized to 16 bits per 32 values, the weights
+    /// repacked into 8-row panels ([`int_panels`]).
     Int16,
-    /// Integer dot products with activations quantized to 8 bits per 32 values.
+    /// Integer dot products with activations quantized to 8 bits per 32 values ([`int_dot`]).
     Int8,
 }
 
@@ -123,22 +127,51 @@ impl HostMatrix {
 
     /// The same matrix multiplied as `products` where its block type has integer products
     /// (Q4_0, Q4_1, Q8_0): each activation row is then quantized to integer blocks on its own
-    /// and multiplied with the stored blocks as [`int_dot`] defines. Other storage is unchanged.
-    pub fn with_products(mut self, products: Products) -> Self {
-        if let Data::Blocks {
-            ty, products: p, ..
-        } = &mut self.data
-            && int_dot::supports(*ty)
-        {
-            *p = products;
-        }
-        self
+    /// and multiplied with the weight blocks as [`int_panels`] (16-bit) or [`int_dot`] (8-bit)
+    /// defines. Other storage is unchanged.
+    pub fn with_products(self, products: Products) -> Self {
+        let (out, inp) = (self.out, self.inp);
+        let data = match self.data {
+            Data::Panels(p) if products != Products::Int16 => {
+                let ty = p.ty();
+                let bytes = p.gguf_rows(0, out);
+                let row_bytes = bytes.len() / out.max(1);
+                Data::Blocks {
+                    ty,
+                    bytes,
+                    row_bytes,
+                    products,
+                }
+            }
+            Data::Blocks {
+                ty,
+                bytes,
+                row_bytes,
+                ..
+            } if products == Products::Int16 && int_panels::supports(ty) => {
+                Data::Panels(Panels::new(ty, out, row_bytes, &bytes))
+            }
+            Data::Blocks {
+                ty,
+                bytes,
+                row_bytes,
+                ..
+            } if int_panels::supports(ty) => Data::Blocks {
+                ty,
+                bytes,
+                row_bytes,
+                products,
+            },
+            data => data,
+        };
+        Self { out, inp, data }
     }
 
     /// How the products are computed (`F32` for f32/f16 storage).
     fn products(&self) -> Products {
         match self.data {
             Data::Blocks { products, .. } => products,
+            Data::Panels(_) => Products::Int16,
             _ => Products::F32,
         }
     }
@@ -164,11 +197,7 @@ impl HostMatrix {
                 products: Products::Int8,
                 ..
             } => format!("{} x Q8", GgmlType::name_of_id(ty.id())),
-            Data::Blocks {
-                ty,
-                products: Products::Int16,
-                ..
-            } => format!("{} x Q16", GgmlType::name_of_id(ty.id())),
+            Data::Panels(p) => format!("{} x Q16", GgmlType::name_of_id(p.ty().id())),
             Data::Blocks { ty, .. } => GgmlType::name_of_id(ty.id()),
         }
     }
@@ -185,6 +214,7 @@ impl HostMatrix {
                 row_bytes,
                 ..
             } => expand_blocks(*ty, &bytes[first * row_bytes..(first + n) * row_bytes], out),
+            Data::Panels(p) => expand_blocks(p.ty(), &p.gguf_rows(first, n), out),
         }
     }
 
@@ -227,6 +257,12 @@ pub fn matmul_many(ws: &[&HostMatrix], x: &[f32], m: usize) -> Vec<Vec<f32>> {
         let (w, first, chunk) = &mut *task;
         let (w, first) = (*w, *first);
         match &w.data {
+            Data::Panels(p) => {
+                let xq = x16
+                    .as_ref()
+                    .expect("activations quantized for every integer matrix");
+                p.rows_into(first, xq, m, chunk);
+            }
             Data::Blocks {
                 ty,
                 bytes,
@@ -235,13 +271,10 @@ pub fn matmul_many(ws: &[&HostMatrix], x: &[f32], m: usize) -> Vec<Vec<f32>> {
             } if *products != Products::F32 => {
                 let n = chunk.len() / m;
                 let wb = &bytes[first * row_bytes..(first + n) * row_bytes];
-                match (products, &x8, &x16) {
-                    (Products::Int8, Some(xq), _) => {
-                        int_dot::rows(*ty, wb, *row_bytes, xq, m, chunk)
-                    }
-                    (_, _, Some(xq)) => int_dot::rows(*ty, wb, *row_bytes, xq, m, chunk),
-                    _ => unreachable!("activations quantized for every integer matrix"),
-                }
+                let xq = x8
+                    .as_ref()
+                    .expect("activations quantized for every integer matrix");
+                int_dot::rows(*ty, wb, *row_bytes, xq, m, chunk)
             }
             _ => rows(w, first, x, m, chunk),
         }

@@ -133,7 +133,7 @@ fn worker(p: &'static Pool) {
             }
             std::hint::spin_loop();
             spins = spins.wrapping_add(1);
-            if spins % 1024 == 0 && start.elapsed() > SPIN {
+            if spins.is_multiple_of(1024) && start.elapsed() > SPIN {
                 let mut e = p.sleep.lock().unwrap_or_else(|e| e.into_inner());
                 while *e == seen {
                     e = p.wake.wait(e).unwrap_or_else(|e| e.into_inner());

@@ -14,6 +14,7 @@ pub(crate) mod hf;
 pub(crate) mod host;
 mod hot_pool;
 pub(crate) mod int_dot;
+pub(crate) mod int_panels;
 pub(crate) mod llama;
 pub(crate) mod quant;
 pub(crate) mod rope;

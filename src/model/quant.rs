@@ -104,7 +104,7 @@ impl GgmlType {
     /// Bytes needed for `n` elements, or `None` when `n` is not a whole number of blocks or the
     /// size overflows.
     pub fn bytes_for(self, n: usize) -> Option<usize> {
-        if n % self.block_size() != 0 {
+        if !n.is_multiple_of(self.block_size()) {
             return None;
         }
         (n / self.block_size()).checked_mul(self.type_size())

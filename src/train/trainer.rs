@@ -385,7 +385,8 @@ impl<B: AutodiffBackend, N: NoiseAugmenter> MsnTrainer<B> for Trainer<N> {
             state.report.losses.push(step_loss);
             let mut eval_now = None;
             if !eval.is_empty()
-                && ((c.eval_every > 0 && state.step % c.eval_every == 0) || state.step == c.steps)
+                && ((c.eval_every > 0 && state.step.is_multiple_of(c.eval_every))
+                    || state.step == c.steps)
             {
                 let l = eval_loss(&model.valid(), eval, c.batch_size);
                 state.report.eval.push((state.step, l));
@@ -408,7 +409,7 @@ impl<B: AutodiffBackend, N: NoiseAugmenter> MsnTrainer<B> for Trainer<N> {
                     bar(step, steps)
                 );
             }
-            let due = (c.checkpoint_every > 0 && state.step % c.checkpoint_every == 0)
+            let due = (c.checkpoint_every > 0 && state.step.is_multiple_of(c.checkpoint_every))
                 || state.step == last;
             if let (Some(dir), true) = (&c.out_dir, due) {
                 checkpoint::save(dir, &model, &optim, &state)?;

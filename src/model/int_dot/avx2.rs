@@ -1,6 +1,6 @@
 //! AVX2 + FMA + F16C tiles of [`super::dot`]: 8-bit activations by `maddubs` + `madd` (32
-//! byte products per instruction), 16-bit ones by two `madd`s per block (16 each). Both sum the
-//! products into the definition's lanes, so the results are bit for bit the scalar ones.
+//! byte products per instruction), summed into the definition's lanes, so the results are bit
+//! for bit the scalar ones.
 
 use super::{ActRow, ActRows, GgmlType, QK, Quant, put_tile as put};
 use std::arch::x86_64::*;
@@ -104,53 +104,6 @@ impl Form for I8 {
     }
 }
 
-/// 16-bit activations.
-struct I16;
-
-impl Form for I16 {
-    type Q = i16;
-    /// The weight integers of values 0..16 and 16..32 as i16.
-    type W = (__m256i, __m256i);
-    type X = (__m256i, __m256i);
-
-    #[inline(always)]
-    unsafe fn weights<const T: u8>(p: *const u8) -> Self::W {
-        // SAFETY (callers): `p` is a whole block.
-        unsafe {
-            if T == Q8_0 {
-                let lo = _mm_loadu_si128(p.add(2).cast());
-                let hi = _mm_loadu_si128(p.add(18).cast());
-                return (_mm256_cvtepi8_epi16(lo), _mm256_cvtepi8_epi16(hi));
-            }
-            let (lo, hi) = nibbles(p.add(if T == Q4_1 { 4 } else { 2 }));
-            let (lo, hi) = (_mm256_cvtepu8_epi16(lo), _mm256_cvtepu8_epi16(hi));
-            if T == Q4_1 {
-                (lo, hi)
-            } else {
-                let eight = _mm256_set1_epi16(8);
-                (_mm256_sub_epi16(lo, eight), _mm256_sub_epi16(hi, eight))
-            }
-        }
-    }
-
-    #[inline(always)]
-    unsafe fn acts(p: *const i16) -> Self::X {
-        // SAFETY (callers): 32 readable values.
-        unsafe {
-            (
-                _mm256_loadu_si256(p.cast()),
-                _mm256_loadu_si256(p.add(16).cast()),
-            )
-        }
-    }
-
-    #[inline(always)]
-    unsafe fn lanes<const T: u8>(w: Self::W, x: Self::X) -> __m256i {
-        // SAFETY (callers): AVX2 enabled.
-        unsafe { _mm256_add_epi32(_mm256_madd_epi16(w.0, x.0), _mm256_madd_epi16(w.1, x.1)) }
-    }
-}
-
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn rows_i8(
     ty: GgmlType,
@@ -166,25 +119,6 @@ pub(super) unsafe fn rows_i8(
             GgmlType::Q4_1 => rows_of::<I8, Q4_1>(w, rb, x, m, out),
             GgmlType::Q8_0 => rows_of::<I8, Q8_0>(w, rb, x, m, out),
             _ => rows_of::<I8, Q4_0>(w, rb, x, m, out),
-        }
-    }
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn rows_i16(
-    ty: GgmlType,
-    w: &[u8],
-    rb: usize,
-    x: &ActRows<i16>,
-    m: usize,
-    out: &mut [f32],
-) {
-    // SAFETY: as for `rows_of`.
-    unsafe {
-        match ty {
-            GgmlType::Q4_1 => rows_of::<I16, Q4_1>(w, rb, x, m, out),
-            GgmlType::Q8_0 => rows_of::<I16, Q8_0>(w, rb, x, m, out),
-            _ => rows_of::<I16, Q4_0>(w, rb, x, m, out),
         }
     }
 }

@@ -1,16 +1,15 @@
 //! Integer products of GGUF weight blocks (Q4_0, Q4_1, Q8_0) with activation rows quantized to
-//! 8- or 16-bit blocks ([`ActRows`]): the weights are multiplied as stored, 16 or 32 products
-//! per instruction, instead of being expanded to f32 first.
+//! 8-bit blocks ([`ActRows`]), the opt-in `NativeInt8` mode (the default 16-bit products are
+//! [`crate::model::int_panels`]): 32 byte products per `maddubs`.
 //!
 //! The arithmetic, for one weight row `w` and one activation row `x` (this is what the scalar
 //! [`dot`] computes, and every SIMD path reproduces it bit for bit):
 //! - per block `b`, the weight integers `v` (Q4_0: `q - 8`; Q4_1: `q`; Q8_0: `q`) are multiplied
 //!   with `x`'s integers and summed in eight lanes, exact in i32: value `i` goes to lane `i / 4`
-//!   with 8-bit activations, to lane `(i % 16) / 2` with 16-bit ones (the lanes of an AVX2
-//!   register after `maddubs` + `madd`, or after two `madd`s of the block's halves);
+//!   (the lanes of an AVX2 register after `maddubs` + `madd`);
 //! - `acc[l] = fma(dw * dx, lane[l] as f32, acc[l])`, with `dw * dx` one rounded f32 product of
 //!   the block's weight scale and activation scale (every lane is below 2^24 in magnitude, so
-//!   its conversion is exact: at most 4 x 128 x 32767);
+//!   its conversion is exact);
 //! - Q4_1 adds its minimum times the activation block's sum, in eight lanes by block number:
 //!   `accm[b % 8] = fma(mw, sx, accm[b % 8])`;
 //! - the result is `hsum(acc) + hsum(accm)`, where `hsum(a)` is
@@ -20,13 +19,8 @@
 //! batch computed it.
 
 use crate::model::act_rows::{ActRow, ActRows, QK, Quant};
+use crate::model::int_panels::{block_values, supports};
 use crate::model::quant::GgmlType;
-use half::f16;
-
-/// Whether `ty` has integer products.
-pub(crate) fn supports(ty: GgmlType) -> bool {
-    matches!(ty, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0)
-}
 
 /// Activation integers with integer products: where each value's product goes, and the fast
 /// path for the CPU here.
@@ -64,54 +58,6 @@ impl Lanes for i8 {
             return true;
         }
         false
-    }
-}
-
-impl Lanes for i16 {
-    fn lane(i: usize) -> usize {
-        (i % 16) / 2
-    }
-    #[allow(unused_variables)]
-    fn fast_rows(
-        ty: GgmlType,
-        w: &[u8],
-        rb: usize,
-        x: &ActRows<i16>,
-        m: usize,
-        out: &mut [f32],
-    ) -> bool {
-        #[cfg(target_arch = "x86_64")]
-        if avx2::available() {
-            // SAFETY: the features were just detected; sizes are checked by `rows`' caller.
-            unsafe { avx2::rows_i16(ty, w, rb, x, m, out) };
-            return true;
-        }
-        false
-    }
-}
-
-/// The weight integers of one block and its scale and minimum (0 where the type has none).
-fn block_values(ty: GgmlType, b: &[u8]) -> ([i32; QK], f32, f32) {
-    let half = |at: usize| f16::from_le_bytes([b[at], b[at + 1]]).to_f32();
-    let mut v = [0i32; QK];
-    match ty {
-        GgmlType::Q8_0 => {
-            for (v, q) in v.iter_mut().zip(&b[2..34]) {
-                *v = i32::from(*q as i8);
-            }
-            (v, half(0), 0.0)
-        }
-        _ => {
-            let (off, bias, m) = match ty {
-                GgmlType::Q4_1 => (4, 0, half(2)),
-                _ => (2, 8, 0.0),
-            };
-            for (i, q) in b[off..off + 16].iter().enumerate() {
-                v[i] = i32::from(q & 0x0f) - bias;
-                v[i + 16] = i32::from(q >> 4) - bias;
-            }
-            (v, half(0), m)
-        }
     }
 }
 
@@ -192,6 +138,7 @@ pub(crate) mod avx2;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use half::f16;
 
     /// Random blocks with moderate finite scales (and, for Q8_0, the value -128 now and then).
     fn random_blocks(ty: GgmlType, blocks: usize, seed: u64) -> Vec<u8> {
@@ -203,7 +150,7 @@ mod tests {
                 let v = ((rng.next_u64() % 2001) as f32 / 1000.0 - 1.0) / 16.0;
                 blk[2 * h..2 * h + 2].copy_from_slice(&f16::from_f32(v).to_le_bytes());
             }
-            if ty == GgmlType::Q8_0 && rng.next_u64() % 3 == 0 {
+            if ty == GgmlType::Q8_0 && rng.next_u64().is_multiple_of(3) {
                 blk[2 + (rng.next_u64() % 32) as usize] = 0x80;
             }
         }
@@ -222,7 +169,6 @@ mod tests {
     #[test]
     fn the_definition_is_the_exact_product_of_the_dequantized_operands() {
         exact_product::<i8>(0.02);
-        exact_product::<i16>(1e-4);
     }
 
     /// `close`: how near the quantized product must be to the float one, relative to the sum
@@ -263,7 +209,6 @@ mod tests {
     #[test]
     fn every_tile_shape_equals_the_definition_bit_for_bit() {
         tile_shapes::<i8>();
-        tile_shapes::<i16>();
     }
 
     fn tile_shapes<Q: Lanes>() {

@@ -1,0 +1,253 @@
+//! Integer products of GGUF weight blocks (Q4_0, Q4_1, Q8_0) with activation rows quantized to
+//! 16-bit blocks ([`ActRows`]), the weights repacked into **panels of 8 rows** so that one SIMD
+//! register holds the partial sums of 8 weight rows: no horizontal sums, the activations are
+//! read as stored (two values broadcast to every lane), and each weight block is unpacked once
+//! for every activation row of a tile.
+//!
+//! The arithmetic, for one weight row `w` and one activation row `x` (this is what the scalar
+//! [`dot`] computes; every SIMD path reproduces it bit for bit, whatever the tile):
+//! - `y = 0`; then for each block `b` in order:
+//! - `s = sum_i v_i * q_i`, exact in i32, where `v` are the block's weight integers (Q4_0:
+//!   `nibble - 8`; Q4_1: `nibble`; Q8_0: the signed byte) and `q` the activation integers;
+//! - `y = fma(dw * dx, s as f32, y)`, with `dw * dx` one rounded f32 product of the weight
+//!   block's scale and the activation block's scale, and `s as f32` rounded to nearest (exact for
+//!   the 4-bit types, where `|s| <= 15 * 32767 * 32 < 2^24`);
+//! - for Q4_1, then `y = fma(mw, sx, y)`: the block's minimum times the activation block's sum.
+//!
+//! Nothing in it depends on any other row, so a row's result is the same whatever tile shape or
+//! batch computed it: a token verified inside a tree gets bit for bit the logits it gets alone.
+//!
+//! The panel layout, per panel of 8 weight rows and per block `b`, `8 x type_size` bytes: the 8
+//! rows' f16 scales, for Q4_1 the 8 rows' f16 minima, then the rows' quantized bytes
+//! interleaved two bytes at a time (16-byte chunk `c` holds bytes `2c, 2c + 1` of rows 0..8).
+//! A chunk of nibbles gives values `2c, 2c + 1` (low nibbles) and `16 + 2c, 17 + 2c` (high
+//! nibbles) of 8 rows; zero-extended to 16 bits, each is one register whose 32-bit lane `r` is
+//! the pair of row `r`, which is what one 16-bit multiply-add (`madd`, `vpdpwssd`) needs. A
+//! matrix whose row count is not a multiple of 8 is padded with zero rows (scale 0).
+
+use crate::model::act_rows::{ActRow, ActRows, QK, Quant};
+use crate::model::quant::GgmlType;
+use half::f16;
+
+/// Weight rows per panel.
+pub(crate) const PANEL: usize = 8;
+
+/// Whether `ty` has integer products.
+pub(crate) fn supports(ty: GgmlType) -> bool {
+    matches!(ty, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0)
+}
+
+/// The weight integers of one GGUF block and its scale and minimum (0 where the type has none).
+pub(crate) fn block_values(ty: GgmlType, b: &[u8]) -> ([i32; QK], f32, f32) {
+    let half = |at: usize| f16::from_le_bytes([b[at], b[at + 1]]).to_f32();
+    let mut v = [0i32; QK];
+    match ty {
+        GgmlType::Q8_0 => {
+            for (v, q) in v.iter_mut().zip(&b[2..34]) {
+                *v = i32::from(*q as i8);
+            }
+            (v, half(0), 0.0)
+        }
+        _ => {
+            let (off, bias, m) = match ty {
+                GgmlType::Q4_1 => (4, 0, half(2)),
+                _ => (2, 8, 0.0),
+            };
+            for (i, q) in b[off..off + 16].iter().enumerate() {
+                v[i] = i32::from(q & 0x0f) - bias;
+                v[i + 16] = i32::from(q >> 4) - bias;
+            }
+            (v, half(0), m)
+        }
+    }
+}
+
+/// The definition over a row given block by block as `(values, scale, minimum)`.
+fn dot_blocks<Q: Quant>(
+    ty: GgmlType,
+    blocks: impl Iterator<Item = ([i32; QK], f32, f32)>,
+    x: ActRow<'_, Q>,
+) -> f32 {
+    let mut y = 0f32;
+    for (b, (v, dw, mw)) in blocks.enumerate() {
+        let xq = &x.qs[b * QK..(b + 1) * QK];
+        let s: i32 = v.iter().zip(xq).map(|(v, q)| v * q.to_i32()).sum();
+        y = (dw * x.d[b]).mul_add(s as f32, y);
+        if ty == GgmlType::Q4_1 {
+            y = mw.mul_add(x.s[b], y);
+        }
+    }
+    y
+}
+
+/// The definition: one weight row of GGUF `ty` blocks times one quantized activation row (the
+/// kernels read panels; the tests hold them to this).
+#[cfg(test)]
+pub(crate) fn dot<Q: Quant>(ty: GgmlType, w: &[u8], x: ActRow<'_, Q>) -> f32 {
+    dot_blocks(
+        ty,
+        w.chunks_exact(ty.type_size()).map(|b| block_values(ty, b)),
+        x,
+    )
+}
+
+/// A matrix of GGUF blocks repacked into panels of [`PANEL`] rows.
+#[derive(Debug, Clone)]
+pub(crate) struct Panels {
+    ty: GgmlType,
+    rows: usize,
+    /// Blocks per row.
+    nb: usize,
+    bytes: Vec<u8>,
+}
+
+/// Where a type's quantized bytes start in a GGUF block, and how many there are.
+fn quant_bytes(ty: GgmlType) -> (usize, usize) {
+    match ty {
+        GgmlType::Q8_0 => (2, 32),
+        GgmlType::Q4_1 => (4, 16),
+        _ => (2, 16),
+    }
+}
+
+impl Panels {
+    /// Repacks `rows` GGUF rows of `row_bytes` bytes (whole `ty` blocks) from `src`.
+    ///
+    /// # Panics
+    /// When `ty` has no integer products or `src` is not `rows` such rows (callers check both).
+    pub(crate) fn new(ty: GgmlType, rows: usize, row_bytes: usize, src: &[u8]) -> Self {
+        let ts = ty.type_size();
+        assert!(
+            supports(ty) && row_bytes.is_multiple_of(ts) && src.len() == rows * row_bytes,
+            "whole rows of integer-product blocks"
+        );
+        let nb = row_bytes / ts;
+        let panels = rows.div_ceil(PANEL);
+        let mut bytes = vec![0u8; panels * PANEL * row_bytes];
+        let (q0, qn) = quant_bytes(ty);
+        let heads = ts - qn;
+        for r in 0..rows {
+            let (p, lane) = (r / PANEL, r % PANEL);
+            for b in 0..nb {
+                let blk = &src[r * row_bytes + b * ts..][..ts];
+                let dst = &mut bytes[(p * nb + b) * PANEL * ts..][..PANEL * ts];
+                // f16 scale (and minimum) of each row, then the quantized bytes two at a time.
+                for h in 0..heads / 2 {
+                    dst[h * 2 * PANEL + 2 * lane..][..2].copy_from_slice(&blk[2 * h..2 * h + 2]);
+                }
+                for c in 0..qn / 2 {
+                    let at = PANEL * heads + c * 2 * PANEL + 2 * lane;
+                    dst[at..at + 2].copy_from_slice(&blk[q0 + 2 * c..q0 + 2 * c + 2]);
+                }
+            }
+        }
+        Self {
+            ty,
+            rows,
+            nb,
+            bytes,
+        }
+    }
+
+    /// Bytes per panel.
+    fn panel_bytes(&self) -> usize {
+        self.nb * PANEL * self.ty.type_size()
+    }
+
+    /// Block `b` of row `r` as stored in the GGUF (`blk`, one block long).
+    fn gguf_block(&self, r: usize, b: usize, blk: &mut [u8]) {
+        let ts = self.ty.type_size();
+        let (q0, qn) = quant_bytes(self.ty);
+        let heads = ts - qn;
+        let (p, lane) = (r / PANEL, r % PANEL);
+        let src = &self.bytes[(p * self.nb + b) * PANEL * ts..][..PANEL * ts];
+        for h in 0..heads / 2 {
+            blk[2 * h..2 * h + 2].copy_from_slice(&src[h * 2 * PANEL + 2 * lane..][..2]);
+        }
+        for c in 0..qn / 2 {
+            let at = PANEL * heads + c * 2 * PANEL + 2 * lane;
+            blk[q0 + 2 * c..q0 + 2 * c + 2].copy_from_slice(&src[at..at + 2]);
+        }
+    }
+
+    /// The rows as GGUF stores them (the inverse of [`Self::new`]).
+    pub(crate) fn gguf_rows(&self, first: usize, n: usize) -> Vec<u8> {
+        let ts = self.ty.type_size();
+        let mut out = vec![0u8; n * self.nb * ts];
+        for (i, row) in out.chunks_exact_mut(self.nb * ts).enumerate() {
+            for (b, blk) in row.chunks_exact_mut(ts).enumerate() {
+                self.gguf_block(first + i, b, blk);
+            }
+        }
+        out
+    }
+
+    /// The block type.
+    pub(crate) fn ty(&self) -> GgmlType {
+        self.ty
+    }
+
+    /// Block `b` of row `r` as `(values, scale, minimum)`, read back from the panels.
+    fn values(&self, r: usize, b: usize) -> ([i32; QK], f32, f32) {
+        let mut blk = [0u8; 34];
+        let ts = self.ty.type_size();
+        self.gguf_block(r, b, &mut blk[..ts]);
+        block_values(self.ty, &blk[..ts])
+    }
+
+    /// Rows `first..first + out.len() / m` (`first` a multiple of [`PANEL`]) times the `m` rows
+    /// of `x`, into `out` as `[rows, m]`, with the best instruction set here.
+    pub(crate) fn rows_into(&self, first: usize, x: &ActRows<i16>, m: usize, out: &mut [f32]) {
+        let n = out.len() / m.max(1);
+        assert!(
+            first.is_multiple_of(PANEL) && first + n <= self.rows && x.width() == self.nb * QK,
+            "rows of this matrix, from a panel start; activations as wide"
+        );
+        if m == 0 || n == 0 {
+            return;
+        }
+        #[cfg(target_arch = "x86_64")]
+        self.rows_by(x86::best(), first, x, m, out);
+        #[cfg(not(target_arch = "x86_64"))]
+        self.scalar_rows(first, x, m, out);
+    }
+
+    /// [`Self::rows_into`] by `isa`, or by the definition where `None`.
+    #[cfg(target_arch = "x86_64")]
+    fn rows_by(
+        &self,
+        isa: Option<x86::Isa>,
+        first: usize,
+        x: &ActRows<i16>,
+        m: usize,
+        out: &mut [f32],
+    ) {
+        match isa {
+            Some(isa) => {
+                let w = &self.bytes[first / PANEL * self.panel_bytes()..];
+                // SAFETY: `isa` runs here (callers detect it); `w` holds the panels of rows
+                // first..first + n (padded to whole panels), `nb` blocks each, and `x` is as
+                // wide (asserted by `rows_into`).
+                unsafe { x86::rows(isa, self.ty, w, self.nb, x, m, out) }
+            }
+            None => self.scalar_rows(first, x, m, out),
+        }
+    }
+
+    /// [`Self::rows_into`] by the definition.
+    fn scalar_rows(&self, first: usize, x: &ActRows<i16>, m: usize, out: &mut [f32]) {
+        for (i, o) in out.chunks_exact_mut(m).enumerate() {
+            let r = first + i;
+            for (j, y) in o.iter_mut().enumerate() {
+                let blocks = (0..self.nb).map(|b| self.values(r, b));
+                *y = dot_blocks(self.ty, blocks, x.row(j));
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+#[cfg(test)]
+mod tests;

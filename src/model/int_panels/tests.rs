@@ -1,0 +1,204 @@
+use super::*;
+
+/// Random blocks with moderate finite scales (and, for Q8_0, the value -128 now and then).
+fn random_blocks(ty: GgmlType, blocks: usize, seed: u64) -> Vec<u8> {
+    let mut rng = crate::rng::Rng::new(seed);
+    let ts = ty.type_size();
+    let mut b: Vec<u8> = (0..blocks * ts).map(|_| rng.next_u64() as u8).collect();
+    for blk in b.chunks_exact_mut(ts) {
+        for h in 0..if ty == GgmlType::Q4_1 { 2 } else { 1 } {
+            let v = ((rng.next_u64() % 2001) as f32 / 1000.0 - 1.0) / 16.0;
+            blk[2 * h..2 * h + 2].copy_from_slice(&f16::from_f32(v).to_le_bytes());
+        }
+        if ty == GgmlType::Q8_0 && rng.next_u64().is_multiple_of(3) {
+            blk[2 + (rng.next_u64() % 32) as usize] = 0x80;
+        }
+    }
+    b
+}
+
+fn activations(n: usize, seed: u64) -> Vec<f32> {
+    let mut rng = crate::rng::Rng::new(seed);
+    (0..n)
+        .map(|_| ((rng.next_u64() % 20001) as f32 / 10000.0 - 1.0) * 3.0)
+        .collect()
+}
+
+const TYPES: [GgmlType; 3] = [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0];
+
+#[test]
+fn the_definition_is_the_exact_product_of_the_dequantized_operands() {
+    // Independent: dequantize both sides (the GGUF dequantizer, the integer blocks by their
+    // scales) and sum in f64.
+    for ty in TYPES {
+        let nb = 9;
+        let w = random_blocks(ty, nb, 1);
+        let mut wf = vec![0f32; nb * QK];
+        crate::model::quant::dequantize(ty, &w, &mut wf).unwrap();
+        let xf = activations(nb * QK, 2);
+        let x = ActRows::<i16>::quantize(&xf, 1, nb * QK);
+        let r = x.row(0);
+        let exact: f64 = (0..nb * QK)
+            .map(|i| f64::from(wf[i]) * f64::from(r.d[i / QK]) * f64::from(r.qs[i]))
+            .sum();
+        let scale: f64 = (0..nb * QK)
+            .map(|i| (f64::from(wf[i]) * f64::from(xf[i])).abs())
+            .sum();
+        let got = f64::from(dot(ty, &w, r));
+        assert!(
+            (got - exact).abs() <= 1e-5 * scale,
+            "{ty:?}: {got} vs {exact}"
+        );
+        // And the quantized activations are close to the float ones.
+        let float: f64 = (0..nb * QK)
+            .map(|i| f64::from(wf[i]) * f64::from(xf[i]))
+            .sum();
+        assert!(
+            (got - float).abs() <= 1e-4 * scale,
+            "{ty:?}: {got} vs {float}"
+        );
+    }
+}
+
+#[test]
+fn panels_hold_every_block_as_stored() {
+    for ty in TYPES {
+        let (rows, nb) = (13, 3);
+        let rb = nb * ty.type_size();
+        let src = random_blocks(ty, rows * nb, 7);
+        let p = Panels::new(ty, rows, rb, &src);
+        assert_eq!(p.bytes.len(), 16 * rb, "two panels, the second padded");
+        for r in 0..rows {
+            for b in 0..nb {
+                let blk = &src[r * rb + b * ty.type_size()..][..ty.type_size()];
+                assert_eq!(
+                    p.values(r, b),
+                    block_values(ty, blk),
+                    "{ty:?} row {r} block {b}"
+                );
+            }
+        }
+        assert_eq!(p.gguf_rows(0, rows), src, "{ty:?}: the inverse");
+        assert_eq!(
+            p.gguf_rows(9, 2),
+            src[9 * rb..11 * rb],
+            "{ty:?}: rows 9, 10"
+        );
+    }
+}
+
+/// Every instruction-set path this CPU runs, and the definition's own loop (`None`).
+fn paths() -> Vec<Option<x86_isa::Isa>> {
+    if std::env::var_os("MSN_SKIP_SCALAR").is_some() {
+        #[cfg(target_arch = "x86_64")]
+        return x86::available().into_iter().map(Some).collect();
+    }
+    let mut v: Vec<Option<x86_isa::Isa>> = vec![None];
+    #[cfg(target_arch = "x86_64")]
+    v.extend(x86::available().into_iter().map(Some));
+    v
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86_isa {
+    pub(super) use super::x86::Isa;
+}
+#[cfg(not(target_arch = "x86_64"))]
+mod x86_isa {
+    #[derive(Debug, Clone, Copy)]
+    pub(super) enum Isa {}
+}
+
+fn run(p: &Panels, isa: Option<x86_isa::Isa>, first: usize, x: &ActRows<i16>, out: &mut [f32]) {
+    let m = x.rows();
+    #[cfg(target_arch = "x86_64")]
+    p.rows_by(isa, first, x, m, out);
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = isa;
+        p.scalar_rows(first, x, m, out);
+    }
+}
+
+#[test]
+fn every_path_and_tile_equals_the_definition_bit_for_bit() {
+    let paths = paths();
+    eprintln!("paths: {paths:?}");
+    for (t, ty) in TYPES.into_iter().enumerate() {
+        for (n, nb, m) in [
+            (1, 1, 1),
+            (7, 3, 1),
+            (9, 5, 2),
+            (40, 2, 1),
+            (33, 2, 5),
+            (64, 18, 3),
+            (17, 1, 8),
+            (24, 2, 9),
+            (16, 3, 4),
+        ] {
+            let seed = 10 * t as u64 + n as u64;
+            let rb = nb * ty.type_size();
+            let w = random_blocks(ty, n * nb, seed);
+            let p = Panels::new(ty, n, rb, &w);
+            let xf = activations(m * nb * QK, seed + 100);
+            let x = ActRows::<i16>::quantize(&xf, m, nb * QK);
+            for &isa in &paths {
+                for first in (0..n).step_by(PANEL).take(2) {
+                    let rows = n - first;
+                    let mut out = vec![f32::NAN; rows * m];
+                    run(&p, isa, first, &x, &mut out);
+                    for r in 0..rows {
+                        for j in 0..m {
+                            let wr = &w[(first + r) * rb..(first + r + 1) * rb];
+                            let want = dot(ty, wr, x.row(j));
+                            assert_eq!(
+                                out[r * m + j].to_bits(),
+                                want.to_bits(),
+                                "{ty:?} {isa:?} [{n} x {nb} blocks] x {m} from {first}: \
+                                 row {r}, activation {j}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Kernel throughput on one core (not a test: `cargo test --release --lib kernel_speed --
+/// --ignored --nocapture`).
+#[test]
+#[ignore]
+fn kernel_speed() {
+    let (ty, n, nb) = (GgmlType::Q4_1, 1536, 18);
+    let rb = nb * ty.type_size();
+    let w = random_blocks(ty, n * nb, 3);
+    let p = Panels::new(ty, n, rb, &w);
+    for isa in paths() {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(isa) = isa {
+            eprintln!(
+                "{isa:?} peak: {:.1} GMAC/s",
+                x86::peak(isa, 20_000_000) / 1e9
+            );
+        }
+        for m in [1, 2, 4, 8, 16, 32, 64] {
+            let xf = activations(m * nb * QK, 5);
+            let x = ActRows::<i16>::quantize(&xf, m, nb * QK);
+            let mut out = vec![0f32; n * m];
+            let reps = (4000 / m).max(20);
+            run(&p, isa, 0, &x, &mut out);
+            let t = std::time::Instant::now();
+            for _ in 0..reps {
+                run(&p, isa, 0, &x, &mut out);
+            }
+            let s = t.elapsed().as_secs_f64() / reps as f64;
+            let macs = (n * nb * QK * m) as f64;
+            eprintln!(
+                "{isa:?} m={m:3}: {:8.1} us, {:6.1} GMAC/s",
+                s * 1e6,
+                macs / s / 1e9
+            );
+        }
+    }
+}

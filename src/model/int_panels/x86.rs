@@ -1,0 +1,402 @@
+//! x86 tiles of [`super::dot`] over panels: 16-bit multiply-adds into 8 lanes, one per weight
+//! row, by AVX2 (`madd` + `add`), AVX-512 VNNI on 256-bit registers or AVX-VNNI (`vpdpwssd`,
+//! one instruction). Each block's 32 products per row are summed exactly in i32 before the one
+//! conversion and FMA of the definition, so every path gives the scalar results bit for bit.
+
+use super::{ActRow, ActRows, GgmlType, PANEL, QK};
+use std::arch::x86_64::*;
+
+/// The instruction sets with a path here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Isa {
+    /// AVX2 + FMA + F16C.
+    Avx2,
+    /// AVX-512 VNNI with 256-bit registers (AVX-512 VL).
+    Avx512Vnni,
+    /// AVX-VNNI (the VEX form of the same instruction).
+    AvxVnni,
+}
+
+/// The best path this CPU runs, if any.
+pub(crate) fn best() -> Option<Isa> {
+    let base = is_x86_feature_detected!("avx2")
+        && is_x86_feature_detected!("fma")
+        && is_x86_feature_detected!("f16c");
+    if !base {
+        return None;
+    }
+    if is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl") {
+        Some(Isa::Avx512Vnni)
+    } else if is_x86_feature_detected!("avxvnni") {
+        Some(Isa::AvxVnni)
+    } else {
+        Some(Isa::Avx2)
+    }
+}
+
+/// Every path this CPU runs (for tests).
+#[cfg(test)]
+pub(crate) fn available() -> Vec<Isa> {
+    let Some(best) = best() else {
+        return Vec::new();
+    };
+    let mut v = vec![Isa::Avx2];
+    if best == Isa::Avx512Vnni {
+        v.push(best);
+        if is_x86_feature_detected!("avxvnni") {
+            v.push(Isa::AvxVnni);
+        }
+    } else if best == Isa::AvxVnni {
+        v.push(best);
+    }
+    v
+}
+
+/// `acc + (pairwise products of w and x summed into 32-bit lanes)`.
+trait MulAdd {
+    unsafe fn dp(acc: __m256i, w: __m256i, x: __m256i) -> __m256i;
+}
+
+struct Avx2;
+impl MulAdd for Avx2 {
+    #[inline(always)]
+    unsafe fn dp(acc: __m256i, w: __m256i, x: __m256i) -> __m256i {
+        // SAFETY (callers): AVX2 enabled.
+        unsafe { _mm256_add_epi32(acc, _mm256_madd_epi16(w, x)) }
+    }
+}
+
+struct Vnni512;
+impl MulAdd for Vnni512 {
+    #[inline(always)]
+    unsafe fn dp(acc: __m256i, w: __m256i, x: __m256i) -> __m256i {
+        // SAFETY (callers): AVX-512 VNNI and VL enabled.
+        unsafe { _mm256_dpwssd_epi32(acc, w, x) }
+    }
+}
+
+struct VnniVex;
+impl MulAdd for VnniVex {
+    #[inline(always)]
+    unsafe fn dp(acc: __m256i, w: __m256i, x: __m256i) -> __m256i {
+        // SAFETY (callers): AVX-VNNI enabled.
+        unsafe { _mm256_dpwssd_avx_epi32(acc, w, x) }
+    }
+}
+
+const Q4_0: u8 = 0;
+const Q4_1: u8 = 1;
+const Q8_0: u8 = 2;
+
+/// `n = out.len() / m` rows of panels `w` (`nb` blocks each) times the `m` rows of `x` into
+/// `out` (`[n, m]`).
+///
+/// # Safety
+/// The CPU runs `isa`; `w` holds at least `n.div_ceil(8)` panels of `nb` blocks of `ty` (one
+/// with integer products); `x` is `nb` blocks wide with `m` rows.
+pub(super) unsafe fn rows(
+    isa: Isa,
+    ty: GgmlType,
+    w: &[u8],
+    nb: usize,
+    x: &ActRows<i16>,
+    m: usize,
+    out: &mut [f32],
+) {
+    let t = match ty {
+        GgmlType::Q4_1 => Q4_1,
+        GgmlType::Q8_0 => Q8_0,
+        _ => Q4_0,
+    };
+    let a = Args { w, nb, x, m };
+    // SAFETY: as this function's.
+    unsafe {
+        match isa {
+            Isa::Avx2 => rows_avx2(t, &a, out),
+            Isa::Avx512Vnni => rows_vnni512(t, &a, out),
+            Isa::AvxVnni => rows_avxvnni(t, &a, out),
+        }
+    }
+}
+
+/// What every tile reads.
+struct Args<'a> {
+    w: &'a [u8],
+    nb: usize,
+    x: &'a ActRows<i16>,
+    m: usize,
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn rows_avx2(t: u8, a: &Args<'_>, out: &mut [f32]) {
+    // SAFETY: as for `rows_of`.
+    unsafe {
+        match t {
+            Q4_1 => rows_of::<Avx2, Q4_1, 2, 4>(a, out),
+            Q8_0 => rows_of::<Avx2, Q8_0, 2, 4>(a, out),
+            _ => rows_of::<Avx2, Q4_0, 2, 4>(a, out),
+        }
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
+unsafe fn rows_vnni512(t: u8, a: &Args<'_>, out: &mut [f32]) {
+    // SAFETY: as for `rows_of`.
+    unsafe {
+        match t {
+            Q4_1 => rows_of::<Vnni512, Q4_1, 4, 8>(a, out),
+            Q8_0 => rows_of::<Vnni512, Q8_0, 4, 8>(a, out),
+            _ => rows_of::<Vnni512, Q4_0, 4, 8>(a, out),
+        }
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avxvnni")]
+unsafe fn rows_avxvnni(t: u8, a: &Args<'_>, out: &mut [f32]) {
+    // SAFETY: as for `rows_of`.
+    unsafe {
+        match t {
+            Q4_1 => rows_of::<VnniVex, Q4_1, 2, 4>(a, out),
+            Q8_0 => rows_of::<VnniVex, Q8_0, 2, 4>(a, out),
+            _ => rows_of::<VnniVex, Q4_0, 2, 4>(a, out),
+        }
+    }
+}
+
+const fn type_size(t: u8) -> usize {
+    match t {
+        Q4_0 => 18,
+        Q4_1 => 20,
+        _ => 34,
+    }
+}
+
+/// Tiles over the output: `R1` panels x 1 activation row when there is one row (greedy), else
+/// `R` panels x `M` rows (tails by smaller tiles), each weight chunk unpacked once per tile and
+/// each activation pair broadcast once per tile row.
+///
+/// # Safety
+/// As [`rows`]; the enabled features cover `I`.
+#[inline(always)]
+unsafe fn rows_of<I: MulAdd, const T: u8, const R1: usize, const M: usize>(
+    a: &Args<'_>,
+    out: &mut [f32],
+) {
+    let m = a.m;
+    let n = out.len() / m;
+    let panels = n.div_ceil(PANEL);
+    let pb = a.nb * PANEL * type_size(T);
+    let nb = a.nb;
+    let mut p = 0;
+    // SAFETY: every tile reads panels p..p + r < `panels` and activation rows < m.
+    unsafe {
+        while p < panels {
+            let w = a.w.as_ptr().add(p * pb);
+            if m == 1 {
+                if panels - p >= R1 {
+                    put(out, m, n, p, 0, &tile::<I, T, R1, 1>(w, pb, nb, a.x, 0));
+                    p += R1;
+                } else {
+                    put(out, m, n, p, 0, &tile::<I, T, 1, 1>(w, pb, nb, a.x, 0));
+                    p += 1;
+                }
+                continue;
+            }
+            let mut j = 0;
+            while j < m {
+                let left = m - j;
+                if left >= M {
+                    put(out, m, n, p, j, &tile::<I, T, 1, M>(w, pb, nb, a.x, j));
+                    j += M;
+                } else if M > 4 && left >= 4 {
+                    put(out, m, n, p, j, &tile::<I, T, 1, 4>(w, pb, nb, a.x, j));
+                    j += 4;
+                } else if left >= 2 {
+                    put(out, m, n, p, j, &tile::<I, T, 1, 2>(w, pb, nb, a.x, j));
+                    j += 2;
+                } else {
+                    put(out, m, n, p, j, &tile::<I, T, 1, 1>(w, pb, nb, a.x, j));
+                    j += 1;
+                }
+            }
+            p += 1;
+        }
+    }
+}
+
+/// Writes a tile of results (8 rows per panel) for panels from `p` and activation rows from
+/// `j` into `out` (`[n, m]`), leaving out the padding rows.
+#[inline(always)]
+unsafe fn put<const R: usize, const M: usize>(
+    out: &mut [f32],
+    m: usize,
+    n: usize,
+    p: usize,
+    j: usize,
+    t: &[[__m256; M]; R],
+) {
+    for (a, row) in t.iter().enumerate() {
+        for (c, v) in row.iter().enumerate() {
+            let mut lanes = [0f32; PANEL];
+            // SAFETY (callers): AVX enabled; 8 writable floats.
+            unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), *v) };
+            let r0 = (p + a) * PANEL;
+            for (l, y) in lanes.iter().enumerate().take(n.saturating_sub(r0)) {
+                out[(r0 + l) * m + j + c] = *y;
+            }
+        }
+    }
+}
+
+/// The pair of 16-bit activations at `q` (two values), broadcast to every lane.
+#[inline(always)]
+unsafe fn pair(q: *const i16) -> __m256i {
+    // SAFETY (callers): two readable values.
+    unsafe { _mm256_set1_epi32(q.cast::<i32>().read_unaligned()) }
+}
+
+/// `R` panels from `w` (`pb` bytes apart, `nb` blocks each) times activation rows `j..j + M`:
+/// 8 rows' results per panel and activation row, exactly as [`super::dot`].
+#[allow(clippy::needless_range_loop)]
+#[inline(always)]
+unsafe fn tile<I: MulAdd, const T: u8, const R: usize, const M: usize>(
+    w: *const u8,
+    pb: usize,
+    nb: usize,
+    x: &ActRows<i16>,
+    j: usize,
+) -> [[__m256; M]; R] {
+    let xs: [ActRow<'_, i16>; M] = std::array::from_fn(|c| x.row(j + c));
+    let bs = PANEL * type_size(T);
+    let heads = if T == Q4_1 { 32 } else { 16 };
+    // SAFETY (callers): R panels of nb blocks at `w`; the activation rows are nb blocks wide.
+    unsafe {
+        let mut acc = [[_mm256_setzero_ps(); M]; R];
+        for b in 0..nb {
+            // No closures here: they would not inherit this function's target features.
+            let mut lo = [[_mm256_setzero_si256(); M]; R];
+            let mut hi = [[_mm256_setzero_si256(); M]; R];
+            let xq: [*const i16; M] = std::array::from_fn(|c| xs[c].qs.as_ptr().add(b * QK));
+            if T == Q8_0 {
+                for c in 0..16 {
+                    let mut wv = [_mm256_setzero_si256(); R];
+                    for a in 0..R {
+                        let q = w.add(a * pb + b * bs + heads + 16 * c);
+                        wv[a] = _mm256_cvtepi8_epi16(_mm_loadu_si128(q.cast()));
+                    }
+                    for k in 0..M {
+                        let xv = pair(xq[k].add(2 * c));
+                        for a in 0..R {
+                            // Two chains when there is one activation row: more in flight.
+                            if M == 1 && c % 2 == 1 {
+                                hi[a][k] = I::dp(hi[a][k], wv[a], xv);
+                            } else {
+                                lo[a][k] = I::dp(lo[a][k], wv[a], xv);
+                            }
+                        }
+                    }
+                }
+            } else {
+                let low = _mm256_set1_epi16(0x0f);
+                for c in 0..8 {
+                    let mut wl = [_mm256_setzero_si256(); R];
+                    let mut wh = [_mm256_setzero_si256(); R];
+                    for a in 0..R {
+                        let q = w.add(a * pb + b * bs + heads + 16 * c);
+                        let v = _mm256_cvtepu8_epi16(_mm_loadu_si128(q.cast()));
+                        wl[a] = _mm256_and_si256(v, low);
+                        wh[a] = _mm256_srli_epi16(v, 4);
+                        if T == Q4_0 {
+                            let eight = _mm256_set1_epi16(8);
+                            wl[a] = _mm256_sub_epi16(wl[a], eight);
+                            wh[a] = _mm256_sub_epi16(wh[a], eight);
+                        }
+                    }
+                    for k in 0..M {
+                        let xl = pair(xq[k].add(2 * c));
+                        let xh = pair(xq[k].add(16 + 2 * c));
+                        for a in 0..R {
+                            lo[a][k] = I::dp(lo[a][k], wl[a], xl);
+                            if M == 1 {
+                                hi[a][k] = I::dp(hi[a][k], wh[a], xh);
+                            } else {
+                                lo[a][k] = I::dp(lo[a][k], wh[a], xh);
+                            }
+                        }
+                    }
+                }
+            }
+            for a in 0..R {
+                let h = w.add(a * pb + b * bs);
+                let dw = _mm256_cvtph_ps(_mm_loadu_si128(h.cast()));
+                let mw = if T == Q4_1 {
+                    _mm256_cvtph_ps(_mm_loadu_si128(h.add(16).cast()))
+                } else {
+                    dw
+                };
+                for k in 0..M {
+                    let s = if M == 1 {
+                        _mm256_add_epi32(lo[a][k], hi[a][k])
+                    } else {
+                        lo[a][k]
+                    };
+                    let dd = _mm256_mul_ps(dw, _mm256_set1_ps(*xs[k].d.get_unchecked(b)));
+                    acc[a][k] = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(s), acc[a][k]);
+                    if T == Q4_1 {
+                        let sx = _mm256_set1_ps(*xs[k].s.get_unchecked(b));
+                        acc[a][k] = _mm256_fmadd_ps(mw, sx, acc[a][k]);
+                    }
+                }
+            }
+        }
+        acc
+    }
+}
+
+/// The peak multiply-adds per second of `I`'s 16-bit multiply-add on one core: 12 independent
+/// chains, `iters` rounds, each step multiplying the chain's own value (so nothing is loop
+/// invariant).
+#[cfg(test)]
+#[inline(always)]
+unsafe fn peak_of<I: MulAdd>(iters: usize) -> (f64, i32) {
+    // SAFETY (callers): the features of `I` enabled.
+    unsafe {
+        let mut acc = [_mm256_setzero_si256(); 12];
+        let x = std::hint::black_box(_mm256_set1_epi16(5));
+        let t = std::time::Instant::now();
+        for _ in 0..iters {
+            for a in acc.iter_mut() {
+                *a = I::dp(*a, *a, x);
+            }
+        }
+        std::hint::black_box(&mut acc);
+        let s = t.elapsed().as_secs_f64();
+        let sum = acc.iter().map(|a| _mm256_extract_epi32(*a, 0)).sum();
+        ((iters * 12 * 16) as f64 / s, sum)
+    }
+}
+
+/// The peak 16-bit multiply-adds per second of one core on `isa`.
+#[cfg(test)]
+pub(crate) fn peak(isa: Isa, iters: usize) -> f64 {
+    #[target_feature(enable = "avx2")]
+    unsafe fn avx2(iters: usize) -> (f64, i32) {
+        unsafe { peak_of::<Avx2>(iters) }
+    }
+    #[target_feature(enable = "avx2,avx512f,avx512vl,avx512vnni")]
+    unsafe fn vnni512(iters: usize) -> (f64, i32) {
+        unsafe { peak_of::<Vnni512>(iters) }
+    }
+    #[target_feature(enable = "avx2,avxvnni")]
+    unsafe fn vex(iters: usize) -> (f64, i32) {
+        unsafe { peak_of::<VnniVex>(iters) }
+    }
+    // SAFETY: `isa` is one this CPU runs (callers take it from `best`/`available`).
+    unsafe {
+        match isa {
+            Isa::Avx2 => avx2(iters).0,
+            Isa::Avx512Vnni => vnni512(iters).0,
+            Isa::AvxVnni => vex(iters).0,
+        }
+    }
+}
