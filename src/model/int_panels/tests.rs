@@ -170,7 +170,8 @@ fn every_path_and_tile_equals_the_definition_bit_for_bit() {
 #[test]
 #[ignore]
 fn kernel_speed() {
-    let (ty, n, nb) = (GgmlType::Q4_1, 1536, 18);
+    let n: usize = std::env::var("MSN_KERNEL_ROWS").map_or(1536, |v| v.parse().unwrap());
+    let (ty, nb) = (GgmlType::Q4_1, 18);
     let rb = nb * ty.type_size();
     let w = random_blocks(ty, n * nb, 3);
     let p = Panels::new(ty, n, rb, &w);
@@ -186,7 +187,7 @@ fn kernel_speed() {
             let xf = activations(m * nb * QK, 5);
             let x = ActRows::<i16>::quantize(&xf, m, nb * QK);
             let mut out = vec![0f32; n * m];
-            let reps = (4000 / m).max(20);
+            let reps = ((4000 / m) * 1536 / n.max(1536)).max(5);
             run(&p, isa, 0, &x, &mut out);
             let t = std::time::Instant::now();
             for _ in 0..reps {

@@ -132,9 +132,9 @@ unsafe fn rows_avx2(t: u8, a: &Args<'_>, out: &mut [f32]) {
     // SAFETY: as for `rows_of`.
     unsafe {
         match t {
-            Q4_1 => rows_of::<Avx2, Q4_1, 2, 4>(a, out),
-            Q8_0 => rows_of::<Avx2, Q8_0, 2, 4>(a, out),
-            _ => rows_of::<Avx2, Q4_0, 2, 4>(a, out),
+            Q4_1 => rows_of::<Avx2, Q4_1, 4>(a, out),
+            Q8_0 => rows_of::<Avx2, Q8_0, 4>(a, out),
+            _ => rows_of::<Avx2, Q4_0, 4>(a, out),
         }
     }
 }
@@ -144,9 +144,9 @@ unsafe fn rows_vnni512(t: u8, a: &Args<'_>, out: &mut [f32]) {
     // SAFETY: as for `rows_of`.
     unsafe {
         match t {
-            Q4_1 => rows_of::<Vnni512, Q4_1, 4, 8>(a, out),
-            Q8_0 => rows_of::<Vnni512, Q8_0, 4, 8>(a, out),
-            _ => rows_of::<Vnni512, Q4_0, 4, 8>(a, out),
+            Q4_1 => rows_of::<Vnni512, Q4_1, 8>(a, out),
+            Q8_0 => rows_of::<Vnni512, Q8_0, 8>(a, out),
+            _ => rows_of::<Vnni512, Q4_0, 8>(a, out),
         }
     }
 }
@@ -156,9 +156,9 @@ unsafe fn rows_avxvnni(t: u8, a: &Args<'_>, out: &mut [f32]) {
     // SAFETY: as for `rows_of`.
     unsafe {
         match t {
-            Q4_1 => rows_of::<VnniVex, Q4_1, 2, 4>(a, out),
-            Q8_0 => rows_of::<VnniVex, Q8_0, 2, 4>(a, out),
-            _ => rows_of::<VnniVex, Q4_0, 2, 4>(a, out),
+            Q4_1 => rows_of::<VnniVex, Q4_1, 4>(a, out),
+            Q8_0 => rows_of::<VnniVex, Q8_0, 4>(a, out),
+            _ => rows_of::<VnniVex, Q4_0, 4>(a, out),
         }
     }
 }
@@ -171,79 +171,62 @@ const fn type_size(t: u8) -> usize {
     }
 }
 
-/// Tiles over the output: `R1` panels x 1 activation row when there is one row (greedy), else
-/// `R` panels x `M` rows (tails by smaller tiles), each weight chunk unpacked once per tile and
-/// each activation pair broadcast once per tile row.
+/// Tiles over the output, one panel at a time (a tile over several panels reads several
+/// streams at once, which measured up to 2x slower from memory on a Zen 4 EPYC): `M`
+/// activation rows per tile, the tail by tiles of 4, 2 and 1; each weight chunk is unpacked once
+/// per tile and each activation pair broadcast once per tile.
 ///
 /// # Safety
 /// As [`rows`]; the enabled features cover `I`.
 #[inline(always)]
-unsafe fn rows_of<I: MulAdd, const T: u8, const R1: usize, const M: usize>(
-    a: &Args<'_>,
-    out: &mut [f32],
-) {
+unsafe fn rows_of<I: MulAdd, const T: u8, const M: usize>(a: &Args<'_>, out: &mut [f32]) {
     let m = a.m;
     let n = out.len() / m;
-    let panels = n.div_ceil(PANEL);
     let pb = a.nb * PANEL * type_size(T);
-    let nb = a.nb;
-    let mut p = 0;
-    // SAFETY: every tile reads panels p..p + r < `panels` and activation rows < m.
+    let (nb, x) = (a.nb, a.x);
+    // SAFETY: every tile reads panel p < n.div_ceil(8) and activation rows < m.
     unsafe {
-        while p < panels {
+        for p in 0..n.div_ceil(PANEL) {
             let w = a.w.as_ptr().add(p * pb);
-            if m == 1 {
-                if panels - p >= R1 {
-                    put(out, m, n, p, 0, &tile::<I, T, R1, 1>(w, pb, nb, a.x, 0));
-                    p += R1;
-                } else {
-                    put(out, m, n, p, 0, &tile::<I, T, 1, 1>(w, pb, nb, a.x, 0));
-                    p += 1;
-                }
-                continue;
-            }
             let mut j = 0;
             while j < m {
                 let left = m - j;
-                if left >= M {
-                    put(out, m, n, p, j, &tile::<I, T, 1, M>(w, pb, nb, a.x, j));
-                    j += M;
+                j += if left >= M {
+                    put(out, m, n, p, j, &tile::<I, T, M>(w, nb, x, j));
+                    M
                 } else if M > 4 && left >= 4 {
-                    put(out, m, n, p, j, &tile::<I, T, 1, 4>(w, pb, nb, a.x, j));
-                    j += 4;
+                    put(out, m, n, p, j, &tile::<I, T, 4>(w, nb, x, j));
+                    4
                 } else if left >= 2 {
-                    put(out, m, n, p, j, &tile::<I, T, 1, 2>(w, pb, nb, a.x, j));
-                    j += 2;
+                    put(out, m, n, p, j, &tile::<I, T, 2>(w, nb, x, j));
+                    2
                 } else {
-                    put(out, m, n, p, j, &tile::<I, T, 1, 1>(w, pb, nb, a.x, j));
-                    j += 1;
-                }
+                    put(out, m, n, p, j, &tile::<I, T, 1>(w, nb, x, j));
+                    1
+                };
             }
-            p += 1;
         }
     }
 }
 
-/// Writes a tile of results (8 rows per panel) for panels from `p` and activation rows from
-/// `j` into `out` (`[n, m]`), leaving out the padding rows.
+/// Writes a tile of results (8 rows of panel `p`) for activation rows from `j` into `out`
+/// (`[n, m]`), leaving out the padding rows.
 #[inline(always)]
-unsafe fn put<const R: usize, const M: usize>(
+unsafe fn put<const M: usize>(
     out: &mut [f32],
     m: usize,
     n: usize,
     p: usize,
     j: usize,
-    t: &[[__m256; M]; R],
+    t: &[__m256; M],
 ) {
-    for (a, row) in t.iter().enumerate() {
-        for (c, v) in row.iter().enumerate() {
-            let mut lanes = [0f32; PANEL];
-            // SAFETY (callers): AVX enabled; 8 writable floats.
-            unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), *v) };
-            let r0 = (p + a) * PANEL;
-            for (l, y) in lanes.iter().enumerate().take(n.saturating_sub(r0)) {
-                out[(r0 + l) * m + j + c] = *y;
-            }
+    let r0 = p * PANEL;
+    for (c, v) in t.iter().enumerate() {
+        let mut lanes = [0f32; PANEL];
+        // SAFETY (callers): AVX enabled; 8 writable floats.
+        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), *v) };
+        for (l, y) in lanes.iter().enumerate().take(n.saturating_sub(r0)) {
+            out[(r0 + l) * m + j + c] = *y;
         }
     }
 }
@@ -255,97 +238,85 @@ unsafe fn pair(q: *const i16) -> __m256i {
     unsafe { _mm256_set1_epi32(q.cast::<i32>().read_unaligned()) }
 }
 
-/// `R` panels from `w` (`pb` bytes apart, `nb` blocks each) times activation rows `j..j + M`:
-/// 8 rows' results per panel and activation row, exactly as [`super::dot`].
+/// The panel at `w` (`nb` blocks) times activation rows `j..j + M`: its 8 rows' results per
+/// activation row, exactly as [`super::dot`].
 #[allow(clippy::needless_range_loop)]
 #[inline(always)]
-unsafe fn tile<I: MulAdd, const T: u8, const R: usize, const M: usize>(
+unsafe fn tile<I: MulAdd, const T: u8, const M: usize>(
     w: *const u8,
-    pb: usize,
     nb: usize,
     x: &ActRows<i16>,
     j: usize,
-) -> [[__m256; M]; R] {
+) -> [__m256; M] {
     let xs: [ActRow<'_, i16>; M] = std::array::from_fn(|c| x.row(j + c));
     let bs = PANEL * type_size(T);
     let heads = if T == Q4_1 { 32 } else { 16 };
-    // SAFETY (callers): R panels of nb blocks at `w`; the activation rows are nb blocks wide.
+    // Small tiles split each sum into two chains, so that enough multiply-adds are in flight
+    // to cover the instruction's latency (the integer sums are exact, so the split changes
+    // nothing).
+    let dual = M <= 4;
+    // SAFETY (callers): a panel of nb blocks at `w`; the activation rows are nb blocks wide.
     unsafe {
-        let mut acc = [[_mm256_setzero_ps(); M]; R];
+        let mut acc = [_mm256_setzero_ps(); M];
         for b in 0..nb {
             // No closures here: they would not inherit this function's target features.
-            let mut lo = [[_mm256_setzero_si256(); M]; R];
-            let mut hi = [[_mm256_setzero_si256(); M]; R];
+            let mut lo = [_mm256_setzero_si256(); M];
+            let mut hi = [_mm256_setzero_si256(); M];
             let xq: [*const i16; M] = std::array::from_fn(|c| xs[c].qs.as_ptr().add(b * QK));
+            let blk = w.add(b * bs);
             if T == Q8_0 {
                 for c in 0..16 {
-                    let mut wv = [_mm256_setzero_si256(); R];
-                    for a in 0..R {
-                        let q = w.add(a * pb + b * bs + heads + 16 * c);
-                        wv[a] = _mm256_cvtepi8_epi16(_mm_loadu_si128(q.cast()));
-                    }
+                    let q = blk.add(heads + 16 * c);
+                    let wv = _mm256_cvtepi8_epi16(_mm_loadu_si128(q.cast()));
                     for k in 0..M {
                         let xv = pair(xq[k].add(2 * c));
-                        for a in 0..R {
-                            // Two chains when there is one activation row: more in flight.
-                            if M == 1 && c % 2 == 1 {
-                                hi[a][k] = I::dp(hi[a][k], wv[a], xv);
-                            } else {
-                                lo[a][k] = I::dp(lo[a][k], wv[a], xv);
-                            }
+                        if dual && c % 2 == 1 {
+                            hi[k] = I::dp(hi[k], wv, xv);
+                        } else {
+                            lo[k] = I::dp(lo[k], wv, xv);
                         }
                     }
                 }
             } else {
                 let low = _mm256_set1_epi16(0x0f);
                 for c in 0..8 {
-                    let mut wl = [_mm256_setzero_si256(); R];
-                    let mut wh = [_mm256_setzero_si256(); R];
-                    for a in 0..R {
-                        let q = w.add(a * pb + b * bs + heads + 16 * c);
-                        let v = _mm256_cvtepu8_epi16(_mm_loadu_si128(q.cast()));
-                        wl[a] = _mm256_and_si256(v, low);
-                        wh[a] = _mm256_srli_epi16(v, 4);
-                        if T == Q4_0 {
-                            let eight = _mm256_set1_epi16(8);
-                            wl[a] = _mm256_sub_epi16(wl[a], eight);
-                            wh[a] = _mm256_sub_epi16(wh[a], eight);
-                        }
+                    let q = blk.add(heads + 16 * c);
+                    let v = _mm256_cvtepu8_epi16(_mm_loadu_si128(q.cast()));
+                    let mut wl = _mm256_and_si256(v, low);
+                    let mut wh = _mm256_srli_epi16(v, 4);
+                    if T == Q4_0 {
+                        let eight = _mm256_set1_epi16(8);
+                        wl = _mm256_sub_epi16(wl, eight);
+                        wh = _mm256_sub_epi16(wh, eight);
                     }
                     for k in 0..M {
-                        let xl = pair(xq[k].add(2 * c));
+                        lo[k] = I::dp(lo[k], wl, pair(xq[k].add(2 * c)));
                         let xh = pair(xq[k].add(16 + 2 * c));
-                        for a in 0..R {
-                            lo[a][k] = I::dp(lo[a][k], wl[a], xl);
-                            if M == 1 {
-                                hi[a][k] = I::dp(hi[a][k], wh[a], xh);
-                            } else {
-                                lo[a][k] = I::dp(lo[a][k], wh[a], xh);
-                            }
+                        if dual {
+                            hi[k] = I::dp(hi[k], wh, xh);
+                        } else {
+                            lo[k] = I::dp(lo[k], wh, xh);
                         }
                     }
                 }
             }
-            for a in 0..R {
-                let h = w.add(a * pb + b * bs);
-                let dw = _mm256_cvtph_ps(_mm_loadu_si128(h.cast()));
-                let mw = if T == Q4_1 {
-                    _mm256_cvtph_ps(_mm_loadu_si128(h.add(16).cast()))
+            let dw = _mm256_cvtph_ps(_mm_loadu_si128(blk.cast()));
+            let mw = if T == Q4_1 {
+                _mm256_cvtph_ps(_mm_loadu_si128(blk.add(16).cast()))
+            } else {
+                dw
+            };
+            for k in 0..M {
+                let s = if dual {
+                    _mm256_add_epi32(lo[k], hi[k])
                 } else {
-                    dw
+                    lo[k]
                 };
-                for k in 0..M {
-                    let s = if M == 1 {
-                        _mm256_add_epi32(lo[a][k], hi[a][k])
-                    } else {
-                        lo[a][k]
-                    };
-                    let dd = _mm256_mul_ps(dw, _mm256_set1_ps(*xs[k].d.get_unchecked(b)));
-                    acc[a][k] = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(s), acc[a][k]);
-                    if T == Q4_1 {
-                        let sx = _mm256_set1_ps(*xs[k].s.get_unchecked(b));
-                        acc[a][k] = _mm256_fmadd_ps(mw, sx, acc[a][k]);
-                    }
+                let dd = _mm256_mul_ps(dw, _mm256_set1_ps(*xs[k].d.get_unchecked(b)));
+                acc[k] = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(s), acc[k]);
+                if T == Q4_1 {
+                    let sx = _mm256_set1_ps(*xs[k].s.get_unchecked(b));
+                    acc[k] = _mm256_fmadd_ps(mw, sx, acc[k]);
                 }
             }
         }
