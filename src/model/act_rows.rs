@@ -113,7 +113,6 @@ impl<Q: Quant> ActRows<Q> {
     }
 
     /// Rows.
-    #[cfg(test)]
     pub(crate) fn rows(&self) -> usize {
         self.qs.len() / self.k.max(1)
     }

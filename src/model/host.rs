@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 use crate::model::act_rows::ActRows;
 use crate::model::hot_pool;
 use crate::model::int_dot;
-use crate::model::int_panels::{self, Panels};
+use crate::model::int_panels::{self, Out, Panels};
 use crate::model::quant::{self, GgmlType};
 use half::f16;
 use half::slice::HalfFloatSliceExt;
@@ -245,53 +245,83 @@ pub fn matmul_many(ws: &[&HostMatrix], x: &[f32], m: usize) -> Vec<Vec<f32>> {
     let needs = |p: Products| ws.iter().any(|w| w.products() == p);
     let x8 = needs(Products::Int8).then(|| ActRows::<i8>::quantize(x, m, inp));
     let x16 = needs(Products::Int16).then(|| ActRows::<i16>::quantize(x, m, inp));
-    let mut outs_t: Vec<Vec<f32>> = ws.iter().map(|w| vec![0f32; w.out * m]).collect();
-    let mut tasks: Vec<Mutex<(&HostMatrix, usize, &mut [f32])>> = Vec::new();
-    for (w, out_t) in ws.iter().zip(outs_t.iter_mut()) {
-        for (task, chunk) in out_t.chunks_mut(ROWS_PER_TASK * m.max(1)).enumerate() {
-            tasks.push(Mutex::new((w, task * ROWS_PER_TASK, chunk)));
-        }
+    if m == 0 {
+        return ws.iter().map(|_| Vec::new()).collect();
     }
-    hot_pool::for_each(tasks.len(), &|i| {
-        let mut task = tasks[i].lock().unwrap_or_else(|e| e.into_inner());
-        let (w, first, chunk) = &mut *task;
-        let (w, first) = (*w, *first);
+    let mut ys: Vec<Vec<f32>> = ws.iter().map(|w| vec![0f32; m * w.out]).collect();
+    // Panel matrices write their features straight into `ys`; the others write `[out, m]`
+    // chunks, transposed below.
+    let mut outs_t: Vec<Vec<f32>> = ws
+        .iter()
+        .map(|w| match w.data {
+            Data::Panels(_) => Vec::new(),
+            _ => vec![0f32; w.out * m],
+        })
+        .collect();
+    let mut tasks: Vec<Task<'_>> = Vec::new();
+    for ((w, out_t), y) in ws.iter().zip(outs_t.iter_mut()).zip(ys.iter_mut()) {
         match &w.data {
             Data::Panels(p) => {
-                let xq = x16
-                    .as_ref()
-                    .expect("activations quantized for every integer matrix");
-                p.rows_into(first, xq, m, chunk);
-            }
-            Data::Blocks {
-                ty,
-                bytes,
-                row_bytes,
-                products,
-            } if *products != Products::F32 => {
-                let n = chunk.len() / m;
-                let wb = &bytes[first * row_bytes..(first + n) * row_bytes];
-                let xq = x8
-                    .as_ref()
-                    .expect("activations quantized for every integer matrix");
-                int_dot::rows(*ty, wb, *row_bytes, xq, m, chunk)
-            }
-            _ => rows(w, first, x, m, chunk),
-        }
-    });
-    // [out, m] -> [m, out]
-    ws.iter()
-        .zip(outs_t)
-        .map(|(w, out_t)| {
-            let mut y = vec![0f32; m * w.out];
-            for (o, col) in out_t.chunks_exact(m.max(1)).enumerate() {
-                for (j, v) in col.iter().enumerate() {
-                    y[j * w.out + o] = *v;
+                let out = Out::new(y, m);
+                for first in (0..w.out).step_by(ROWS_PER_TASK) {
+                    let n = ROWS_PER_TASK.min(w.out - first);
+                    tasks.push(Task::Panels(p, first, n, out));
                 }
             }
-            y
-        })
-        .collect()
+            _ => {
+                for (task, chunk) in out_t.chunks_mut(ROWS_PER_TASK * m).enumerate() {
+                    tasks.push(Task::Rows(Mutex::new((w, task * ROWS_PER_TASK, chunk))));
+                }
+            }
+        }
+    }
+    hot_pool::for_each(tasks.len(), &|i| match &tasks[i] {
+        Task::Panels(p, first, n, out) => {
+            let xq = x16
+                .as_ref()
+                .expect("activations quantized for every integer matrix");
+            // SAFETY: every task has its own features `first..first + n` of its matrix.
+            unsafe { p.rows_to(*first, *n, xq, *out) };
+        }
+        Task::Rows(task) => {
+            let mut task = task.lock().unwrap_or_else(|e| e.into_inner());
+            let (w, first, chunk) = &mut *task;
+            let (w, first) = (*w, *first);
+            match &w.data {
+                Data::Blocks {
+                    ty,
+                    bytes,
+                    row_bytes,
+                    products,
+                } if *products != Products::F32 => {
+                    let n = chunk.len() / m;
+                    let wb = &bytes[first * row_bytes..(first + n) * row_bytes];
+                    let xq = x8
+                        .as_ref()
+                        .expect("activations quantized for every integer matrix");
+                    int_dot::rows(*ty, wb, *row_bytes, xq, m, chunk)
+                }
+                _ => rows(w, first, x, m, chunk),
+            }
+        }
+    });
+    drop(tasks);
+    // [out, m] -> [m, out] for the matrices that wrote chunks.
+    for ((w, out_t), y) in ws.iter().zip(&outs_t).zip(ys.iter_mut()) {
+        for (o, col) in out_t.chunks_exact(m).enumerate() {
+            for (j, v) in col.iter().enumerate() {
+                y[j * w.out + o] = *v;
+            }
+        }
+    }
+    ys
+}
+
+/// One parallel task of [`matmul_many`]: features `first..first + n` of a panel matrix written
+/// straight into the result, or rows of another matrix into their `[rows, m]` chunk.
+enum Task<'a> {
+    Panels(&'a Panels, usize, usize, Out<'a>),
+    Rows(Mutex<(&'a HostMatrix, usize, &'a mut [f32])>),
 }
 
 /// Dequantizes whole blocks (`bytes` holds exactly `out.len()` values; checked at construction).

@@ -28,6 +28,7 @@
 use crate::model::act_rows::{ActRow, ActRows, QK, Quant};
 use crate::model::quant::GgmlType;
 use half::f16;
+use std::marker::PhantomData;
 
 /// Weight rows per panel.
 pub(crate) const PANEL: usize = 8;
@@ -195,54 +196,120 @@ impl Panels {
         block_values(self.ty, &blk[..ts])
     }
 
-    /// Rows `first..first + out.len() / m` (`first` a multiple of [`PANEL`]) times the `m` rows
-    /// of `x`, into `out` as `[rows, m]`, with the best instruction set here.
-    pub(crate) fn rows_into(&self, first: usize, x: &ActRows<i16>, m: usize, out: &mut [f32]) {
-        let n = out.len() / m.max(1);
+    /// Output features `first..first + n` (`first` a multiple of [`PANEL`]) for every row of
+    /// `x`, into `out`, with the best instruction set here.
+    ///
+    /// # Safety
+    /// No other thread reads or writes features `first..first + n` of `out` meanwhile (parallel
+    /// callers hand each task its own features).
+    pub(crate) unsafe fn rows_to(&self, first: usize, n: usize, x: &ActRows<i16>, out: Out<'_>) {
         assert!(
-            first.is_multiple_of(PANEL) && first + n <= self.rows && x.width() == self.nb * QK,
-            "rows of this matrix, from a panel start; activations as wide"
+            first.is_multiple_of(PANEL)
+                && first + n <= self.rows
+                && x.width() == self.nb * QK
+                && out.m == x.rows()
+                && out.features == self.rows,
+            "features of this matrix, from a panel start; activations as wide; out as large"
         );
-        if m == 0 || n == 0 {
-            return;
+        // SAFETY: as this function's.
+        unsafe {
+            #[cfg(target_arch = "x86_64")]
+            self.rows_by(x86::best(), first, n, x, out);
+            #[cfg(not(target_arch = "x86_64"))]
+            self.scalar_rows(first, n, x, out);
         }
-        #[cfg(target_arch = "x86_64")]
-        self.rows_by(x86::best(), first, x, m, out);
-        #[cfg(not(target_arch = "x86_64"))]
-        self.scalar_rows(first, x, m, out);
     }
 
-    /// [`Self::rows_into`] by `isa`, or by the definition where `None`.
+    /// [`Self::rows_to`] by `isa`, or by the definition where `None`.
+    ///
+    /// # Safety
+    /// As [`Self::rows_to`], whose checks callers have made; the CPU runs `isa`.
     #[cfg(target_arch = "x86_64")]
-    fn rows_by(
+    unsafe fn rows_by(
         &self,
         isa: Option<x86::Isa>,
         first: usize,
+        n: usize,
         x: &ActRows<i16>,
-        m: usize,
-        out: &mut [f32],
+        out: Out<'_>,
     ) {
         match isa {
             Some(isa) => {
                 let w = &self.bytes[first / PANEL * self.panel_bytes()..];
-                // SAFETY: `isa` runs here (callers detect it); `w` holds the panels of rows
-                // first..first + n (padded to whole panels), `nb` blocks each, and `x` is as
-                // wide (asserted by `rows_into`).
-                unsafe { x86::rows(isa, self.ty, w, self.nb, x, m, out) }
+                // SAFETY: `isa` runs here; `w` holds the panels of rows first..first + n
+                // (padded to whole panels), `nb` blocks each; `x` is as wide, `out` as large
+                // (checked by `rows_to`), and features first..first + n are ours.
+                unsafe { x86::rows(isa, self.ty, w, self.nb, x, first, n, out) }
             }
-            None => self.scalar_rows(first, x, m, out),
+            None => unsafe { self.scalar_rows(first, n, x, out) },
         }
     }
 
-    /// [`Self::rows_into`] by the definition.
-    fn scalar_rows(&self, first: usize, x: &ActRows<i16>, m: usize, out: &mut [f32]) {
-        for (i, o) in out.chunks_exact_mut(m).enumerate() {
-            let r = first + i;
-            for (j, y) in o.iter_mut().enumerate() {
+    /// [`Self::rows_to`] by the definition.
+    ///
+    /// # Safety
+    /// As [`Self::rows_to`], whose checks callers have made.
+    unsafe fn scalar_rows(&self, first: usize, n: usize, x: &ActRows<i16>, out: Out<'_>) {
+        for r in first..first + n {
+            for j in 0..out.m {
                 let blocks = (0..self.nb).map(|b| self.values(r, b));
-                *y = dot_blocks(self.ty, blocks, x.row(j));
+                // SAFETY: j < m, r < features; feature r is ours (callers).
+                unsafe { out.set(j, r, dot_blocks(self.ty, blocks, x.row(j))) };
             }
         }
+    }
+}
+
+/// Where a product goes: `[m, features]` row-major (activation row `j`, output feature `r` at
+/// `j * features + r`), shared by parallel tasks that each write their own features.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Out<'a> {
+    ptr: *mut f32,
+    m: usize,
+    features: usize,
+    _y: PhantomData<&'a mut [f32]>,
+}
+
+// SAFETY: an `Out` is a `&mut [f32]` that tasks write at disjoint features (the contract of
+// every function that takes one).
+unsafe impl Send for Out<'_> {}
+// SAFETY: as above.
+unsafe impl Sync for Out<'_> {}
+
+impl<'a> Out<'a> {
+    /// `y` as `m` rows (`y.len()` a multiple of `m`).
+    pub(crate) fn new(y: &'a mut [f32], m: usize) -> Self {
+        assert!(m > 0 && y.len().is_multiple_of(m), "whole rows");
+        Self {
+            ptr: y.as_mut_ptr(),
+            m,
+            features: y.len() / m,
+            _y: PhantomData,
+        }
+    }
+
+    /// Writes `v` at row `j`, feature `r`.
+    ///
+    /// # Safety
+    /// `j < m`, `r < features`, and no other thread touches that element meanwhile.
+    #[inline(always)]
+    unsafe fn set(&self, j: usize, r: usize, v: f32) {
+        debug_assert!(j < self.m && r < self.features);
+        // SAFETY: in bounds and ours (callers).
+        unsafe { *self.ptr.add(j * self.features + r) = v };
+    }
+
+    /// Writes `v` at row `j`, features `r..r + v.len()`.
+    ///
+    /// # Safety
+    /// As [`Self::set`] for each of them.
+    #[inline(always)]
+    pub(super) unsafe fn set_run(&self, j: usize, r: usize, v: &[f32]) {
+        debug_assert!(j < self.m && r + v.len() <= self.features);
+        // SAFETY: in bounds and ours (callers); `v` is not part of the output.
+        unsafe {
+            std::ptr::copy_nonoverlapping(v.as_ptr(), self.ptr.add(j * self.features + r), v.len())
+        };
     }
 }
 

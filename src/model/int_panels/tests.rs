@@ -109,14 +109,28 @@ mod x86_isa {
     pub(super) enum Isa {}
 }
 
-fn run(p: &Panels, isa: Option<x86_isa::Isa>, first: usize, x: &ActRows<i16>, out: &mut [f32]) {
-    let m = x.rows();
-    #[cfg(target_arch = "x86_64")]
-    p.rows_by(isa, first, x, m, out);
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = isa;
-        p.scalar_rows(first, x, m, out);
+/// Features `first..first + n` of `p` times `x` by `isa` into `y` (`[m, features]`).
+fn run(
+    p: &Panels,
+    isa: Option<x86_isa::Isa>,
+    first: usize,
+    n: usize,
+    x: &ActRows<i16>,
+    y: &mut [f32],
+) {
+    assert!(first.is_multiple_of(PANEL) && first + n <= p.rows && x.width() == p.nb * QK);
+    let out = Out::new(y, x.rows());
+    assert_eq!(out.features, p.rows);
+    // SAFETY: the checks of `rows_to` hold (asserted), `isa` comes from `paths`, and nothing
+    // else touches `y`.
+    unsafe {
+        #[cfg(target_arch = "x86_64")]
+        p.rows_by(isa, first, n, x, out);
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = isa;
+            p.scalar_rows(first, n, x, out);
+        }
     }
 }
 
@@ -144,19 +158,26 @@ fn every_path_and_tile_equals_the_definition_bit_for_bit() {
             let x = ActRows::<i16>::quantize(&xf, m, nb * QK);
             for &isa in &paths {
                 for first in (0..n).step_by(PANEL).take(2) {
-                    let rows = n - first;
-                    let mut out = vec![f32::NAN; rows * m];
-                    run(&p, isa, first, &x, &mut out);
-                    for r in 0..rows {
-                        for j in 0..m {
-                            let wr = &w[(first + r) * rb..(first + r + 1) * rb];
-                            let want = dot(ty, wr, x.row(j));
-                            assert_eq!(
-                                out[r * m + j].to_bits(),
-                                want.to_bits(),
-                                "{ty:?} {isa:?} [{n} x {nb} blocks] x {m} from {first}: \
-                                 row {r}, activation {j}"
-                            );
+                    // All features from `first`, or one panel's worth (written, and no more).
+                    for count in [n - first, (n - first).min(PANEL + 1)] {
+                        let mut y = vec![f32::NAN; n * m];
+                        run(&p, isa, first, count, &x, &mut y);
+                        for r in 0..n {
+                            for j in 0..m {
+                                let got = y[j * n + r];
+                                if r < first || r >= first + count {
+                                    assert!(got.is_nan(), "{ty:?} {isa:?}: feature {r} written");
+                                    continue;
+                                }
+                                let wr = &w[r * rb..(r + 1) * rb];
+                                let want = dot(ty, wr, x.row(j));
+                                assert_eq!(
+                                    got.to_bits(),
+                                    want.to_bits(),
+                                    "{ty:?} {isa:?} [{n} x {nb} blocks] x {m}, {count} from \
+                                     {first}: feature {r}, activation {j}"
+                                );
+                            }
                         }
                     }
                 }
@@ -188,10 +209,10 @@ fn kernel_speed() {
             let x = ActRows::<i16>::quantize(&xf, m, nb * QK);
             let mut out = vec![0f32; n * m];
             let reps = ((4000 / m) * 1536 / n.max(1536)).max(5);
-            run(&p, isa, 0, &x, &mut out);
+            run(&p, isa, 0, n, &x, &mut out);
             let t = std::time::Instant::now();
             for _ in 0..reps {
-                run(&p, isa, 0, &x, &mut out);
+                run(&p, isa, 0, n, &x, &mut out);
             }
             let s = t.elapsed().as_secs_f64() / reps as f64;
             let macs = (n * nb * QK * m) as f64;

@@ -3,7 +3,7 @@
 //! one instruction). Each block's 32 products per row are summed exactly in i32 before the one
 //! conversion and FMA of the definition, so every path gives the scalar results bit for bit.
 
-use super::{ActRow, ActRows, GgmlType, PANEL, QK};
+use super::{ActRow, ActRows, GgmlType, Out, PANEL, QK};
 use std::arch::x86_64::*;
 
 /// The instruction sets with a path here.
@@ -88,77 +88,89 @@ const Q4_0: u8 = 0;
 const Q4_1: u8 = 1;
 const Q8_0: u8 = 2;
 
-/// `n = out.len() / m` rows of panels `w` (`nb` blocks each) times the `m` rows of `x` into
-/// `out` (`[n, m]`).
+/// Features `first..first + n` from the panels `w` (`nb` blocks each, starting at feature
+/// `first`) times every row of `x`, into `out`.
 ///
 /// # Safety
 /// The CPU runs `isa`; `w` holds at least `n.div_ceil(8)` panels of `nb` blocks of `ty` (one
-/// with integer products); `x` is `nb` blocks wide with `m` rows.
+/// with integer products); `x` is `nb` blocks wide with `out`'s rows; features
+/// `first..first + n` of `out` exist and are this call's alone.
+#[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn rows(
     isa: Isa,
     ty: GgmlType,
     w: &[u8],
     nb: usize,
     x: &ActRows<i16>,
-    m: usize,
-    out: &mut [f32],
+    first: usize,
+    n: usize,
+    out: Out<'_>,
 ) {
     let t = match ty {
         GgmlType::Q4_1 => Q4_1,
         GgmlType::Q8_0 => Q8_0,
         _ => Q4_0,
     };
-    let a = Args { w, nb, x, m };
+    let a = Args {
+        w,
+        nb,
+        x,
+        first,
+        n,
+        out,
+    };
     // SAFETY: as this function's.
     unsafe {
         match isa {
-            Isa::Avx2 => rows_avx2(t, &a, out),
-            Isa::Avx512Vnni => rows_vnni512(t, &a, out),
-            Isa::AvxVnni => rows_avxvnni(t, &a, out),
+            Isa::Avx2 => rows_avx2(t, &a),
+            Isa::Avx512Vnni => rows_vnni512(t, &a),
+            Isa::AvxVnni => rows_avxvnni(t, &a),
         }
     }
 }
 
-/// What every tile reads.
+/// What every tile reads, and where the results go.
 struct Args<'a> {
     w: &'a [u8],
     nb: usize,
     x: &'a ActRows<i16>,
-    m: usize,
+    first: usize,
+    n: usize,
+    out: Out<'a>,
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn rows_avx2(t: u8, a: &Args<'_>, out: &mut [f32]) {
+unsafe fn rows_avx2(t: u8, a: &Args<'_>) {
     // SAFETY: as for `rows_of`.
     unsafe {
         match t {
-            Q4_1 => rows_of::<Avx2, Q4_1, 4>(a, out),
-            Q8_0 => rows_of::<Avx2, Q8_0, 4>(a, out),
-            _ => rows_of::<Avx2, Q4_0, 4>(a, out),
+            Q4_1 => rows_of::<Avx2, Q4_1, 4>(a),
+            Q8_0 => rows_of::<Avx2, Q8_0, 4>(a),
+            _ => rows_of::<Avx2, Q4_0, 4>(a),
         }
     }
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
-unsafe fn rows_vnni512(t: u8, a: &Args<'_>, out: &mut [f32]) {
+unsafe fn rows_vnni512(t: u8, a: &Args<'_>) {
     // SAFETY: as for `rows_of`.
     unsafe {
         match t {
-            Q4_1 => rows_of::<Vnni512, Q4_1, 8>(a, out),
-            Q8_0 => rows_of::<Vnni512, Q8_0, 8>(a, out),
-            _ => rows_of::<Vnni512, Q4_0, 8>(a, out),
+            Q4_1 => rows_of::<Vnni512, Q4_1, 8>(a),
+            Q8_0 => rows_of::<Vnni512, Q8_0, 8>(a),
+            _ => rows_of::<Vnni512, Q4_0, 8>(a),
         }
     }
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avxvnni")]
-unsafe fn rows_avxvnni(t: u8, a: &Args<'_>, out: &mut [f32]) {
+unsafe fn rows_avxvnni(t: u8, a: &Args<'_>) {
     // SAFETY: as for `rows_of`.
     unsafe {
         match t {
-            Q4_1 => rows_of::<VnniVex, Q4_1, 4>(a, out),
-            Q8_0 => rows_of::<VnniVex, Q8_0, 4>(a, out),
-            _ => rows_of::<VnniVex, Q4_0, 4>(a, out),
+            Q4_1 => rows_of::<VnniVex, Q4_1, 4>(a),
+            Q8_0 => rows_of::<VnniVex, Q8_0, 4>(a),
+            _ => rows_of::<VnniVex, Q4_0, 4>(a),
         }
     }
 }
@@ -179,29 +191,29 @@ const fn type_size(t: u8) -> usize {
 /// # Safety
 /// As [`rows`]; the enabled features cover `I`.
 #[inline(always)]
-unsafe fn rows_of<I: MulAdd, const T: u8, const M: usize>(a: &Args<'_>, out: &mut [f32]) {
-    let m = a.m;
-    let n = out.len() / m;
+unsafe fn rows_of<I: MulAdd, const T: u8, const M: usize>(a: &Args<'_>) {
+    let m = a.x.rows();
     let pb = a.nb * PANEL * type_size(T);
     let (nb, x) = (a.nb, a.x);
-    // SAFETY: every tile reads panel p < n.div_ceil(8) and activation rows < m.
+    // SAFETY: every tile reads panel p < n.div_ceil(8) and activation rows < m, and writes
+    // features first + 8p.. (< first + n) of rows < m.
     unsafe {
-        for p in 0..n.div_ceil(PANEL) {
+        for p in 0..a.n.div_ceil(PANEL) {
             let w = a.w.as_ptr().add(p * pb);
             let mut j = 0;
             while j < m {
                 let left = m - j;
                 j += if left >= M {
-                    put(out, m, n, p, j, &tile::<I, T, M>(w, nb, x, j));
+                    put(a, p, j, &tile::<I, T, M>(w, nb, x, j));
                     M
                 } else if M > 4 && left >= 4 {
-                    put(out, m, n, p, j, &tile::<I, T, 4>(w, nb, x, j));
+                    put(a, p, j, &tile::<I, T, 4>(w, nb, x, j));
                     4
                 } else if left >= 2 {
-                    put(out, m, n, p, j, &tile::<I, T, 2>(w, nb, x, j));
+                    put(a, p, j, &tile::<I, T, 2>(w, nb, x, j));
                     2
                 } else {
-                    put(out, m, n, p, j, &tile::<I, T, 1>(w, nb, x, j));
+                    put(a, p, j, &tile::<I, T, 1>(w, nb, x, j));
                     1
                 };
             }
@@ -209,24 +221,21 @@ unsafe fn rows_of<I: MulAdd, const T: u8, const M: usize>(a: &Args<'_>, out: &mu
     }
 }
 
-/// Writes a tile of results (8 rows of panel `p`) for activation rows from `j` into `out`
-/// (`[n, m]`), leaving out the padding rows.
+/// Writes a tile of results (the 8 features of panel `p`) for activation rows from `j`,
+/// leaving out the padding features.
+///
+/// # Safety
+/// AVX enabled; panel `p`'s features and rows `j..j + M` are the call's (see [`rows`]).
 #[inline(always)]
-unsafe fn put<const M: usize>(
-    out: &mut [f32],
-    m: usize,
-    n: usize,
-    p: usize,
-    j: usize,
-    t: &[__m256; M],
-) {
+unsafe fn put<const M: usize>(a: &Args<'_>, p: usize, j: usize, t: &[__m256; M]) {
     let r0 = p * PANEL;
+    let count = (a.n - r0).min(PANEL);
     for (c, v) in t.iter().enumerate() {
         let mut lanes = [0f32; PANEL];
-        // SAFETY (callers): AVX enabled; 8 writable floats.
-        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), *v) };
-        for (l, y) in lanes.iter().enumerate().take(n.saturating_sub(r0)) {
-            out[(r0 + l) * m + j + c] = *y;
+        // SAFETY: 8 writable floats; the features and rows are ours (callers).
+        unsafe {
+            _mm256_storeu_ps(lanes.as_mut_ptr(), *v);
+            a.out.set_run(j + c, a.first + r0, &lanes[..count]);
         }
     }
 }
