@@ -96,9 +96,7 @@ pub(crate) fn forward(
         let [mut g, u]: [Vec<f32>; 2] = matmul_many(&[&blk.gate, &blk.up], &h, n)
             .try_into()
             .expect("two products");
-        for (g, u) in g.iter_mut().zip(&u) {
-            *g = *g / (1.0 + (-*g).exp()) * u;
-        }
+        swiglu(&mut g, &u);
         let down = blk.down.matmul(&g, n);
         add(&mut x, &down);
     }
@@ -230,6 +228,20 @@ fn scores(
     }
 }
 
+/// `g = silu(g) * u = g / (1 + exp(-g)) * u`, elementwise.
+fn swiglu(g: &mut [f32], u: &[f32]) {
+    assert_eq!(g.len(), u.len());
+    #[cfg(target_arch = "x86_64")]
+    if avx2::available() {
+        // SAFETY: AVX2 + FMA detected; equal lengths (asserted).
+        unsafe { avx2::swiglu(g, u) };
+        return;
+    }
+    for (g, u) in g.iter_mut().zip(u) {
+        *g = *g / (1.0 + (-*g).exp()) * u;
+    }
+}
+
 /// `p_j = exp(p_j - max p)` in place; returns their sum (a fixed order for a given length, so
 /// a query's weights depend only on its own scores).
 fn softmax_numerators(p: &mut [f32]) -> f32 {
@@ -348,15 +360,18 @@ mod avx2 {
         }
     }
 
-    /// `exp(x)` for `x <= 0` (and any `x` below ~88), within 2 ulp: `x = n ln 2 + r`,
-    /// `|r| <= ln 2 / 2`, Cephes' degree-7 polynomial for `e^r`, times `2^n`; below -87.3
-    /// (where `e^x` leaves the normal range) it gives `e^-87.3`, which softmax weights
-    /// never notice beside the largest one (1).
+    /// `exp(x)` within 2 ulp for `-87.3 <= x <= 88`: `x = n ln 2 + r`, `|r| <= ln 2 / 2`,
+    /// Cephes' degree-7 polynomial for `e^r`, times `2^n`. Inputs are clamped to that range:
+    /// below it (where `e^x` leaves the normal range) the result is `e^-87.3`, which softmax
+    /// weights never notice beside the largest one (1), above it `e^88`.
     #[inline(always)]
     unsafe fn exp8(x: __m256) -> __m256 {
         // SAFETY (callers): AVX2 + FMA enabled.
         unsafe {
-            let x = _mm256_max_ps(x, _mm256_set1_ps(-87.3));
+            let x = _mm256_min_ps(
+                _mm256_max_ps(x, _mm256_set1_ps(-87.3)),
+                _mm256_set1_ps(88.0),
+            );
             let n = _mm256_round_ps(
                 _mm256_mul_ps(x, _mm256_set1_ps(std::f32::consts::LOG2_E)),
                 _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC,
@@ -374,6 +389,43 @@ mod avx2 {
             );
             let pow2 = _mm256_slli_epi32(_mm256_cvtps_epi32(n), 23);
             _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(y), pow2))
+        }
+    }
+
+    /// `v / (1 + exp(-v))` (a function, not a closure: closures would not inherit the
+    /// caller's target features).
+    #[inline(always)]
+    unsafe fn silu8(v: __m256) -> __m256 {
+        // SAFETY (callers): AVX2 + FMA enabled.
+        unsafe {
+            let e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), v));
+            _mm256_div_ps(v, _mm256_add_ps(_mm256_set1_ps(1.0), e))
+        }
+    }
+
+    /// See `super::swiglu`; eight values at a time, the tail one at a time through a copy.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn swiglu(g: &mut [f32], u: &[f32]) {
+        // SAFETY: chunks of 8 within both slices; the tail through arrays.
+        unsafe {
+            let n = g.len() / 8 * 8;
+            for i in (0..n).step_by(8) {
+                let v = _mm256_loadu_ps(g.as_ptr().add(i));
+                let w = _mm256_loadu_ps(u.as_ptr().add(i));
+                _mm256_storeu_ps(g.as_mut_ptr().add(i), _mm256_mul_ps(silu8(v), w));
+            }
+            if n < g.len() {
+                let (mut a, mut b) = ([0f32; 8], [0f32; 8]);
+                let k = g.len() - n;
+                a[..k].copy_from_slice(&g[n..]);
+                b[..k].copy_from_slice(&u[n..]);
+                let r = _mm256_mul_ps(
+                    silu8(_mm256_loadu_ps(a.as_ptr())),
+                    _mm256_loadu_ps(b.as_ptr()),
+                );
+                _mm256_storeu_ps(a.as_mut_ptr(), r);
+                g[n..].copy_from_slice(&a[..k]);
+            }
         }
     }
 
@@ -501,6 +553,33 @@ mod tests {
                 (f64::from(sum) - exact_sum).abs() <= 1e-6 * exact_sum,
                 "sum, {len}"
             );
+        }
+    }
+
+    #[test]
+    fn swiglu_is_silu_times_up() {
+        // Independent: f64. Lengths with and without a tail; large magnitudes both ways.
+        let mut rng = crate::rng::Rng::new(5);
+        for len in [1usize, 9, 16, 1536] {
+            let g0: Vec<f32> = (0..len)
+                .map(|_| ((rng.next_u64() % 20001) as f32 / 10000.0 - 1.0) * 120.0)
+                .collect();
+            let u: Vec<f32> = (0..len)
+                .map(|_| (rng.next_u64() % 2001) as f32 / 1000.0 - 1.0)
+                .collect();
+            let mut g = g0.clone();
+            swiglu(&mut g, &u);
+            for i in 0..len {
+                let x = f64::from(g0[i]);
+                let want = x / (1.0 + (-x).exp()) * f64::from(u[i]);
+                let err = (f64::from(g[i]) - want).abs();
+                assert!(
+                    err <= 1e-6 * want.abs() + 1e-30,
+                    "silu({x}) * {}: {} vs {want}",
+                    u[i],
+                    g[i]
+                );
+            }
         }
     }
 
