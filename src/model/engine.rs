@@ -296,10 +296,30 @@ mod avx2 {
         _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps(s, s, 1)))
     }
 
-    /// See `super::scores`; `hd % 8 == 0`, rows in range. Four keys at a time, each with its
-    /// own accumulator and exactly the arithmetic of one key alone (a multiply, FMAs in order,
-    /// the horizontal sum), so a key's score does not depend on its neighbours; the four
-    /// chains hide the FMA latency that one chain of `hd / 8` FMAs waits on.
+    /// The sums of the eight lanes of each of `k[0..8]`, as one vector, each in the order
+    /// `((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))` (a key's sum involves only its own
+    /// lanes, so it does not depend on the other seven).
+    #[inline(always)]
+    unsafe fn hsum8x8(k: &[__m256; 8]) -> __m256 {
+        // SAFETY (callers): AVX enabled.
+        unsafe {
+            let h0 = _mm256_hadd_ps(k[0], k[1]);
+            let h1 = _mm256_hadd_ps(k[2], k[3]);
+            let h2 = _mm256_hadd_ps(k[4], k[5]);
+            let h3 = _mm256_hadd_ps(k[6], k[7]);
+            let g0 = _mm256_hadd_ps(h0, h1);
+            let g1 = _mm256_hadd_ps(h2, h3);
+            _mm256_add_ps(
+                _mm256_permute2f128_ps(g0, g1, 0x20),
+                _mm256_permute2f128_ps(g0, g1, 0x31),
+            )
+        }
+    }
+
+    /// See `super::scores`; `hd % 8 == 0`, rows in range. Eight keys at a time, each with its
+    /// own accumulator (a multiply, then FMAs in order) and [`hsum8x8`]'s order; the last
+    /// group is padded with copies of its first key and the extra scores dropped. So a key's
+    /// score is the same bits in any group, and eight chains hide the FMA latency.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn scores(
         q: &[f32],
@@ -311,51 +331,32 @@ mod avx2 {
         out: &mut Vec<f32>,
     ) {
         let qp = q.as_ptr();
-        let mut groups = keys.chunks_exact(4);
-        for g in &mut groups {
+        let sv = _mm256_set1_ps(scale);
+        for g in keys.chunks(8) {
             // SAFETY: the caller checked `base + (j + 1) * hd <= k.len()` for every key and
-            // `q.len() == hd`.
+            // `q.len() == hd`; padding repeats a key of the group.
             unsafe {
                 let kp = k.as_ptr().add(base);
-                let kr = [
-                    kp.add(g[0] * hd),
-                    kp.add(g[1] * hd),
-                    kp.add(g[2] * hd),
-                    kp.add(g[3] * hd),
-                ];
+                let mut kr = [kp; 8];
+                for (i, r) in kr.iter_mut().enumerate() {
+                    *r = kp.add(g[if i < g.len() { i } else { 0 }] * hd);
+                }
                 let q0 = _mm256_loadu_ps(qp);
-                let mut acc = [_mm256_setzero_ps(); 4];
-                for i in 0..4 {
+                let mut acc = [_mm256_setzero_ps(); 8];
+                for i in 0..8 {
                     acc[i] = _mm256_mul_ps(q0, _mm256_loadu_ps(kr[i]));
                 }
                 let mut c = 8;
                 while c < hd {
                     let qc = _mm256_loadu_ps(qp.add(c));
-                    for i in 0..4 {
+                    for i in 0..8 {
                         acc[i] = _mm256_fmadd_ps(qc, _mm256_loadu_ps(kr[i].add(c)), acc[i]);
                     }
                     c += 8;
                 }
-                for a in acc {
-                    out.push(hsum(a) * scale);
-                }
-            }
-        }
-        for &j in groups.remainder() {
-            // SAFETY: as above.
-            unsafe {
-                let kr = k.as_ptr().add(base + j * hd);
-                let mut acc = _mm256_mul_ps(_mm256_loadu_ps(qp), _mm256_loadu_ps(kr));
-                let mut c = 8;
-                while c < hd {
-                    acc = _mm256_fmadd_ps(
-                        _mm256_loadu_ps(qp.add(c)),
-                        _mm256_loadu_ps(kr.add(c)),
-                        acc,
-                    );
-                    c += 8;
-                }
-                out.push(hsum(acc) * scale);
+                let mut s = [0f32; 8];
+                _mm256_storeu_ps(s.as_mut_ptr(), _mm256_mul_ps(hsum8x8(&acc), sv));
+                out.extend_from_slice(&s[..g.len()]);
             }
         }
     }
