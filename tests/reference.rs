@@ -61,7 +61,8 @@ fn logits_match_float64_reference() {
     }
 }
 
-/// Largest logit difference of the integer products to the float64 reference (measured: 1.74).
+/// Largest logit difference of the integer products with 8-bit activations to the float64
+/// reference (measured: 1.82 over panels, 1.74 with the earlier per-row kernels).
 const INTEGER_TOLERANCE: f64 = 2.5;
 /// The same with 16-bit activations, the default (measured: 5.4e-3 over 8-row panels).
 const INT16_TOLERANCE: f64 = 2e-2;

@@ -1,5 +1,5 @@
 //! Activation rows quantized per 32-value block to 8- or 16-bit integers, the other operand of
-//! the integer products in [`crate::model::int_dot`].
+//! the integer products in [`crate::model::int_panels`].
 //!
 //! The definition, per block of 32 values `x` of one row, with `Q = 127` (8-bit) or `32767`
 //! (16-bit):
@@ -77,6 +77,7 @@ pub(crate) struct ActRows<Q> {
     qs: Vec<Q>,
     d: Vec<f32>,
     s: Vec<f32>,
+    isum: Vec<i32>,
 }
 
 /// One quantized row: `k` values, one scale and one sum per block.
@@ -85,6 +86,8 @@ pub(crate) struct ActRow<'a, Q> {
     pub(crate) qs: &'a [Q],
     pub(crate) d: &'a [f32],
     pub(crate) s: &'a [f32],
+    /// Each block's integer sum (`sum q_i`, exact).
+    pub(crate) isum: &'a [i32],
 }
 
 impl<Q: Quant> ActRows<Q> {
@@ -101,13 +104,16 @@ impl<Q: Quant> ActRows<Q> {
             qs: vec![Q::default(); m * k],
             d: vec![0.0; nb],
             s: vec![0.0; nb],
+            isum: vec![0; nb],
         };
         let blocks = x
             .chunks_exact(QK)
             .zip(out.qs.chunks_exact_mut(QK))
-            .zip(out.d.iter_mut().zip(out.s.iter_mut()));
-        for ((x, q), (d, s)) in blocks {
+            .zip(out.d.iter_mut().zip(out.s.iter_mut()))
+            .zip(out.isum.iter_mut());
+        for (((x, q), (d, s)), isum) in blocks {
             (*d, *s) = Q::block(x, q);
+            *isum = q.iter().map(|v| v.to_i32()).sum();
         }
         out
     }
@@ -129,6 +135,7 @@ impl<Q: Quant> ActRows<Q> {
             qs: &self.qs[j * self.k..(j + 1) * self.k],
             d: &self.d[j * nb..(j + 1) * nb],
             s: &self.s[j * nb..(j + 1) * nb],
+            isum: &self.isum[j * nb..(j + 1) * nb],
         }
     }
 }

@@ -289,12 +289,7 @@ mod avx2 {
         std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
     }
 
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn hsum(v: __m256) -> f32 {
-        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps(s, s, 1)))
-    }
+    use crate::model::host::avx2::hsum;
 
     /// The sums of the eight lanes of each of `k[0..8]`, as one vector, each in the order
     /// `((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))` (a key's sum involves only its own

@@ -17,12 +17,11 @@
 //! instead of 16: on a memory-bound CPU that is most of a decoding step. Matrices given
 //! [`HostMatrix::with_products`] multiply Q4_0/Q4_1/Q8_0 blocks by integer dot products instead:
 //! with 16-bit activations over weights repacked in 8-row panels ([`crate::model::int_panels`],
-//! the default), or with 8-bit ones ([`crate::model::int_dot`]).
+//! the default), or with 8-bit ones over the same panels.
 
 use crate::error::{Error, Result};
 use crate::model::act_rows::ActRows;
 use crate::model::hot_pool;
-use crate::model::int_dot;
 use crate::model::int_panels::{self, Out, Panels};
 use crate::model::quant::{self, GgmlType};
 use half::f16;
@@ -38,14 +37,13 @@ pub const ROWS_PER_PASS: usize = 32;
 enum Data {
     F16(Vec<f16>),
     F32(Vec<f32>),
-    /// GGUF blocks, `row_bytes` per row (rows are whole blocks), multiplied as `products`.
+    /// GGUF blocks, `row_bytes` per row (rows are whole blocks), expanded to f32 in products.
     Blocks {
         ty: GgmlType,
         bytes: Vec<u8>,
         row_bytes: usize,
-        products: Products,
     },
-    /// GGUF blocks repacked for 16-bit integer products ([`Products::Int16`]).
+    /// GGUF blocks repacked into panels for integer products.
     Panels(Panels),
 }
 
@@ -57,7 +55,8 @@ pub enum Products {
     /// Integer dot products with activations quantized to 16 bits per 32 values, the weights
     /// repacked into 8-row panels ([`int_panels`]).
     Int16,
-    /// Integer dot products with activations quantized to 8 bits per 32 values ([`int_dot`]).
+    /// Integer dot products with activations quantized to 8 bits per 32 values, over the same
+    /// panels ([`int_panels`]).
     Int8,
 }
 
@@ -123,58 +122,60 @@ impl HostMatrix {
                 ty,
                 bytes,
                 row_bytes,
-                products: Products::F32,
             },
         })
     }
 
     /// The same matrix multiplied as `products` where its block type has integer products
     /// (Q4_0, Q4_1, Q8_0): each activation row is then quantized to integer blocks on its own
-    /// and multiplied with the weight blocks as [`int_panels`] (16-bit) or [`int_dot`] (8-bit)
-    /// defines. Other storage is unchanged.
+    /// and multiplied with the weight blocks, repacked into panels, as [`int_panels`] defines.
+    /// Other storage is unchanged.
     pub fn with_products(self, products: Products) -> Self {
         let (out, inp) = (self.out, self.inp);
         let data = match self.data {
-            Data::Panels(p) if products != Products::Int16 => {
+            Data::Panels(p) if products != panel_products(&p) => {
                 let ty = p.ty();
                 let bytes = p.gguf_rows(0, out);
                 let row_bytes = bytes.len() / out.max(1);
-                Data::Blocks {
-                    ty,
-                    bytes,
-                    row_bytes,
-                    products,
-                }
+                Self::blocks_as(ty, bytes, row_bytes, out, products)
             }
             Data::Blocks {
                 ty,
                 bytes,
                 row_bytes,
-                ..
-            } if products == Products::Int16 && int_panels::supports(ty) => {
-                Data::Panels(Panels::new(ty, out, row_bytes, &bytes))
-            }
-            Data::Blocks {
-                ty,
-                bytes,
-                row_bytes,
-                ..
-            } if int_panels::supports(ty) => Data::Blocks {
-                ty,
-                bytes,
-                row_bytes,
-                products,
-            },
+            } => Self::blocks_as(ty, bytes, row_bytes, out, products),
             data => data,
         };
         Self { out, inp, data }
     }
 
+    /// `out` rows of `ty` blocks stored for `products`.
+    fn blocks_as(
+        ty: GgmlType,
+        bytes: Vec<u8>,
+        row_bytes: usize,
+        out: usize,
+        products: Products,
+    ) -> Data {
+        match products {
+            Products::Int16 if int_panels::supports(ty) => {
+                Data::Panels(Panels::new::<i16>(ty, out, row_bytes, &bytes))
+            }
+            Products::Int8 if int_panels::supports(ty) => {
+                Data::Panels(Panels::new::<i8>(ty, out, row_bytes, &bytes))
+            }
+            _ => Data::Blocks {
+                ty,
+                bytes,
+                row_bytes,
+            },
+        }
+    }
+
     /// How the products are computed (`F32` for f32/f16 storage).
     fn products(&self) -> Products {
-        match self.data {
-            Data::Blocks { products, .. } => products,
-            Data::Panels(_) => Products::Int16,
+        match &self.data {
+            Data::Panels(p) => panel_products(p),
             _ => Products::F32,
         }
     }
@@ -195,12 +196,11 @@ impl HostMatrix {
         match &self.data {
             Data::F16(_) => "f16".into(),
             Data::F32(_) => "f32".into(),
-            Data::Blocks {
-                ty,
-                products: Products::Int8,
-                ..
-            } => format!("{} x Q8", GgmlType::name_of_id(ty.id())),
-            Data::Panels(p) => format!("{} x Q16", GgmlType::name_of_id(p.ty().id())),
+            Data::Panels(p) => format!(
+                "{} x Q{}",
+                GgmlType::name_of_id(p.ty().id()),
+                if p.eight_bit() { 8 } else { 16 }
+            ),
             Data::Blocks { ty, .. } => GgmlType::name_of_id(ty.id()),
         }
     }
@@ -278,34 +278,19 @@ pub fn matmul_many(ws: &[&HostMatrix], x: &[f32], m: usize) -> Vec<Vec<f32>> {
             }
         }
     }
+    let quantized = "activations quantized for every integer matrix";
     hot_pool::for_each(tasks.len(), &|i| match &tasks[i] {
-        Task::Panels(p, first, n, out) => {
-            let xq = x16
-                .as_ref()
-                .expect("activations quantized for every integer matrix");
-            // SAFETY: every task has its own features `first..first + n` of its matrix.
-            unsafe { p.rows_to(*first, *n, xq, *out) };
-        }
+        // SAFETY (both): every task has its own features `first..first + n` of its matrix.
+        Task::Panels(p, first, n, out) if p.eight_bit() => unsafe {
+            p.rows_to(*first, *n, x8.as_ref().expect(quantized), *out)
+        },
+        Task::Panels(p, first, n, out) => unsafe {
+            p.rows_to(*first, *n, x16.as_ref().expect(quantized), *out)
+        },
         Task::Rows(task) => {
             let mut task = task.lock().unwrap_or_else(|e| e.into_inner());
             let (w, first, chunk) = &mut *task;
-            let (w, first) = (*w, *first);
-            match &w.data {
-                Data::Blocks {
-                    ty,
-                    bytes,
-                    row_bytes,
-                    products,
-                } if *products != Products::F32 => {
-                    let n = chunk.len() / m;
-                    let wb = &bytes[first * row_bytes..(first + n) * row_bytes];
-                    let xq = x8
-                        .as_ref()
-                        .expect("activations quantized for every integer matrix");
-                    int_dot::rows(*ty, wb, *row_bytes, xq, m, chunk)
-                }
-                _ => rows(w, first, x, m, chunk),
-            }
+            rows(w, *first, x, m, chunk);
         }
     });
     drop(tasks);
@@ -318,6 +303,14 @@ pub fn matmul_many(ws: &[&HostMatrix], x: &[f32], m: usize) -> Vec<Vec<f32>> {
         }
     }
     ys
+}
+
+/// The products panels are packed for.
+fn panel_products(p: &Panels) -> Products {
+    match p.eight_bit() {
+        true => Products::Int8,
+        false => Products::Int16,
+    }
 }
 
 /// One parallel task of [`matmul_many`]: features `first..first + n` of a panel matrix written
@@ -362,13 +355,41 @@ fn rows(w: &HostMatrix, first: usize, x: &[f32], m: usize, out: &mut [f32]) {
 /// AVX2 + FMA + F16C tiles: 4 weight rows x 2 activation rows per pass over `in`, so each
 /// weight vector loaded (and converted from f16) feeds two FMAs and each activation vector four.
 #[cfg(target_arch = "x86_64")]
-mod avx2 {
+pub(crate) mod avx2 {
     use super::{Data, HostMatrix};
-    use crate::model::int_dot::avx2::hsum;
-    use crate::model::int_dot::put_tile as put;
     use crate::model::quant::GgmlType;
 
     use std::arch::x86_64::*;
+
+    /// The horizontal sum of 8 lanes: `((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7))`
+    /// (also the engine's).
+    #[inline(always)]
+    pub(crate) unsafe fn hsum(v: __m256) -> f32 {
+        // SAFETY (callers): AVX enabled.
+        unsafe {
+            let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+            let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+            let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+            _mm_cvtss_f32(s)
+        }
+    }
+
+    /// Writes an `R x M` tile of results at weight row `r`, activation row `j` of `out`
+    /// (`[rows, m]`).
+    #[inline(always)]
+    fn put<const R: usize, const M: usize>(
+        out: &mut [f32],
+        m: usize,
+        r: usize,
+        j: usize,
+        t: &[[f32; M]; R],
+    ) {
+        for (a, row) in t.iter().enumerate() {
+            for (c, v) in row.iter().enumerate() {
+                out[(r + a) * m + j + c] = *v;
+            }
+        }
+    }
 
     /// Weight rows as stored, or converted to f32 (scratch).
     #[derive(Clone, Copy)]

@@ -13,7 +13,6 @@ pub(crate) mod gguf;
 pub(crate) mod hf;
 pub(crate) mod host;
 mod hot_pool;
-pub(crate) mod int_dot;
 pub(crate) mod int_panels;
 pub(crate) mod llama;
 pub(crate) mod quant;

@@ -1,5 +1,5 @@
 //! Integer products of GGUF weight blocks (Q4_0, Q4_1, Q8_0) with activation rows quantized to
-//! 16-bit blocks ([`ActRows`]), the weights repacked into **panels of 8 rows** so that one SIMD
+//! 16- or 8-bit blocks ([`ActRows`]), the weights repacked into **panels of 8 rows** so that one SIMD
 //! register holds the partial sums of 8 weight rows: no horizontal sums, the activations are
 //! read as stored (two values broadcast to every lane), and each weight block is unpacked once
 //! for every activation row of a tile.
@@ -19,11 +19,13 @@
 //!
 //! The panel layout, per panel of 8 weight rows and per block `b`, `8 x type_size` bytes: the 8
 //! rows' f16 scales, for Q4_1 the 8 rows' f16 minima, then the rows' quantized bytes
-//! interleaved two bytes at a time (16-byte chunk `c` holds bytes `2c, 2c + 1` of rows 0..8).
-//! A chunk of nibbles gives values `2c, 2c + 1` (low nibbles) and `16 + 2c, 17 + 2c` (high
-//! nibbles) of 8 rows; zero-extended to 16 bits, each is one register whose 32-bit lane `r` is
-//! the pair of row `r`, which is what one 16-bit multiply-add (`madd`, `vpdpwssd`) needs. A
-//! matrix whose row count is not a multiple of 8 is padded with zero rows (scale 0).
+//! interleaved `u` bytes at a time (chunk `c` holds bytes `u c .. u (c + 1)` of rows 0..8), with
+//! `u = 2` for 16-bit activations and 4 for 8-bit ones. A 16-bit chunk of nibbles gives values
+//! `2c, 2c + 1` (low nibbles) and `16 + 2c, 17 + 2c` (high nibbles) of 8 rows; zero-extended to
+//! 16 bits, each is one register whose 32-bit lane `r` is the pair of row `r`, which is what
+//! one 16-bit multiply-add (`madd`, `vpdpwssd`) takes; an 8-bit chunk gives quads the same way
+//! for `maddubs` / `vpdpbusd`. A matrix whose row count is not a multiple of 8 is padded with
+//! zero rows (scale 0).
 
 use crate::model::act_rows::{ActRow, ActRows, QK, Quant};
 use crate::model::quant::GgmlType;
@@ -99,46 +101,106 @@ pub(crate) struct Panels {
     rows: usize,
     /// Blocks per row.
     nb: usize,
+    /// Bytes of each row per chunk: [`PanelAct::UNIT`] of the activation type packed for.
+    unit: usize,
     bytes: Vec<u8>,
 }
 
-/// Where a type's quantized bytes start in a GGUF block, and how many there are.
-fn quant_bytes(ty: GgmlType) -> (usize, usize) {
+/// An activation integer type with panel products: how many bytes of a row a chunk holds (the
+/// values one 32-bit lane multiplies: pairs for 16 bits, quads for 8), and its x86 kernels.
+pub(crate) trait PanelAct: Quant {
+    /// Bytes per row per chunk.
+    const UNIT: usize;
+    /// The x86 kernels ([`x86::rows16`], [`x86::rows8`]).
+    ///
+    /// # Safety
+    /// As those functions'.
+    #[cfg(target_arch = "x86_64")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn x86_rows(
+        isa: x86::Isa,
+        ty: GgmlType,
+        w: &[u8],
+        nb: usize,
+        x: &ActRows<Self>,
+        first: usize,
+        n: usize,
+        out: Out<'_>,
+    );
+}
+
+macro_rules! panel_act {
+    ($q:ty, $unit:expr, $rows:ident) => {
+        impl PanelAct for $q {
+            const UNIT: usize = $unit;
+            #[cfg(target_arch = "x86_64")]
+            unsafe fn x86_rows(
+                isa: x86::Isa,
+                ty: GgmlType,
+                w: &[u8],
+                nb: usize,
+                x: &ActRows<Self>,
+                first: usize,
+                n: usize,
+                out: Out<'_>,
+            ) {
+                // SAFETY: as this function's.
+                unsafe { x86::$rows(isa, ty, w, nb, x, first, n, out) }
+            }
+        }
+    };
+}
+
+panel_act!(i16, 2, rows16);
+panel_act!(i8, 4, rows8);
+
+/// Where a type's quantized bytes start in a GGUF block (after its f16 fields).
+fn quant_start(ty: GgmlType) -> usize {
     match ty {
-        GgmlType::Q8_0 => (2, 32),
-        GgmlType::Q4_1 => (4, 16),
-        _ => (2, 16),
+        GgmlType::Q4_1 => 4,
+        _ => 2,
+    }
+}
+
+/// Where byte `i` of a row's GGUF block lies in its panel's block, for the row at `lane` and
+/// chunks of `unit` bytes per row: the f16 fields (scale, Q4_1's minimum) two bytes per row,
+/// then the quantized bytes `unit` per row.
+fn panel_offset(ty: GgmlType, unit: usize, lane: usize, i: usize) -> usize {
+    let q0 = quant_start(ty);
+    if i < q0 {
+        (i / 2) * 2 * PANEL + 2 * lane + i % 2
+    } else {
+        let j = i - q0;
+        PANEL * q0 + (j / unit) * unit * PANEL + unit * lane + j % unit
     }
 }
 
 impl Panels {
-    /// Repacks `rows` GGUF rows of `row_bytes` bytes (whole `ty` blocks) from `src`.
+    /// Repacks `rows` GGUF rows of `row_bytes` bytes (whole `ty` blocks) from `src`, for
+    /// activations of type `Q`.
     ///
     /// # Panics
     /// When `ty` has no integer products or `src` is not `rows` such rows (callers check both).
-    pub(crate) fn new(ty: GgmlType, rows: usize, row_bytes: usize, src: &[u8]) -> Self {
+    pub(crate) fn new<Q: PanelAct>(
+        ty: GgmlType,
+        rows: usize,
+        row_bytes: usize,
+        src: &[u8],
+    ) -> Self {
         let ts = ty.type_size();
         assert!(
             supports(ty) && row_bytes.is_multiple_of(ts) && src.len() == rows * row_bytes,
             "whole rows of integer-product blocks"
         );
         let nb = row_bytes / ts;
-        let panels = rows.div_ceil(PANEL);
-        let mut bytes = vec![0u8; panels * PANEL * row_bytes];
-        let (q0, qn) = quant_bytes(ty);
-        let heads = ts - qn;
+        let mut bytes = vec![0u8; rows.div_ceil(PANEL) * PANEL * row_bytes];
         for r in 0..rows {
             let (p, lane) = (r / PANEL, r % PANEL);
             for b in 0..nb {
                 let blk = &src[r * row_bytes + b * ts..][..ts];
                 let dst = &mut bytes[(p * nb + b) * PANEL * ts..][..PANEL * ts];
-                // f16 scale (and minimum) of each row, then the quantized bytes two at a time.
-                for h in 0..heads / 2 {
-                    dst[h * 2 * PANEL + 2 * lane..][..2].copy_from_slice(&blk[2 * h..2 * h + 2]);
-                }
-                for c in 0..qn / 2 {
-                    let at = PANEL * heads + c * 2 * PANEL + 2 * lane;
-                    dst[at..at + 2].copy_from_slice(&blk[q0 + 2 * c..q0 + 2 * c + 2]);
+                for (i, v) in blk.iter().enumerate() {
+                    dst[panel_offset(ty, Q::UNIT, lane, i)] = *v;
                 }
             }
         }
@@ -146,6 +208,7 @@ impl Panels {
             ty,
             rows,
             nb,
+            unit: Q::UNIT,
             bytes,
         }
     }
@@ -158,17 +221,16 @@ impl Panels {
     /// Block `b` of row `r` as stored in the GGUF (`blk`, one block long).
     fn gguf_block(&self, r: usize, b: usize, blk: &mut [u8]) {
         let ts = self.ty.type_size();
-        let (q0, qn) = quant_bytes(self.ty);
-        let heads = ts - qn;
         let (p, lane) = (r / PANEL, r % PANEL);
         let src = &self.bytes[(p * self.nb + b) * PANEL * ts..][..PANEL * ts];
-        for h in 0..heads / 2 {
-            blk[2 * h..2 * h + 2].copy_from_slice(&src[h * 2 * PANEL + 2 * lane..][..2]);
+        for (i, v) in blk.iter_mut().enumerate() {
+            *v = src[panel_offset(self.ty, self.unit, lane, i)];
         }
-        for c in 0..qn / 2 {
-            let at = PANEL * heads + c * 2 * PANEL + 2 * lane;
-            blk[q0 + 2 * c..q0 + 2 * c + 2].copy_from_slice(&src[at..at + 2]);
-        }
+    }
+
+    /// Whether the panels are packed for 8-bit activations (else 16-bit).
+    pub(crate) fn eight_bit(&self) -> bool {
+        self.unit == i8::UNIT
     }
 
     /// The rows as GGUF stores them (the inverse of [`Self::new`]).
@@ -202,14 +264,22 @@ impl Panels {
     /// # Safety
     /// No other thread reads or writes features `first..first + n` of `out` meanwhile (parallel
     /// callers hand each task its own features).
-    pub(crate) unsafe fn rows_to(&self, first: usize, n: usize, x: &ActRows<i16>, out: Out<'_>) {
+    pub(crate) unsafe fn rows_to<Q: PanelAct>(
+        &self,
+        first: usize,
+        n: usize,
+        x: &ActRows<Q>,
+        out: Out<'_>,
+    ) {
         assert!(
-            first.is_multiple_of(PANEL)
+            Q::UNIT == self.unit
+                && first.is_multiple_of(PANEL)
                 && first + n <= self.rows
                 && x.width() == self.nb * QK
                 && out.m == x.rows()
                 && out.features == self.rows,
-            "features of this matrix, from a panel start; activations as wide; out as large"
+            "activations of the type packed for, features of this matrix from a panel start, \
+             activations as wide, out as large"
         );
         // SAFETY: as this function's.
         unsafe {
@@ -225,12 +295,12 @@ impl Panels {
     /// # Safety
     /// As [`Self::rows_to`], whose checks callers have made; the CPU runs `isa`.
     #[cfg(target_arch = "x86_64")]
-    unsafe fn rows_by(
+    unsafe fn rows_by<Q: PanelAct>(
         &self,
         isa: Option<x86::Isa>,
         first: usize,
         n: usize,
-        x: &ActRows<i16>,
+        x: &ActRows<Q>,
         out: Out<'_>,
     ) {
         match isa {
@@ -239,7 +309,7 @@ impl Panels {
                 // SAFETY: `isa` runs here; `w` holds the panels of rows first..first + n
                 // (padded to whole panels), `nb` blocks each; `x` is as wide, `out` as large
                 // (checked by `rows_to`), and features first..first + n are ours.
-                unsafe { x86::rows(isa, self.ty, w, self.nb, x, first, n, out) }
+                unsafe { Q::x86_rows(isa, self.ty, w, self.nb, x, first, n, out) }
             }
             None => unsafe { self.scalar_rows(first, n, x, out) },
         }
@@ -249,7 +319,13 @@ impl Panels {
     ///
     /// # Safety
     /// As [`Self::rows_to`], whose checks callers have made.
-    unsafe fn scalar_rows(&self, first: usize, n: usize, x: &ActRows<i16>, out: Out<'_>) {
+    unsafe fn scalar_rows<Q: PanelAct>(
+        &self,
+        first: usize,
+        n: usize,
+        x: &ActRows<Q>,
+        out: Out<'_>,
+    ) {
         for r in first..first + n {
             for j in 0..out.m {
                 let blocks = (0..self.nb).map(|b| self.values(r, b));

@@ -28,6 +28,13 @@ const TYPES: [GgmlType; 3] = [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0];
 
 #[test]
 fn the_definition_is_the_exact_product_of_the_dequantized_operands() {
+    exact_product::<i16>(1e-4);
+    exact_product::<i8>(0.02);
+}
+
+/// `close`: how near the quantized product must be to the float one, relative to the sum of
+/// the magnitudes of the products.
+fn exact_product<Q: PanelAct>(close: f64) {
     // Independent: dequantize both sides (the GGUF dequantizer, the integer blocks by their
     // scales) and sum in f64.
     for ty in TYPES {
@@ -36,10 +43,10 @@ fn the_definition_is_the_exact_product_of_the_dequantized_operands() {
         let mut wf = vec![0f32; nb * QK];
         crate::model::quant::dequantize(ty, &w, &mut wf).unwrap();
         let xf = activations(nb * QK, 2);
-        let x = ActRows::<i16>::quantize(&xf, 1, nb * QK);
+        let x = ActRows::<Q>::quantize(&xf, 1, nb * QK);
         let r = x.row(0);
         let exact: f64 = (0..nb * QK)
-            .map(|i| f64::from(wf[i]) * f64::from(r.d[i / QK]) * f64::from(r.qs[i]))
+            .map(|i| f64::from(wf[i]) * f64::from(r.d[i / QK]) * f64::from(r.qs[i].to_i32()))
             .sum();
         let scale: f64 = (0..nb * QK)
             .map(|i| (f64::from(wf[i]) * f64::from(xf[i])).abs())
@@ -54,7 +61,7 @@ fn the_definition_is_the_exact_product_of_the_dequantized_operands() {
             .map(|i| f64::from(wf[i]) * f64::from(xf[i]))
             .sum();
         assert!(
-            (got - float).abs() <= 1e-4 * scale,
+            (got - float).abs() <= close * scale,
             "{ty:?}: {got} vs {float}"
         );
     }
@@ -62,11 +69,16 @@ fn the_definition_is_the_exact_product_of_the_dequantized_operands() {
 
 #[test]
 fn panels_hold_every_block_as_stored() {
+    hold::<i16>();
+    hold::<i8>();
+}
+
+fn hold<Q: PanelAct>() {
     for ty in TYPES {
         let (rows, nb) = (13, 3);
         let rb = nb * ty.type_size();
         let src = random_blocks(ty, rows * nb, 7);
-        let p = Panels::new(ty, rows, rb, &src);
+        let p = Panels::new::<Q>(ty, rows, rb, &src);
         assert_eq!(p.bytes.len(), 16 * rb, "two panels, the second padded");
         for r in 0..rows {
             for b in 0..nb {
@@ -110,15 +122,16 @@ mod x86_isa {
 }
 
 /// Features `first..first + n` of `p` times `x` by `isa` into `y` (`[m, features]`).
-fn run(
+fn run<Q: PanelAct>(
     p: &Panels,
     isa: Option<x86_isa::Isa>,
     first: usize,
     n: usize,
-    x: &ActRows<i16>,
+    x: &ActRows<Q>,
     y: &mut [f32],
 ) {
-    assert!(first.is_multiple_of(PANEL) && first + n <= p.rows && x.width() == p.nb * QK);
+    assert!(Q::UNIT == p.unit && first.is_multiple_of(PANEL));
+    assert!(first + n <= p.rows && x.width() == p.nb * QK);
     let out = Out::new(y, x.rows());
     assert_eq!(out.features, p.rows);
     // SAFETY: the checks of `rows_to` hold (asserted), `isa` comes from `paths`, and nothing
@@ -136,6 +149,11 @@ fn run(
 
 #[test]
 fn every_path_and_tile_equals_the_definition_bit_for_bit() {
+    every_path::<i16>();
+    every_path::<i8>();
+}
+
+fn every_path<Q: PanelAct>() {
     let paths = paths();
     eprintln!("paths: {paths:?}");
     for (t, ty) in TYPES.into_iter().enumerate() {
@@ -153,9 +171,9 @@ fn every_path_and_tile_equals_the_definition_bit_for_bit() {
             let seed = 10 * t as u64 + n as u64;
             let rb = nb * ty.type_size();
             let w = random_blocks(ty, n * nb, seed);
-            let p = Panels::new(ty, n, rb, &w);
+            let p = Panels::new::<Q>(ty, n, rb, &w);
             let xf = activations(m * nb * QK, seed + 100);
-            let x = ActRows::<i16>::quantize(&xf, m, nb * QK);
+            let x = ActRows::<Q>::quantize(&xf, m, nb * QK);
             for &isa in &paths {
                 for first in (0..n).step_by(PANEL).take(2) {
                     // All features from `first`, or one panel's worth (written, and no more).
@@ -193,20 +211,26 @@ fn every_path_and_tile_equals_the_definition_bit_for_bit() {
 fn kernel_speed() {
     let n: usize = std::env::var("MSN_KERNEL_ROWS").map_or(1536, |v| v.parse().unwrap());
     let (ty, nb) = (GgmlType::Q4_1, 18);
-    let rb = nb * ty.type_size();
     let w = random_blocks(ty, n * nb, 3);
-    let p = Panels::new(ty, n, rb, &w);
+    speed::<i16>(ty, n, nb, &w, false);
+    speed::<i8>(ty, n, nb, &w, true);
+}
+
+fn speed<Q: PanelAct>(ty: GgmlType, n: usize, nb: usize, w: &[u8], eight: bool) {
+    let rb = nb * ty.type_size();
+    let p = Panels::new::<Q>(ty, n, rb, w);
     for isa in paths() {
         #[cfg(target_arch = "x86_64")]
         if let Some(isa) = isa {
+            let peak = x86::peak(isa, eight, 20_000_000) / 1e9;
             eprintln!(
-                "{isa:?} peak: {:.1} GMAC/s",
-                x86::peak(isa, 20_000_000) / 1e9
+                "{isa:?} {}-bit peak: {peak:.1} GMAC/s",
+                if eight { 8 } else { 16 }
             );
         }
         for m in [1, 2, 4, 8, 16, 32, 64] {
             let xf = activations(m * nb * QK, 5);
-            let x = ActRows::<i16>::quantize(&xf, m, nb * QK);
+            let x = ActRows::<Q>::quantize(&xf, m, nb * QK);
             let mut out = vec![0f32; n * m];
             let reps = ((4000 / m) * 1536 / n.max(1536)).max(5);
             run(&p, isa, 0, n, &x, &mut out);
@@ -217,7 +241,8 @@ fn kernel_speed() {
             let s = t.elapsed().as_secs_f64() / reps as f64;
             let macs = (n * nb * QK * m) as f64;
             eprintln!(
-                "{isa:?} m={m:3}: {:8.1} us, {:6.1} GMAC/s",
+                "{isa:?} {}-bit m={m:3}: {:8.1} us, {:6.1} GMAC/s",
+                if eight { 8 } else { 16 },
                 s * 1e6,
                 macs / s / 1e9
             );

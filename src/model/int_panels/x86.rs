@@ -1,9 +1,16 @@
-//! x86 tiles of [`super::dot`] over panels: 16-bit multiply-adds into 8 lanes, one per weight
-//! row, by AVX2 (`madd` + `add`), AVX-512 VNNI on 256-bit registers or AVX-VNNI (`vpdpwssd`,
-//! one instruction). Each block's 32 products per row are summed exactly in i32 before the one
+//! x86 tiles of [`super::dot`] over panels: multiply-adds into 8 lanes, one per weight row. 16-bit
+//! activations by AVX2 (`madd` + `add`) or AVX-512 VNNI / AVX-VNNI (`vpdpwssd`, one instruction
+//! for 16 products); 8-bit ones by AVX2 (`maddubs` + `madd` + `add`) or VNNI (`vpdpbusd`, 32
+//! products). Each block's 32 products per row are summed exactly in i32 before the one
 //! conversion and FMA of the definition, so every path gives the scalar results bit for bit.
+//!
+//! The weight side of `maddubs` / `vpdpbusd` is unsigned: nibbles are used as stored (0..16) and
+//! a Q4_0 block's sum corrected by `8 x sum(q)` afterwards (exact integers); VNNI takes a Q8_0
+//! byte as `q + 128` (one XOR) and subtracts `128 x sum(q)`, AVX2 moves the weight's sign onto
+//! the activation instead (`maddubs` would saturate on `q + 128`).
 
 use super::{ActRow, ActRows, GgmlType, Out, PANEL, QK};
+use crate::model::act_rows::Quant;
 use std::arch::x86_64::*;
 
 /// The instruction sets with a path here.
@@ -52,125 +59,261 @@ pub(crate) fn available() -> Vec<Isa> {
     v
 }
 
-/// `acc + (pairwise products of w and x summed into 32-bit lanes)`.
-trait MulAdd {
+/// How one instruction set multiplies one activation type with the chunks of a panel block: a
+/// chunk holds `UNIT` bytes of each of the 8 rows (`8 x UNIT` bytes), and one multiply-add takes
+/// `UNIT` products per lane.
+trait Kernel {
+    /// The activation integers.
+    type Q: Quant;
+    /// Values per lane and per row in a chunk.
+    const UNIT: usize;
+    /// What a Q8_0 block's sum is corrected by, times the activation block's integer sum.
+    const Q8_OFFSET: i32;
+    /// The nibble chunk at `p`: low and high nibbles, unsigned.
+    unsafe fn nibbles(p: *const u8) -> (__m256i, __m256i);
+    /// The Q8_0 chunk at `p`, as [`Self::dp_q8`] takes it.
+    unsafe fn bytes(p: *const u8) -> __m256i;
+    /// `acc` plus the products of unsigned weights `w` (below 16) with activations `x`.
     unsafe fn dp(acc: __m256i, w: __m256i, x: __m256i) -> __m256i;
+    /// `acc` plus the products of a Q8_0 chunk from [`Self::bytes`] with activations `x`
+    /// (offset by [`Self::Q8_OFFSET`] per activation).
+    unsafe fn dp_q8(acc: __m256i, w: __m256i, x: __m256i) -> __m256i;
 }
 
-struct Avx2;
-impl MulAdd for Avx2 {
-    #[inline(always)]
-    unsafe fn dp(acc: __m256i, w: __m256i, x: __m256i) -> __m256i {
-        // SAFETY (callers): AVX2 enabled.
-        unsafe { _mm256_add_epi32(acc, _mm256_madd_epi16(w, x)) }
+/// 16-bit activations: chunks of 16 bytes, zero- or sign-extended to 16 bits.
+macro_rules! kernel16 {
+    ($name:ident, $dp:expr) => {
+        struct $name;
+        impl Kernel for $name {
+            type Q = i16;
+            const UNIT: usize = 2;
+            const Q8_OFFSET: i32 = 0;
+            #[inline(always)]
+            unsafe fn nibbles(p: *const u8) -> (__m256i, __m256i) {
+                // SAFETY (callers): 16 readable bytes; AVX2 enabled.
+                unsafe {
+                    let v = _mm256_cvtepu8_epi16(_mm_loadu_si128(p.cast()));
+                    (
+                        _mm256_and_si256(v, _mm256_set1_epi16(0x0f)),
+                        _mm256_srli_epi16(v, 4),
+                    )
+                }
+            }
+            #[inline(always)]
+            unsafe fn bytes(p: *const u8) -> __m256i {
+                // SAFETY (callers): 16 readable bytes; AVX2 enabled.
+                unsafe { _mm256_cvtepi8_epi16(_mm_loadu_si128(p.cast())) }
+            }
+            #[inline(always)]
+            unsafe fn dp(acc: __m256i, w: __m256i, x: __m256i) -> __m256i {
+                // SAFETY (callers): the instruction set enabled.
+                unsafe { $dp(acc, w, x) }
+            }
+            #[inline(always)]
+            unsafe fn dp_q8(acc: __m256i, w: __m256i, x: __m256i) -> __m256i {
+                // SAFETY (callers): the instruction set enabled.
+                unsafe { $dp(acc, w, x) }
+            }
+        }
+    };
+}
+
+/// 8-bit activations: chunks of 32 bytes as they are.
+macro_rules! kernel8 {
+    ($name:ident, $dp:expr, $q8_offset:expr, $bytes:expr, $dp_q8:expr) => {
+        struct $name;
+        impl Kernel for $name {
+            type Q = i8;
+            const UNIT: usize = 4;
+            const Q8_OFFSET: i32 = $q8_offset;
+            #[inline(always)]
+            unsafe fn nibbles(p: *const u8) -> (__m256i, __m256i) {
+                // SAFETY (callers): 32 readable bytes; AVX2 enabled.
+                unsafe {
+                    let v = _mm256_loadu_si256(p.cast());
+                    let low = _mm256_set1_epi8(0x0f);
+                    (
+                        _mm256_and_si256(v, low),
+                        _mm256_and_si256(_mm256_srli_epi16(v, 4), low),
+                    )
+                }
+            }
+            #[inline(always)]
+            unsafe fn bytes(p: *const u8) -> __m256i {
+                // SAFETY (callers): 32 readable bytes; AVX2 enabled.
+                unsafe { $bytes(_mm256_loadu_si256(p.cast())) }
+            }
+            #[inline(always)]
+            unsafe fn dp(acc: __m256i, w: __m256i, x: __m256i) -> __m256i {
+                // SAFETY (callers): the instruction set enabled.
+                unsafe { $dp(acc, w, x) }
+            }
+            #[inline(always)]
+            unsafe fn dp_q8(acc: __m256i, w: __m256i, x: __m256i) -> __m256i {
+                // SAFETY (callers): the instruction set enabled.
+                unsafe { $dp_q8(acc, w, x) }
+            }
+        }
+    };
+}
+
+/// AVX2's 16-bit multiply-add: `madd` then `add`.
+#[inline(always)]
+unsafe fn madd16(acc: __m256i, w: __m256i, x: __m256i) -> __m256i {
+    // SAFETY (callers): AVX2 enabled.
+    unsafe { _mm256_add_epi32(acc, _mm256_madd_epi16(w, x)) }
+}
+
+/// AVX2's 8-bit multiply-add of unsigned `w` and signed `x` (pairs summed in 16 bits, which
+/// holds for weights below 16 or of magnitude at most 128 against activations of at most 127).
+#[inline(always)]
+unsafe fn maddubs8(acc: __m256i, w: __m256i, x: __m256i) -> __m256i {
+    // SAFETY (callers): AVX2 enabled.
+    unsafe {
+        let p = _mm256_maddubs_epi16(w, x);
+        _mm256_add_epi32(acc, _mm256_madd_epi16(p, _mm256_set1_epi16(1)))
     }
 }
 
-struct Vnni512;
-impl MulAdd for Vnni512 {
-    #[inline(always)]
-    unsafe fn dp(acc: __m256i, w: __m256i, x: __m256i) -> __m256i {
-        // SAFETY (callers): AVX-512 VNNI and VL enabled.
-        unsafe { _mm256_dpwssd_epi32(acc, w, x) }
-    }
+/// AVX2's signed 8-bit product: the weight's magnitude times the activation with its sign.
+#[inline(always)]
+unsafe fn signed8(acc: __m256i, w: __m256i, x: __m256i) -> __m256i {
+    // SAFETY (callers): AVX2 enabled.
+    unsafe { maddubs8(acc, _mm256_abs_epi8(w), _mm256_sign_epi8(x, w)) }
 }
 
-struct VnniVex;
-impl MulAdd for VnniVex {
-    #[inline(always)]
-    unsafe fn dp(acc: __m256i, w: __m256i, x: __m256i) -> __m256i {
-        // SAFETY (callers): AVX-VNNI enabled.
-        unsafe { _mm256_dpwssd_avx_epi32(acc, w, x) }
-    }
+/// `q + 128` as unsigned bytes.
+#[inline(always)]
+unsafe fn biased(v: __m256i) -> __m256i {
+    // SAFETY (callers): AVX2 enabled.
+    unsafe { _mm256_xor_si256(v, _mm256_set1_epi8(-128)) }
 }
+
+#[inline(always)]
+unsafe fn same(v: __m256i) -> __m256i {
+    v
+}
+
+kernel16!(Avx2x16, madd16);
+kernel16!(Vnni512x16, _mm256_dpwssd_epi32);
+kernel16!(VexX16, _mm256_dpwssd_avx_epi32);
+kernel8!(Avx2x8, maddubs8, 0, same, signed8);
+kernel8!(
+    Vnni512x8,
+    _mm256_dpbusd_epi32,
+    128,
+    biased,
+    _mm256_dpbusd_epi32
+);
+kernel8!(
+    VexX8,
+    _mm256_dpbusd_avx_epi32,
+    128,
+    biased,
+    _mm256_dpbusd_avx_epi32
+);
 
 const Q4_0: u8 = 0;
 const Q4_1: u8 = 1;
 const Q8_0: u8 = 2;
 
-/// Features `first..first + n` from the panels `w` (`nb` blocks each, starting at feature
-/// `first`) times every row of `x`, into `out`.
-///
-/// # Safety
-/// The CPU runs `isa`; `w` holds at least `n.div_ceil(8)` panels of `nb` blocks of `ty` (one
-/// with integer products); `x` is `nb` blocks wide with `out`'s rows; features
-/// `first..first + n` of `out` exist and are this call's alone.
-#[allow(clippy::too_many_arguments)]
-pub(super) unsafe fn rows(
-    isa: Isa,
-    ty: GgmlType,
-    w: &[u8],
-    nb: usize,
-    x: &ActRows<i16>,
-    first: usize,
-    n: usize,
-    out: Out<'_>,
-) {
-    let t = match ty {
-        GgmlType::Q4_1 => Q4_1,
-        GgmlType::Q8_0 => Q8_0,
-        _ => Q4_0,
-    };
-    let a = Args {
-        w,
-        nb,
-        x,
-        first,
-        n,
-        out,
-    };
-    // SAFETY: as this function's.
-    unsafe {
-        match isa {
-            Isa::Avx2 => rows_avx2(t, &a),
-            Isa::Avx512Vnni => rows_vnni512(t, &a),
-            Isa::AvxVnni => rows_avxvnni(t, &a),
+macro_rules! rows_fn {
+    ($(#[$doc:meta])* $name:ident, $q:ty, $avx2:ty, $vnni:ty, $vex:ty) => {
+        $(#[$doc])*
+        ///
+        /// # Safety
+        /// The CPU runs `isa`; `w` holds at least `n.div_ceil(8)` panels of `nb` blocks of `ty`
+        /// (one with integer products) packed for this activation type; `x` is `nb` blocks
+        /// wide with `out`'s rows; features `first..first + n` of `out` exist and are this
+        /// call's alone.
+        #[allow(clippy::too_many_arguments)]
+        pub(super) unsafe fn $name(
+            isa: Isa,
+            ty: GgmlType,
+            w: &[u8],
+            nb: usize,
+            x: &ActRows<$q>,
+            first: usize,
+            n: usize,
+            out: Out<'_>,
+        ) {
+            let t = match ty {
+                GgmlType::Q4_1 => Q4_1,
+                GgmlType::Q8_0 => Q8_0,
+                _ => Q4_0,
+            };
+            let a = Args {
+                w,
+                nb,
+                x,
+                first,
+                n,
+                out,
+            };
+            // SAFETY: as this function's.
+            unsafe {
+                match isa {
+                    Isa::Avx2 => rows_avx2::<$avx2>(t, &a),
+                    Isa::Avx512Vnni => rows_vnni512::<$vnni>(t, &a),
+                    Isa::AvxVnni => rows_avxvnni::<$vex>(t, &a),
+                }
+            }
         }
-    }
+    };
 }
 
+rows_fn!(
+    /// Features `first..first + n` from the panels `w` (`nb` blocks each, starting at feature
+    /// `first`) times every row of the 16-bit `x`, into `out`.
+    rows16, i16, Avx2x16, Vnni512x16, VexX16
+);
+rows_fn!(
+    /// As [`rows16`] for 8-bit activations.
+    rows8, i8, Avx2x8, Vnni512x8, VexX8
+);
+
 /// What every tile reads, and where the results go.
-struct Args<'a> {
+struct Args<'a, Q> {
     w: &'a [u8],
     nb: usize,
-    x: &'a ActRows<i16>,
+    x: &'a ActRows<Q>,
     first: usize,
     n: usize,
     out: Out<'a>,
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn rows_avx2(t: u8, a: &Args<'_>) {
+unsafe fn rows_avx2<K: Kernel>(t: u8, a: &Args<'_, K::Q>) {
     // SAFETY: as for `rows_of`.
     unsafe {
         match t {
-            Q4_1 => rows_of::<Avx2, Q4_1, 4>(a),
-            Q8_0 => rows_of::<Avx2, Q8_0, 4>(a),
-            _ => rows_of::<Avx2, Q4_0, 4>(a),
+            Q4_1 => rows_of::<K, Q4_1, 4>(a),
+            Q8_0 => rows_of::<K, Q8_0, 4>(a),
+            _ => rows_of::<K, Q4_0, 4>(a),
         }
     }
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
-unsafe fn rows_vnni512(t: u8, a: &Args<'_>) {
+unsafe fn rows_vnni512<K: Kernel>(t: u8, a: &Args<'_, K::Q>) {
     // SAFETY: as for `rows_of`.
     unsafe {
         match t {
-            Q4_1 => rows_of::<Vnni512, Q4_1, 8>(a),
-            Q8_0 => rows_of::<Vnni512, Q8_0, 8>(a),
-            _ => rows_of::<Vnni512, Q4_0, 8>(a),
+            Q4_1 => rows_of::<K, Q4_1, 8>(a),
+            Q8_0 => rows_of::<K, Q8_0, 8>(a),
+            _ => rows_of::<K, Q4_0, 8>(a),
         }
     }
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avxvnni")]
-unsafe fn rows_avxvnni(t: u8, a: &Args<'_>) {
+unsafe fn rows_avxvnni<K: Kernel>(t: u8, a: &Args<'_, K::Q>) {
     // SAFETY: as for `rows_of`.
     unsafe {
         match t {
-            Q4_1 => rows_of::<VnniVex, Q4_1, 4>(a),
-            Q8_0 => rows_of::<VnniVex, Q8_0, 4>(a),
-            _ => rows_of::<VnniVex, Q4_0, 4>(a),
+            Q4_1 => rows_of::<K, Q4_1, 4>(a),
+            Q8_0 => rows_of::<K, Q8_0, 4>(a),
+            _ => rows_of::<K, Q4_0, 4>(a),
         }
     }
 }
@@ -184,14 +327,14 @@ const fn type_size(t: u8) -> usize {
 }
 
 /// Tiles over the output, one panel at a time (a tile over several panels reads several
-/// streams at once, which measured up to 2x slower from memory on a Zen 4 EPYC): `M`
+/// memory streams at once, which measured up to 2x slower from memory on a Zen 4 EPYC): `M`
 /// activation rows per tile, the tail by tiles of 4, 2 and 1; each weight chunk is unpacked once
-/// per tile and each activation pair broadcast once per tile.
+/// per tile and each activation group broadcast once per tile.
 ///
 /// # Safety
-/// As [`rows`]; the enabled features cover `I`.
+/// As [`rows16`]; the enabled features cover `K`.
 #[inline(always)]
-unsafe fn rows_of<I: MulAdd, const T: u8, const M: usize>(a: &Args<'_>) {
+unsafe fn rows_of<K: Kernel, const T: u8, const M: usize>(a: &Args<'_, K::Q>) {
     let m = a.x.rows();
     let pb = a.nb * PANEL * type_size(T);
     let (nb, x) = (a.nb, a.x);
@@ -204,16 +347,16 @@ unsafe fn rows_of<I: MulAdd, const T: u8, const M: usize>(a: &Args<'_>) {
             while j < m {
                 let left = m - j;
                 j += if left >= M {
-                    put(a, p, j, &tile::<I, T, M>(w, nb, x, j));
+                    put(a, p, j, &tile::<K, T, M>(w, nb, x, j));
                     M
                 } else if M > 4 && left >= 4 {
-                    put(a, p, j, &tile::<I, T, 4>(w, nb, x, j));
+                    put(a, p, j, &tile::<K, T, 4>(w, nb, x, j));
                     4
                 } else if left >= 2 {
-                    put(a, p, j, &tile::<I, T, 2>(w, nb, x, j));
+                    put(a, p, j, &tile::<K, T, 2>(w, nb, x, j));
                     2
                 } else {
-                    put(a, p, j, &tile::<I, T, 1>(w, nb, x, j));
+                    put(a, p, j, &tile::<K, T, 1>(w, nb, x, j));
                     1
                 };
             }
@@ -225,9 +368,9 @@ unsafe fn rows_of<I: MulAdd, const T: u8, const M: usize>(a: &Args<'_>) {
 /// leaving out the padding features.
 ///
 /// # Safety
-/// AVX enabled; panel `p`'s features and rows `j..j + M` are the call's (see [`rows`]).
+/// AVX enabled; panel `p`'s features and rows `j..j + M` are the call's (see [`rows16`]).
 #[inline(always)]
-unsafe fn put<const M: usize>(a: &Args<'_>, p: usize, j: usize, t: &[__m256; M]) {
+unsafe fn put<Q, const M: usize>(a: &Args<'_, Q>, p: usize, j: usize, t: &[__m256; M]) {
     let r0 = p * PANEL;
     let count = (a.n - r0).min(PANEL);
     for (c, v) in t.iter().enumerate() {
@@ -240,10 +383,10 @@ unsafe fn put<const M: usize>(a: &Args<'_>, p: usize, j: usize, t: &[__m256; M])
     }
 }
 
-/// The pair of 16-bit activations at `q` (two values), broadcast to every lane.
+/// The 32 bits of activations at `q` (two 16-bit or four 8-bit values), broadcast to every lane.
 #[inline(always)]
-unsafe fn pair(q: *const i16) -> __m256i {
-    // SAFETY (callers): two readable values.
+unsafe fn group<Q>(q: *const Q) -> __m256i {
+    // SAFETY (callers): four readable bytes.
     unsafe { _mm256_set1_epi32(q.cast::<i32>().read_unaligned()) }
 }
 
@@ -251,15 +394,22 @@ unsafe fn pair(q: *const i16) -> __m256i {
 /// activation row, exactly as [`super::dot`].
 #[allow(clippy::needless_range_loop)]
 #[inline(always)]
-unsafe fn tile<I: MulAdd, const T: u8, const M: usize>(
+unsafe fn tile<K: Kernel, const T: u8, const M: usize>(
     w: *const u8,
     nb: usize,
-    x: &ActRows<i16>,
+    x: &ActRows<K::Q>,
     j: usize,
 ) -> [__m256; M] {
-    let xs: [ActRow<'_, i16>; M] = std::array::from_fn(|c| x.row(j + c));
+    let xs: [ActRow<'_, K::Q>; M] = std::array::from_fn(|c| x.row(j + c));
     let bs = PANEL * type_size(T);
     let heads = if T == Q4_1 { 32 } else { 16 };
+    let (unit, chunk) = (K::UNIT, PANEL * K::UNIT);
+    // Per block, the integer sum is corrected by this times the activations' integer sum.
+    let offset = match T {
+        Q4_0 => 8,
+        Q8_0 => K::Q8_OFFSET,
+        _ => 0,
+    };
     // Small tiles split each sum into two chains, so that enough multiply-adds are in flight
     // to cover the instruction's latency (the integer sums are exact, so the split changes
     // nothing).
@@ -271,40 +421,30 @@ unsafe fn tile<I: MulAdd, const T: u8, const M: usize>(
             // No closures here: they would not inherit this function's target features.
             let mut lo = [_mm256_setzero_si256(); M];
             let mut hi = [_mm256_setzero_si256(); M];
-            let xq: [*const i16; M] = std::array::from_fn(|c| xs[c].qs.as_ptr().add(b * QK));
+            let xq: [*const K::Q; M] = std::array::from_fn(|c| xs[c].qs.as_ptr().add(b * QK));
             let blk = w.add(b * bs);
             if T == Q8_0 {
-                for c in 0..16 {
-                    let q = blk.add(heads + 16 * c);
-                    let wv = _mm256_cvtepi8_epi16(_mm_loadu_si128(q.cast()));
+                for c in 0..QK / unit {
+                    let wv = K::bytes(blk.add(heads + chunk * c));
                     for k in 0..M {
-                        let xv = pair(xq[k].add(2 * c));
+                        let xv = group(xq[k].add(unit * c));
                         if dual && c % 2 == 1 {
-                            hi[k] = I::dp(hi[k], wv, xv);
+                            hi[k] = K::dp_q8(hi[k], wv, xv);
                         } else {
-                            lo[k] = I::dp(lo[k], wv, xv);
+                            lo[k] = K::dp_q8(lo[k], wv, xv);
                         }
                     }
                 }
             } else {
-                let low = _mm256_set1_epi16(0x0f);
-                for c in 0..8 {
-                    let q = blk.add(heads + 16 * c);
-                    let v = _mm256_cvtepu8_epi16(_mm_loadu_si128(q.cast()));
-                    let mut wl = _mm256_and_si256(v, low);
-                    let mut wh = _mm256_srli_epi16(v, 4);
-                    if T == Q4_0 {
-                        let eight = _mm256_set1_epi16(8);
-                        wl = _mm256_sub_epi16(wl, eight);
-                        wh = _mm256_sub_epi16(wh, eight);
-                    }
+                for c in 0..QK / 2 / unit {
+                    let (wl, wh) = K::nibbles(blk.add(heads + chunk * c));
                     for k in 0..M {
-                        lo[k] = I::dp(lo[k], wl, pair(xq[k].add(2 * c)));
-                        let xh = pair(xq[k].add(16 + 2 * c));
+                        lo[k] = K::dp(lo[k], wl, group(xq[k].add(unit * c)));
+                        let xh = group(xq[k].add(QK / 2 + unit * c));
                         if dual {
-                            hi[k] = I::dp(hi[k], wh, xh);
+                            hi[k] = K::dp(hi[k], wh, xh);
                         } else {
-                            lo[k] = I::dp(lo[k], wh, xh);
+                            lo[k] = K::dp(lo[k], wh, xh);
                         }
                     }
                 }
@@ -316,11 +456,15 @@ unsafe fn tile<I: MulAdd, const T: u8, const M: usize>(
                 dw
             };
             for k in 0..M {
-                let s = if dual {
+                let mut s = if dual {
                     _mm256_add_epi32(lo[k], hi[k])
                 } else {
                     lo[k]
                 };
+                if offset != 0 {
+                    let c = offset * *xs[k].isum.get_unchecked(b);
+                    s = _mm256_sub_epi32(s, _mm256_set1_epi32(c));
+                }
                 let dd = _mm256_mul_ps(dw, _mm256_set1_ps(*xs[k].d.get_unchecked(b)));
                 acc[k] = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(s), acc[k]);
                 if T == Q4_1 {
@@ -338,7 +482,7 @@ unsafe fn tile<I: MulAdd, const T: u8, const M: usize>(
 /// invariant).
 #[cfg(test)]
 #[inline(always)]
-unsafe fn peak_of<I: MulAdd>(iters: usize) -> (f64, i32) {
+unsafe fn peak_of<K: Kernel>(iters: usize) -> (f64, i32) {
     // SAFETY (callers): the features of `I` enabled.
     unsafe {
         let mut acc = [_mm256_setzero_si256(); 12];
@@ -346,37 +490,40 @@ unsafe fn peak_of<I: MulAdd>(iters: usize) -> (f64, i32) {
         let t = std::time::Instant::now();
         for _ in 0..iters {
             for a in acc.iter_mut() {
-                *a = I::dp(*a, *a, x);
+                *a = K::dp(*a, *a, x);
             }
         }
         std::hint::black_box(&mut acc);
         let s = t.elapsed().as_secs_f64();
         let sum = acc.iter().map(|a| _mm256_extract_epi32(*a, 0)).sum();
-        ((iters * 12 * 16) as f64 / s, sum)
+        ((iters * 12 * 8 * K::UNIT) as f64 / s, sum)
     }
 }
 
-/// The peak 16-bit multiply-adds per second of one core on `isa`.
+/// The peak multiply-adds per second of one core on `isa` with 8- or 16-bit activations.
 #[cfg(test)]
-pub(crate) fn peak(isa: Isa, iters: usize) -> f64 {
+pub(crate) fn peak(isa: Isa, eight: bool, iters: usize) -> f64 {
     #[target_feature(enable = "avx2")]
-    unsafe fn avx2(iters: usize) -> (f64, i32) {
-        unsafe { peak_of::<Avx2>(iters) }
+    unsafe fn avx2<K: Kernel>(iters: usize) -> f64 {
+        unsafe { peak_of::<K>(iters).0 }
     }
     #[target_feature(enable = "avx2,avx512f,avx512vl,avx512vnni")]
-    unsafe fn vnni512(iters: usize) -> (f64, i32) {
-        unsafe { peak_of::<Vnni512>(iters) }
+    unsafe fn vnni512<K: Kernel>(iters: usize) -> f64 {
+        unsafe { peak_of::<K>(iters).0 }
     }
     #[target_feature(enable = "avx2,avxvnni")]
-    unsafe fn vex(iters: usize) -> (f64, i32) {
-        unsafe { peak_of::<VnniVex>(iters) }
+    unsafe fn vex<K: Kernel>(iters: usize) -> f64 {
+        unsafe { peak_of::<K>(iters).0 }
     }
     // SAFETY: `isa` is one this CPU runs (callers take it from `best`/`available`).
     unsafe {
-        match isa {
-            Isa::Avx2 => avx2(iters).0,
-            Isa::Avx512Vnni => vnni512(iters).0,
-            Isa::AvxVnni => vex(iters).0,
+        match (isa, eight) {
+            (Isa::Avx2, false) => avx2::<Avx2x16>(iters),
+            (Isa::Avx2, true) => avx2::<Avx2x8>(iters),
+            (Isa::Avx512Vnni, false) => vnni512::<Vnni512x16>(iters),
+            (Isa::Avx512Vnni, true) => vnni512::<Vnni512x8>(iters),
+            (Isa::AvxVnni, false) => vex::<VexX16>(iters),
+            (Isa::AvxVnni, true) => vex::<VexX8>(iters),
         }
     }
 }
