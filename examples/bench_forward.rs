@@ -10,10 +10,9 @@
 //! table, writes `results/forward_<device>.json` and `results/forward_latency.svg`.
 
 mod common;
-#[path = "common/plot.rs"]
-mod plot;
 use burn::prelude::*;
 use clap::Parser;
+use common::plot;
 use common::with_backend;
 use msn::{CausalLm, ForwardInput};
 use std::path::PathBuf;

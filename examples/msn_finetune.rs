@@ -23,8 +23,8 @@
 use burn::backend::{Autodiff, Flex};
 use burn::module::AutodiffModule;
 use clap::Parser;
-#[path = "common/plot.rs"]
-mod plot;
+mod common;
+use common::plot;
 use msn::ExportDtype;
 use msn::Llama;
 use msn::Tokenizer;

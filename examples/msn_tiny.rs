@@ -11,11 +11,11 @@
 //! Ends with one JSON line: `{"sft": {"eval_loss", "jacobi_mat", "tr_jacobi_mat"}, "msn": {..}}`
 //! (plus the ablation rows). Writes `<out>/msn_tiny.json` and, with `--ablation`, plots.
 
-#[path = "common/plot.rs"]
-mod plot;
+mod common;
 use burn::backend::{Autodiff, Flex};
 use burn::module::AutodiffModule;
 use clap::Parser;
+use common::plot;
 use msn::noise::{AheadNoise, Noise, RandomNoise};
 use msn::train::{MsnTrainer, TrainConfig, TrainSample, Trainer, denoise_accuracy, eval_loss};
 use msn::{Candidates, Decoder, Jacobi, TrJacobi, TrJacobiConfig};

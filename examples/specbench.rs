@@ -13,11 +13,10 @@
 //! category; the output says so.
 
 mod common;
-#[path = "common/plot.rs"]
-mod plot;
 use burn::prelude::*;
 use clap::Parser;
 use common::decoders::DecoderArgs;
+use common::plot;
 use common::with_backend;
 use msn::{AnyDecoder, Decoder, Greedy};
 

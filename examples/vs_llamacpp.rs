@@ -11,10 +11,9 @@
 //! JSON, markdown and an SVG bar chart of the ratios.
 
 mod common;
-#[path = "common/plot.rs"]
-mod plot;
 use burn::backend::Flex as B;
 use clap::Parser;
+use common::plot;
 use msn::{CausalLm, Decoder, ForwardInput, GenerateConfig};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

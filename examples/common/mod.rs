@@ -1,7 +1,9 @@
-//! Backend selection shared by the examples and benches: `--device flex|ndarray|cuda|wgpu`.
+//! What the examples share: backend selection (`--device flex|ndarray|cuda|wgpu`), the
+//! decoder options and tallies (`decoders`), SVG charts (`plot`), peak memory.
 #![allow(dead_code, unused_macros)]
 
 pub mod decoders;
+pub mod plot;
 
 /// This process's peak resident memory (VmHWM) in MiB; NaN where /proc is not available.
 pub fn peak_rss_mib() -> f64 {

@@ -1,5 +1,4 @@
 //! A minimal SVG line chart (no plotting dependency): one series per line, log-free axes.
-#![allow(dead_code)]
 
 /// One named series of `(x, y)` points.
 pub struct Series {
