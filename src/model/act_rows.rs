@@ -9,7 +9,8 @@
 //! - `q_i = round_half_to_even(x_i * id)` (an f32 product, then the nearest integer), which lies
 //!   in `-Q..=Q`, so the type's minimum never occurs (the sign trick of the 8-bit product
 //!   relies on it);
-//! - `s = d * (sum of q_i as f32)`, the block's sum, which Q4_1's minimum multiplies.
+//! - `s = d * (sum of q_i as f32)`, the block's sum, which Q4_1's minimum multiplies, and the
+//!   integer sum itself, which corrects products taken with offset weights.
 //!
 //! Each row is quantized on its own, so a row's blocks never depend on the other rows of the
 //! batch: a token inside a tree gets the same products as the same token alone. The AVX2 paths
@@ -28,8 +29,8 @@ pub(crate) trait Quant: Copy + Default + PartialEq + std::fmt::Debug + Send + Sy
     fn from_i32(v: i32) -> Self;
     /// As an integer.
     fn to_i32(self) -> i32;
-    /// One block by the definition, `x` into `q`: `(d, s)`.
-    fn block(x: &[f32], q: &mut [Self]) -> (f32, f32) {
+    /// One block by the definition, `x` into `q`: the scale `d` and `sum q_i`.
+    fn block(x: &[f32], q: &mut [Self]) -> (f32, i32) {
         block(x, q)
     }
 }
@@ -42,7 +43,7 @@ impl Quant for i8 {
     fn to_i32(self) -> i32 {
         i32::from(self)
     }
-    fn block(x: &[f32], q: &mut [Self]) -> (f32, f32) {
+    fn block(x: &[f32], q: &mut [Self]) -> (f32, i32) {
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: AVX2 was just detected; `x` and `q` are one whole block each.
@@ -60,7 +61,7 @@ impl Quant for i16 {
     fn to_i32(self) -> i32 {
         i32::from(self)
     }
-    fn block(x: &[f32], q: &mut [Self]) -> (f32, f32) {
+    fn block(x: &[f32], q: &mut [Self]) -> (f32, i32) {
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: AVX2 was just detected; `x` and `q` are one whole block each.
@@ -112,8 +113,8 @@ impl<Q: Quant> ActRows<Q> {
             .zip(out.d.iter_mut().zip(out.s.iter_mut()))
             .zip(out.isum.iter_mut());
         for (((x, q), (d, s)), isum) in blocks {
-            (*d, *s) = Q::block(x, q);
-            *isum = q.iter().map(|v| v.to_i32()).sum();
+            let (scale, sum) = Q::block(x, q);
+            (*d, *s, *isum) = (scale, scale * sum as f32, sum);
         }
         out
     }
@@ -152,7 +153,7 @@ fn scales(amax: f32, max: f32) -> (f32, f32) {
 }
 
 /// The definition, one block: writes `q`, returns `(d, s)`.
-pub(crate) fn block<Q: Quant>(x: &[f32], q: &mut [Q]) -> (f32, f32) {
+pub(crate) fn block<Q: Quant>(x: &[f32], q: &mut [Q]) -> (f32, i32) {
     let amax = x.iter().fold(0f32, |a, v| a.max(v.abs()));
     let (d, id) = scales(amax, Q::MAX);
     let mut sum = 0i32;
@@ -161,7 +162,7 @@ pub(crate) fn block<Q: Quant>(x: &[f32], q: &mut [Q]) -> (f32, f32) {
         *q = Q::from_i32(r);
         sum += r;
     }
-    (d, d * sum as f32)
+    (d, sum)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -196,7 +197,7 @@ mod avx2 {
 
     /// [`super::block`] for 8 bits.
     #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn block_i8(x: &[f32], q: &mut [i8]) -> (f32, f32) {
+    pub(super) unsafe fn block_i8(x: &[f32], q: &mut [i8]) -> (f32, i32) {
         // SAFETY: 32 values in `x`, 32 bytes writable in `q`.
         unsafe {
             let (d, i, sum) = rounded(x, 127.0);
@@ -206,13 +207,13 @@ mod avx2 {
             let b = _mm256_packs_epi16(w, z);
             let b = _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
             _mm256_storeu_si256(q.as_mut_ptr().cast(), b);
-            (d, d * sum as f32)
+            (d, sum)
         }
     }
 
     /// [`super::block`] for 16 bits.
     #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn block_i16(x: &[f32], q: &mut [i16]) -> (f32, f32) {
+    pub(super) unsafe fn block_i16(x: &[f32], q: &mut [i16]) -> (f32, i32) {
         // SAFETY: 32 values in `x`, 32 i16 writable in `q`.
         unsafe {
             let (d, i, sum) = rounded(x, 32767.0);
@@ -221,7 +222,7 @@ mod avx2 {
                 let w = _mm256_permute4x64_epi64(w, 0b11_01_10_00);
                 _mm256_storeu_si256(q.as_mut_ptr().add(16 * h).cast(), w);
             }
-            (d, d * sum as f32)
+            (d, sum)
         }
     }
 }
@@ -268,6 +269,7 @@ mod tests {
                     assert!(err <= f64::from(d) * 0.5001 + 1e-30, "{v} -> {qi} x {d}");
                 }
                 assert_eq!(r.s[b], d * sum as f32, "sum");
+                assert_eq!(i64::from(r.isum[b]), sum, "integer sum");
                 if amax == 0.0 {
                     assert!(r.qs[b * QK..(b + 1) * QK].iter().all(|q| q.to_i32() == 0));
                 }
@@ -293,11 +295,11 @@ mod tests {
         let fast = ActRows::<Q>::quantize(&x, 64, QK);
         let mut q = vec![Q::default(); QK];
         for b in 0..64 {
-            let (d, s) = block(&x[b * QK..(b + 1) * QK], &mut q);
+            let (d, sum) = block(&x[b * QK..(b + 1) * QK], &mut q);
             let r = fast.row(b);
             assert_eq!(
-                (r.d[0].to_bits(), r.s[0].to_bits()),
-                (d.to_bits(), s.to_bits())
+                (r.d[0].to_bits(), r.s[0].to_bits(), r.isum[0]),
+                (d.to_bits(), (d * sum as f32).to_bits(), sum)
             );
             assert_eq!(r.qs, &q[..]);
         }

@@ -327,10 +327,12 @@ impl Panels {
         out: Out<'_>,
     ) {
         for r in first..first + n {
+            // Each block unpacked once per weight row, not once per activation row.
+            let blocks: Vec<_> = (0..self.nb).map(|b| self.values(r, b)).collect();
             for j in 0..out.m {
-                let blocks = (0..self.nb).map(|b| self.values(r, b));
+                let y = dot_blocks(self.ty, blocks.iter().copied(), x.row(j));
                 // SAFETY: j < m, r < features; feature r is ours (callers).
-                unsafe { out.set(j, r, dot_blocks(self.ty, blocks, x.row(j))) };
+                unsafe { out.set(j, r, y) };
             }
         }
     }
