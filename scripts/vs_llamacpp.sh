@@ -24,7 +24,8 @@ OUT=results/vs_llamacpp
 mkdir -p "$OUT"
 
 build_llama() {
-  if [ -x "$LLAMA/bin/llama-bench" ] && [ -x "$LLAMA/bin/llama-completion" ]; then return; fi
+  if [ -x "$LLAMA/bin/llama-bench" ] && [ -x "$LLAMA/bin/llama-completion" ] \
+    && [ -x "$LLAMA/bin/llama-quantize" ]; then return; fi
   echo "== building llama.cpp $VERSION into $LLAMA (once, ~15 minutes)" >&2
   python3 -m pip install -q cmake ninja scikit-build-core
   local tmp; tmp="$(mktemp -d)"
@@ -36,9 +37,11 @@ build_llama() {
   local src="$tmp/llama_cpp_python-$VERSION/vendor/llama.cpp"
   cmake -S "$src" -B "$tmp/build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON \
     -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF >&2
-  cmake --build "$tmp/build" --target llama-bench llama-completion llama-lookup >&2
+  cmake --build "$tmp/build" --target llama-bench llama-completion llama-lookup llama-quantize >&2
   mkdir -p "$LLAMA/bin"
-  cp "$tmp"/build/bin/llama-bench "$tmp"/build/bin/llama-completion "$tmp"/build/bin/llama-lookup "$LLAMA/bin/"
+  for t in llama-bench llama-completion llama-lookup llama-quantize; do
+    cp "$tmp/build/bin/$t" "$LLAMA/bin/"
+  done
   find "$tmp/build" -name '*.so*' -exec cp -P {} "$LLAMA/bin/" \; || true
   rm -rf "$tmp"
 }

@@ -14,6 +14,8 @@ fn dequantization_matches_gguf_python_reference() {
     for (name, ty) in [
         ("Q4_0", GgmlType::Q4_0),
         ("Q4_1", GgmlType::Q4_1),
+        ("Q5_0", GgmlType::Q5_0),
+        ("Q5_1", GgmlType::Q5_1),
         ("Q8_0", GgmlType::Q8_0),
         ("Q4_K", GgmlType::Q4K),
         ("Q5_K", GgmlType::Q5K),

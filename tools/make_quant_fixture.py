@@ -21,6 +21,10 @@ TYPES = {
     "Q6_K": (T.Q6_K, 210, [208]),
     "F16": (T.F16, 2, [0]),
     "BF16": (T.BF16, 2, []),
+    # Appended (the types above keep their blocks): llama.cpp's fallbacks for the K-quants on
+    # rows that are not whole 256-value super-blocks.
+    "Q5_0": (T.Q5_0, 22, [0]),
+    "Q5_1": (T.Q5_1, 24, [0, 2]),
 }
 out = {}
 for name, (ty, size, scales) in TYPES.items():

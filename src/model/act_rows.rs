@@ -10,7 +10,8 @@
 //!   in `-Q..=Q`, so the type's minimum never occurs (the sign trick of the 8-bit product
 //!   relies on it);
 //! - `s = d * (sum of q_i as f32)`, the block's sum, which Q4_1's minimum multiplies, and the
-//!   integer sum itself, which corrects products taken with offset weights.
+//!   integer sum itself, which corrects products taken with offset weights (with the sum of
+//!   the first 16 values, for weights whose two halves have their own scales: Q6_K).
 //!
 //! Each row is quantized on its own, so a row's blocks never depend on the other rows of the
 //! batch: a token inside a tree gets the same products as the same token alone. The AVX2 paths
@@ -79,6 +80,7 @@ pub(crate) struct ActRows<Q> {
     d: Vec<f32>,
     s: Vec<f32>,
     isum: Vec<i32>,
+    ilo: Vec<i32>,
 }
 
 /// One quantized row: `k` values, one scale and one sum per block.
@@ -89,6 +91,8 @@ pub(crate) struct ActRow<'a, Q> {
     pub(crate) s: &'a [f32],
     /// Each block's integer sum (`sum q_i`, exact).
     pub(crate) isum: &'a [i32],
+    /// Each block's integer sum over its first 16 values.
+    pub(crate) ilo: &'a [i32],
 }
 
 impl<Q: Quant> ActRows<Q> {
@@ -106,15 +110,17 @@ impl<Q: Quant> ActRows<Q> {
             d: vec![0.0; nb],
             s: vec![0.0; nb],
             isum: vec![0; nb],
+            ilo: vec![0; nb],
         };
         let blocks = x
             .chunks_exact(QK)
             .zip(out.qs.chunks_exact_mut(QK))
             .zip(out.d.iter_mut().zip(out.s.iter_mut()))
-            .zip(out.isum.iter_mut());
-        for (((x, q), (d, s)), isum) in blocks {
+            .zip(out.isum.iter_mut().zip(out.ilo.iter_mut()));
+        for (((x, q), (d, s)), (isum, ilo)) in blocks {
             let (scale, sum) = Q::block(x, q);
             (*d, *s, *isum) = (scale, scale * sum as f32, sum);
+            *ilo = q[..QK / 2].iter().map(|q| q.to_i32()).sum();
         }
         out
     }
@@ -137,6 +143,7 @@ impl<Q: Quant> ActRows<Q> {
             d: &self.d[j * nb..(j + 1) * nb],
             s: &self.s[j * nb..(j + 1) * nb],
             isum: &self.isum[j * nb..(j + 1) * nb],
+            ilo: &self.ilo[j * nb..(j + 1) * nb],
         }
     }
 }
@@ -259,17 +266,21 @@ mod tests {
                 let amax = xb.iter().map(|v| f64::from(v.abs())).fold(0.0, f64::max);
                 let d = (amax / f64::from(Q::MAX)) as f32;
                 assert_eq!(r.d[b].to_bits(), d.to_bits(), "scale");
-                let mut sum = 0i64;
+                let (mut sum, mut lo) = (0i64, 0i64);
                 for (i, v) in xb.iter().enumerate() {
                     let qi = r.qs[b * QK + i].to_i32();
                     assert!(qi.abs() <= Q::MAX as i32, "the type's minimum never occurs");
                     sum += i64::from(qi);
+                    if i < QK / 2 {
+                        lo += i64::from(qi);
+                    }
                     // Nearest: within half a step of the value (plus one f32 rounding).
                     let err = (f64::from(*v) - f64::from(d) * f64::from(qi)).abs();
                     assert!(err <= f64::from(d) * 0.5001 + 1e-30, "{v} -> {qi} x {d}");
                 }
                 assert_eq!(r.s[b], d * sum as f32, "sum");
                 assert_eq!(i64::from(r.isum[b]), sum, "integer sum");
+                assert_eq!(i64::from(r.ilo[b]), lo, "integer sum of the first half");
                 if amax == 0.0 {
                     assert!(r.qs[b * QK..(b + 1) * QK].iter().all(|q| q.to_i32() == 0));
                 }

@@ -710,11 +710,14 @@ mod tests {
         let mut rng = crate::rng::Rng::new(seed);
         let n = values / ty.block_size() * ty.type_size();
         let mut b: Vec<u8> = (0..n).map(|_| (rng.next_u64() & 0xff) as u8).collect();
-        // Scales (and minima) are f16 at the start of each Q4_0/Q4_1/Q8_0 block.
-        let heads = match ty {
-            GgmlType::Q4_1 => 2,
-            GgmlType::Q4_0 | GgmlType::Q8_0 => 1,
-            _ => 0,
+        // Where the f16 scales (and minima) lie in a block; the K-quants' sub-block scales
+        // multiply theirs by up to 63 (Q6_K: 127).
+        let (heads, k): (&[usize], f32) = match ty {
+            GgmlType::Q4_1 | GgmlType::Q5_1 => (&[0, 2], 1.0),
+            GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => (&[0], 1.0),
+            GgmlType::Q4K | GgmlType::Q5K => (&[0, 2], 64.0),
+            GgmlType::Q6K => (&[208], 64.0),
+            _ => (&[], 1.0),
         };
         if ty == GgmlType::F16 {
             // Finite halves: clear the top exponent bit (|v| < 2).
@@ -723,9 +726,9 @@ mod tests {
             }
         }
         for blk in b.chunks_exact_mut(ty.type_size()) {
-            for h in 0..heads {
+            for &at in heads {
                 let v = (rng.next_u64() % 2000) as f32 / 1000.0 - 1.0;
-                blk[2 * h..2 * h + 2].copy_from_slice(&f16::from_f32(v / 16.0).to_le_bytes());
+                blk[at..at + 2].copy_from_slice(&f16::from_f32(v / 16.0 / k).to_le_bytes());
             }
         }
         b
@@ -739,6 +742,8 @@ mod tests {
         for (t, ty) in [
             GgmlType::Q4_0,
             GgmlType::Q4_1,
+            GgmlType::Q5_0,
+            GgmlType::Q5_1,
             GgmlType::Q8_0,
             GgmlType::F16,
         ]
@@ -777,11 +782,20 @@ mod tests {
 
     #[test]
     fn integer_products_stay_close_to_the_f32_ones_row_by_row() {
-        let (out, inp) = (70, 96);
-        for (t, ty) in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0]
-            .into_iter()
-            .enumerate()
+        for (t, ty) in [
+            GgmlType::Q4_0,
+            GgmlType::Q4_1,
+            GgmlType::Q5_0,
+            GgmlType::Q8_0,
+            GgmlType::Q4K,
+            GgmlType::Q5K,
+            GgmlType::Q6K,
+        ]
+        .into_iter()
+        .enumerate()
         {
+            // 3 blocks per row; 2 super-blocks for the K-quants.
+            let (out, inp) = (70, if ty.block_size() > 32 { 512 } else { 96 });
             let bytes = random_blocks(ty, out * inp, t as u64 + 5);
             let f = HostMatrix::from_blocks(ty, out, inp, bytes.clone()).unwrap();
             for (products, close, tag) in [

@@ -22,6 +22,10 @@ pub enum GgmlType {
     Q4_0,
     /// 32 4-bit values with an f16 scale and an f16 minimum.
     Q4_1,
+    /// 32 5-bit values (four high bits in a 32-bit word) with one f16 scale, offset by 16.
+    Q5_0,
+    /// 32 5-bit values with an f16 scale and an f16 minimum.
+    Q5_1,
     /// 32 8-bit values with one f16 scale.
     Q8_0,
     /// 256-element super-blocks of 4-bit values, 6-bit sub-block scales and minima.
@@ -40,6 +44,8 @@ impl GgmlType {
             1 => Self::F16,
             2 => Self::Q4_0,
             3 => Self::Q4_1,
+            6 => Self::Q5_0,
+            7 => Self::Q5_1,
             8 => Self::Q8_0,
             12 => Self::Q4K,
             13 => Self::Q5K,
@@ -56,6 +62,8 @@ impl GgmlType {
             Self::F16 => 1,
             Self::Q4_0 => 2,
             Self::Q4_1 => 3,
+            Self::Q5_0 => 6,
+            Self::Q5_1 => 7,
             Self::Q8_0 => 8,
             Self::Q4K => 12,
             Self::Q5K => 13,
@@ -82,7 +90,7 @@ impl GgmlType {
     pub fn block_size(self) -> usize {
         match self {
             Self::F32 | Self::F16 | Self::Bf16 => 1,
-            Self::Q4_0 | Self::Q4_1 | Self::Q8_0 => 32,
+            Self::Q4_0 | Self::Q4_1 | Self::Q5_0 | Self::Q5_1 | Self::Q8_0 => 32,
             Self::Q4K | Self::Q5K | Self::Q6K => 256,
         }
     }
@@ -94,6 +102,8 @@ impl GgmlType {
             Self::F16 | Self::Bf16 => 2,
             Self::Q4_0 => 18,
             Self::Q4_1 => 20,
+            Self::Q5_0 => 22,
+            Self::Q5_1 => 24,
             Self::Q8_0 => 34,
             Self::Q4K => 144,
             Self::Q5K => 176,
@@ -160,6 +170,18 @@ fn dequantize_block(ty: GgmlType, b: &[u8], o: &mut [f32]) {
                 o[j + 16] = (q >> 4) as f32 * d + m;
             }
         }
+        GgmlType::Q5_0 => {
+            let d = h(b, 0);
+            for (j, q) in q5_values(&b[2..22]).into_iter().enumerate() {
+                o[j] = (i32::from(q) - 16) as f32 * d;
+            }
+        }
+        GgmlType::Q5_1 => {
+            let (d, m) = (h(b, 0), h(b, 2));
+            for (j, q) in q5_values(&b[4..24]).into_iter().enumerate() {
+                o[j] = f32::from(q) * d + m;
+            }
+        }
         GgmlType::Q8_0 => {
             let d = h(b, 0);
             for j in 0..32 {
@@ -170,6 +192,20 @@ fn dequantize_block(ty: GgmlType, b: &[u8], o: &mut [f32]) {
         GgmlType::Q5K => q5k_block(b, o),
         GgmlType::Q6K => q6k_block(b, o),
     }
+}
+
+/// The 32 unsigned 5-bit values of a Q5_0 / Q5_1 block from its 4 bytes of high bits (value
+/// `j`'s is bit `j` of the little-endian word) and 16 bytes of nibbles (value `j` low, `16 + j`
+/// high).
+pub(crate) fn q5_values(b: &[u8]) -> [u8; 32] {
+    let qh = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+    let mut q = [0u8; 32];
+    for j in 0..16 {
+        let hi = |i: usize| (((qh >> i) & 1) as u8) << 4;
+        q[j] = (b[4 + j] & 0x0f) | hi(j);
+        q[j + 16] = (b[4 + j] >> 4) | hi(j + 16);
+    }
+    q
 }
 
 /// A Q4_K super-block: 8 sub-blocks of 32 4-bit values with 6-bit scales and minimums.
@@ -240,7 +276,7 @@ fn q6k_block(b: &[u8], o: &mut [f32]) {
 }
 
 /// The 6-bit scale and minimum of sub-block `j` (0..8) of a Q4_K / Q5_K super-block.
-fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
+pub(crate) fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
     if j < 4 {
         (q[j] & 63, q[j + 4] & 63)
     } else {
@@ -279,6 +315,20 @@ mod tests {
         assert_eq!(out[0], 5.0);
         assert_eq!(out[16], 1.0);
         assert_eq!(out[1], -1.0);
+    }
+
+    #[test]
+    fn q5_0_block_by_hand() {
+        // d = 0.5; value 0: nibble 3 with its high bit -> 19 - 16 = 3; value 17: high nibble 2
+        // without -> 2 - 16 = -14; value 1: 0 - 16.
+        let mut b = vec![0u8; 22];
+        b[..2].copy_from_slice(&f16::from_f32(0.5).to_le_bytes());
+        b[2] = 1;
+        b[6] = 0x03;
+        b[7] = 0x20;
+        let mut out = vec![0f32; 32];
+        dequantize(GgmlType::Q5_0, &b, &mut out).unwrap();
+        assert_eq!((out[0], out[1], out[17]), (1.5, -8.0, -7.0));
     }
 
     #[test]

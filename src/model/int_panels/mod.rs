@@ -1,35 +1,44 @@
-//! Integer products of GGUF weight blocks (Q4_0, Q4_1, Q8_0) with activation rows quantized to
-//! 16- or 8-bit blocks ([`ActRows`]), the weights repacked into **panels of 8 rows** so that one SIMD
-//! register holds the partial sums of 8 weight rows: no horizontal sums, the activations are
-//! read as stored (two values broadcast to every lane), and each weight block is unpacked once
-//! for every activation row of a tile.
+//! Integer products of GGUF weight blocks (Q4_0, Q4_1, Q5_0, Q8_0 and the K-quants Q4_K, Q5_K,
+//! Q6_K)
+//! with activation rows quantized to 16- or 8-bit blocks ([`ActRows`]), the weights repacked into
+//! **panels of 8 rows** so that one SIMD register holds the partial sums of 8 weight rows: no
+//! horizontal sums, the activations are read as stored (two values broadcast to every lane), and
+//! each weight block is unpacked once for every activation row of a tile.
 //!
 //! The arithmetic, for one weight row `w` and one activation row `x` (this is what the scalar
-//! [`dot`] computes; every SIMD path reproduces it bit for bit, whatever the tile):
-//! - `y = 0`; then for each block `b` in order:
+//! [`dot`] computes; every SIMD path reproduces it bit for bit, whatever the tile). A weight row
+//! is a row of 32-value blocks ([`Sub`]: integers `v`, a scale, a minimum); `y = 0`, then for
+//! each block `b` in order:
 //! - `s = sum_i v_i * q_i`, exact in i32, where `v` are the block's weight integers (Q4_0:
-//!   `nibble - 8`; Q4_1: `nibble`; Q8_0: the signed byte) and `q` the activation integers;
+//!   `nibble - 8`; Q5_0: `q - 16`; Q4_1, Q4_K, Q5_K: the unsigned value; Q8_0: the signed byte;
+//!   Q6_K: `q - 32`)
+//!   and `q` the activation integers;
 //! - `y = fma(dw * dx, s as f32, y)`, with `dw * dx` one rounded f32 product of the weight
 //!   block's scale and the activation block's scale, and `s as f32` rounded to nearest (exact for
-//!   the 4-bit types, where `|s| <= 15 * 32767 * 32 < 2^24`);
-//! - for Q4_1, then `y = fma(mw, sx, y)`: the block's minimum times the activation block's sum.
+//!   the 4-bit types, where `|s| <= 15 * 32767 * 32 < 2^24`). Q6_K's blocks have two halves with
+//!   their own scales: this step is taken for values 0..16, then for 16..32;
+//! - for Q4_1, Q4_K and Q5_K, then `y = fma(mw, sx, y)`: the block's minimum (for the K-quants
+//!   minus ggml's `dmin * m`) times the activation block's sum.
 //!
 //! Nothing in it depends on any other row, so a row's result is the same whatever tile shape or
 //! batch computed it: a token verified inside a tree gets bit for bit the logits it gets alone.
 //!
-//! The panel layout, per panel of 8 weight rows and per block `b`, `8 x type_size` bytes: the 8
-//! rows' f16 scales, for Q4_1 the 8 rows' f16 minima, then the rows' quantized bytes
-//! interleaved `u` bytes at a time (chunk `c` holds bytes `u c .. u (c + 1)` of rows 0..8), with
-//! `u = 2` for 16-bit activations and 4 for 8-bit ones. A 16-bit chunk of nibbles gives values
-//! `2c, 2c + 1` (low nibbles) and `16 + 2c, 17 + 2c` (high nibbles) of 8 rows; zero-extended to
-//! 16 bits, each is one register whose 32-bit lane `r` is the pair of row `r`, which is what
-//! one 16-bit multiply-add (`madd`, `vpdpwssd`) takes; an 8-bit chunk gives quads the same way
-//! for `maddubs` / `vpdpbusd`. A matrix whose row count is not a multiple of 8 is padded with
-//! zero rows (scale 0).
+//! The panel layout of Q4_0, Q4_1 and Q8_0, per panel of 8 weight rows and per block `b`,
+//! `8 x type_size` bytes: the 8 rows' f16 scales, for Q4_1 the 8 rows' f16 minima, then the rows'
+//! quantized bytes interleaved `u` bytes at a time (chunk `c` holds bytes `u c .. u (c + 1)` of
+//! rows 0..8), with `u = 2` for 16-bit activations and 4 for 8-bit ones. A 16-bit chunk of
+//! nibbles gives values `2c, 2c + 1` (low nibbles) and `16 + 2c, 17 + 2c` (high nibbles) of 8
+//! rows; zero-extended to 16 bits, each is one register whose 32-bit lane `r` is the pair of row
+//! `r`, which is what one 16-bit multiply-add (`madd`, `vpdpwssd`) takes; an 8-bit chunk gives
+//! quads the same way for `maddubs` / `vpdpbusd`. A Q5_0 block is held as the Q8_0 block of
+//! the same values (`q - 16` in a byte, the same scale; 8.5 bits per weight instead of 5.5, and
+//! no high bits to gather). The K-quants' layout is in [`k_quants`]. A
+//! matrix whose row count is not a multiple of 8 is padded with zero rows (scale 0).
 
 use crate::model::act_rows::{ActRow, ActRows, QK, Quant};
-use crate::model::quant::GgmlType;
+use crate::model::quant::{self, GgmlType};
 use half::f16;
+use k_quants::{KBlock, SUBS, is_k};
 use std::marker::PhantomData;
 
 /// Weight rows per panel.
@@ -37,19 +46,87 @@ pub(crate) const PANEL: usize = 8;
 
 /// Whether `ty` has integer products.
 pub(crate) fn supports(ty: GgmlType) -> bool {
-    matches!(ty, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0)
+    matches!(
+        ty,
+        GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q8_0
+    ) || is_k(ty)
 }
 
-/// The weight integers of one GGUF block and its scale and minimum (0 where the type has none).
-pub(crate) fn block_values(ty: GgmlType, b: &[u8]) -> ([i32; QK], f32, f32) {
+/// The block type whose panel layout `ty` is held in (Q5_0 as Q8_0).
+fn layout(ty: GgmlType) -> GgmlType {
+    match ty {
+        GgmlType::Q5_0 => GgmlType::Q8_0,
+        _ => ty,
+    }
+}
+
+/// A Q5_0 block as the Q8_0 block of the same values.
+fn q5_0_as_q8_0(b: &[u8]) -> [u8; 34] {
+    let mut o = [0u8; 34];
+    o[..2].copy_from_slice(&b[..2]);
+    for (o, q) in o[2..].iter_mut().zip(quant::q5_values(&b[2..22])) {
+        *o = (q as i8 - 16) as u8;
+    }
+    o
+}
+
+/// The inverse of [`q5_0_as_q8_0`] (for the Q8_0 blocks it gives).
+fn q8_0_as_q5_0(b: &[u8], o: &mut [u8]) {
+    o.fill(0);
+    o[..2].copy_from_slice(&b[..2]);
+    for (j, v) in b[2..34].iter().enumerate() {
+        let q = (*v as i8 + 16) as u8;
+        o[2 + j / 8] |= ((q >> 4) & 1) << (j % 8);
+        o[6 + j % 16] |= (q & 15) << (4 * (j / 16));
+    }
+}
+
+/// One 32-value block of a weight row in the definition's terms.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Sub {
+    /// The weight integers.
+    pub(crate) v: [i32; QK],
+    /// The scales of values 0..16 and 16..32 (the same but for Q6_K).
+    pub(crate) d: [f32; 2],
+    /// What multiplies the activation block's sum (Q4_1, Q4_K, Q5_K; 0 for the others).
+    pub(crate) m: f32,
+}
+
+/// Whether a block of `ty` has two halves with their own scales.
+fn halves(ty: GgmlType) -> bool {
+    ty == GgmlType::Q6K
+}
+
+/// Whether a block of `ty` has a minimum.
+fn has_min(ty: GgmlType) -> bool {
+    matches!(ty, GgmlType::Q4_1 | GgmlType::Q4K | GgmlType::Q5K)
+}
+
+/// A Q4_0, Q4_1, Q5_0 or Q8_0 GGUF block in the definition's terms.
+pub(crate) fn block_values(ty: GgmlType, b: &[u8]) -> Sub {
     let half = |at: usize| f16::from_le_bytes([b[at], b[at + 1]]).to_f32();
     let mut v = [0i32; QK];
+    let d = half(0);
     match ty {
+        GgmlType::Q5_0 => {
+            for (v, q) in v.iter_mut().zip(quant::q5_values(&b[2..22])) {
+                *v = i32::from(q) - 16;
+            }
+            Sub {
+                v,
+                d: [d; 2],
+                m: 0.0,
+            }
+        }
         GgmlType::Q8_0 => {
             for (v, q) in v.iter_mut().zip(&b[2..34]) {
                 *v = i32::from(*q as i8);
             }
-            (v, half(0), 0.0)
+            Sub {
+                v,
+                d: [d; 2],
+                m: 0.0,
+            }
         }
         _ => {
             let (off, bias, m) = match ty {
@@ -60,38 +137,57 @@ pub(crate) fn block_values(ty: GgmlType, b: &[u8]) -> ([i32; QK], f32, f32) {
                 v[i] = i32::from(q & 0x0f) - bias;
                 v[i + 16] = i32::from(q >> 4) - bias;
             }
-            (v, half(0), m)
+            Sub { v, d: [d; 2], m }
         }
     }
 }
 
-/// The definition over a row given block by block as `(values, scale, minimum)`.
-fn dot_blocks<Q: Quant>(
-    ty: GgmlType,
-    blocks: impl Iterator<Item = ([i32; QK], f32, f32)>,
-    x: ActRow<'_, Q>,
-) -> f32 {
+/// The definition over a row given block by block.
+fn dot_blocks<Q: Quant>(ty: GgmlType, blocks: impl Iterator<Item = Sub>, x: ActRow<'_, Q>) -> f32 {
     let mut y = 0f32;
-    for (b, (v, dw, mw)) in blocks.enumerate() {
+    for (b, w) in blocks.enumerate() {
         let xq = &x.qs[b * QK..(b + 1) * QK];
-        let s: i32 = v.iter().zip(xq).map(|(v, q)| v * q.to_i32()).sum();
-        y = (dw * x.d[b]).mul_add(s as f32, y);
-        if ty == GgmlType::Q4_1 {
-            y = mw.mul_add(x.s[b], y);
+        let s = |r: std::ops::Range<usize>| -> i32 {
+            w.v[r.clone()]
+                .iter()
+                .zip(&xq[r])
+                .map(|(v, q)| v * q.to_i32())
+                .sum()
+        };
+        if halves(ty) {
+            y = (w.d[0] * x.d[b]).mul_add(s(0..QK / 2) as f32, y);
+            y = (w.d[1] * x.d[b]).mul_add(s(QK / 2..QK) as f32, y);
+        } else {
+            y = (w.d[0] * x.d[b]).mul_add(s(0..QK) as f32, y);
+        }
+        if has_min(ty) {
+            y = w.m.mul_add(x.s[b], y);
         }
     }
     y
+}
+
+/// A GGUF row of `ty` block by block in the definition's terms.
+#[cfg(test)]
+fn row_blocks(ty: GgmlType, w: &[u8]) -> Vec<Sub> {
+    let blocks = w.chunks_exact(ty.type_size());
+    if is_k(ty) {
+        blocks
+            .flat_map(|b| {
+                let k = KBlock::decode(ty, b);
+                (0..SUBS).map(move |j| k.sub(ty, j))
+            })
+            .collect()
+    } else {
+        blocks.map(|b| block_values(ty, b)).collect()
+    }
 }
 
 /// The definition: one weight row of GGUF `ty` blocks times one quantized activation row (the
 /// kernels read panels; the tests hold them to this).
 #[cfg(test)]
 pub(crate) fn dot<Q: Quant>(ty: GgmlType, w: &[u8], x: ActRow<'_, Q>) -> f32 {
-    dot_blocks(
-        ty,
-        w.chunks_exact(ty.type_size()).map(|b| block_values(ty, b)),
-        x,
-    )
+    dot_blocks(ty, row_blocks(ty, w).into_iter(), x)
 }
 
 /// A matrix of GGUF blocks repacked into panels of [`PANEL`] rows.
@@ -99,7 +195,7 @@ pub(crate) fn dot<Q: Quant>(ty: GgmlType, w: &[u8], x: ActRow<'_, Q>) -> f32 {
 pub(crate) struct Panels {
     ty: GgmlType,
     rows: usize,
-    /// Blocks per row.
+    /// 32-value blocks per row (8 per K-quant super-block).
     nb: usize,
     /// Bytes of each row per chunk: [`PanelAct::UNIT`] of the activation type packed for.
     unit: usize,
@@ -192,40 +288,92 @@ impl Panels {
             supports(ty) && row_bytes.is_multiple_of(ts) && src.len() == rows * row_bytes,
             "whole rows of integer-product blocks"
         );
-        let nb = row_bytes / ts;
-        let mut bytes = vec![0u8; rows.div_ceil(PANEL) * PANEL * row_bytes];
+        let gb = row_bytes / ts;
+        let mut p = Self {
+            ty,
+            rows,
+            nb: gb * ty.block_size() / QK,
+            unit: Q::UNIT,
+            bytes: Vec::new(),
+        };
+        p.bytes = vec![0u8; rows.div_ceil(PANEL) * p.panel_bytes()];
+        let pgb = p.panel_gguf_block_bytes();
         for r in 0..rows {
-            let (p, lane) = (r / PANEL, r % PANEL);
-            for b in 0..nb {
+            let (panel, lane) = (r / PANEL, r % PANEL);
+            for b in 0..gb {
                 let blk = &src[r * row_bytes + b * ts..][..ts];
-                let dst = &mut bytes[(p * nb + b) * PANEL * ts..][..PANEL * ts];
-                for (i, v) in blk.iter().enumerate() {
-                    dst[panel_offset(ty, Q::UNIT, lane, i)] = *v;
+                let dst = &mut p.bytes[(panel * gb + b) * pgb..][..pgb];
+                if is_k(ty) {
+                    KBlock::decode(ty, blk).write(ty, Q::UNIT, lane, dst);
+                } else {
+                    let q8;
+                    let blk = match ty {
+                        GgmlType::Q5_0 => {
+                            q8 = q5_0_as_q8_0(blk);
+                            &q8[..]
+                        }
+                        _ => blk,
+                    };
+                    for (i, v) in blk.iter().enumerate() {
+                        dst[panel_offset(layout(ty), Q::UNIT, lane, i)] = *v;
+                    }
                 }
             }
         }
-        Self {
-            ty,
-            rows,
-            nb,
-            unit: Q::UNIT,
-            bytes,
+        p
+    }
+
+    /// Bytes of a panel per GGUF block (per super-block for the K-quants).
+    fn panel_gguf_block_bytes(&self) -> usize {
+        if is_k(self.ty) {
+            k_quants::panel_super_bytes(self.ty)
+        } else {
+            PANEL * layout(self.ty).type_size()
         }
+    }
+
+    /// GGUF blocks per row.
+    fn gguf_blocks(&self) -> usize {
+        self.nb * QK / self.ty.block_size()
     }
 
     /// Bytes per panel.
     fn panel_bytes(&self) -> usize {
-        self.nb * PANEL * self.ty.type_size()
+        self.gguf_blocks() * self.panel_gguf_block_bytes()
+    }
+
+    /// Values per row.
+    pub(crate) fn width(&self) -> usize {
+        self.nb * QK
+    }
+
+    /// GGUF block `b` of row `r`, where the panels hold it.
+    fn panel_block(&self, r: usize, b: usize) -> &[u8] {
+        let pgb = self.panel_gguf_block_bytes();
+        &self.bytes[((r / PANEL) * self.gguf_blocks() + b) * pgb..][..pgb]
     }
 
     /// Block `b` of row `r` as stored in the GGUF (`blk`, one block long).
     fn gguf_block(&self, r: usize, b: usize, blk: &mut [u8]) {
-        let ts = self.ty.type_size();
-        let (p, lane) = (r / PANEL, r % PANEL);
-        let src = &self.bytes[(p * self.nb + b) * PANEL * ts..][..PANEL * ts];
-        for (i, v) in blk.iter_mut().enumerate() {
-            *v = src[panel_offset(self.ty, self.unit, lane, i)];
+        let (src, lane) = (self.panel_block(r, b), r % PANEL);
+        if is_k(self.ty) {
+            KBlock::read(self.ty, self.unit, lane, src).encode(self.ty, blk);
+        } else if self.ty == GgmlType::Q5_0 {
+            q8_0_as_q5_0(&self.layout_block(r, b), blk);
+        } else {
+            blk.copy_from_slice(&self.layout_block(r, b)[..blk.len()]);
         }
+    }
+
+    /// Block `b` of row `r` of a non-K type as its layout type's GGUF block (the first
+    /// `type_size` bytes).
+    fn layout_block(&self, r: usize, b: usize) -> [u8; 34] {
+        let (src, lane, ty) = (self.panel_block(r, b), r % PANEL, layout(self.ty));
+        let mut blk = [0u8; 34];
+        for (i, v) in blk[..ty.type_size()].iter_mut().enumerate() {
+            *v = src[panel_offset(ty, self.unit, lane, i)];
+        }
+        blk
     }
 
     /// Whether the panels are packed for 8-bit activations (else 16-bit).
@@ -236,8 +384,9 @@ impl Panels {
     /// The rows as GGUF stores them (the inverse of [`Self::new`]).
     pub(crate) fn gguf_rows(&self, first: usize, n: usize) -> Vec<u8> {
         let ts = self.ty.type_size();
-        let mut out = vec![0u8; n * self.nb * ts];
-        for (i, row) in out.chunks_exact_mut(self.nb * ts).enumerate() {
+        let gb = self.gguf_blocks();
+        let mut out = vec![0u8; n * gb * ts];
+        for (i, row) in out.chunks_exact_mut(gb * ts).enumerate() {
             for (b, blk) in row.chunks_exact_mut(ts).enumerate() {
                 self.gguf_block(first + i, b, blk);
             }
@@ -250,12 +399,19 @@ impl Panels {
         self.ty
     }
 
-    /// Block `b` of row `r` as `(values, scale, minimum)`, read back from the panels.
-    fn values(&self, r: usize, b: usize) -> ([i32; QK], f32, f32) {
-        let mut blk = [0u8; 34];
-        let ts = self.ty.type_size();
-        self.gguf_block(r, b, &mut blk[..ts]);
-        block_values(self.ty, &blk[..ts])
+    /// Row `r`'s blocks in the definition's terms, read back from the panels.
+    fn row_values(&self, r: usize) -> Vec<Sub> {
+        let lane = r % PANEL;
+        if is_k(self.ty) {
+            let blocks = (0..self.gguf_blocks())
+                .map(|b| KBlock::read(self.ty, self.unit, lane, self.panel_block(r, b)));
+            return blocks
+                .flat_map(|k| (0..SUBS).map(move |j| k.sub(self.ty, j)))
+                .collect();
+        }
+        (0..self.nb)
+            .map(|b| block_values(layout(self.ty), &self.layout_block(r, b)))
+            .collect()
     }
 
     /// Output features `first..first + n` (`first` a multiple of [`PANEL`]) for every row of
@@ -275,7 +431,7 @@ impl Panels {
             Q::UNIT == self.unit
                 && first.is_multiple_of(PANEL)
                 && first + n <= self.rows
-                && x.width() == self.nb * QK
+                && x.width() == self.width()
                 && out.m == x.rows()
                 && out.features == self.rows,
             "activations of the type packed for, features of this matrix from a panel start, \
@@ -328,7 +484,7 @@ impl Panels {
     ) {
         for r in first..first + n {
             // Each block unpacked once per weight row, not once per activation row.
-            let blocks: Vec<_> = (0..self.nb).map(|b| self.values(r, b)).collect();
+            let blocks = self.row_values(r);
             for j in 0..out.m {
                 let y = dot_blocks(self.ty, blocks.iter().copied(), x.row(j));
                 // SAFETY: j < m, r < features; feature r is ours (callers).
@@ -391,6 +547,7 @@ impl<'a> Out<'a> {
     }
 }
 
+mod k_quants;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 

@@ -5,10 +5,18 @@ fn random_blocks(ty: GgmlType, blocks: usize, seed: u64) -> Vec<u8> {
     let mut rng = crate::rng::Rng::new(seed);
     let ts = ty.type_size();
     let mut b: Vec<u8> = (0..blocks * ts).map(|_| rng.next_u64() as u8).collect();
+    // Where the f16 scales lie.
+    let scales: &[usize] = match ty {
+        GgmlType::Q4_1 | GgmlType::Q4K | GgmlType::Q5K => &[0, 2],
+        GgmlType::Q6K => &[208],
+        _ => &[0],
+    };
+    // The K-quants' sub-block scales multiply theirs by up to 63 (Q6_K: 127).
+    let k = if ty.block_size() > QK { 64.0 } else { 1.0 };
     for blk in b.chunks_exact_mut(ts) {
-        for h in 0..if ty == GgmlType::Q4_1 { 2 } else { 1 } {
-            let v = ((rng.next_u64() % 2001) as f32 / 1000.0 - 1.0) / 16.0;
-            blk[2 * h..2 * h + 2].copy_from_slice(&f16::from_f32(v).to_le_bytes());
+        for &at in scales {
+            let v = ((rng.next_u64() % 2001) as f32 / 1000.0 - 1.0) / 16.0 / k;
+            blk[at..at + 2].copy_from_slice(&f16::from_f32(v).to_le_bytes());
         }
         if ty == GgmlType::Q8_0 && rng.next_u64().is_multiple_of(3) {
             blk[2 + (rng.next_u64() % 32) as usize] = 0x80;
@@ -24,7 +32,40 @@ fn activations(n: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
-const TYPES: [GgmlType; 3] = [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0];
+const TYPES: [GgmlType; 7] = [
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q8_0,
+    GgmlType::Q4K,
+    GgmlType::Q5K,
+    GgmlType::Q6K,
+];
+
+#[test]
+fn k_blocks_round_trip_and_dequantize_as_ggml() {
+    for ty in TYPES {
+        let blocks = random_blocks(ty, 5, 11);
+        let mut wf = vec![0f32; 5 * ty.block_size()];
+        crate::model::quant::dequantize(ty, &blocks, &mut wf).unwrap();
+        let subs = row_blocks(ty, &blocks);
+        assert_eq!(subs.len() * QK, wf.len());
+        // The definition's blocks are the dequantizer's values, bit for bit.
+        for (i, want) in wf.iter().enumerate() {
+            let w = subs[i / QK];
+            let v = w.d[(i % QK) / 16] * w.v[i % QK] as f32;
+            let v = if has_min(ty) { v + w.m } else { v };
+            assert_eq!(v.to_bits(), want.to_bits(), "{ty:?} value {i}");
+        }
+        if is_k(ty) {
+            for blk in blocks.chunks_exact(ty.type_size()) {
+                let mut back = vec![0u8; ty.type_size()];
+                KBlock::decode(ty, blk).encode(ty, &mut back);
+                assert_eq!(back, blk, "{ty:?}: encode(decode(b)) == b");
+            }
+        }
+    }
+}
 
 #[test]
 fn the_definition_is_the_exact_product_of_the_dequantized_operands() {
@@ -38,8 +79,9 @@ fn exact_product<Q: PanelAct>(close: f64) {
     // Independent: dequantize both sides (the GGUF dequantizer, the integer blocks by their
     // scales) and sum in f64.
     for ty in TYPES {
-        let nb = 9;
-        let w = random_blocks(ty, nb, 1);
+        let gb = 9;
+        let nb = gb * ty.block_size() / QK;
+        let w = random_blocks(ty, gb, 1);
         let mut wf = vec![0f32; nb * QK];
         crate::model::quant::dequantize(ty, &w, &mut wf).unwrap();
         let xf = activations(nb * QK, 2);
@@ -79,16 +121,15 @@ fn hold<Q: PanelAct>() {
         let rb = nb * ty.type_size();
         let src = random_blocks(ty, rows * nb, 7);
         let p = Panels::new::<Q>(ty, rows, rb, &src);
-        assert_eq!(p.bytes.len(), 16 * rb, "two panels, the second padded");
+        assert_eq!(
+            p.bytes.len(),
+            2 * p.panel_bytes(),
+            "two panels, the second padded"
+        );
+        assert_eq!(p.width(), nb * ty.block_size());
         for r in 0..rows {
-            for b in 0..nb {
-                let blk = &src[r * rb + b * ty.type_size()..][..ty.type_size()];
-                assert_eq!(
-                    p.values(r, b),
-                    block_values(ty, blk),
-                    "{ty:?} row {r} block {b}"
-                );
-            }
+            let row = &src[r * rb..(r + 1) * rb];
+            assert_eq!(p.row_values(r), row_blocks(ty, row), "{ty:?} row {r}");
         }
         assert_eq!(p.gguf_rows(0, rows), src, "{ty:?}: the inverse");
         assert_eq!(
@@ -131,7 +172,7 @@ fn run<Q: PanelAct>(
     y: &mut [f32],
 ) {
     assert!(Q::UNIT == p.unit && first.is_multiple_of(PANEL));
-    assert!(first + n <= p.rows && x.width() == p.nb * QK);
+    assert!(first + n <= p.rows && x.width() == p.width());
     let out = Out::new(y, x.rows());
     assert_eq!(out.features, p.rows);
     // SAFETY: the checks of `rows_to` hold (asserted), `isa` comes from `paths`, and nothing
@@ -158,7 +199,7 @@ fn every_path<Q: PanelAct>() {
     eprintln!("paths: {paths:?}");
     for (t, ty) in TYPES.into_iter().enumerate() {
         for (n, nb, m) in [
-            (1, 1, 1),
+            (1, 1usize, 1),
             (7, 3, 1),
             (9, 5, 2),
             (40, 2, 1),
@@ -168,12 +209,15 @@ fn every_path<Q: PanelAct>() {
             (24, 2, 9),
             (16, 3, 4),
         ] {
+            // The K-quants' blocks are 8 times longer: fewer of them.
+            let nb: usize = if is_k(ty) { nb.div_ceil(4) } else { nb };
             let seed = 10 * t as u64 + n as u64;
             let rb = nb * ty.type_size();
             let w = random_blocks(ty, n * nb, seed);
             let p = Panels::new::<Q>(ty, n, rb, &w);
-            let xf = activations(m * nb * QK, seed + 100);
-            let x = ActRows::<Q>::quantize(&xf, m, nb * QK);
+            let width = nb * ty.block_size();
+            let xf = activations(m * width, seed + 100);
+            let x = ActRows::<Q>::quantize(&xf, m, width);
             for &isa in &paths {
                 for first in (0..n).step_by(PANEL).take(2) {
                     // All features from `first`, or one panel's worth (written, and no more).
@@ -205,15 +249,24 @@ fn every_path<Q: PanelAct>() {
 }
 
 /// Kernel throughput on one core (not a test: `cargo test --release --lib kernel_speed --
-/// --ignored --nocapture`).
+/// --ignored --nocapture`; `MSN_KERNEL_ROWS` output rows, `MSN_KERNEL_TYPES` e.g. `Q4_1,Q4_K`).
 #[test]
 #[ignore]
 fn kernel_speed() {
     let n: usize = std::env::var("MSN_KERNEL_ROWS").map_or(1536, |v| v.parse().unwrap());
-    let (ty, nb) = (GgmlType::Q4_1, 18);
-    let w = random_blocks(ty, n * nb, 3);
-    speed::<i16>(ty, n, nb, &w, false);
-    speed::<i8>(ty, n, nb, &w, true);
+    let types = std::env::var("MSN_KERNEL_TYPES").unwrap_or_else(|_| "Q4_1".into());
+    for name in types.split(',') {
+        let ty = TYPES
+            .into_iter()
+            .find(|t| GgmlType::name_of_id(t.id()) == name)
+            .unwrap_or_else(|| panic!("{name}: one of {TYPES:?}"));
+        // 768 values per row: 24 blocks of 32, 3 super-blocks.
+        let nb = 768 / ty.block_size();
+        let w = random_blocks(ty, n * nb, 3);
+        eprintln!("{name}: {n} rows of 768");
+        speed::<i16>(ty, n, nb, &w, false);
+        speed::<i8>(ty, n, nb, &w, true);
+    }
 }
 
 fn speed<Q: PanelAct>(ty: GgmlType, n: usize, nb: usize, w: &[u8], eight: bool) {
@@ -229,8 +282,9 @@ fn speed<Q: PanelAct>(ty: GgmlType, n: usize, nb: usize, w: &[u8], eight: bool) 
             );
         }
         for m in [1, 2, 4, 8, 16, 32, 64] {
-            let xf = activations(m * nb * QK, 5);
-            let x = ActRows::<Q>::quantize(&xf, m, nb * QK);
+            let width = nb * ty.block_size();
+            let xf = activations(m * width, 5);
+            let x = ActRows::<Q>::quantize(&xf, m, width);
             let mut out = vec![0f32; n * m];
             let reps = ((4000 / m) * 1536 / n.max(1536)).max(5);
             run(&p, isa, 0, n, &x, &mut out);
@@ -239,7 +293,7 @@ fn speed<Q: PanelAct>(ty: GgmlType, n: usize, nb: usize, w: &[u8], eight: bool) 
                 run(&p, isa, 0, n, &x, &mut out);
             }
             let s = t.elapsed().as_secs_f64() / reps as f64;
-            let macs = (n * nb * QK * m) as f64;
+            let macs = (n * width * m) as f64;
             eprintln!(
                 "{isa:?} {}-bit m={m:3}: {:8.1} us, {:6.1} GMAC/s",
                 if eight { 8 } else { 16 },

@@ -9,6 +9,7 @@
 //! byte as `q + 128` (one XOR) and subtracts `128 x sum(q)`, AVX2 moves the weight's sign onto
 //! the activation instead (`maddubs` would saturate on `q + 128`).
 
+use super::k_quants::{SUBS, heads, value_bytes};
 use super::{ActRow, ActRows, GgmlType, Out, PANEL, QK};
 use crate::model::act_rows::Quant;
 use std::arch::x86_64::*;
@@ -73,6 +74,8 @@ trait Kernel {
     unsafe fn nibbles(p: *const u8) -> (__m256i, __m256i);
     /// The Q8_0 chunk at `p`, as [`Self::dp_q8`] takes it.
     unsafe fn bytes(p: *const u8) -> __m256i;
+    /// The chunk of unsigned bytes at `p` (below 64), as [`Self::dp`] takes it.
+    unsafe fn ubytes(p: *const u8) -> __m256i;
     /// `acc` plus the products of unsigned weights `w` (below 16) with activations `x`.
     unsafe fn dp(acc: __m256i, w: __m256i, x: __m256i) -> __m256i;
     /// `acc` plus the products of a Q8_0 chunk from [`Self::bytes`] with activations `x`
@@ -103,6 +106,11 @@ macro_rules! kernel16 {
             unsafe fn bytes(p: *const u8) -> __m256i {
                 // SAFETY (callers): 16 readable bytes; AVX2 enabled.
                 unsafe { _mm256_cvtepi8_epi16(_mm_loadu_si128(p.cast())) }
+            }
+            #[inline(always)]
+            unsafe fn ubytes(p: *const u8) -> __m256i {
+                // SAFETY (callers): 16 readable bytes; AVX2 enabled.
+                unsafe { _mm256_cvtepu8_epi16(_mm_loadu_si128(p.cast())) }
             }
             #[inline(always)]
             unsafe fn dp(acc: __m256i, w: __m256i, x: __m256i) -> __m256i {
@@ -142,6 +150,11 @@ macro_rules! kernel8 {
             unsafe fn bytes(p: *const u8) -> __m256i {
                 // SAFETY (callers): 32 readable bytes; AVX2 enabled.
                 unsafe { $bytes(_mm256_loadu_si256(p.cast())) }
+            }
+            #[inline(always)]
+            unsafe fn ubytes(p: *const u8) -> __m256i {
+                // SAFETY (callers): 32 readable bytes; AVX2 enabled.
+                unsafe { _mm256_loadu_si256(p.cast()) }
             }
             #[inline(always)]
             unsafe fn dp(acc: __m256i, w: __m256i, x: __m256i) -> __m256i {
@@ -216,6 +229,9 @@ kernel8!(
 const Q4_0: u8 = 0;
 const Q4_1: u8 = 1;
 const Q8_0: u8 = 2;
+const Q4K: u8 = 3;
+const Q5K: u8 = 4;
+const Q6K: u8 = 5;
 
 macro_rules! rows_fn {
     ($(#[$doc:meta])* $name:ident, $q:ty, $avx2:ty, $vnni:ty, $vex:ty) => {
@@ -239,7 +255,10 @@ macro_rules! rows_fn {
         ) {
             let t = match ty {
                 GgmlType::Q4_1 => Q4_1,
-                GgmlType::Q8_0 => Q8_0,
+                GgmlType::Q8_0 | GgmlType::Q5_0 => Q8_0,
+                GgmlType::Q4K => Q4K,
+                GgmlType::Q5K => Q5K,
+                GgmlType::Q6K => Q6K,
                 _ => Q4_0,
             };
             let a = Args {
@@ -289,6 +308,9 @@ unsafe fn rows_avx2<K: Kernel>(t: u8, a: &Args<'_, K::Q>) {
         match t {
             Q4_1 => rows_of::<K, Q4_1, 4>(a),
             Q8_0 => rows_of::<K, Q8_0, 4>(a),
+            Q4K => rows_of::<K, Q4K, 4>(a),
+            Q5K => rows_of::<K, Q5K, 4>(a),
+            Q6K => rows_of::<K, Q6K, 4>(a),
             _ => rows_of::<K, Q4_0, 4>(a),
         }
     }
@@ -301,6 +323,9 @@ unsafe fn rows_vnni512<K: Kernel>(t: u8, a: &Args<'_, K::Q>) {
         match t {
             Q4_1 => rows_of::<K, Q4_1, 8>(a),
             Q8_0 => rows_of::<K, Q8_0, 8>(a),
+            Q4K => rows_of::<K, Q4K, 8>(a),
+            Q5K => rows_of::<K, Q5K, 8>(a),
+            Q6K => rows_of::<K, Q6K, 8>(a),
             _ => rows_of::<K, Q4_0, 8>(a),
         }
     }
@@ -313,17 +338,27 @@ unsafe fn rows_avxvnni<K: Kernel>(t: u8, a: &Args<'_, K::Q>) {
         match t {
             Q4_1 => rows_of::<K, Q4_1, 4>(a),
             Q8_0 => rows_of::<K, Q8_0, 4>(a),
+            Q4K => rows_of::<K, Q4K, 4>(a),
+            Q5K => rows_of::<K, Q5K, 4>(a),
+            Q6K => rows_of::<K, Q6K, 4>(a),
             _ => rows_of::<K, Q4_0, 4>(a),
         }
     }
 }
 
-const fn type_size(t: u8) -> usize {
+/// Bytes of a panel per 32 values.
+const fn block_bytes(t: u8) -> usize {
     match t {
-        Q4_0 => 18,
-        Q4_1 => 20,
-        _ => 34,
+        Q4_0 => PANEL * 18,
+        Q4_1 => PANEL * 20,
+        Q8_0 => PANEL * 34,
+        _ => super_bytes(t) / SUBS,
     }
+}
+
+/// Bytes of a K-quant panel per super-block.
+const fn super_bytes(t: u8) -> usize {
+    heads(t == Q6K) + SUBS * PANEL * value_bytes(t == Q4K)
 }
 
 /// Tiles over the output, one panel at a time (a tile over several panels reads several
@@ -336,7 +371,7 @@ const fn type_size(t: u8) -> usize {
 #[inline(always)]
 unsafe fn rows_of<K: Kernel, const T: u8, const M: usize>(a: &Args<'_, K::Q>) {
     let m = a.x.rows();
-    let pb = a.nb * PANEL * type_size(T);
+    let pb = a.nb * block_bytes(T);
     let (nb, x) = (a.nb, a.x);
     // SAFETY: every tile reads panel p < n.div_ceil(8) and activation rows < m, and writes
     // features first + 8p.. (< first + n) of rows < m.
@@ -347,16 +382,16 @@ unsafe fn rows_of<K: Kernel, const T: u8, const M: usize>(a: &Args<'_, K::Q>) {
             while j < m {
                 let left = m - j;
                 j += if left >= M {
-                    put(a, p, j, &tile::<K, T, M>(w, nb, x, j));
+                    put(a, p, j, &any_tile::<K, T, M>(w, nb, x, j));
                     M
                 } else if M > 4 && left >= 4 {
-                    put(a, p, j, &tile::<K, T, 4>(w, nb, x, j));
+                    put(a, p, j, &any_tile::<K, T, 4>(w, nb, x, j));
                     4
                 } else if left >= 2 {
-                    put(a, p, j, &tile::<K, T, 2>(w, nb, x, j));
+                    put(a, p, j, &any_tile::<K, T, 2>(w, nb, x, j));
                     2
                 } else {
-                    put(a, p, j, &tile::<K, T, 1>(w, nb, x, j));
+                    put(a, p, j, &any_tile::<K, T, 1>(w, nb, x, j));
                     1
                 };
             }
@@ -390,6 +425,27 @@ unsafe fn group<Q>(q: *const Q) -> __m256i {
     unsafe { _mm256_set1_epi32(q.cast::<i32>().read_unaligned()) }
 }
 
+/// [`tile`] or [`tile_k`], as `T` is.
+///
+/// # Safety
+/// As theirs.
+#[inline(always)]
+unsafe fn any_tile<K: Kernel, const T: u8, const M: usize>(
+    w: *const u8,
+    nb: usize,
+    x: &ActRows<K::Q>,
+    j: usize,
+) -> [__m256; M] {
+    // SAFETY (callers): as the tiles'.
+    unsafe {
+        if T >= Q4K {
+            tile_k::<K, T, M>(w, nb, x, j)
+        } else {
+            tile::<K, T, M>(w, nb, x, j)
+        }
+    }
+}
+
 /// The panel at `w` (`nb` blocks) times activation rows `j..j + M`: its 8 rows' results per
 /// activation row, exactly as [`super::dot`].
 #[allow(clippy::needless_range_loop)]
@@ -401,7 +457,7 @@ unsafe fn tile<K: Kernel, const T: u8, const M: usize>(
     j: usize,
 ) -> [__m256; M] {
     let xs: [ActRow<'_, K::Q>; M] = std::array::from_fn(|c| x.row(j + c));
-    let bs = PANEL * type_size(T);
+    let bs = block_bytes(T);
     let heads = if T == Q4_1 { 32 } else { 16 };
     let (unit, chunk) = (K::UNIT, PANEL * K::UNIT);
     // Per block, the integer sum is corrected by this times the activations' integer sum.
@@ -470,6 +526,131 @@ unsafe fn tile<K: Kernel, const T: u8, const M: usize>(
                 if T == Q4_1 {
                     let sx = _mm256_set1_ps(*xs[k].s.get_unchecked(b));
                     acc[k] = _mm256_fmadd_ps(mw, sx, acc[k]);
+                }
+            }
+        }
+        acc
+    }
+}
+
+/// Eight lanes of bytes at `p` as f32: unsigned, or signed where `signed`.
+#[inline(always)]
+unsafe fn lanes_f32(p: *const u8, signed: bool) -> __m256 {
+    // SAFETY (callers): 8 readable bytes; AVX2 enabled.
+    unsafe {
+        let b = _mm_loadl_epi64(p.cast());
+        _mm256_cvtepi32_ps(if signed {
+            _mm256_cvtepi8_epi32(b)
+        } else {
+            _mm256_cvtepu8_epi32(b)
+        })
+    }
+}
+
+/// [`tile`] for the K-quants (`T` one of them, `nb` a multiple of 8): per super-block the panel's
+/// `d` (and `dmin`), per 32-value block its 8 rows' scales `d * sc` (and minima `-(dmin * m)`),
+/// each one f32 product as the definition takes them; Q6_K's two halves summed apart and
+/// corrected by `32 x` their activation sums.
+///
+/// # Safety
+/// As [`tile`].
+#[allow(clippy::needless_range_loop)]
+#[inline(always)]
+unsafe fn tile_k<K: Kernel, const T: u8, const M: usize>(
+    w: *const u8,
+    nb: usize,
+    x: &ActRows<K::Q>,
+    j: usize,
+) -> [__m256; M] {
+    let xs: [ActRow<'_, K::Q>; M] = std::array::from_fn(|c| x.row(j + c));
+    let q6 = T == Q6K;
+    let (vb, head) = (value_bytes(T == Q4K), heads(q6));
+    let (unit, chunk) = (K::UNIT, PANEL * K::UNIT);
+    let dual = M <= 4;
+    // SAFETY (callers): a panel of nb / 8 super-blocks at `w`; the activation rows are nb
+    // blocks wide.
+    unsafe {
+        let mut acc = [_mm256_setzero_ps(); M];
+        for sb in 0..nb / SUBS {
+            let blk = w.add(sb * super_bytes(T));
+            let d = _mm256_cvtph_ps(_mm_loadu_si128(blk.cast()));
+            let dmin = _mm256_cvtph_ps(_mm_loadu_si128(blk.add(2 * PANEL).cast()));
+            for sub in 0..SUBS {
+                let b = sb * SUBS + sub;
+                let vals = blk.add(head + sub * PANEL * vb);
+                let xq: [*const K::Q; M] = std::array::from_fn(|c| xs[c].qs.as_ptr().add(b * QK));
+                let mut lo = [_mm256_setzero_si256(); M];
+                let mut hi = [_mm256_setzero_si256(); M];
+                if T == Q4K {
+                    for c in 0..QK / 2 / unit {
+                        let (wl, wh) = K::nibbles(vals.add(chunk * c));
+                        for k in 0..M {
+                            lo[k] = K::dp(lo[k], wl, group(xq[k].add(unit * c)));
+                            let xh = group(xq[k].add(QK / 2 + unit * c));
+                            if dual {
+                                hi[k] = K::dp(hi[k], wh, xh);
+                            } else {
+                                lo[k] = K::dp(lo[k], wh, xh);
+                            }
+                        }
+                    }
+                } else {
+                    for c in 0..QK / unit {
+                        let wv = K::ubytes(vals.add(chunk * c));
+                        // Q6_K: the second half apart; Q5_K: two chains for small tiles.
+                        let upper = if q6 {
+                            c >= QK / 2 / unit
+                        } else {
+                            dual && c % 2 == 1
+                        };
+                        for k in 0..M {
+                            let xv = group(xq[k].add(unit * c));
+                            if upper {
+                                hi[k] = K::dp(hi[k], wv, xv);
+                            } else {
+                                lo[k] = K::dp(lo[k], wv, xv);
+                            }
+                        }
+                    }
+                }
+                if q6 {
+                    let sc = blk.add(2 * PANEL + 2 * PANEL * sub);
+                    let dlo = _mm256_mul_ps(d, lanes_f32(sc, true));
+                    let dhi = _mm256_mul_ps(d, lanes_f32(sc.add(PANEL), true));
+                    for k in 0..M {
+                        let ilo = *xs[k].ilo.get_unchecked(b);
+                        let ihi = *xs[k].isum.get_unchecked(b) - ilo;
+                        let slo = _mm256_sub_epi32(lo[k], _mm256_set1_epi32(32 * ilo));
+                        let shi = _mm256_sub_epi32(hi[k], _mm256_set1_epi32(32 * ihi));
+                        let dx = _mm256_set1_ps(*xs[k].d.get_unchecked(b));
+                        acc[k] = _mm256_fmadd_ps(
+                            _mm256_mul_ps(dlo, dx),
+                            _mm256_cvtepi32_ps(slo),
+                            acc[k],
+                        );
+                        acc[k] = _mm256_fmadd_ps(
+                            _mm256_mul_ps(dhi, dx),
+                            _mm256_cvtepi32_ps(shi),
+                            acc[k],
+                        );
+                    }
+                } else {
+                    let dw = _mm256_mul_ps(d, lanes_f32(blk.add(4 * PANEL + PANEL * sub), false));
+                    let m =
+                        _mm256_mul_ps(dmin, lanes_f32(blk.add(12 * PANEL + PANEL * sub), false));
+                    let mw = _mm256_xor_ps(m, _mm256_set1_ps(-0.0));
+                    for k in 0..M {
+                        let s = if dual {
+                            _mm256_add_epi32(lo[k], hi[k])
+                        } else {
+                            lo[k]
+                        };
+                        let dx = _mm256_set1_ps(*xs[k].d.get_unchecked(b));
+                        acc[k] =
+                            _mm256_fmadd_ps(_mm256_mul_ps(dw, dx), _mm256_cvtepi32_ps(s), acc[k]);
+                        let sx = _mm256_set1_ps(*xs[k].s.get_unchecked(b));
+                        acc[k] = _mm256_fmadd_ps(mw, sx, acc[k]);
+                    }
                 }
             }
         }
