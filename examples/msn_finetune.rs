@@ -25,6 +25,7 @@ use burn::module::AutodiffModule;
 use clap::Parser;
 mod common;
 use common::plot;
+use common::vs_greedy::{Tally, beside_greedy};
 use msn::ExportDtype;
 use msn::Llama;
 use msn::Tokenizer;
@@ -32,7 +33,7 @@ use msn::noise::AheadNoise;
 use msn::train::{
     MsnTrainer, TrainConfig, TrainSample, Trainer, denoise_accuracy, eval_loss, self_distill,
 };
-use msn::{Candidates, Decoder, Jacobi, JacobiConfig, TrJacobi, TrJacobiConfig};
+use msn::{AnyDecoder, Candidates, Jacobi, JacobiConfig, TrJacobi, TrJacobiConfig};
 use msn::{GenerateConfig, Result};
 use std::path::PathBuf;
 
@@ -203,37 +204,29 @@ fn measure(model: &Llama<B>, e: &EvalSet) -> Result<Measure> {
         return Ok(out);
     }
     let config = GenerateConfig::new(new_tokens, tok);
-    let (mut jt, mut js, mut tt, mut ts, mut rt, mut rs) = (0, 0, 0, 0, 0, 0);
-    let mut jac = Jacobi::new(JacobiConfig::default());
-    let mut tr = TrJacobi::new(TrJacobiConfig {
+    let jacobi_candidates = TrJacobiConfig {
         candidates: Candidates::Jacobi,
         ..Default::default()
-    })?;
-    let mut rec = TrJacobi::new(TrJacobiConfig::default())?;
+    };
+    let mut decoders: Vec<AnyDecoder> = vec![
+        Jacobi::new(JacobiConfig::default()).into(),
+        TrJacobi::new(jacobi_candidates)?.into(),
+        TrJacobi::new(TrJacobiConfig::default())?.into(),
+    ];
+    // Greedy, Jacobi, TR-Jacobi (Jacobi candidates), TR-Jacobi (recycled).
+    let mut tally = [Tally::default(); 4];
     for (i, q) in questions.iter().enumerate() {
-        let g = msn::Greedy.generate(model, Some(tok), q, &config)?;
-        let j = jac.generate(model, Some(tok), q, &config)?;
-        let t = tr.generate(model, Some(tok), q, &config)?;
-        let r = rec.generate(model, Some(tok), q, &config)?;
-        if j.tokens != g.tokens || t.tokens != g.tokens || r.tokens != g.tokens {
-            return Err(msn::Error::InvalidArgument(format!(
-                "question {i}: a decoder differs from greedy (a bug: please report it)"
-            )));
+        let what = format!("question {i}");
+        let gens = beside_greedy(model, Some(tok), q, &config, &mut decoders, &what)?;
+        for (t, g) in tally.iter_mut().zip(&gens) {
+            t.add(g);
         }
-        (jt, js, tt, ts, rt, rs) = (
-            jt + j.tokens.len(),
-            js + j.steps,
-            tt + t.tokens.len(),
-            ts + t.steps,
-            rt + r.tokens.len(),
-            rs + r.steps,
-        );
         eprint!("  MAT [{}/{}]\r", i + 1, questions.len());
     }
     eprintln!();
-    out.jacobi_mat = jt as f64 / js.max(1) as f64;
-    out.tr_jacobi_mat = tt as f64 / ts.max(1) as f64;
-    out.tr_recycled_mat = rt as f64 / rs.max(1) as f64;
+    out.jacobi_mat = tally[1].mat();
+    out.tr_jacobi_mat = tally[2].mat();
+    out.tr_recycled_mat = tally[3].mat();
     Ok(out)
 }
 

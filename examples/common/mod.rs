@@ -4,6 +4,7 @@
 
 pub mod decoders;
 pub mod plot;
+pub mod vs_greedy;
 
 /// This process's peak resident memory (VmHWM) in MiB; NaN where /proc is not available.
 pub fn peak_rss_mib() -> f64 {

@@ -1,0 +1,70 @@
+//! Decoders run beside greedy on the same prompt, every output checked equal to greedy's, and
+//! their totals (tokens, forward passes, seconds) kept per decoder: what `specbench`,
+//! `msn_finetune` and `msn_tiny` report as MAT and speedup.
+
+use burn::prelude::Backend;
+use msn::{AnyDecoder, CausalLm, Decoder, GenerateConfig, Generation, Greedy, Tokenizer};
+
+/// One decoder's totals over some prompts.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Tally {
+    /// Generated tokens.
+    pub tokens: usize,
+    /// Forward passes (prefill included).
+    pub steps: usize,
+    /// Wall-clock seconds (prefill included).
+    pub secs: f64,
+}
+
+impl Tally {
+    /// Adds one generation.
+    pub fn add(&mut self, g: &Generation) {
+        self.tokens += g.tokens.len();
+        self.steps += g.steps;
+        self.secs += g.wall_time_s;
+    }
+
+    /// Both totals together.
+    pub fn plus(self, o: Tally) -> Tally {
+        Tally {
+            tokens: self.tokens + o.tokens,
+            steps: self.steps + o.steps,
+            secs: self.secs + o.secs,
+        }
+    }
+
+    /// Accepted tokens per forward pass.
+    pub fn mat(&self) -> f64 {
+        self.tokens as f64 / self.steps.max(1) as f64
+    }
+
+    /// Tokens per second.
+    pub fn tokens_per_s(&self) -> f64 {
+        self.tokens as f64 / self.secs.max(1e-9)
+    }
+}
+
+/// Greedy, then each of `decoders`, on `prompt`: the generations, greedy's first, once every
+/// decoder's tokens are checked equal to greedy's (an error naming the decoder and `what`, the
+/// prompt, otherwise: that would be a bug in msn).
+pub fn beside_greedy<B: Backend, M: CausalLm<B>>(
+    model: &M,
+    tokenizer: Option<&Tokenizer>,
+    prompt: &[u32],
+    config: &GenerateConfig,
+    decoders: &mut [AnyDecoder],
+    what: &str,
+) -> msn::Result<Vec<Generation>> {
+    let mut out = vec![Greedy.generate(model, tokenizer, prompt, config)?];
+    for d in decoders.iter_mut() {
+        let g = d.generate(model, tokenizer, prompt, config)?;
+        if g.tokens != out[0].tokens {
+            return Err(msn::Error::InvalidArgument(format!(
+                "{}: {what}: the output differs from greedy's (a bug in msn: please report it)",
+                d.name()
+            )));
+        }
+        out.push(g);
+    }
+    Ok(out)
+}
