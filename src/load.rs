@@ -64,9 +64,10 @@ pub enum HostKernels {
     #[default]
     Auto,
     /// The checkpoint's own storage where it is quantized (a GGUF's blocks, 4.5 to 8.5 bits per
-    /// weight to stream), else a converted copy. Q4_0, Q4_1 and Q8_0 blocks are repacked into
-    /// panels of 8 rows and multiplied by integer dot products with activations quantized to
-    /// 16 bits per 32 values (one f32 scale each), each row on its own, so a token's logits do
+    /// weight to stream), else a converted copy. Q4_0, Q4_1, Q5_0, Q8_0 and K-quant (Q4_K, Q5_K,
+    /// Q6_K) blocks are repacked into panels of 8 rows and multiplied by integer dot products
+    /// with activations quantized to 16 bits per 32 values (one f32 scale each; Q5_1 blocks are
+    /// expanded to f32 instead), each row on its own, so a token's logits do
     /// not depend on the rest of the batch and every decoder stays equal to greedy. On SmolLM2
     /// the logits stay within 2e-2 of a float64 forward (a tested bound) and greedy continues
     /// the reference prompts exactly. The fastest mode (AVX-512 VNNI, AVX-VNNI or AVX2, chosen

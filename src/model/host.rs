@@ -15,7 +15,8 @@
 //! L1 and then multiplied exactly like f32 rows, so a quantized matrix gives bit for bit the
 //! product of its dequantized f32 values while streaming 4.5 to 8.5 bits per weight from memory
 //! instead of 16: on a memory-bound CPU that is most of a decoding step. Matrices given
-//! [`HostMatrix::with_products`] multiply Q4_0/Q4_1/Q8_0 blocks by integer dot products instead:
+//! [`HostMatrix::with_products`] multiply Q4_0/Q4_1/Q5_0/Q8_0 and K-quant blocks by integer dot
+//! products instead:
 //! with 16-bit activations over weights repacked in 8-row panels ([`crate::model::int_panels`],
 //! the default), or with 8-bit ones over the same panels.
 
@@ -127,8 +128,9 @@ impl HostMatrix {
     }
 
     /// The same matrix multiplied as `products` where its block type has integer products
-    /// (Q4_0, Q4_1, Q8_0): each activation row is then quantized to integer blocks on its own
-    /// and multiplied with the weight blocks, repacked into panels, as [`int_panels`] defines.
+    /// (Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q5_K, Q6_K): each activation row is then quantized to
+    /// integer blocks on its own and multiplied with the weight blocks, repacked into panels, as
+    /// [`int_panels`] defines.
     /// Other storage is unchanged.
     pub fn with_products(self, products: Products) -> Self {
         let (out, inp) = (self.out, self.inp);
