@@ -75,17 +75,14 @@ fn main() -> msn::Result<()> {
     let gguf = m.path.clone();
     let prompts = chat_prompts(&m, args.prompts)?;
     let mut rounds: Vec<(Round, Round)> = Vec::new();
+    let mut agree = (0, 0.0);
     for r in 0..args.rounds {
         eprintln!("round {} of {}", r + 1, args.rounds);
         let mut ll = llama_bench(&llama, &gguf, args.threads)?;
         let mut ours = forward_speed(&m)?;
-        ll.extend(llama_completion(
-            &llama,
-            &gguf,
-            args.threads,
-            &prompts,
-            args.max_new_tokens,
-        )?);
+        let (greedy, llama_texts) =
+            llama_completion(&llama, &gguf, args.threads, &prompts, args.max_new_tokens)?;
+        ll.extend(greedy);
         ll.extend(llama_lookup(
             &llama,
             &gguf,
@@ -93,13 +90,15 @@ fn main() -> msn::Result<()> {
             &prompts,
             args.max_new_tokens,
         )?);
-        ours.extend(decoders(&m, &prompts, args.max_new_tokens)?);
+        let (decoded, texts) = decoders(&m, &prompts, args.max_new_tokens)?;
+        ours.extend(decoded);
+        agree = agreement(&llama_texts, &texts);
         // PLD against llama.cpp's own PLD as well as against its greedy.
         let pld = ours["PLD (auto budget) end to end"];
         ours.insert("PLD end to end (llama-lookup, draft 8)".into(), pld);
         rounds.push((ll, ours));
     }
-    report(&args, &rounds)
+    report(&args, &gguf, &rounds, agree)
 }
 
 /// The chat-formatted prompts as text, with their ids.
@@ -130,7 +129,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// Runs llama.cpp's `bin` on one prompt with the shared flags (model, threads, new tokens,
-/// greedy, context) and `extra`, returning its stderr, where it prints its timings.
+/// greedy, context) and `extra`, returning its stdout (the text) and stderr (the timings).
 fn llama_run(
     dir: &Path,
     bin: &str,
@@ -139,15 +138,14 @@ fn llama_run(
     max_new: usize,
     extra: &[&str],
     text: &str,
-) -> msn::Result<String> {
-    let (_, se) = run(Command::new(dir.join(bin))
+) -> msn::Result<(String, String)> {
+    run(Command::new(dir.join(bin))
         .arg("-m")
         .arg(gguf)
         .args(["-t", &threads.to_string(), "-n", &max_new.to_string()])
         .args(["--temp", "0", "-c", "2048"])
         .args(extra)
-        .args(["-p", text]))?;
-    Ok(se)
+        .args(["-p", text]))
 }
 
 /// Runs a command, returning its stdout; a failure is an error that names the command.
@@ -238,23 +236,24 @@ fn forward_speed(m: &msn::LoadedModel<B>) -> msn::Result<Round> {
     ]))
 }
 
-/// llama-completion greedy on every prompt: generated tokens over prompt + generation time.
+/// llama-completion greedy on every prompt: generated tokens over prompt + generation time, and
+/// the texts it generated.
 fn llama_completion(
     dir: &Path,
     gguf: &Path,
     threads: usize,
     prompts: &[(String, Vec<u32>)],
     max_new: usize,
-) -> msn::Result<Round> {
-    let (mut tokens, mut secs) = (0.0, 0.0);
+) -> msn::Result<(Round, Vec<String>)> {
+    let (mut tokens, mut secs, mut texts) = (0.0, 0.0, Vec::new());
     for (text, _) in prompts {
-        let se = llama_run(
+        let (so, se) = llama_run(
             dir,
             "llama-completion",
             gguf,
             threads,
             max_new,
-            &["--no-warmup", "-no-cnv"],
+            &["--no-warmup", "-no-cnv", "--no-display-prompt"],
             text,
         )?;
         let (n, s) = perf_line(&se, "eval time").ok_or_else(|| {
@@ -264,8 +263,27 @@ fn llama_completion(
         // The first token comes from the prompt's pass: generated = eval runs + 1.
         tokens += n + 1.0;
         secs += s + ps;
+        texts.push(so);
     }
-    Ok(Round::from([("greedy end to end".into(), tokens / secs)]))
+    Ok((
+        Round::from([("greedy end to end".into(), tokens / secs)]),
+        texts,
+    ))
+}
+
+/// How far msn's greedy texts agree with llama.cpp's on the same prompts: prompts whose texts
+/// are identical, and the mean share of the shorter text the two have in common from the start.
+fn agreement(llama: &[String], ours: &[String]) -> (usize, f64) {
+    let clean = |t: &str| t.replace("[end of text]", "").trim_end().to_string();
+    let (mut same, mut share) = (0, 0.0);
+    for (a, b) in llama.iter().zip(ours) {
+        let (a, b) = (clean(a), clean(b));
+        let common = a.chars().zip(b.chars()).take_while(|(x, y)| x == y).count();
+        let shorter = a.chars().count().min(b.chars().count()).max(1);
+        same += usize::from(a == b);
+        share += common.min(shorter) as f64 / shorter as f64;
+    }
+    (same, share / llama.len().max(1) as f64)
 }
 
 /// llama-lookup (llama.cpp's prompt lookup decoding, up to 8 drafted tokens) on every prompt:
@@ -279,7 +297,7 @@ fn llama_lookup(
 ) -> msn::Result<Round> {
     let (mut tokens, mut secs) = (0.0, 0.0);
     for (text, _) in prompts {
-        let se = llama_run(
+        let (_, se) = llama_run(
             dir,
             "llama-lookup",
             gguf,
@@ -319,12 +337,12 @@ fn perf_line(stderr: &str, what: &str) -> Option<(f64, f64)> {
     Some((n, ms / 1000.0))
 }
 
-/// msn's decoders on every prompt, each output checked equal to greedy's.
+/// msn's decoders on every prompt, each output checked equal to greedy's; greedy's texts.
 fn decoders(
     m: &msn::LoadedModel<B>,
     prompts: &[(String, Vec<u32>)],
     max_new: usize,
-) -> msn::Result<Round> {
+) -> msn::Result<(Round, Vec<String>)> {
     let cfg = GenerateConfig::new(max_new, &m.tokenizer);
     let mut named: Vec<(&str, msn::AnyDecoder)> = vec![
         ("greedy end to end", msn::AnyDecoder::Greedy(msn::Greedy)),
@@ -338,12 +356,16 @@ fn decoders(
         ),
     ];
     let mut totals = vec![(0usize, 0f64); named.len()];
+    let mut texts = Vec::new();
     for (_, ids) in prompts {
         let mut reference: Option<Vec<u32>> = None;
         for ((name, d), t) in named.iter_mut().zip(totals.iter_mut()) {
             let g = d.generate(&m.model, Some(&m.tokenizer), ids, &cfg)?;
             match &reference {
-                None => reference = Some(g.tokens.clone()),
+                None => {
+                    reference = Some(g.tokens.clone());
+                    texts.push(g.text.clone());
+                }
                 Some(r) if *r != g.tokens => {
                     return Err(msn::Error::InvalidArgument(format!(
                         "{name} differs from greedy"
@@ -355,15 +377,21 @@ fn decoders(
             t.1 += g.wall_time_s;
         }
     }
-    Ok(named
+    let round = named
         .iter()
         .zip(totals)
         .map(|((name, _), (n, s))| (name.to_string(), n as f64 / s))
-        .collect())
+        .collect();
+    Ok((round, texts))
 }
 
 /// Median over rounds of each figure, the table, JSON, markdown and SVG.
-fn report(args: &Args, rounds: &[(Round, Round)]) -> msn::Result<()> {
+fn report(
+    args: &Args,
+    gguf: &Path,
+    rounds: &[(Round, Round)],
+    (same, share): (usize, f64),
+) -> msn::Result<()> {
     let order = [
         "prefill 128",
         "decode 128",
@@ -400,8 +428,11 @@ fn report(args: &Args, rounds: &[(Round, Round)]) -> msn::Result<()> {
         rows.push((k.clone(), theirs, ours, ours / theirs));
     }
     let cpu = msn::bench::cpu_description();
+    let file = gguf
+        .file_name()
+        .map_or(String::new(), |f| f.to_string_lossy().into_owned());
     let mut md = format!(
-        "{cpu}, {} threads, {} rounds interleaved (medians), {} chat prompts x up to {} new tokens\n\n| tokens/s | llama.cpp | msn | msn / llama.cpp |\n|---|---|---|---|\n",
+        "{file} on {cpu}, {} threads, {} rounds interleaved (medians), {} chat prompts x up to {} new tokens\n\n| tokens/s | llama.cpp | msn | msn / llama.cpp |\n|---|---|---|---|\n",
         args.threads,
         rounds.len(),
         args.prompts,
@@ -415,10 +446,18 @@ fn report(args: &Args, rounds: &[(Round, Round)]) -> msn::Result<()> {
         };
         md += &format!("| {vs} | {t:.1} | {o:.1} | {r:.2}x |\n");
     }
+    md += &format!(
+        "\nGreedy texts: identical to llama.cpp's on {same} of {} prompts; on average the first \
+         {:.0}% of the shorter text agrees (the two engines round differently, so a near-tie \
+         can go either way).\n",
+        args.prompts,
+        100.0 * share
+    );
     println!("{md}");
     std::fs::create_dir_all(&args.out).map_err(|e| msn::Error::io(&args.out, e))?;
     let json = serde_json::json!({
-        "cpu": cpu, "threads": args.threads, "rounds": rounds.len(),
+        "gguf": file, "cpu": cpu, "threads": args.threads, "rounds": rounds.len(),
+        "greedy_texts_identical": same, "prompts": args.prompts, "greedy_common_prefix_share": share,
         "rows": rows.iter().map(|(k, t, o, r)| serde_json::json!({"what": k, "llama_cpp": t, "msn": o, "ratio": r})).collect::<Vec<_>>(),
     });
     msn::bench::write_atomic(

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # msn beside llama.cpp on the same GGUF, the same CPU and thread count, in one invocation.
 #
-#   scripts/vs_llamacpp.sh [ROUNDS]     (default 2 rounds, interleaved)
+#   scripts/vs_llamacpp.sh [ROUNDS] [QUANT]   (default 2 rounds, interleaved)
+#
+# QUANT (e.g. Q4_K_M): run on the demo model re-quantized by llama.cpp's llama-quantize from its
+# Q4_1 file (--allow-requantize; cached beside it), results in results/vs_llamacpp_<quant>/.
 #
 # Builds llama.cpp once from the llama-cpp-python source distribution on PyPI (pinned version,
 # sha256 checked; its vendor/llama.cpp with cmake + ninja from PyPI, ~15 minutes on 2 cores) into
@@ -10,17 +13,19 @@
 #      bench_forward (prefill, decode at short context and at 700 cached tokens),
 #   2. llama-completion greedy and msn greedy / TR-Jacobi (auto budget) / PLD (auto budget) on the
 #      same chat prompts (the chat template applied by msn, ids passed to both as text),
-# and writes results/vs_llamacpp/{vs_llamacpp.json,vs_llamacpp.md,vs_llamacpp.svg}.
+# and writes results/vs_llamacpp/{vs_llamacpp.json,vs_llamacpp.md,vs_llamacpp.svg}; it also
+# compares the greedy texts of the two engines.
 # Not part of CI (the build alone takes longer than a CI run should).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS="${1:-2}"
+QUANT="${2:-}"
 VERSION=0.3.36
 SHA256=832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e
 CACHE="${MSN_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/msn}"
 LLAMA="$CACHE/llama.cpp-$VERSION"
 THREADS="${MSN_THREADS:-$(nproc)}"
-OUT=results/vs_llamacpp
+OUT=results/vs_llamacpp${QUANT:+_$(echo "$QUANT" | tr 'A-Z' 'a-z')}
 mkdir -p "$OUT"
 
 build_llama() {
@@ -51,5 +56,13 @@ export LD_LIBRARY_PATH="$LLAMA/bin:${LD_LIBRARY_PATH:-}"
 if [ "${1:-}" = "--build-only" ]; then exit 0; fi
 cargo build --release --example vs_llamacpp >&2
 GGUF="$(cargo run -q --release --example vs_llamacpp -- --print-model)"
+if [ -n "$QUANT" ]; then
+  SRC="$GGUF"
+  GGUF="${SRC%.Q4_1.gguf}.$QUANT.gguf"
+  if [ ! -s "$GGUF" ]; then
+    "$LLAMA/bin/llama-quantize" --allow-requantize "$SRC" "$GGUF.tmp" "$QUANT" >&2
+    mv "$GGUF.tmp" "$GGUF"
+  fi
+fi
 exec target/release/examples/vs_llamacpp --llama "$LLAMA/bin" --gguf "$GGUF" \
   --threads "$THREADS" --rounds "$ROUNDS" --out "$OUT"
