@@ -165,47 +165,52 @@ fn main() {
         return;
     }
     std::fs::create_dir_all(&args.out).expect("create output dir");
-    let exe = std::env::current_exe().expect("current exe");
     let mut rows = Vec::new();
     for dev in args.devices.split(',') {
         for dtype in args.dtypes.split(',') {
             for host in args.host.split(',') {
-                let key = format!("{dev}_{dtype}_{host}");
-                let path = args.out.join(format!("forward_{key}.json"));
-                let label = |v: &serde_json::Value| {
-                    format!(
-                        "{dev} {dtype}, host {host} ({})",
-                        v["host_storage"].as_str().unwrap_or("?")
-                    )
-                };
-                if args.replot {
-                    if let Ok(text) = std::fs::read_to_string(&path) {
-                        let v: serde_json::Value =
-                            serde_json::from_str(&text).expect("result JSON");
-                        rows.push((label(&v), v));
-                    }
-                    continue;
-                }
-                eprintln!("measuring {dev} ({dtype}, host {host}) ...");
-                let out = std::process::Command::new(&exe)
-                    .args(std::env::args().skip(1))
-                    .arg("--child")
-                    .arg(format!("{dev}:{dtype}:{host}"))
-                    .output()
-                    .expect("run child");
-                if !out.status.success() {
-                    eprintln!(
-                        "{dev} ({dtype}, host {host}) failed: {}",
-                        String::from_utf8_lossy(&out.stderr)
-                    );
-                    continue;
-                }
-                let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("child JSON");
-                std::fs::write(&path, v.to_string()).expect("write");
-                rows.push((label(&v), v));
+                rows.extend(measure(&args, dev, dtype, host));
             }
         }
     }
+    table_and_chart(&args, &rows);
+}
+
+/// One configuration measured in a child process (or, with `--replot`, read back), labelled.
+fn measure(args: &Args, dev: &str, dtype: &str, host: &str) -> Option<(String, serde_json::Value)> {
+    let path = args.out.join(format!("forward_{dev}_{dtype}_{host}.json"));
+    let label = |v: &serde_json::Value| {
+        format!(
+            "{dev} {dtype}, host {host} ({})",
+            v["host_storage"].as_str().unwrap_or("?")
+        )
+    };
+    if args.replot {
+        let text = std::fs::read_to_string(&path).ok()?;
+        let v: serde_json::Value = serde_json::from_str(&text).expect("result JSON");
+        return Some((label(&v), v));
+    }
+    eprintln!("measuring {dev} ({dtype}, host {host}) ...");
+    let out = std::process::Command::new(std::env::current_exe().expect("current exe"))
+        .args(std::env::args().skip(1))
+        .arg("--child")
+        .arg(format!("{dev}:{dtype}:{host}"))
+        .output()
+        .expect("run child");
+    if !out.status.success() {
+        eprintln!(
+            "{dev} ({dtype}, host {host}) failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("child JSON");
+    std::fs::write(&path, v.to_string()).expect("write");
+    Some((label(&v), v))
+}
+
+/// The markdown table of every configuration and the latency chart.
+fn table_and_chart(args: &Args, rows: &[(String, serde_json::Value)]) {
     println!(
         "model: {}, {} tokens of cached context for the latency columns\n",
         args.model, args.context
@@ -220,7 +225,7 @@ fn main() {
     println!();
     println!("|---|---|---|---|---|{}", "---|".repeat(TS.len()));
     let mut series = Vec::new();
-    for (name, v) in &rows {
+    for (name, v) in rows {
         print!(
             "| {name} | {:.1} | {:.1} | {:.1} | {:.0} |",
             v["prefill_tok_s"].as_f64().unwrap(),

@@ -450,24 +450,8 @@ fn go(args: &Args) -> Result<()> {
             (d.0, Some(d.1), Some(d.2))
         }
     };
-    let every = args.hold_out_every.max(2);
-    let (mut train, mut held) = (Vec::new(), Vec::new());
-    for (i, s) in samples.into_iter().enumerate() {
-        if i % every == every - 1 {
-            held.push(s);
-        } else {
-            train.push(s);
-        }
-    }
-
-    // Spec-Bench subset: first question per category, first turn, in the chat template.
-    let mut seen = std::collections::BTreeSet::new();
-    let mut questions = Vec::new();
-    for q in msn::bench::read_spec_bench(&args.questions)? {
-        if seen.insert(q.category.clone()) {
-            questions.push(tok.chat_prompt(&q.turns[0])?);
-        }
-    }
+    let (train, held) = split_held_out(samples, args.hold_out_every.max(2));
+    let questions = spec_bench_prompts(args, &tok)?;
 
     // 3. Before.
     eprintln!(
@@ -532,4 +516,30 @@ fn go(args: &Args) -> Result<()> {
         "after": after,
     });
     write_result(&args.out, &out)
+}
+
+/// Every `every`-th sample held out, the rest for training.
+fn split_held_out(samples: Vec<TrainSample>, every: usize) -> (Vec<TrainSample>, Vec<TrainSample>) {
+    let (mut train, mut held) = (Vec::new(), Vec::new());
+    for (i, s) in samples.into_iter().enumerate() {
+        if i % every == every - 1 {
+            held.push(s);
+        } else {
+            train.push(s);
+        }
+    }
+    (train, held)
+}
+
+/// The Spec-Bench subset MAT is measured on: the first question of each category, first turn,
+/// in the chat template.
+fn spec_bench_prompts(args: &Args, tok: &Tokenizer) -> Result<Vec<Vec<u32>>> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut questions = Vec::new();
+    for q in msn::bench::read_spec_bench(&args.questions)? {
+        if seen.insert(q.category.clone()) {
+            questions.push(tok.chat_prompt(&q.turns[0])?);
+        }
+    }
+    Ok(questions)
 }

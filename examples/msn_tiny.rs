@@ -297,59 +297,8 @@ fn go(args: &Args) -> Result<()> {
     )?;
     let mut rows = vec![sft.clone(), msn_run.clone()];
     if args.ablation {
-        for l in [1usize, 2, 8] {
-            rows.push(run(
-                args,
-                &format!("ahead-L{l}"),
-                Noise::Ahead(AheadNoise { len: l }),
-                &train,
-                &held,
-            )?);
-        }
-        let special: Vec<u32> = Vec::new();
-        rows.push(run(
-            args,
-            "random-L4",
-            Noise::Random(RandomNoise {
-                len: 4,
-                vocab: 256,
-                special,
-            }),
-            &train,
-            &held,
-        )?);
-        println!(
-            "| run | L | clean eval loss | top-1 at noise | Jacobi MAT | TR-Jacobi MAT |\n|---|---|---|---|---|---|"
-        );
-        for r in &rows {
-            println!(
-                "| {} | {} | {:.4} | {:.3} | {:.3} | {:.3} |",
-                r.noise, r.len, r.eval_loss, r.denoise_noised, r.jacobi_mat, r.tr_jacobi_mat
-            );
-        }
-        let mut ahead: Vec<&Outcome> = rows.iter().filter(|r| r.noise != "random-L4").collect();
-        ahead.sort_by_key(|r| r.len);
-        let series = |f: fn(&Outcome) -> f64, name: &str| plot::Series {
-            name: name.into(),
-            points: ahead.iter().map(|r| (r.len as f64, f(r))).collect(),
-        };
-        let svg = plot::line_chart(
-            "MSN ablation (ahead noise), byte-level llama from scratch",
-            "noise segment length L",
-            "accepted tokens per forward pass",
-            &[
-                series(|r| r.jacobi_mat, "Jacobi MAT"),
-                series(|r| r.tr_jacobi_mat, "TR-Jacobi MAT"),
-            ],
-        );
-        msn::bench::write_atomic(&args.out.join("ablation_mat.svg"), svg.as_bytes())?;
-        let svg = plot::line_chart(
-            "MSN ablation: clean held-out loss",
-            "noise segment length L",
-            "clean eval loss (nats/byte)",
-            &[series(|r| f64::from(r.eval_loss), "clean eval loss")],
-        );
-        msn::bench::write_atomic(&args.out.join("ablation_loss.svg"), svg.as_bytes())?;
+        rows.extend(ablation(args, &train, &held)?);
+        ablation_report(args, &rows)?;
     }
     let summary = serde_json::json!({
         "sft": {"eval_loss": sft.eval_loss, "jacobi_mat": sft.jacobi_mat, "tr_jacobi_mat": sft.tr_jacobi_mat, "denoise_top1": sft.denoise_noised},
@@ -369,4 +318,57 @@ fn go(args: &Args) -> Result<()> {
         serde_json::json!({"sft": summary["sft"], "msn": summary["msn"]})
     );
     Ok(())
+}
+
+/// The ablation runs beyond SFT and MSN at L = 4: ahead noise of 1, 2 and 8 tokens, and random
+/// noise of 4.
+fn ablation(args: &Args, train: &[TrainSample], held: &[TrainSample]) -> Result<Vec<Outcome>> {
+    let mut rows = Vec::new();
+    for l in [1usize, 2, 8] {
+        let noise = Noise::Ahead(AheadNoise { len: l });
+        rows.push(run(args, &format!("ahead-L{l}"), noise, train, held)?);
+    }
+    let random = Noise::Random(RandomNoise {
+        len: 4,
+        vocab: 256,
+        special: Vec::new(),
+    });
+    rows.push(run(args, "random-L4", random, train, held)?);
+    Ok(rows)
+}
+
+/// The ablation's table and its charts (MAT and clean loss against L).
+fn ablation_report(args: &Args, rows: &[Outcome]) -> Result<()> {
+    println!(
+        "| run | L | clean eval loss | top-1 at noise | Jacobi MAT | TR-Jacobi MAT |\n|---|---|---|---|---|---|"
+    );
+    for r in rows {
+        println!(
+            "| {} | {} | {:.4} | {:.3} | {:.3} | {:.3} |",
+            r.noise, r.len, r.eval_loss, r.denoise_noised, r.jacobi_mat, r.tr_jacobi_mat
+        );
+    }
+    let mut ahead: Vec<&Outcome> = rows.iter().filter(|r| r.noise != "random-L4").collect();
+    ahead.sort_by_key(|r| r.len);
+    let series = |f: fn(&Outcome) -> f64, name: &str| plot::Series {
+        name: name.into(),
+        points: ahead.iter().map(|r| (r.len as f64, f(r))).collect(),
+    };
+    let svg = plot::line_chart(
+        "MSN ablation (ahead noise), byte-level llama from scratch",
+        "noise segment length L",
+        "accepted tokens per forward pass",
+        &[
+            series(|r| r.jacobi_mat, "Jacobi MAT"),
+            series(|r| r.tr_jacobi_mat, "TR-Jacobi MAT"),
+        ],
+    );
+    msn::bench::write_atomic(&args.out.join("ablation_mat.svg"), svg.as_bytes())?;
+    let svg = plot::line_chart(
+        "MSN ablation: clean held-out loss",
+        "noise segment length L",
+        "clean eval loss (nats/byte)",
+        &[series(|r| f64::from(r.eval_loss), "clean eval loss")],
+    );
+    msn::bench::write_atomic(&args.out.join("ablation_loss.svg"), svg.as_bytes())
 }
