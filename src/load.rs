@@ -71,7 +71,9 @@ pub enum HostKernels {
     /// not depend on the rest of the batch and every decoder stays equal to greedy. On SmolLM2
     /// the logits stay within 2e-2 of a float64 forward (a tested bound) and greedy continues
     /// the reference prompts exactly. The fastest mode (AVX-512 VNNI, AVX-VNNI or AVX2, chosen
-    /// at run time).
+    /// at run time; the environment variable `MSN_HOST_ISA` = `avx512-vnni`, `avx-vnni`, `avx2`
+    /// or `scalar` chooses one the CPU runs instead, and loading fails with the list for any
+    /// other value).
     Native,
     /// The checkpoint's own blocks expanded to f32 inside the product: bit for bit the product
     /// of the dequantized weights with the f32 activations (on SmolLM2 within 1e-4 of a float64
@@ -210,6 +212,9 @@ pub fn load_with<B: Backend>(
         _ => None,
     };
     let native = products.is_some();
+    if native {
+        crate::model::int_panels::check_isa_override()?;
+    }
     let native_gguf = native && !path.is_dir();
     let mut loaded = if path.is_dir() {
         load_hf(&path, device, dtype)?

@@ -44,6 +44,38 @@ use std::marker::PhantomData;
 /// Weight rows per panel.
 pub(crate) const PANEL: usize = 8;
 
+/// The environment variable that chooses the integer products' instruction set instead of the
+/// best one the CPU runs (to measure a slower path, or to run the scalar definition itself).
+pub(crate) const ISA_VAR: &str = "MSN_HOST_ISA";
+
+/// The values [`ISA_VAR`] takes.
+const ISA_NAMES: &str = "scalar, avx2, avx-vnni, avx512-vnni";
+
+/// [`ISA_VAR`]'s value where it is set and not empty.
+fn isa_override() -> Option<String> {
+    std::env::var(ISA_VAR).ok().filter(|v| !v.is_empty())
+}
+
+/// Checks [`ISA_VAR`]: unset, or a path this CPU runs.
+///
+/// # Errors
+/// [`crate::Error::InvalidArgument`] naming the valid values otherwise.
+pub(crate) fn check_isa_override() -> crate::Result<()> {
+    let Some(name) = isa_override() else {
+        return Ok(());
+    };
+    #[cfg(target_arch = "x86_64")]
+    let checked = x86::chosen(&name).map(|_| ());
+    #[cfg(not(target_arch = "x86_64"))]
+    let checked = match name.as_str() {
+        "scalar" => Ok(()),
+        _ => Err(format!(
+            "`{name}`: this CPU runs only `scalar` (of {ISA_NAMES})"
+        )),
+    };
+    checked.map_err(|e| crate::Error::InvalidArgument(format!("{ISA_VAR}={name}: {e}")))
+}
+
 /// Whether `ty` has integer products.
 pub(crate) fn supports(ty: GgmlType) -> bool {
     matches!(

@@ -303,3 +303,23 @@ fn speed<Q: PanelAct>(ty: GgmlType, n: usize, nb: usize, w: &[u8], eight: bool) 
         }
     }
 }
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn the_instruction_set_override_takes_only_paths_this_cpu_runs() {
+    assert_eq!(x86::chosen("scalar"), Ok(None));
+    for isa in x86::available() {
+        let name = match isa {
+            x86::Isa::Avx2 => "avx2",
+            x86::Isa::AvxVnni => "avx-vnni",
+            x86::Isa::Avx512Vnni => "avx512-vnni",
+        };
+        assert_eq!(x86::chosen(name), Ok(Some(isa)));
+    }
+    let err = x86::chosen("avx9").unwrap_err();
+    assert!(err.contains("scalar, avx2, avx-vnni, avx512-vnni"), "{err}");
+    if !x86::available().contains(&x86::Isa::AvxVnni) {
+        let err = x86::chosen("avx-vnni").unwrap_err();
+        assert!(err.contains("this CPU runs"), "{err}");
+    }
+}

@@ -25,8 +25,18 @@ pub(crate) enum Isa {
     AvxVnni,
 }
 
-/// The best path this CPU runs, if any.
+/// The path the products take: the one `MSN_HOST_ISA` names where it is set (and valid: the
+/// loader rejects the others with the list), else the best one this CPU runs.
 pub(crate) fn best() -> Option<Isa> {
+    static CHOICE: std::sync::OnceLock<Option<Isa>> = std::sync::OnceLock::new();
+    *CHOICE.get_or_init(|| match super::isa_override() {
+        Some(name) => chosen(&name).unwrap_or_else(|_| detected()),
+        None => detected(),
+    })
+}
+
+/// The best path this CPU runs, if any.
+fn detected() -> Option<Isa> {
     let base = is_x86_feature_detected!("avx2")
         && is_x86_feature_detected!("fma")
         && is_x86_feature_detected!("f16c");
@@ -42,10 +52,48 @@ pub(crate) fn best() -> Option<Isa> {
     }
 }
 
-/// Every path this CPU runs (for tests).
+/// The path `name` names (`scalar` for the definition itself), if this CPU runs it.
+pub(crate) fn chosen(name: &str) -> Result<Option<Isa>, String> {
+    let isa = match name {
+        "scalar" => return Ok(None),
+        "avx2" => Isa::Avx2,
+        "avx-vnni" => Isa::AvxVnni,
+        "avx512-vnni" => Isa::Avx512Vnni,
+        other => return Err(format!("`{other}` is not one of {}", super::ISA_NAMES)),
+    };
+    if detected_all().contains(&isa) {
+        Ok(Some(isa))
+    } else {
+        Err(format!(
+            "`{name}` is not an instruction set this CPU runs (it runs: scalar{})",
+            detected_all()
+                .iter()
+                .map(|i| format!(", {}", i.name()))
+                .collect::<String>()
+        ))
+    }
+}
+
+impl Isa {
+    /// The name `MSN_HOST_ISA` takes.
+    fn name(self) -> &'static str {
+        match self {
+            Isa::Avx2 => "avx2",
+            Isa::Avx512Vnni => "avx512-vnni",
+            Isa::AvxVnni => "avx-vnni",
+        }
+    }
+}
+
+/// Every path this CPU runs (for tests, whatever `MSN_HOST_ISA` says).
 #[cfg(test)]
 pub(crate) fn available() -> Vec<Isa> {
-    let Some(best) = best() else {
+    detected_all()
+}
+
+/// Every path this CPU runs.
+fn detected_all() -> Vec<Isa> {
+    let Some(best) = detected() else {
         return Vec::new();
     };
     let mut v = vec![Isa::Avx2];
