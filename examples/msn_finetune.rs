@@ -214,7 +214,7 @@ fn measure(model: &Llama<B>, e: &EvalSet) -> Result<Measure> {
         TrJacobi::new(TrJacobiConfig::default())?.into(),
     ];
     // Greedy, Jacobi, TR-Jacobi (Jacobi candidates), TR-Jacobi (recycled).
-    let mut tally = [Tally::default(); 4];
+    let mut tally: [Tally; 4] = Default::default();
     for (i, q) in questions.iter().enumerate() {
         let what = format!("question {i}");
         let gens = beside_greedy(model, Some(tok), q, &config, &mut decoders, &what)?;

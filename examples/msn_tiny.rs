@@ -216,7 +216,7 @@ fn run(
     };
     // Greedy, Jacobi, TR-Jacobi with the paper's candidates (what noisy training is meant to
     // improve).
-    let mut tally = [Tally::default(); 3];
+    let mut tally: [Tally; 3] = Default::default();
     for (i, s) in held.iter().step_by(7).take(args.eval_prompts).enumerate() {
         let prompt = &s.tokens[..s.tokens.len() / 2];
         let mut decoders: Vec<AnyDecoder> = vec![

@@ -225,14 +225,14 @@ fn report(tally: &Tallies, names: &[String], questions: usize, args: &Args) -> m
         rule += "---|---|";
     }
     println!("{head}\n{rule}");
-    let total = |v: &BTreeMap<String, Tally>| v.values().fold(Tally::default(), |a, t| a.plus(*t));
+    let total = |v: &BTreeMap<String, Tally>| v.values().fold(Tally::default(), |a, t| a.plus(t));
     let all: Vec<Tally> = tally.iter().map(total).collect();
     let mut rows: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
     let cats: Vec<Option<&String>> = tally[0].keys().map(Some).chain([None]).collect();
     for c in cats {
         let get = |di: usize| match c {
-            Some(c) => tally[di].get(c).copied().unwrap_or_default(),
-            None => all[di],
+            Some(c) => tally[di].get(c).cloned().unwrap_or_default(),
+            None => all[di].clone(),
         };
         let g = get(0);
         let mut line = format!(
@@ -255,11 +255,18 @@ fn report(tally: &Tallies, names: &[String], questions: usize, args: &Args) -> m
         if args.first_turn_only { 1 } else { 2 },
         args.max_new_tokens,
     );
+    // What a step costs on the host besides the forward (drafting, verification, bookkeeping).
+    let host_ms: Vec<f64> = all.iter().map(Tally::median_host_step_ms).collect();
+    println!("\nhost time per decoding step besides the forward (median over all steps):");
+    for (n, ms) in names.iter().zip(&host_ms) {
+        println!("- {n}: {ms:.3} ms");
+    }
     charts(&rows, names, args)?;
     let summary = serde_json::json!({
         "questions": questions, "per_category": args.per_category,
         "max_new_tokens": args.max_new_tokens, "device": args.device,
         "dtype": format!("{}", args.dtype), "mismatches": 0,
+        "median_host_step_ms": names.iter().zip(&host_ms).map(|(n, ms)| serde_json::json!({"decoder": n, "ms": ms})).collect::<Vec<_>>(),
         "categories": rows.iter().map(|(c, v)| serde_json::json!({
             "category": c,
             "decoders": v.iter().zip(&names[1..]).map(|((mat, sp), n)| serde_json::json!({"decoder": n, "mat": mat, "speedup": sp})).collect::<Vec<_>>(),

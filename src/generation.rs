@@ -79,6 +79,11 @@ pub struct Generation {
     pub draft_time_s: f64,
     /// Seconds spent in forward passes and verification (prefill included).
     pub verify_time_s: f64,
+    /// Per decoding step after prefill, the seconds spent on the host besides the forward pass
+    /// and the reductions of its logits (argmax, the drafter's top-K rows): drafting, the
+    /// draft's checks, verification, the drafter's bookkeeping, the output's text. What a step
+    /// adds to a forward that a GPU runs in a few milliseconds. Empty for batched decoding.
+    pub host_step_s: Vec<f64>,
     /// Why it ended.
     pub stop_reason: StopReason,
 }

@@ -151,6 +151,9 @@ proptest! {
         // One forward size per step: the prompt for prefill, then at least what was accepted.
         for d in [&g, &p] {
             prop_assert_eq!(d.forward_tokens.len(), d.steps);
+            // A host time per decoding step (prefill has none), each within the wall time.
+            prop_assert_eq!(d.host_step_s.len(), d.steps.saturating_sub(1));
+            prop_assert!(d.host_step_s.iter().all(|s| (0.0..=d.wall_time_s).contains(s)));
             if d.steps > 0 {
                 prop_assert_eq!(d.forward_tokens[0], prompt.len());
             }

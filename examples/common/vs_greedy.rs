@@ -6,7 +6,7 @@ use burn::prelude::Backend;
 use msn::{AnyDecoder, CausalLm, Decoder, GenerateConfig, Generation, Greedy, Tokenizer};
 
 /// One decoder's totals over some prompts.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub struct Tally {
     /// Generated tokens.
     pub tokens: usize,
@@ -14,6 +14,8 @@ pub struct Tally {
     pub steps: usize,
     /// Wall-clock seconds (prefill included).
     pub secs: f64,
+    /// Each decoding step's host time besides the forward (`Generation::host_step_s`).
+    pub host_steps: Vec<f64>,
 }
 
 impl Tally {
@@ -22,15 +24,24 @@ impl Tally {
         self.tokens += g.tokens.len();
         self.steps += g.steps;
         self.secs += g.wall_time_s;
+        self.host_steps.extend(&g.host_step_s);
     }
 
     /// Both totals together.
-    pub fn plus(self, o: Tally) -> Tally {
-        Tally {
-            tokens: self.tokens + o.tokens,
-            steps: self.steps + o.steps,
-            secs: self.secs + o.secs,
-        }
+    pub fn plus(mut self, o: &Tally) -> Tally {
+        self.tokens += o.tokens;
+        self.steps += o.steps;
+        self.secs += o.secs;
+        self.host_steps.extend(&o.host_steps);
+        self
+    }
+
+    /// The median host time of a decoding step besides the forward, in milliseconds (NaN with
+    /// no steps).
+    pub fn median_host_step_ms(&self) -> f64 {
+        let mut v = self.host_steps.clone();
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).map_or(f64::NAN, |s| s * 1e3)
     }
 
     /// Accepted tokens per forward pass.

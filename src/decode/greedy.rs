@@ -37,14 +37,19 @@ impl Decoder for Greedy {
         else {
             return Ok(out.finish(prompt.len(), started));
         };
+        let mut host_steps = Vec::new();
         while !out.is_done() {
             let start = cache.len();
             let input = ForwardInput::causal(&[next], start, &device);
             next = picker.pick_last(model.forward_last(input, &mut cache));
+            // The host's part of a greedy step: the output's bookkeeping and text.
+            let t = Instant::now();
             out.push_block(&[next])?;
+            host_steps.push(t.elapsed().as_secs_f64());
         }
         let mut g = out.finish(prompt.len(), started);
         g.verify_time_s = g.wall_time_s;
+        g.host_step_s = host_steps;
         Ok(g)
     }
 }

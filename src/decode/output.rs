@@ -194,6 +194,7 @@ impl<'a, 'c> Output<'a, 'c> {
             wall_time_s: started.elapsed().as_secs_f64(),
             draft_time_s: 0.0,
             verify_time_s: 0.0,
+            host_step_s: Vec::new(),
             stop_reason: self.stop.unwrap_or(StopReason::MaxNewTokens),
         }
     }

@@ -87,7 +87,7 @@ pub(crate) fn tree_decode<B: Backend, M: CausalLm<B>>(
     };
     let vocab = model.info().vocab_size;
     let (mut draft_s, prefill_s) = (0.0, started.elapsed().as_secs_f64());
-    let mut forward_tokens = Vec::new();
+    let (mut forward_tokens, mut host_steps) = (Vec::new(), Vec::new());
     while !out.is_done() {
         let t0 = Instant::now();
         let start = cache.len();
@@ -97,7 +97,8 @@ pub(crate) fn tree_decode<B: Backend, M: CausalLm<B>>(
         let left = config.max_new_tokens.saturating_sub(out.tokens().len());
         let draft = drafter.draft(root, room, left);
         check_draft(&draft, root, room, vocab)?;
-        draft_s += t0.elapsed().as_secs_f64();
+        let before = t0.elapsed().as_secs_f64();
+        draft_s += before;
         forward_tokens.push(draft.tree.len());
         let logits = forward_tree_logits(model, &mut cache, &draft.tree, &draft.tokens, &device);
         let preds = argmax(logits.clone());
@@ -108,12 +109,16 @@ pub(crate) fn tree_decode<B: Backend, M: CausalLm<B>>(
             .map(|h| h.as_slice::<f32>().expect("f32 logits"));
         let v = verify_draft(&draft, &preds, &mut picker, host);
         let (rows, k) = drafter.top_k_rows(&draft, &v);
+        let t_top = Instant::now();
         let top = top_k_rows(logits, &rows, k, &device);
+        let top_s = t_top.elapsed().as_secs_f64();
         drafter.observe(&draft, &preds, &v, &top);
         out.push_block(&v.tokens)?;
         cache.keep(start, &v.path);
         root = *v.tokens.last().expect("at least the root's prediction");
-        draft_s += t1.elapsed().as_secs_f64();
+        let after = t1.elapsed().as_secs_f64();
+        draft_s += after;
+        host_steps.push(before + after - top_s);
         drafter.timed(draft.tree.len(), t0.elapsed().as_secs_f64());
     }
     let mut g = out.finish(prompt.len(), started);
@@ -121,6 +126,7 @@ pub(crate) fn tree_decode<B: Backend, M: CausalLm<B>>(
     g.forward_tokens.extend(forward_tokens);
     g.draft_time_s = draft_s;
     g.verify_time_s = (g.wall_time_s - draft_s).max(prefill_s);
+    g.host_step_s = host_steps;
     Ok(g)
 }
 
