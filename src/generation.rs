@@ -84,6 +84,13 @@ pub struct Generation {
     /// draft's checks, verification, the drafter's bookkeeping, the output's text. What a step
     /// adds to a forward that a GPU runs in a few milliseconds. Empty for batched decoding.
     pub host_step_s: Vec<f64>,
+    /// Per decoding step after prefill, the reads from the model's device back to the host
+    /// (each one a synchronization with the device): the argmax ids, the drafter's top-K ids
+    /// (on a device; on burn's CPU backends the rows of logits, already in host memory), the
+    /// logits when sampling. Empty for batched decoding.
+    pub host_reads: Vec<usize>,
+    /// Per decoding step after prefill, the bytes of those reads.
+    pub host_read_bytes: Vec<usize>,
     /// Why it ended.
     pub stop_reason: StopReason,
 }

@@ -130,7 +130,7 @@ impl Picker {
         match self {
             Self::Greedy => crate::logits::argmax(logits)[0],
             Self::Sample(..) => {
-                let row = logits.into_data().convert::<f32>();
+                let row = crate::logits::read_back(logits).convert::<f32>();
                 self.pick(row.as_slice::<f32>().expect("f32 logits"))
             }
         }

@@ -178,7 +178,7 @@ fn prefill_batch<B: Backend, M: CausalLm<B>>(
     let firsts = if config.sampling.is_none() {
         argmax(logits)
     } else {
-        let data = logits.into_data().convert::<f32>();
+        let data = crate::logits::read_back(logits).convert::<f32>();
         let data = data.as_slice::<f32>().expect("f32 logits");
         let v = model.info().vocab_size;
         rows.iter_mut()
@@ -309,7 +309,7 @@ fn verify_batch<B: Backend>(
     let host = config
         .sampling
         .is_some()
-        .then(|| logits.clone().into_data().convert::<f32>());
+        .then(|| crate::logits::read_back(logits.clone()).convert::<f32>());
     let vocab = logits.dims()[2];
     let flat = logits.reshape([1, batch * t, vocab]);
     let mut keep: Vec<Vec<usize>> = Vec::with_capacity(batch);

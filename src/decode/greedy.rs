@@ -37,8 +37,9 @@ impl Decoder for Greedy {
         else {
             return Ok(out.finish(prompt.len(), started));
         };
-        let mut host_steps = Vec::new();
+        let (mut host_steps, mut step_reads, mut step_bytes) = (Vec::new(), Vec::new(), Vec::new());
         while !out.is_done() {
+            let reads0 = crate::logits::reads();
             let start = cache.len();
             let input = ForwardInput::causal(&[next], start, &device);
             next = picker.pick_last(model.forward_last(input, &mut cache));
@@ -46,10 +47,14 @@ impl Decoder for Greedy {
             let t = Instant::now();
             out.push_block(&[next])?;
             host_steps.push(t.elapsed().as_secs_f64());
+            let reads1 = crate::logits::reads();
+            step_reads.push(reads1.0 - reads0.0);
+            step_bytes.push(reads1.1 - reads0.1);
         }
         let mut g = out.finish(prompt.len(), started);
         g.verify_time_s = g.wall_time_s;
         g.host_step_s = host_steps;
+        (g.host_reads, g.host_read_bytes) = (step_reads, step_bytes);
         Ok(g)
     }
 }

@@ -195,6 +195,8 @@ impl<'a, 'c> Output<'a, 'c> {
             draft_time_s: 0.0,
             verify_time_s: 0.0,
             host_step_s: Vec::new(),
+            host_reads: Vec::new(),
+            host_read_bytes: Vec::new(),
             stop_reason: self.stop.unwrap_or(StopReason::MaxNewTokens),
         }
     }

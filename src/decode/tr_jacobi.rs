@@ -503,6 +503,48 @@ impl<'a> TrState<'a> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_step_moves_only_ids_to_the_host_on_a_device() {
+        use crate::{Decoder, GenerateConfig, Greedy, Llama, LlamaConfig};
+        type B = burn::backend::Flex;
+        let d = Default::default();
+        let mut c = LlamaConfig::tiny(64);
+        c.tie_word_embeddings = false;
+        B::seed(&d, 5);
+        let mut m = Llama::<B>::init(&c, &d);
+        // Peaked next-token distributions: no float near-ties between a tree and a chain.
+        if let Some(head) = m.lm_head.as_mut() {
+            head.weight = head.weight.clone().map(|w| w * 40.0);
+        }
+        let cfg = GenerateConfig {
+            max_new_tokens: 40,
+            eos_ids: vec![],
+            stop_strings: vec![],
+            sampling: None,
+        };
+        let prompt = [3, 9, 4, 3, 9, 4, 3, 9];
+        let greedy = Greedy.generate(&m, None, &prompt, &cfg).unwrap();
+        // The full tree (63 template paths, 2 retrieval chains), recycled candidates: the top-K
+        // of every node each step.
+        let mut tr = TrJacobi::new(TrJacobiConfig::default()).unwrap();
+        crate::logits::DEVICE_TOP_K.with(|f| f.set(true));
+        let g = tr.generate(&m, None, &prompt, &cfg).unwrap();
+        crate::logits::DEVICE_TOP_K.with(|f| f.set(false));
+        assert_eq!(g.tokens, greedy.tokens);
+        assert_eq!(g.host_reads.len(), g.steps - 1);
+        let (reads, bytes) = (
+            g.host_reads.iter().max().unwrap(),
+            g.host_read_bytes.iter().max().unwrap(),
+        );
+        let nodes = g.forward_tokens.iter().skip(1).max().unwrap();
+        eprintln!("up to {nodes} nodes a step: at most {reads} reads and {bytes} bytes a step");
+        assert!(*nodes > 60, "the full tree ran ({nodes} nodes)");
+        assert!(
+            *reads <= 2 && *bytes <= 64 * 1024,
+            "{reads} reads, {bytes} bytes"
+        );
+    }
+
     /// The tokens of the draft's nodes at `depth`, in node order.
     fn at_depth(d: &Draft, depth: usize) -> Vec<u32> {
         (1..d.tree.len())
