@@ -505,7 +505,7 @@ mod tests {
 
     #[test]
     fn a_step_moves_only_ids_to_the_host_on_a_device() {
-        use crate::{Decoder, GenerateConfig, Greedy, Llama, LlamaConfig};
+        use crate::{AnyDecoder, Decoder, GenerateConfig, Greedy, Llama, LlamaConfig};
         type B = burn::backend::Flex;
         let d = Default::default();
         let mut c = LlamaConfig::tiny(64);
@@ -524,25 +524,38 @@ mod tests {
         };
         let prompt = [3, 9, 4, 3, 9, 4, 3, 9];
         let greedy = Greedy.generate(&m, None, &prompt, &cfg).unwrap();
-        // The full tree (63 template paths, 2 retrieval chains), recycled candidates: the top-K
-        // of every node each step.
-        let mut tr = TrJacobi::new(TrJacobiConfig::default()).unwrap();
+        let jacobi_rows = TrJacobi::new(TrJacobiConfig {
+            candidates: Candidates::Jacobi,
+            ..Default::default()
+        });
+        let decoders: Vec<AnyDecoder> = vec![
+            AnyDecoder::Greedy(Greedy),
+            "jacobi".parse().unwrap(),
+            "pld".parse().unwrap(),
+            "lookahead".parse().unwrap(),
+            // The full tree (63 template paths, 2 retrieval chains), recycled candidates: the
+            // top-K of every node each step.
+            "tr-jacobi".parse().unwrap(),
+            AnyDecoder::TrJacobi(jacobi_rows.unwrap()),
+        ];
         crate::logits::DEVICE_TOP_K.with(|f| f.set(true));
-        let g = tr.generate(&m, None, &prompt, &cfg).unwrap();
+        for mut dec in decoders {
+            let g = dec.generate(&m, None, &prompt, &cfg).unwrap();
+            assert_eq!(g.tokens, greedy.tokens, "{}", dec.name());
+            assert_eq!(g.host_reads.len(), g.steps - 1);
+            let max = |v: &[usize]| v.iter().copied().max().unwrap_or(0);
+            let (reads, bytes) = (max(&g.host_reads), max(&g.host_read_bytes));
+            let nodes = max(&g.forward_tokens[1..]);
+            eprintln!(
+                "{}: up to {nodes} tokens a step, at most {reads} reads and {bytes} bytes a step",
+                dec.name()
+            );
+            if dec.name() == "tr-jacobi" {
+                assert!(nodes > 60, "the full tree ran ({nodes} nodes)");
+            }
+            assert!(reads <= 2 && bytes <= 64 * 1024, "{reads} reads, {bytes} bytes");
+        }
         crate::logits::DEVICE_TOP_K.with(|f| f.set(false));
-        assert_eq!(g.tokens, greedy.tokens);
-        assert_eq!(g.host_reads.len(), g.steps - 1);
-        let (reads, bytes) = (
-            g.host_reads.iter().max().unwrap(),
-            g.host_read_bytes.iter().max().unwrap(),
-        );
-        let nodes = g.forward_tokens.iter().skip(1).max().unwrap();
-        eprintln!("up to {nodes} nodes a step: at most {reads} reads and {bytes} bytes a step");
-        assert!(*nodes > 60, "the full tree ran ({nodes} nodes)");
-        assert!(
-            *reads <= 2 && *bytes <= 64 * 1024,
-            "{reads} reads, {bytes} bytes"
-        );
     }
 
     /// The tokens of the draft's nodes at `depth`, in node order.
