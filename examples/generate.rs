@@ -6,7 +6,9 @@
 //! ```
 //! `--json` prints one line per prompt: `{"id", "prompt_tokens", "tokens", "text", "new_tokens",
 //! "steps", "accept_lengths", "forward_tokens", "wall_time_s", ...}` (`forward_tokens`: tokens each
-//! forward pass ran, i.e. the tree sizes an `--auto-budget` decoder chose).
+//! forward pass ran, i.e. the tree sizes an `--auto-budget` decoder chose; per decoding step,
+//! `host_step_s` the host's time besides the forward, `host_reads` / `host_read_bytes` what was
+//! read back from the device).
 
 mod common;
 use burn::prelude::*;
@@ -131,6 +133,9 @@ fn run<B: Backend>(device: B::Device, args: &Args) -> msn::Result<()> {
                 "wall_time_s": g.wall_time_s,
                 "draft_time_s": g.draft_time_s,
                 "verify_time_s": g.verify_time_s,
+                "host_step_s": g.host_step_s,
+                "host_reads": g.host_reads,
+                "host_read_bytes": g.host_read_bytes,
                 "stop_reason": g.stop_reason,
             });
             println!("{line}");

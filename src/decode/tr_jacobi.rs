@@ -553,7 +553,10 @@ mod tests {
             if dec.name() == "tr-jacobi" {
                 assert!(nodes > 60, "the full tree ran ({nodes} nodes)");
             }
-            assert!(reads <= 2 && bytes <= 64 * 1024, "{reads} reads, {bytes} bytes");
+            assert!(
+                reads <= 2 && bytes <= 64 * 1024,
+                "{reads} reads, {bytes} bytes"
+            );
         }
         crate::logits::DEVICE_TOP_K.with(|f| f.set(false));
     }

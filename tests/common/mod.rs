@@ -15,20 +15,30 @@ pub fn smollm2() -> &'static msn::LoadedModel<B> {
 /// A random tiny llama (`LlamaConfig::tiny`, separate head) whose embedding and head weights are
 /// drawn with standard deviation `scale` (larger: more peaked next-token distributions).
 pub fn random_llama(vocab: usize, kv_heads: usize, seed: u64, scale: f64) -> msn::Llama<B> {
+    random_llama_on::<B>(vocab, kv_heads, seed, scale, &Default::default())
+}
+
+/// [`random_llama`] on any backend's `device`.
+pub fn random_llama_on<BB: burn::prelude::Backend>(
+    vocab: usize,
+    kv_heads: usize,
+    seed: u64,
+    scale: f64,
+    d: &BB::Device,
+) -> msn::Llama<BB> {
     use burn::prelude::*;
     use burn::tensor::Distribution;
     // The backend's generator is process-global: seed and draw under one lock so that tests
     // running in parallel get the model their seed names.
     static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _guard = INIT.lock().unwrap_or_else(|e| e.into_inner());
-    let d = Default::default();
-    B::seed(&d, seed);
+    BB::seed(d, seed);
     let mut c = msn::LlamaConfig::tiny(vocab);
     c.num_key_value_heads = Some(kv_heads);
     c.tie_word_embeddings = false;
-    let mut m = msn::Llama::init(&c, &d);
+    let mut m = msn::Llama::init(&c, d);
     let big =
-        |w: Tensor<B, 2>| Tensor::random(w.dims(), Distribution::Normal(0.0, scale), &w.device());
+        |w: Tensor<BB, 2>| Tensor::random(w.dims(), Distribution::Normal(0.0, scale), &w.device());
     m.embed_tokens.weight = m.embed_tokens.weight.map(big);
     if let Some(head) = m.lm_head.as_mut() {
         head.weight = head.weight.clone().map(big);

@@ -1,0 +1,108 @@
+//! The decoders on burn's wgpu backend, the tensor path every GPU runs (`cargo test --release
+//! --features wgpu --test wgpu`). Any Vulkan, Metal or DX12 adapter will do; without a GPU,
+//! Mesa's software Vulkan device (`llvmpipe`, Debian's `mesa-vulkan-drivers`) runs them, slowly.
+//! Where no adapter is found the tests fail in CI (`CI` set) and elsewhere print why they did
+//! not run.
+#![cfg(feature = "wgpu")]
+
+mod common;
+use burn::backend::Wgpu as W;
+use msn::{AnyDecoder, CausalLm, Decoder, ForwardInput, GenerateConfig, Greedy};
+
+/// The wgpu device, if an adapter works here.
+fn device() -> Option<burn::backend::wgpu::WgpuDevice> {
+    let d = burn::backend::wgpu::WgpuDevice::default();
+    match msn::check_device::<W>("wgpu", &d) {
+        Ok(()) => Some(d),
+        Err(e) if std::env::var_os("CI").is_some() => {
+            panic!("CI runs the wgpu tests: install a Vulkan driver (mesa-vulkan-drivers): {e}")
+        }
+        Err(e) => {
+            eprintln!("wgpu tests not run: no working adapter ({e})");
+            None
+        }
+    }
+}
+
+fn config(max_new_tokens: usize) -> GenerateConfig {
+    GenerateConfig {
+        max_new_tokens,
+        eos_ids: vec![],
+        stop_strings: vec![],
+        sampling: None,
+    }
+}
+
+#[test]
+fn every_decoder_equals_greedy_on_a_tiny_llama() {
+    let Some(d) = device() else { return };
+    let m = common::random_llama_on::<W>(64, 2, 3, 4.0, &d);
+    let prompt = [3, 9, 4, 3, 9, 4, 3, 9, 4, 7];
+    let cfg = config(24);
+    let greedy = Greedy.generate(&m, None, &prompt, &cfg).unwrap();
+    for name in ["jacobi", "pld", "lookahead", "tr-jacobi"] {
+        let mut dec: AnyDecoder = name.parse().unwrap();
+        let g = dec.generate(&m, None, &prompt, &cfg).unwrap();
+        assert_eq!(g.tokens, greedy.tokens, "{name}");
+        // On a device only ids cross: TR-Jacobi's full tree reads at most 2 small arrays.
+        let reads = g.host_reads.iter().max().copied().unwrap_or(0);
+        let bytes = g.host_read_bytes.iter().max().copied().unwrap_or(0);
+        assert!(
+            reads <= 2 && bytes <= 64 * 1024,
+            "{name}: {reads} reads, {bytes} bytes"
+        );
+        eprintln!(
+            "{name}: equal to greedy, MAT {:.2}",
+            g.accepted_tokens_per_step()
+        );
+    }
+    // A batch of two prompts through TR-Jacobi: each row as greedy gives it alone.
+    let other = [5, 6, 5, 6, 5, 6];
+    let mut tr = msn::TrJacobi::new(Default::default()).unwrap();
+    let batch = tr
+        .generate_batch(&m, None, &[prompt.to_vec(), other.to_vec()], &cfg)
+        .unwrap();
+    let alone = Greedy.generate(&m, None, &other, &cfg).unwrap();
+    assert_eq!(batch[0].tokens, greedy.tokens);
+    assert_eq!(batch[1].tokens, alone.tokens);
+}
+
+#[test]
+fn smollm2_on_wgpu_matches_the_float64_reference_and_decodes_as_greedy() {
+    let Some(d) = device() else { return };
+    let m = msn::load_with::<W>("smollm2", &d, msn::WeightDtype::F32).unwrap();
+    let refs = common::fixture("reference_logits.json");
+    let case = &refs["cases"][0];
+    let prompt = common::ids(&case["ids"]);
+    let mut cache = m.model.new_cache(1, prompt.len());
+    let logits = m
+        .model
+        .forward(ForwardInput::<W>::causal(&prompt, 0, &d), &mut cache);
+    let v = logits.dims()[2];
+    let data: Vec<f32> = logits.into_data().convert::<f32>().into_vec().unwrap();
+    let mut worst = 0f64;
+    for (pos, top) in case["top5_per_position"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+    {
+        for pair in top.as_array().unwrap() {
+            let id = pair[0].as_u64().unwrap() as usize;
+            worst = worst.max((f64::from(data[pos * v + id]) - pair[1].as_f64().unwrap()).abs());
+        }
+    }
+    eprintln!("largest |logit - float64 reference| on wgpu: {worst:.2e}");
+    assert!(worst < 1e-2, "{worst}");
+    // Greedy continues the chat prompt as the reference does; TR-Jacobi gives greedy's tokens.
+    let want = common::ids(&case["greedy_continuation"]);
+    let g = Greedy
+        .generate(&m.model, None, &prompt, &config(want.len()))
+        .unwrap();
+    assert_eq!(g.tokens, want);
+    let mut tr: AnyDecoder = "tr-jacobi".parse().unwrap();
+    let t = tr
+        .generate(&m.model, None, &prompt, &config(want.len()))
+        .unwrap();
+    assert_eq!(t.tokens, want);
+}
