@@ -53,7 +53,7 @@ struct Args {
     child: Option<String>,
 }
 
-const TS: [usize; 7] = [1, 2, 4, 8, 16, 32, 64];
+const TS: [usize; 8] = [1, 2, 4, 8, 16, 32, 64, 128];
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -77,7 +77,7 @@ fn run<B: Backend>(
     let model = &m.model;
     let vocab = model.info().vocab_size as u32;
     // Deterministic pseudo-text: real token ids spread over the vocabulary.
-    let tokens: Vec<u32> = (0..args.context + 64)
+    let tokens: Vec<u32> = (0..args.context + TS[TS.len() - 1])
         .map(|i| 200 + (i as u32 * 7919) % (vocab - 400))
         .collect();
     // Warm-up.
@@ -108,7 +108,7 @@ fn run<B: Backend>(
     let decode_short = decode(16);
     let decode_long = decode(args.context);
     // Latency curve over a cached context.
-    let mut cache = model.new_cache(1, args.context + 64);
+    let mut cache = model.new_cache(1, args.context + TS[TS.len() - 1]);
     sync(model.forward_last(
         ForwardInput::causal(&tokens[..args.context], 0, &device),
         &mut cache,

@@ -255,18 +255,23 @@ fn report(tally: &Tallies, names: &[String], questions: usize, args: &Args) -> m
         if args.first_turn_only { 1 } else { 2 },
         args.max_new_tokens,
     );
-    // What a step costs on the host besides the forward (drafting, verification, bookkeeping).
+    // What a step costs on the host besides the forward (drafting, verification, bookkeeping),
+    // and what it reads back from the device.
     let host_ms: Vec<f64> = all.iter().map(Tally::median_host_step_ms).collect();
-    println!("\nhost time per decoding step besides the forward (median over all steps):");
-    for (n, ms) in names.iter().zip(&host_ms) {
-        println!("- {n}: {ms:.3} ms");
+    println!(
+        "\nper decoding step: host time besides the forward (median), reads back from the device \
+         and their bytes (most in any step):"
+    );
+    for ((n, ms), t) in names.iter().zip(&host_ms).zip(&all) {
+        let (reads, bytes) = t.max_reads;
+        println!("- {n}: {ms:.3} ms, {reads} reads, {bytes} bytes");
     }
     charts(&rows, names, args)?;
     let summary = serde_json::json!({
         "questions": questions, "per_category": args.per_category,
         "max_new_tokens": args.max_new_tokens, "device": args.device,
         "dtype": format!("{}", args.dtype), "mismatches": 0,
-        "median_host_step_ms": names.iter().zip(&host_ms).map(|(n, ms)| serde_json::json!({"decoder": n, "ms": ms})).collect::<Vec<_>>(),
+        "per_step": names.iter().zip(&host_ms).zip(&all).map(|((n, ms), t)| serde_json::json!({"decoder": n, "median_host_ms": ms, "max_reads": t.max_reads.0, "max_read_bytes": t.max_reads.1})).collect::<Vec<_>>(),
         "categories": rows.iter().map(|(c, v)| serde_json::json!({
             "category": c,
             "decoders": v.iter().zip(&names[1..]).map(|((mat, sp), n)| serde_json::json!({"decoder": n, "mat": mat, "speedup": sp})).collect::<Vec<_>>(),

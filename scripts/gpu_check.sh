@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The CUDA half of the decoding benchmarks, for a session that is lent a GPU machine: the forward
-# latency curve (why the full TR-Jacobi tree pays on a GPU and not on a CPU) and Spec-Bench on
-# CUDA (MAT and speedup over greedy per category, every decoder checked equal to greedy).
+# latency curve T = 1..128 (why the full TR-Jacobi tree pays on a GPU and not on a CPU) and
+# Spec-Bench on CUDA (MAT and speedup over greedy per category, every decoder checked equal to
+# greedy; per decoder the host time of a step besides the forward, and the reads back from the
+# device and their bytes per step).
 #
 # Prepare here, on the CPU machine (the build needs no GPU and no CUDA toolkit):
 #

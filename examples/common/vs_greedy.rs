@@ -16,6 +16,8 @@ pub struct Tally {
     pub secs: f64,
     /// Each decoding step's host time besides the forward (`Generation::host_step_s`).
     pub host_steps: Vec<f64>,
+    /// The most reads back from the device, and their bytes, of any decoding step.
+    pub max_reads: (usize, usize),
 }
 
 impl Tally {
@@ -25,6 +27,9 @@ impl Tally {
         self.steps += g.steps;
         self.secs += g.wall_time_s;
         self.host_steps.extend(&g.host_step_s);
+        let most = |v: &[usize]| v.iter().copied().max().unwrap_or(0);
+        self.max_reads.0 = self.max_reads.0.max(most(&g.host_reads));
+        self.max_reads.1 = self.max_reads.1.max(most(&g.host_read_bytes));
     }
 
     /// Both totals together.
@@ -33,6 +38,10 @@ impl Tally {
         self.steps += o.steps;
         self.secs += o.secs;
         self.host_steps.extend(&o.host_steps);
+        self.max_reads = (
+            self.max_reads.0.max(o.max_reads.0),
+            self.max_reads.1.max(o.max_reads.1),
+        );
         self
     }
 

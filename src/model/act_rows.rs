@@ -135,7 +135,8 @@ impl<Q: Quant> ActRows<Q> {
         self.k
     }
 
-    /// Row `j`.
+    /// Row `j` (inlined: the kernels' tiles take their rows once per panel).
+    #[inline(always)]
     pub(crate) fn row(&self, j: usize) -> ActRow<'_, Q> {
         let nb = self.k / QK;
         ActRow {
