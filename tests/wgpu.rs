@@ -101,31 +101,31 @@ fn every_decoder_equals_greedy_on_a_tiny_llama() {
     assert_eq!(batch[1].tokens, alone.tokens);
 }
 
+/// The first reference prompt's ids and the largest difference of `m`'s logits there to the
+/// float64 reference's top-5.
+fn against_reference(
+    m: &msn::LoadedModel<W>,
+    d: &burn::backend::wgpu::WgpuDevice,
+    case: &serde_json::Value,
+) -> (Vec<u32>, f64) {
+    let prompt = common::ids(&case["ids"]);
+    let mut cache = m.model.new_cache(1, prompt.len());
+    let logits = m
+        .model
+        .forward(ForwardInput::<W>::causal(&prompt, 0, d), &mut cache);
+    let v = logits.dims()[2];
+    let data: Vec<f32> = logits.into_data().convert::<f32>().into_vec().unwrap();
+    let worst = common::worst_top5_difference(&data, v, case);
+    (prompt, worst)
+}
+
 #[test]
 fn smollm2_on_wgpu_matches_the_float64_reference_and_decodes_as_greedy() {
     let Some(d) = device() else { return };
     let m = msn::load_with::<W>("smollm2", &d, msn::WeightDtype::F32).unwrap();
     let refs = common::fixture("reference_logits.json");
     let case = &refs["cases"][0];
-    let prompt = common::ids(&case["ids"]);
-    let mut cache = m.model.new_cache(1, prompt.len());
-    let logits = m
-        .model
-        .forward(ForwardInput::<W>::causal(&prompt, 0, &d), &mut cache);
-    let v = logits.dims()[2];
-    let data: Vec<f32> = logits.into_data().convert::<f32>().into_vec().unwrap();
-    let mut worst = 0f64;
-    for (pos, top) in case["top5_per_position"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .enumerate()
-    {
-        for pair in top.as_array().unwrap() {
-            let id = pair[0].as_u64().unwrap() as usize;
-            worst = worst.max((f64::from(data[pos * v + id]) - pair[1].as_f64().unwrap()).abs());
-        }
-    }
+    let (prompt, worst) = against_reference(&m, &d, case);
     eprintln!("largest |logit - float64 reference| on wgpu: {worst:.2e}");
     assert!(worst < 1e-2, "{worst}");
     // Greedy continues the chat prompt as the reference does; TR-Jacobi gives greedy's tokens.
@@ -156,25 +156,7 @@ fn smollm2_in_f16_on_wgpu_stays_near_the_reference_where_the_adapter_has_f16() {
     };
     let refs = common::fixture("reference_logits.json");
     let case = &refs["cases"][0];
-    let prompt = common::ids(&case["ids"]);
-    let mut cache = m.model.new_cache(1, prompt.len());
-    let logits = m
-        .model
-        .forward(ForwardInput::<W>::causal(&prompt, 0, &d), &mut cache);
-    let v = logits.dims()[2];
-    let data: Vec<f32> = logits.into_data().convert::<f32>().into_vec().unwrap();
-    let mut worst = 0f64;
-    for (pos, top) in case["top5_per_position"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .enumerate()
-    {
-        for pair in top.as_array().unwrap() {
-            let id = pair[0].as_u64().unwrap() as usize;
-            worst = worst.max((f64::from(data[pos * v + id]) - pair[1].as_f64().unwrap()).abs());
-        }
-    }
+    let (_, worst) = against_reference(&m, &d, case);
     eprintln!("f16 on wgpu: largest |logit - float64 reference| {worst:.3}");
     assert!(worst < F16_TOLERANCE, "{worst}");
 }

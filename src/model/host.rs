@@ -784,18 +784,7 @@ mod tests {
 
     #[test]
     fn integer_products_stay_close_to_the_f32_ones_row_by_row() {
-        for (t, ty) in [
-            GgmlType::Q4_0,
-            GgmlType::Q4_1,
-            GgmlType::Q5_0,
-            GgmlType::Q8_0,
-            GgmlType::Q4K,
-            GgmlType::Q5K,
-            GgmlType::Q6K,
-        ]
-        .into_iter()
-        .enumerate()
-        {
+        for (t, ty) in int_panels::INTEGER_TYPES.into_iter().enumerate() {
             // 3 blocks per row; 2 super-blocks for the K-quants.
             let (out, inp) = (70, if ty.block_size() > 32 { 512 } else { 96 });
             let bytes = random_blocks(ty, out * inp, t as u64 + 5);

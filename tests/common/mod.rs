@@ -179,3 +179,18 @@ pub fn temp_file(bytes: &[u8]) -> tempfile::NamedTempFile {
     f.flush().unwrap();
     f
 }
+
+/// The largest difference between `logits` (`[positions, vocab]`, row-major) and a reference
+/// case's float64 top-5 logits at every position.
+pub fn worst_top5_difference(logits: &[f32], vocab: usize, case: &serde_json::Value) -> f64 {
+    let mut worst = 0f64;
+    let tops = case["top5_per_position"].as_array().expect("top-5 lists");
+    for (pos, top) in tops.iter().enumerate() {
+        for pair in top.as_array().expect("(id, logit) pairs") {
+            let id = pair[0].as_u64().expect("an id") as usize;
+            let want = pair[1].as_f64().expect("a logit");
+            worst = worst.max((f64::from(logits[pos * vocab + id]) - want).abs());
+        }
+    }
+    worst
+}

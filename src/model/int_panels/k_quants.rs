@@ -66,15 +66,18 @@ pub(super) fn panel_super_bytes(ty: GgmlType) -> usize {
 }
 
 impl KBlock {
+    /// All zeros.
+    const EMPTY: Self = Self {
+        d: [0; 2],
+        dmin: [0; 2],
+        sc: [0; 16],
+        m: [0; 8],
+        q: [0; SUPER],
+    };
+
     /// From a GGUF block of `ty` (`ty.type_size()` bytes).
     pub(super) fn decode(ty: GgmlType, b: &[u8]) -> Self {
-        let mut k = Self {
-            d: [0; 2],
-            dmin: [0; 2],
-            sc: [0; 16],
-            m: [0; 8],
-            q: [0; SUPER],
-        };
+        let mut k = Self::EMPTY;
         if ty == GgmlType::Q6K {
             let (ql, qh) = (&b[0..128], &b[128..192]);
             k.sc.copy_from_slice(&b[192..208]);
@@ -185,13 +188,7 @@ impl KBlock {
     /// The block of the row at `lane` in the panel super-block `src`: the inverse of
     /// [`Self::write`].
     pub(super) fn read(ty: GgmlType, unit: usize, lane: usize, src: &[u8]) -> Self {
-        let mut k = Self {
-            d: [0; 2],
-            dmin: [0; 2],
-            sc: [0; 16],
-            m: [0; 8],
-            q: [0; SUPER],
-        };
+        let mut k = Self::EMPTY;
         let mut bytes = Vec::with_capacity(SUPER + 32);
         k.fields(ty, unit, lane, src.len(), |at, _| bytes.push(src[at]));
         k.set_fields(ty, &bytes);

@@ -84,6 +84,18 @@ pub(crate) fn supports(ty: GgmlType) -> bool {
     ) || is_k(ty)
 }
 
+/// Every type with integer products (for tests).
+#[cfg(test)]
+pub(crate) const INTEGER_TYPES: [GgmlType; 7] = [
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q8_0,
+    GgmlType::Q4K,
+    GgmlType::Q5K,
+    GgmlType::Q6K,
+];
+
 /// The block type whose panel layout `ty` is held in (Q5_0 as Q8_0).
 fn layout(ty: GgmlType) -> GgmlType {
     match ty {

@@ -32,15 +32,7 @@ fn activations(n: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
-const TYPES: [GgmlType; 7] = [
-    GgmlType::Q4_0,
-    GgmlType::Q4_1,
-    GgmlType::Q5_0,
-    GgmlType::Q8_0,
-    GgmlType::Q4K,
-    GgmlType::Q5K,
-    GgmlType::Q6K,
-];
+const TYPES: [GgmlType; 7] = INTEGER_TYPES;
 
 #[test]
 fn k_blocks_round_trip_and_dequantize_as_ggml() {

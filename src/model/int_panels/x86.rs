@@ -494,6 +494,38 @@ fn starts<Q, const M: usize>(xs: &[ActRow<'_, Q>; M], b: usize) -> [*const Q; M]
     p
 }
 
+/// One block of nibbles at `w` (a panel's 8 rows, chunks of `K::UNIT` bytes per row: value `i`
+/// low, `16 + i` high) times the activations at `xq`, into `lo` (and `hi` where `dual`).
+///
+/// # Safety
+/// The enabled features cover `K`; `w` holds the block, each `xq` a block of activations.
+#[allow(clippy::needless_range_loop)]
+#[inline(always)]
+unsafe fn nibble_block<K: Kernel, const M: usize>(
+    w: *const u8,
+    xq: &[*const K::Q; M],
+    dual: bool,
+    lo: &mut [__m256i; M],
+    hi: &mut [__m256i; M],
+) {
+    let (unit, chunk) = (K::UNIT, PANEL * K::UNIT);
+    // SAFETY (callers): as above.
+    unsafe {
+        for c in 0..QK / 2 / unit {
+            let (wl, wh) = K::nibbles(w.add(chunk * c));
+            for k in 0..M {
+                lo[k] = K::dp(lo[k], wl, group(xq[k].add(unit * c)));
+                let xh = group(xq[k].add(QK / 2 + unit * c));
+                if dual {
+                    hi[k] = K::dp(hi[k], wh, xh);
+                } else {
+                    lo[k] = K::dp(lo[k], wh, xh);
+                }
+            }
+        }
+    }
+}
+
 /// [`tile`] or [`tile_k`], as `T` is.
 ///
 /// # Safety
@@ -561,18 +593,7 @@ unsafe fn tile<K: Kernel, const T: u8, const M: usize>(
                     }
                 }
             } else {
-                for c in 0..QK / 2 / unit {
-                    let (wl, wh) = K::nibbles(blk.add(heads + chunk * c));
-                    for k in 0..M {
-                        lo[k] = K::dp(lo[k], wl, group(xq[k].add(unit * c)));
-                        let xh = group(xq[k].add(QK / 2 + unit * c));
-                        if dual {
-                            hi[k] = K::dp(hi[k], wh, xh);
-                        } else {
-                            lo[k] = K::dp(lo[k], wh, xh);
-                        }
-                    }
-                }
+                nibble_block::<K, M>(blk.add(heads), &xq, dual, &mut lo, &mut hi);
             }
             let dw = _mm256_cvtph_ps(_mm_loadu_si128(blk.cast()));
             let mw = if T == Q4_1 {
@@ -651,18 +672,7 @@ unsafe fn tile_k<K: Kernel, const T: u8, const M: usize>(
                 let mut lo = [_mm256_setzero_si256(); M];
                 let mut hi = [_mm256_setzero_si256(); M];
                 if T == Q4K {
-                    for c in 0..QK / 2 / unit {
-                        let (wl, wh) = K::nibbles(vals.add(chunk * c));
-                        for k in 0..M {
-                            lo[k] = K::dp(lo[k], wl, group(xq[k].add(unit * c)));
-                            let xh = group(xq[k].add(QK / 2 + unit * c));
-                            if dual {
-                                hi[k] = K::dp(hi[k], wh, xh);
-                            } else {
-                                lo[k] = K::dp(lo[k], wh, xh);
-                            }
-                        }
-                    }
+                    nibble_block::<K, M>(vals, &xq, dual, &mut lo, &mut hi);
                 } else {
                     for c in 0..QK / unit {
                         let wv = K::ubytes(vals.add(chunk * c));
