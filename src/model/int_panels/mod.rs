@@ -150,39 +150,30 @@ fn has_min(ty: GgmlType) -> bool {
 pub(crate) fn block_values(ty: GgmlType, b: &[u8]) -> Sub {
     let half = |at: usize| f16::from_le_bytes([b[at], b[at + 1]]).to_f32();
     let mut v = [0i32; QK];
-    let d = half(0);
     match ty {
         GgmlType::Q5_0 => {
             for (v, q) in v.iter_mut().zip(quant::q5_values(&b[2..22])) {
                 *v = i32::from(q) - 16;
-            }
-            Sub {
-                v,
-                d: [d; 2],
-                m: 0.0,
             }
         }
         GgmlType::Q8_0 => {
             for (v, q) in v.iter_mut().zip(&b[2..34]) {
                 *v = i32::from(*q as i8);
             }
-            Sub {
-                v,
-                d: [d; 2],
-                m: 0.0,
-            }
         }
         _ => {
-            let (off, bias, m) = match ty {
-                GgmlType::Q4_1 => (4, 0, half(2)),
-                _ => (2, 8, 0.0),
-            };
+            let (off, bias) = if ty == GgmlType::Q4_1 { (4, 0) } else { (2, 8) };
             for (i, q) in b[off..off + 16].iter().enumerate() {
                 v[i] = i32::from(q & 0x0f) - bias;
                 v[i + 16] = i32::from(q >> 4) - bias;
             }
-            Sub { v, d: [d; 2], m }
         }
+    }
+    let m = if ty == GgmlType::Q4_1 { half(2) } else { 0.0 };
+    Sub {
+        v,
+        d: [half(0); 2],
+        m,
     }
 }
 

@@ -349,49 +349,42 @@ struct Args<'a, Q> {
     out: Out<'a>,
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn rows_avx2<K: Kernel>(t: u8, a: &Args<'_, K::Q>) {
-    // SAFETY: as for `rows_of`.
+/// [`rows_of`] for the block type `t`, `M` activation rows per tile (inlined into each
+/// instruction set's entry point, which enables its features).
+///
+/// # Safety
+/// As for `rows_of`.
+#[inline(always)]
+unsafe fn by_type<K: Kernel, const M: usize>(t: u8, a: &Args<'_, K::Q>) {
+    // SAFETY: as this function's.
     unsafe {
         match t {
-            Q4_1 => rows_of::<K, Q4_1, 4>(a),
-            Q8_0 => rows_of::<K, Q8_0, 4>(a),
-            Q4K => rows_of::<K, Q4K, 4>(a),
-            Q5K => rows_of::<K, Q5K, 4>(a),
-            Q6K => rows_of::<K, Q6K, 4>(a),
-            _ => rows_of::<K, Q4_0, 4>(a),
+            Q4_1 => rows_of::<K, Q4_1, M>(a),
+            Q8_0 => rows_of::<K, Q8_0, M>(a),
+            Q4K => rows_of::<K, Q4K, M>(a),
+            Q5K => rows_of::<K, Q5K, M>(a),
+            Q6K => rows_of::<K, Q6K, M>(a),
+            _ => rows_of::<K, Q4_0, M>(a),
         }
     }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn rows_avx2<K: Kernel>(t: u8, a: &Args<'_, K::Q>) {
+    // SAFETY: as for `by_type`.
+    unsafe { by_type::<K, 4>(t, a) }
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
 unsafe fn rows_vnni512<K: Kernel>(t: u8, a: &Args<'_, K::Q>) {
-    // SAFETY: as for `rows_of`.
-    unsafe {
-        match t {
-            Q4_1 => rows_of::<K, Q4_1, 8>(a),
-            Q8_0 => rows_of::<K, Q8_0, 8>(a),
-            Q4K => rows_of::<K, Q4K, 8>(a),
-            Q5K => rows_of::<K, Q5K, 8>(a),
-            Q6K => rows_of::<K, Q6K, 8>(a),
-            _ => rows_of::<K, Q4_0, 8>(a),
-        }
-    }
+    // SAFETY: as for `by_type`.
+    unsafe { by_type::<K, 8>(t, a) }
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avxvnni")]
 unsafe fn rows_avxvnni<K: Kernel>(t: u8, a: &Args<'_, K::Q>) {
-    // SAFETY: as for `rows_of`.
-    unsafe {
-        match t {
-            Q4_1 => rows_of::<K, Q4_1, 4>(a),
-            Q8_0 => rows_of::<K, Q8_0, 4>(a),
-            Q4K => rows_of::<K, Q4K, 4>(a),
-            Q5K => rows_of::<K, Q5K, 4>(a),
-            Q6K => rows_of::<K, Q6K, 4>(a),
-            _ => rows_of::<K, Q4_0, 4>(a),
-        }
-    }
+    // SAFETY: as for `by_type`.
+    unsafe { by_type::<K, 4>(t, a) }
 }
 
 /// Bytes of a panel per 32 values.
