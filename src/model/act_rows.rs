@@ -30,8 +30,9 @@ pub(crate) trait Quant: Copy + Default + PartialEq + std::fmt::Debug + Send + Sy
     fn from_i32(v: i32) -> Self;
     /// As an integer.
     fn to_i32(self) -> i32;
-    /// One block by the definition, `x` into `q`: the scale `d` and `sum q_i`.
-    fn block(x: &[f32], q: &mut [Self]) -> (f32, i32) {
+    /// One block by the definition, `x` into `q`: the scale `d`, `sum q_i` and the sum over the
+    /// first 16 values.
+    fn block(x: &[f32], q: &mut [Self]) -> (f32, i32, i32) {
         block(x, q)
     }
 }
@@ -44,7 +45,7 @@ impl Quant for i8 {
     fn to_i32(self) -> i32 {
         i32::from(self)
     }
-    fn block(x: &[f32], q: &mut [Self]) -> (f32, i32) {
+    fn block(x: &[f32], q: &mut [Self]) -> (f32, i32, i32) {
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: AVX2 was just detected; `x` and `q` are one whole block each.
@@ -62,7 +63,7 @@ impl Quant for i16 {
     fn to_i32(self) -> i32 {
         i32::from(self)
     }
-    fn block(x: &[f32], q: &mut [Self]) -> (f32, i32) {
+    fn block(x: &[f32], q: &mut [Self]) -> (f32, i32, i32) {
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: AVX2 was just detected; `x` and `q` are one whole block each.
@@ -118,9 +119,8 @@ impl<Q: Quant> ActRows<Q> {
             .zip(out.d.iter_mut().zip(out.s.iter_mut()))
             .zip(out.isum.iter_mut().zip(out.ilo.iter_mut()));
         for (((x, q), (d, s)), (isum, ilo)) in blocks {
-            let (scale, sum) = Q::block(x, q);
-            (*d, *s, *isum) = (scale, scale * sum as f32, sum);
-            *ilo = q[..QK / 2].iter().map(|q| q.to_i32()).sum();
+            let (scale, sum, lo) = Q::block(x, q);
+            (*d, *s, *isum, *ilo) = (scale, scale * sum as f32, sum, lo);
         }
         out
     }
@@ -160,17 +160,20 @@ fn scales(amax: f32, max: f32) -> (f32, f32) {
     }
 }
 
-/// The definition, one block: writes `q`, returns `(d, s)`.
-pub(crate) fn block<Q: Quant>(x: &[f32], q: &mut [Q]) -> (f32, i32) {
+/// The definition, one block: writes `q`, returns `d`, `sum q_i` and the sum of the first 16.
+pub(crate) fn block<Q: Quant>(x: &[f32], q: &mut [Q]) -> (f32, i32, i32) {
     let amax = x.iter().fold(0f32, |a, v| a.max(v.abs()));
     let (d, id) = scales(amax, Q::MAX);
-    let mut sum = 0i32;
-    for (q, v) in q.iter_mut().zip(x) {
+    let (mut sum, mut lo) = (0i32, 0i32);
+    for (i, (q, v)) in q.iter_mut().zip(x).enumerate() {
         let r = (v * id).round_ties_even().clamp(-Q::MAX, Q::MAX) as i32;
         *q = Q::from_i32(r);
         sum += r;
+        if i < QK / 2 {
+            lo += r;
+        }
     }
-    (d, sum)
+    (d, sum, lo)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -178,9 +181,10 @@ mod avx2 {
     use std::arch::x86_64::*;
 
     /// Scales of the block at `x` and its values times the inverse scale, rounded to integers
-    /// (half to even under the default MXCSR, which Rust code never changes), with their sum.
+    /// (half to even under the default MXCSR, which Rust code never changes), with their sum
+    /// and the sum of the first 16.
     #[inline(always)]
-    unsafe fn rounded(x: &[f32], max: f32) -> (f32, [__m256i; 4], i32) {
+    unsafe fn rounded(x: &[f32], max: f32) -> (f32, [__m256i; 4], i32, i32) {
         debug_assert!(x.len() == 32);
         // SAFETY (callers): AVX2 enabled; 32 values readable in `x`.
         unsafe {
@@ -195,42 +199,52 @@ mod avx2 {
             let (d, id) = super::scales(_mm_cvtss_f32(m), max);
             let idv = _mm256_set1_ps(id);
             let i = v.map(|v| _mm256_cvtps_epi32(_mm256_mul_ps(v, idv)));
-            let t = _mm256_add_epi32(_mm256_add_epi32(i[0], i[1]), _mm256_add_epi32(i[2], i[3]));
-            let t = _mm_add_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256(t, 1));
+            let lo = _mm256_add_epi32(i[0], i[1]);
+            let all = _mm256_add_epi32(lo, _mm256_add_epi32(i[2], i[3]));
+            (d, i, hsum(all), hsum(lo))
+        }
+    }
+
+    /// The sum of the eight lanes.
+    #[inline(always)]
+    unsafe fn hsum(v: __m256i) -> i32 {
+        // SAFETY (callers): AVX2 enabled.
+        unsafe {
+            let t = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
             let t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0b01_00_11_10));
             let t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0b10_11_00_01));
-            (d, i, _mm_cvtsi128_si32(t))
+            _mm_cvtsi128_si32(t)
         }
     }
 
     /// [`super::block`] for 8 bits.
     #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn block_i8(x: &[f32], q: &mut [i8]) -> (f32, i32) {
+    pub(super) unsafe fn block_i8(x: &[f32], q: &mut [i8]) -> (f32, i32, i32) {
         // SAFETY: 32 values in `x`, 32 bytes writable in `q`.
         unsafe {
-            let (d, i, sum) = rounded(x, 127.0);
+            let (d, i, sum, lo) = rounded(x, 127.0);
             // i32 -> i8 in order: the packs work within 128-bit halves, a permute restores order.
             let w = _mm256_packs_epi32(i[0], i[1]);
             let z = _mm256_packs_epi32(i[2], i[3]);
             let b = _mm256_packs_epi16(w, z);
             let b = _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
             _mm256_storeu_si256(q.as_mut_ptr().cast(), b);
-            (d, sum)
+            (d, sum, lo)
         }
     }
 
     /// [`super::block`] for 16 bits.
     #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn block_i16(x: &[f32], q: &mut [i16]) -> (f32, i32) {
+    pub(super) unsafe fn block_i16(x: &[f32], q: &mut [i16]) -> (f32, i32, i32) {
         // SAFETY: 32 values in `x`, 32 i16 writable in `q`.
         unsafe {
-            let (d, i, sum) = rounded(x, 32767.0);
+            let (d, i, sum, lo) = rounded(x, 32767.0);
             for (h, pair) in i.chunks_exact(2).enumerate() {
                 let w = _mm256_packs_epi32(pair[0], pair[1]);
                 let w = _mm256_permute4x64_epi64(w, 0b11_01_10_00);
                 _mm256_storeu_si256(q.as_mut_ptr().add(16 * h).cast(), w);
             }
-            (d, sum)
+            (d, sum, lo)
         }
     }
 }
@@ -307,11 +321,11 @@ mod tests {
         let fast = ActRows::<Q>::quantize(&x, 64, QK);
         let mut q = vec![Q::default(); QK];
         for b in 0..64 {
-            let (d, sum) = block(&x[b * QK..(b + 1) * QK], &mut q);
+            let (d, sum, lo) = block(&x[b * QK..(b + 1) * QK], &mut q);
             let r = fast.row(b);
             assert_eq!(
-                (r.d[0].to_bits(), r.s[0].to_bits(), r.isum[0]),
-                (d.to_bits(), (d * sum as f32).to_bits(), sum)
+                (r.d[0].to_bits(), r.s[0].to_bits(), r.isum[0], r.ilo[0]),
+                (d.to_bits(), (d * sum as f32).to_bits(), sum, lo)
             );
             assert_eq!(r.qs, &q[..]);
         }
