@@ -1,6 +1,7 @@
 //! Plain greedy decoding: one forward pass per token. The reference every other decoder equals.
 
 use crate::decode::output::Output;
+use crate::decode::step_log::StepLog;
 use crate::decode::tree_decode::prefill;
 use crate::decode::{Decoder, OnText};
 use crate::error::Result;
@@ -37,24 +38,20 @@ impl Decoder for Greedy {
         else {
             return Ok(out.finish(prompt.len(), started));
         };
-        let (mut host_steps, mut step_reads, mut step_bytes) = (Vec::new(), Vec::new(), Vec::new());
+        let mut log = StepLog::default();
         while !out.is_done() {
-            let reads0 = crate::logits::reads();
+            let step = StepLog::start();
             let start = cache.len();
             let input = ForwardInput::causal(&[next], start, &device);
             next = picker.pick_last(model.forward_last(input, &mut cache));
             // The host's part of a greedy step: the output's bookkeeping and text.
             let t = Instant::now();
             out.push_block(&[next])?;
-            host_steps.push(t.elapsed().as_secs_f64());
-            let reads1 = crate::logits::reads();
-            step_reads.push(reads1.0 - reads0.0);
-            step_bytes.push(reads1.1 - reads0.1);
+            log.end(step, t.elapsed().as_secs_f64());
         }
         let mut g = out.finish(prompt.len(), started);
         g.verify_time_s = g.wall_time_s;
-        g.host_step_s = host_steps;
-        (g.host_reads, g.host_read_bytes) = (step_reads, step_bytes);
+        log.finish(&mut g);
         Ok(g)
     }
 }

@@ -18,6 +18,7 @@ mod lookahead;
 mod output;
 mod pld;
 mod retrieval;
+mod step_log;
 mod stream;
 mod tr_jacobi;
 mod tree;

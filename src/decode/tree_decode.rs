@@ -5,11 +5,12 @@
 use crate::decode::OnText;
 use crate::decode::drafter::{Draft, Drafter};
 use crate::decode::output::Output;
+use crate::decode::step_log::StepLog;
 use crate::decode::tree::TokenTree;
 use crate::decode::verify::{Verified, verify, verify_sampled};
 use crate::error::{Error, Result};
 use crate::generation::{GenerateConfig, Generation, check_prompt};
-use crate::logits::{argmax, read_back, reads, top_k_rows};
+use crate::logits::{argmax, read_back, top_k_rows};
 use crate::model::{CausalLm, ForwardInput, KvCache, Tokenizer};
 use crate::sample::Picker;
 use burn::prelude::*;
@@ -87,11 +88,10 @@ pub(crate) fn tree_decode<B: Backend, M: CausalLm<B>>(
     };
     let vocab = model.info().vocab_size;
     let (mut draft_s, prefill_s) = (0.0, started.elapsed().as_secs_f64());
-    let (mut forward_tokens, mut host_steps) = (Vec::new(), Vec::new());
-    let (mut step_reads, mut step_bytes) = (Vec::new(), Vec::new());
+    let (mut forward_tokens, mut log) = (Vec::new(), StepLog::default());
     while !out.is_done() {
         let t0 = Instant::now();
-        let reads0 = reads();
+        let step = StepLog::start();
         let start = cache.len();
         // Room for the draft in the cache (and so in the position table); nothing deeper than
         // the tokens still to produce.
@@ -120,10 +120,7 @@ pub(crate) fn tree_decode<B: Backend, M: CausalLm<B>>(
         root = *v.tokens.last().expect("at least the root's prediction");
         let after = t1.elapsed().as_secs_f64();
         draft_s += after;
-        host_steps.push(before + after - top_s);
-        let reads1 = reads();
-        step_reads.push(reads1.0 - reads0.0);
-        step_bytes.push(reads1.1 - reads0.1);
+        log.end(step, before + after - top_s);
         drafter.timed(draft.tree.len(), t0.elapsed().as_secs_f64());
     }
     let mut g = out.finish(prompt.len(), started);
@@ -131,8 +128,7 @@ pub(crate) fn tree_decode<B: Backend, M: CausalLm<B>>(
     g.forward_tokens.extend(forward_tokens);
     g.draft_time_s = draft_s;
     g.verify_time_s = (g.wall_time_s - draft_s).max(prefill_s);
-    g.host_step_s = host_steps;
-    (g.host_reads, g.host_read_bytes) = (step_reads, step_bytes);
+    log.finish(&mut g);
     Ok(g)
 }
 
