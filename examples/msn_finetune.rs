@@ -67,6 +67,10 @@ struct Args {
     /// Ahead-noise segment length L.
     #[arg(long, default_value_t = 4)]
     noise_len: usize,
+    /// Train LoRA adapters of this rank (alpha = 2 x rank, all seven projections) instead of
+    /// every weight; they are written to OUT/train/adapter. 0: full fine-tuning.
+    #[arg(long, default_value_t = 0)]
+    lora_rank: usize,
     /// Spec-Bench questions for MAT.
     #[arg(long, default_value = "data/spec_bench/question.jsonl")]
     questions: PathBuf,
@@ -315,6 +319,7 @@ fn read_distilled(path: &std::path::Path, vocab: usize) -> Result<Vec<TrainSampl
 
 fn main() {
     let args = Args::parse();
+    msn::train::reuse_freed_memory();
     if let Err(e) = go(&args) {
         eprintln!("error: {e}");
         std::process::exit(1);
@@ -482,6 +487,11 @@ fn go(args: &Args) -> Result<()> {
             progress: true,
             checkpoint_every: 25,
             out_dir: Some(args.out.join("train")),
+            lora: (args.lora_rank > 0).then(|| msn::train::LoraConfig {
+                rank: args.lora_rank,
+                alpha: 2.0 * args.lora_rank as f64,
+                ..Default::default()
+            }),
             ..Default::default()
         },
         noise: AheadNoise {

@@ -15,7 +15,7 @@ use burn::module::AutodiffModule;
 use clap::Parser;
 use msn::noise::Rng;
 use msn::noise::{AheadNoise, NoNoise};
-use msn::train::{MsnTrainer, TrainConfig, TrainSample, Trainer};
+use msn::train::{LoraConfig, MsnTrainer, TrainConfig, TrainSample, Trainer};
 
 type AB = Autodiff<Flex>;
 
@@ -41,10 +41,19 @@ struct Args {
     /// framework can time the same step on the same weights (`scripts/torch_train_bench.py`).
     #[arg(long)]
     export_hf: Option<std::path::PathBuf>,
+    /// Train LoRA adapters of this rank on all seven projections (alpha = 2 x rank) instead of
+    /// every weight; 0: full fine-tuning.
+    #[arg(long, default_value_t = 0)]
+    lora_rank: usize,
+    /// Leave the C allocator's defaults (do not call `msn::train::reuse_freed_memory`), to
+    /// measure what that setting is worth.
+    #[arg(long)]
+    default_allocator: bool,
 }
 
 fn main() -> msn::Result<()> {
     let args = Args::parse();
+    let reuse = !args.default_allocator && msn::train::reuse_freed_memory();
     let device = Default::default();
     let m = msn::load_with::<AB>(&args.model, &device, msn::WeightDtype::F32)?;
     let vocab = m.model.config().vocab_size;
@@ -76,6 +85,11 @@ fn main() -> msn::Result<()> {
         steps,
         batch_size: args.batch_size,
         progress: true,
+        lora: (args.lora_rank > 0).then(|| LoraConfig {
+            rank: args.lora_rank,
+            alpha: 2.0 * args.lora_rank as f64,
+            ..Default::default()
+        }),
         ..Default::default()
     };
     let run = |model, steps: usize| -> msn::Result<f64> {
@@ -106,6 +120,7 @@ fn main() -> msn::Result<()> {
         "model": args.model,
         "parameters": params,
         "noise": if args.no_noise { "none" } else { "ahead L=4" },
+        "lora_rank": args.lora_rank,
         "batch_size": args.batch_size,
         "seq_len": args.seq_len,
         "steps": args.steps,
@@ -113,6 +128,7 @@ fn main() -> msn::Result<()> {
         "s_per_step": secs / args.steps as f64,
         "peak_rss_mib_after_load": after_load,
         "peak_rss_mib": common::peak_rss_mib(),
+        "reuse_freed_memory": reuse,
     });
     println!("{out}");
     Ok(())

@@ -6,7 +6,9 @@ use burn::backend::Autodiff;
 use burn::module::AutodiffModule;
 use common::{B, smollm2};
 use msn::noise::{AheadNoise, NoNoise};
-use msn::train::{MsnTrainer, TrainConfig, TrainSample, Trainer, load_jsonl};
+use msn::train::{
+    LoraConfig, LoraTarget, MsnTrainer, TrainConfig, TrainSample, Trainer, load_jsonl,
+};
 use msn::{Decoder, Llama, LlamaConfig};
 
 type AB = Autodiff<B>;
@@ -109,6 +111,80 @@ fn a_stopped_run_resumes_bit_for_bit() {
     // metrics.jsonl has one line per step, no duplicates from the stopped run.
     let lines = std::fs::read_to_string(stopped.path().join("metrics.jsonl")).unwrap();
     assert_eq!(lines.lines().count(), 8);
+}
+
+/// Names and values of every tensor of a model, as its Hugging Face export holds them.
+fn named(m: &Llama<AB>) -> Vec<(String, Vec<f32>)> {
+    msn::__internal::named_tensors(m)
+        .into_iter()
+        .map(|(n, _, v)| (n, v))
+        .collect()
+}
+
+#[test]
+fn lora_trains_only_the_adapted_projections_and_resumes_bit_for_bit() {
+    let (train, eval) = (samples(24, 0), samples(8, 99));
+    let init = model(4);
+    let lora = LoraConfig {
+        rank: 4,
+        alpha: 8.0,
+        targets: vec![LoraTarget::Q, LoraTarget::V, LoraTarget::Up],
+    };
+    let with_lora = |dir: &std::path::Path| TrainConfig {
+        lr: 1e-2,
+        lora: Some(lora.clone()),
+        ..config(dir)
+    };
+    let straight = tempfile::tempdir().unwrap();
+    let mut t = Trainer {
+        config: with_lora(straight.path()),
+        noise: AheadNoise::default(),
+    };
+    let before = msn::train::eval_loss(&init.valid(), &eval, 4);
+    let (m_a, r_a) = t.train(init.clone(), &train, &eval).unwrap();
+    let after = msn::train::eval_loss(&m_a.valid(), &eval, 4);
+    assert!(after < before, "clean eval loss {before} -> {after}");
+    // Only the targeted projections moved (merged into their weights); the rest is bit for bit
+    // the initial model.
+    let targeted = ["self_attn.q_proj", "self_attn.v_proj", "mlp.up_proj"];
+    for ((name, a), (_, b)) in named(&init).into_iter().zip(named(&m_a)) {
+        if targeted.iter().any(|t| name.contains(t)) {
+            assert_ne!(a, b, "{name} should have moved");
+        } else {
+            assert_eq!(a, b, "{name} should be frozen");
+        }
+    }
+    // Stopped after step 3, resumed (from a different initialisation, which the checkpoint
+    // overrides): the same losses and the same merged weights.
+    let stopped = tempfile::tempdir().unwrap();
+    let mut c = with_lora(stopped.path());
+    c.stop_at = Some(3);
+    let mut t = Trainer {
+        config: c,
+        noise: AheadNoise::default(),
+    };
+    t.train(init.clone(), &train, &eval).unwrap();
+    let mut t = Trainer {
+        config: with_lora(stopped.path()),
+        noise: AheadNoise::default(),
+    };
+    let (m_b, r_b) = t.train(model(5), &train, &eval).unwrap();
+    assert_eq!(r_b.resumed_from, Some(3));
+    assert_eq!(r_b.losses, r_a.losses);
+    assert_eq!(weights(&m_b), weights(&m_a));
+    // The checkpoint's Hugging Face copy is the merged model.
+    let latest = std::fs::read_to_string(stopped.path().join("latest")).unwrap();
+    let back = msn::load_weights::<B>(
+        &stopped.path().join(latest.trim()),
+        &Default::default(),
+        msn::WeightDtype::F32,
+    )
+    .unwrap();
+    let back: Vec<f32> = msn::__internal::named_tensors(&back)
+        .into_iter()
+        .flat_map(|(_, _, v)| v)
+        .collect();
+    assert_eq!(back, weights(&m_b));
 }
 
 #[test]

@@ -282,6 +282,16 @@ impl<B: Backend> KvCache<B> {
         match &mut self.store {
             Store::Tensors(layers) => {
                 let l = layers[layer].take().expect("cache layer present");
+                if len == 0 && l.k.dims() == [b, h, t, d] {
+                    // The whole cache in one write (training, one-shot scoring): the new keys
+                    // and values are the cache, with no copy into it (nor, under autodiff, a
+                    // slice of every gradient back out of it).
+                    layers[layer] = Some(LayerKv {
+                        k: k.clone(),
+                        v: v.clone(),
+                    });
+                    return (k, v);
+                }
                 let range = [0..b, 0..h, len..end, 0..d];
                 let k_all = l.k.slice_assign(range.clone(), k);
                 let v_all = l.v.slice_assign(range, v);

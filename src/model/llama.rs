@@ -6,9 +6,11 @@ use crate::model::cache::KvCache;
 use crate::model::config::LlamaConfig;
 use crate::model::engine;
 use crate::model::host::{HostBlock, HostConsts, HostMatrix, HostWeights};
+use crate::model::lora::{Lora, LoraConfig, LoraTarget};
 use crate::model::rope::{Rope, inv_frequencies};
 use crate::model::weights::{ParamSource, RandomInit};
 use crate::model::{CausalLm, ForwardInput, ModelInfo};
+use crate::rng::Rng;
 use burn::module::Param;
 use burn::nn::{Embedding, Linear, RmsNorm};
 use burn::prelude::*;
@@ -27,6 +29,8 @@ pub struct Attention<B: Backend> {
     pub v_proj: Linear<B>,
     /// Output projection, `[heads * head_dim, hidden]`.
     pub o_proj: Linear<B>,
+    /// Adapters of q, k, v, o in that order (empty without LoRA).
+    pub(crate) lora: Vec<Option<Lora<B>>>,
     n_heads: usize,
     n_kv_heads: usize,
     head_dim: usize,
@@ -41,6 +45,8 @@ pub struct Mlp<B: Backend> {
     pub up_proj: Linear<B>,
     /// Down projection.
     pub down_proj: Linear<B>,
+    /// Adapters of gate, up, down in that order (empty without LoRA).
+    pub(crate) lora: Vec<Option<Lora<B>>>,
 }
 
 /// One transformer block.
@@ -105,6 +111,46 @@ fn project<B: Backend>(
         x.cast(wd).matmul(w).cast(xd)
     };
     y.reshape([b, t, o])
+}
+
+/// [`project`] plus the adapter's update, if the projection has one (no host copy then: adapted
+/// models have their host kernels off).
+fn project_adapted<B: Backend>(
+    linear: &Linear<B>,
+    lora: &[Option<Lora<B>>],
+    which: usize,
+    x: Tensor<B, 3>,
+    host: Option<&HostMatrix>,
+) -> Tensor<B, 3> {
+    match lora.get(which).and_then(Option::as_ref) {
+        Some(l) => project(linear, x.clone(), None) + l.delta(x),
+        None => project(linear, x, host),
+    }
+}
+
+/// `W + s A B` in `W`'s storage type, outside any autodiff graph.
+fn merged<B: Backend>(linear: &Linear<B>, lora: &Lora<B>) -> Linear<B> {
+    let w = linear.weight.val();
+    let dtype = w.dtype();
+    let m = (w.cast(FloatDType::F32) + lora.product()).cast(dtype);
+    self::linear(m.detach())
+}
+
+/// Adapters for `targets` among `projections` (in order), each from `make(target, [in, out])`.
+fn adapters_for<B: Backend>(
+    projections: &[(LoraTarget, &Linear<B>)],
+    targets: &[LoraTarget],
+    make: &mut dyn FnMut(LoraTarget, [usize; 2]) -> Result<Lora<B>>,
+) -> Result<Vec<Option<Lora<B>>>> {
+    projections
+        .iter()
+        .map(|&(t, lin)| {
+            targets
+                .contains(&t)
+                .then(|| make(t, lin.weight.dims()))
+                .transpose()
+        })
+        .collect()
 }
 
 /// `x @ W^T` with the host copy of `W` (`x` is f32 activations).
@@ -204,6 +250,7 @@ impl<B: Backend> Llama<B> {
                         d,
                         h * hd,
                     )?),
+                    lora: Vec::new(),
                     n_heads: h,
                     n_kv_heads: kv,
                     head_dim: hd,
@@ -216,6 +263,7 @@ impl<B: Backend> Llama<B> {
                     gate_proj: linear(params.matrix(&format!("{p}mlp.gate_proj.weight"), ff, d)?),
                     up_proj: linear(params.matrix(&format!("{p}mlp.up_proj.weight"), ff, d)?),
                     down_proj: linear(params.matrix(&format!("{p}mlp.down_proj.weight"), d, ff)?),
+                    lora: Vec::new(),
                 },
             });
         }
@@ -352,6 +400,90 @@ impl<B: Backend> Llama<B> {
         Ok(())
     }
 
+    /// The model with fresh LoRA adapters on `config.targets` of every block (drawn from a
+    /// generator seeded by `seed`; each starts as a zero update) and every other parameter
+    /// frozen: only the adapters get gradients. Host kernels are turned off.
+    pub(crate) fn with_lora(self, config: &LoraConfig, seed: u64) -> Self {
+        let mut rng = Rng::new(seed);
+        let device = self.device();
+        self.with_lora_factors(config, |_, _, [i, o]| {
+            Ok(Lora::new(i, o, config, &mut rng, &device))
+        })
+        .expect("fresh adapters cannot fail")
+    }
+
+    /// [`Llama::with_lora`] with each adapter from `make(layer, target, [in, out])`.
+    pub(crate) fn with_lora_factors(
+        mut self,
+        config: &LoraConfig,
+        mut make: impl FnMut(usize, LoraTarget, [usize; 2]) -> Result<Lora<B>>,
+    ) -> Result<Self> {
+        self.host = None;
+        let mut model = self.no_grad();
+        for (i, block) in model.layers.iter_mut().enumerate() {
+            let mut make = |t, dims| make(i, t, dims);
+            let a = &mut block.self_attn;
+            let projections = [
+                (LoraTarget::Q, &a.q_proj),
+                (LoraTarget::K, &a.k_proj),
+                (LoraTarget::V, &a.v_proj),
+                (LoraTarget::O, &a.o_proj),
+            ];
+            a.lora = adapters_for(&projections, &config.targets, &mut make)?;
+            let m = &mut block.mlp;
+            let projections = [
+                (LoraTarget::Gate, &m.gate_proj),
+                (LoraTarget::Up, &m.up_proj),
+                (LoraTarget::Down, &m.down_proj),
+            ];
+            m.lora = adapters_for(&projections, &config.targets, &mut make)?;
+        }
+        Ok(model)
+    }
+
+    /// Every adapter with its layer and target, in block order.
+    pub(crate) fn adapters(&self) -> Vec<(usize, (LoraTarget, &Lora<B>))> {
+        let attn = [LoraTarget::Q, LoraTarget::K, LoraTarget::V, LoraTarget::O];
+        let mlp = [LoraTarget::Gate, LoraTarget::Up, LoraTarget::Down];
+        let mut out = Vec::new();
+        for (i, b) in self.layers.iter().enumerate() {
+            let named = attn.iter().zip(&b.self_attn.lora).chain(mlp.iter().zip(&b.mlp.lora));
+            out.extend(named.filter_map(|(&t, l)| Some((i, (t, l.as_ref()?)))));
+        }
+        out
+    }
+
+    /// Whether any block carries LoRA adapters.
+    pub(crate) fn has_lora(&self) -> bool {
+        self.layers
+            .iter()
+            .any(|b| !b.self_attn.lora.is_empty() || !b.mlp.lora.is_empty())
+    }
+
+    /// The model with every adapter merged into its weight (`W + s A B`) and removed: a plain
+    /// model again, whose logits equal the adapted model's up to float rounding.
+    pub(crate) fn merge_lora(mut self) -> Self {
+        for block in &mut self.layers {
+            let a = &mut block.self_attn;
+            for (i, l) in std::mem::take(&mut a.lora).into_iter().enumerate() {
+                if let Some(l) = l {
+                    let w = [&mut a.q_proj, &mut a.k_proj, &mut a.v_proj, &mut a.o_proj];
+                    let target = w.into_iter().nth(i).expect("four projections");
+                    *target = merged(target, &l);
+                }
+            }
+            let m = &mut block.mlp;
+            for (i, l) in std::mem::take(&mut m.lora).into_iter().enumerate() {
+                if let Some(l) = l {
+                    let w = [&mut m.gate_proj, &mut m.up_proj, &mut m.down_proj];
+                    let target = w.into_iter().nth(i).expect("three projections");
+                    *target = merged(target, &l);
+                }
+            }
+        }
+        self
+    }
+
     /// Drops the host copies ([`Llama::enable_host_kernels`]); every product runs on the backend.
     pub fn disable_host_kernels(&mut self) {
         self.host = None;
@@ -388,7 +520,12 @@ impl<B: Backend> Llama<B> {
         }
         let past = cache.len();
         let mask = mask.or_else(|| (t > 1).then(|| causal_mask::<B>(b, t, past, &tokens.device())));
-        let (cos, sin) = self.rope.angles(positions);
+        let (h, kv) = (self.config.num_attention_heads, self.config.kv_heads());
+        let shared = LayerShared {
+            rope_q: self.rope.angles(positions.clone(), h),
+            rope_k: self.rope.angles(positions, kv),
+            bias: mask.map(|m| attention_bias(m, kv, h / kv)),
+        };
         let host = self.host.as_deref().filter(|h| b * t <= h.max_rows);
         let mut x = self.embed_tokens.forward(tokens).cast(FloatDType::F32);
         for (i, block) in self.layers.iter().enumerate() {
@@ -396,7 +533,7 @@ impl<B: Backend> Llama<B> {
             let h = block.input_layernorm.forward(x.clone());
             let a = block
                 .self_attn
-                .forward(h, &self.rope, &cos, &sin, mask.clone(), cache, i, hb);
+                .forward(h, &self.rope, &shared, cache, i, hb);
             x = x + a;
             let h = block.post_attention_layernorm.forward(x.clone());
             x = x + block.mlp.forward(h, hb);
@@ -515,15 +652,37 @@ fn causal_mask<B: Backend>(
         .expand([b, t, s])
 }
 
+/// What every layer of one forward shares: the rotary angles laid out for the query and the
+/// key heads, and the attention mask as an additive bias.
+struct LayerShared<B: Backend> {
+    rope_q: (Tensor<B, 4>, Tensor<B, 4>),
+    rope_k: (Tensor<B, 4>, Tensor<B, 4>),
+    /// `[b, kv, rep * t, s]`, contiguous: 0 where a query may attend, -1e30 where masked.
+    bias: Option<Tensor<B, 4>>,
+}
+
+/// A `[b, t, s]` mask (true = masked) as the additive bias of [`LayerShared::bias`], laid out
+/// like the grouped score rows (the `rep` query heads of a KV group stacked along the rows).
+/// Built once per forward, it is added in place to each layer's scores, and adding a constant
+/// costs nothing backward (a masked fill would run again on the gradient of every layer).
+fn attention_bias<B: Backend>(mask: Tensor<B, 3, Bool>, kv: usize, rep: usize) -> Tensor<B, 4> {
+    let [b, t, s] = mask.dims();
+    let device = mask.device();
+    Tensor::<B, 3>::zeros([b, t, s], &device)
+        .cast(FloatDType::F32)
+        .mask_fill(mask, -1e30)
+        .reshape([b, 1, 1, t, s])
+        .expand([b, kv, rep, t, s])
+        // Reshaping the stride-0 view materializes it.
+        .reshape([b, kv, rep * t, s])
+}
+
 impl<B: Backend> Attention<B> {
-    #[allow(clippy::too_many_arguments)]
     fn forward(
         &self,
         x: Tensor<B, 3>,
         rope: &Rope<B>,
-        cos: &Tensor<B, 4>,
-        sin: &Tensor<B, 4>,
-        mask: Option<Tensor<B, 3, Bool>>,
+        shared: &LayerShared<B>,
         cache: &mut KvCache<B>,
         layer: usize,
         host: Option<&HostBlock>,
@@ -531,28 +690,23 @@ impl<B: Backend> Attention<B> {
         let [b, t, _] = x.dims();
         let (h, kv, hd) = (self.n_heads, self.n_kv_heads, self.head_dim);
         let rep = h / kv;
-        let q = project(&self.q_proj, x.clone(), host.map(|h| &h.q)).reshape([b, t, h, hd]);
-        let k = project(&self.k_proj, x.clone(), host.map(|h| &h.k)).reshape([b, t, kv, hd]);
-        let v = project(&self.v_proj, x, host.map(|h| &h.v))
+        let l = &self.lora;
+        let q = project_adapted(&self.q_proj, l, 0, x.clone(), host.map(|h| &h.q));
+        let k = project_adapted(&self.k_proj, l, 1, x.clone(), host.map(|h| &h.k));
+        let q = q.reshape([b, t, h, hd]);
+        let k = k.reshape([b, t, kv, hd]);
+        let v = project_adapted(&self.v_proj, l, 2, x, host.map(|h| &h.v))
             .reshape([b, t, kv, hd])
             .swap_dims(1, 2);
-        let q = rope.apply(q, cos, sin).swap_dims(1, 2);
-        let k = rope.apply(k, cos, sin).swap_dims(1, 2);
+        let q = rope.apply(q, &shared.rope_q.0, &shared.rope_q.1).swap_dims(1, 2);
+        let k = rope.apply(k, &shared.rope_k.0, &shared.rope_k.1).swap_dims(1, 2);
         let (k, v) = cache.append(layer, k, v);
-        let s = k.dims()[2];
         // Query heads of one KV group are stacked along the row axis, so each KV head is read
         // once for `rep * t` query rows: no repeated K/V in memory.
         let q = q.reshape([b, kv, rep * t, hd]);
         let scores = q.matmul(k.swap_dims(2, 3)) * (1.0 / (hd as f64).sqrt());
-        let scores = match mask {
-            Some(m) => {
-                let m = m
-                    .unsqueeze_dim::<4>(1)
-                    .expand([b, rep, t, s])
-                    .reshape([b, 1, rep * t, s])
-                    .expand([b, kv, rep * t, s]);
-                scores.mask_fill(m, -1e30)
-            }
+        let scores = match &shared.bias {
+            Some(bias) => scores + bias.clone(),
             None => scores,
         };
         let out = softmax(scores, 3).matmul(v);
@@ -560,15 +714,16 @@ impl<B: Backend> Attention<B> {
             .reshape([b, h, t, hd])
             .swap_dims(1, 2)
             .reshape([b, t, h * hd]);
-        project(&self.o_proj, out, host.map(|h| &h.o))
+        project_adapted(&self.o_proj, l, 3, out, host.map(|h| &h.o))
     }
 }
 
 impl<B: Backend> Mlp<B> {
     fn forward(&self, x: Tensor<B, 3>, host: Option<&HostBlock>) -> Tensor<B, 3> {
-        let g = silu(project(&self.gate_proj, x.clone(), host.map(|h| &h.gate)));
-        let u = project(&self.up_proj, x, host.map(|h| &h.up));
-        project(&self.down_proj, g * u, host.map(|h| &h.down))
+        let l = &self.lora;
+        let g = silu(project_adapted(&self.gate_proj, l, 0, x.clone(), host.map(|h| &h.gate)));
+        let u = project_adapted(&self.up_proj, l, 1, x, host.map(|h| &h.up));
+        project_adapted(&self.down_proj, l, 2, g * u, host.map(|h| &h.down))
     }
 }
 

@@ -6,6 +6,7 @@
 //! can keep just the accepted branch.
 
 pub(crate) mod act_rows;
+pub(crate) mod adapter;
 pub(crate) mod cache;
 pub(crate) mod config;
 mod engine;
@@ -15,6 +16,7 @@ pub(crate) mod host;
 mod hot_pool;
 pub(crate) mod int_panels;
 pub(crate) mod llama;
+pub(crate) mod lora;
 pub(crate) mod quant;
 pub(crate) mod rope;
 pub(crate) mod tokenizer;
@@ -24,6 +26,7 @@ pub use cache::KvCache;
 pub use config::{LlamaConfig, RopeScaling};
 pub use hf::ExportDtype;
 pub use llama::Llama;
+pub use lora::{LoraConfig, LoraTarget};
 pub use tokenizer::{Message, Tokenizer};
 
 use burn::prelude::*;

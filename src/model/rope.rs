@@ -95,23 +95,33 @@ impl<B: Backend> Rope<B> {
         (v(&self.cos), v(&self.sin))
     }
 
-    /// The `(cos, sin)` rows for `positions` `[batch, t]`, shaped `[batch, t, 1, head_dim]` to
-    /// broadcast over heads. Compute once per forward and pass to [`Rope::apply`] in each layer.
-    pub fn angles(&self, positions: Tensor<B, 2, Int>) -> (Tensor<B, 4>, Tensor<B, 4>) {
+    /// The `(cos, sin)` rows for `positions` `[batch, t]`, laid out contiguously as
+    /// `[batch, t, heads, head_dim]` (the same rows repeated per head), so that the products in
+    /// [`Rope::apply`] are plain element-wise ones, forward and backward, instead of broadcasts
+    /// walked by stride. Compute once per forward for each head count and pass to every layer.
+    pub fn angles(
+        &self,
+        positions: Tensor<B, 2, Int>,
+        heads: usize,
+    ) -> (Tensor<B, 4>, Tensor<B, 4>) {
         let [b, t] = positions.dims();
         let d = self.cos.dims()[1];
         let flat = positions.reshape([b * t]);
-        let cos = self
-            .cos
-            .clone()
-            .select(0, flat.clone())
-            .reshape([b, t, 1, d]);
-        let sin = self.sin.clone().select(0, flat).reshape([b, t, 1, d]);
-        (cos, sin)
+        let rows = |table: &Tensor<B, 2>, flat: Tensor<B, 1, Int>| {
+            table
+                .clone()
+                .select(0, flat)
+                .reshape([b, t, 1, d])
+                .expand([b, t, heads, d])
+                // Reshaping the stride-0 view materializes it.
+                .reshape([b * t * heads * d])
+                .reshape([b, t, heads, d])
+        };
+        (rows(&self.cos, flat.clone()), rows(&self.sin, flat))
     }
 
     /// Rotates `x` `[batch, t, heads, head_dim]` (contiguous, heads not yet moved forward) by
-    /// the angles from [`Rope::angles`].
+    /// the angles from [`Rope::angles`] for the same head count.
     pub fn apply(&self, x: Tensor<B, 4>, cos: &Tensor<B, 4>, sin: &Tensor<B, 4>) -> Tensor<B, 4> {
         let [b, t, h, d] = x.dims();
         let rotated = x

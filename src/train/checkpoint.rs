@@ -44,7 +44,12 @@ pub fn save<B: AutodiffBackend, O: Optimizer<Llama<B>, B>>(
     let fin = dir.join(&name);
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    save_weights(model, &tmp, ExportDtype::F32)?;
+    // The Hugging Face copy is the model as it decodes: with LoRA, adapters merged.
+    if model.has_lora() {
+        save_weights(&model.clone().merge_lora(), &tmp, ExportDtype::F32)?;
+    } else {
+        save_weights(model, &tmp, ExportDtype::F32)?;
+    }
     let rec = Rec::default();
     let m = Recorder::<B>::record(&rec, model.clone().into_record(), ())
         .map_err(|e| Error::checkpoint(&tmp, format!("encoding the model: {e}")))?;

@@ -1,5 +1,5 @@
 use crate::error::{Error, Result};
-use crate::model::{CausalLm, ForwardInput, Llama};
+use crate::model::{CausalLm, ForwardInput, Llama, LoraConfig};
 use crate::noise::NoiseAugmenter;
 use crate::rng::Rng;
 use crate::train::TrainSample;
@@ -46,6 +46,12 @@ pub struct TrainConfig {
     /// Stop (after checkpointing) once this many steps are done in total, as if killed; for
     /// tests and time-sliced jobs. `None`: run to `steps`.
     pub stop_at: Option<usize>,
+    /// Train LoRA adapters (seeded by `seed`) instead of every weight: the rest of the model is
+    /// frozen, only the adapters get gradients and AdamW state, checkpoints carry them, the
+    /// returned model has them merged into its weights, and with `out_dir` they are also written
+    /// to `out_dir/adapter` in PEFT's layout ([`Llama::apply_lora_adapter`] reads it back).
+    /// `None`: full fine-tuning.
+    pub lora: Option<LoraConfig>,
 }
 
 impl Default for TrainConfig {
@@ -65,6 +71,7 @@ impl Default for TrainConfig {
             out_dir: None,
             progress: false,
             stop_at: None,
+            lora: None,
         }
     }
 }
@@ -95,6 +102,9 @@ impl TrainConfig {
         }
         if !(self.lr > 0.0 && self.lr.is_finite()) {
             return bad(format!("learning rate {} must be positive", self.lr));
+        }
+        if let Some(l) = &self.lora {
+            l.check()?;
         }
         Ok(())
     }
@@ -139,11 +149,16 @@ pub struct Trainer<N> {
     pub noise: N,
 }
 
-/// A padded batch: inputs, next-token targets, loss weights, real tokens.
+/// A padded batch: inputs, the flat positions (`row * t + i`) whose next token is trained, those
+/// tokens, and the real tokens read.
 struct Batch<B: Backend> {
     input: Tensor<B, 2, Int>,
+    /// `[n]` indices into the `[b * t]` positions of `input`.
+    trained: Tensor<B, 1, Int>,
+    /// `[1, n, 1]` clean next tokens of the trained positions.
     targets: Tensor<B, 3, Int>,
-    weights: Tensor<B, 2>,
+    /// `n`.
+    positions: usize,
     tokens: usize,
 }
 
@@ -153,23 +168,23 @@ fn make_batch<B: Backend>(
     device: &B::Device,
 ) -> Batch<B> {
     let t = inputs.iter().map(Vec::len).max().unwrap_or(1).max(1);
-    let b = inputs.len();
-    let (mut tg, mut w) = (vec![0i64; b * t], vec![0f32; b * t]);
+    let (mut at, mut tg) = (Vec::new(), Vec::new());
     let tokens = inputs.iter().map(Vec::len).sum();
     for (r, s) in samples.iter().enumerate() {
         // Position i predicts clean token i + 1; only response tokens are trained.
         for i in 0..s.tokens.len().saturating_sub(1) {
-            tg[r * t + i] = i64::from(s.tokens[i + 1]);
             if s.response.contains(&(i + 1)) {
-                w[r * t + i] = 1.0;
+                at.push((r * t + i) as i64);
+                tg.push(i64::from(s.tokens[i + 1]));
             }
         }
     }
+    let n = at.len();
     Batch {
         input: padded_ids(inputs, device),
-        targets: Tensor::<B, 2, Int>::from_data(TensorData::new(tg, [b, t]), device)
-            .unsqueeze_dim(2),
-        weights: Tensor::from_data(TensorData::new(w, [b, t]), device),
+        trained: Tensor::from_data(TensorData::new(at, [n]), device),
+        targets: Tensor::<B, 1, Int>::from_data(TensorData::new(tg, [n]), device).reshape([1, n, 1]),
+        positions: n,
         tokens,
     }
 }
@@ -186,14 +201,14 @@ fn padded_ids<B: Backend>(inputs: &[Vec<u32>], device: &B::Device) -> Tensor<B, 
     Tensor::from_data(TensorData::new(ids, [inputs.len(), t]), device)
 }
 
-/// Logits at every position of a right-padded batch, from a fresh cache (causal attention;
-/// right padding needs no mask beyond that).
-fn forward_all<B: Backend>(model: &Llama<B>, input: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+/// Hidden states at every position of a right-padded batch, from a fresh cache (causal
+/// attention; right padding needs no mask beyond that).
+fn hidden_all<B: Backend>(model: &Llama<B>, input: Tensor<B, 2, Int>) -> Tensor<B, 3> {
     let [b, t] = input.dims();
     let device = input.device();
     let pos: Vec<i64> = (0..b).flat_map(|_| 0..t as i64).collect();
     let mut cache = model.new_cache(b, t);
-    model.forward(
+    model.hidden(
         ForwardInput {
             tokens: input,
             positions: Tensor::from_data(TensorData::new(pos, [b, t]), &device),
@@ -203,15 +218,26 @@ fn forward_all<B: Backend>(model: &Llama<B>, input: Tensor<B, 2, Int>) -> Tensor
     )
 }
 
-/// Mean cross-entropy over weighted positions.
+/// Logits at every position of a right-padded batch.
+fn forward_all<B: Backend>(model: &Llama<B>, input: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+    model.logits(hidden_all(model, input))
+}
+
+/// Mean cross-entropy over the trained positions. Only their hidden rows go through the output
+/// head and the softmax (the response: about half of a chat sample's positions).
 fn batch_loss<B: Backend>(model: &Llama<B>, batch: Batch<B>) -> Tensor<B, 1> {
-    let logits = forward_all(model, batch.input);
-    let logp = log_softmax(logits, 2)
-        .gather(2, batch.targets)
-        .squeeze_dim::<2>(2);
-    let w = batch.weights;
-    let n = w.clone().sum().clamp_min(1.0);
-    (logp * w).sum().neg() / n
+    let hidden = hidden_all(model, batch.input);
+    if batch.positions == 0 {
+        // Nothing trained: a zero that still belongs to the graph.
+        return hidden.sum() * 0.0;
+    }
+    let [b, t, d] = hidden.dims();
+    let rows = hidden
+        .reshape([b * t, d])
+        .select(0, batch.trained)
+        .unsqueeze_dim::<3>(0);
+    let logp = log_softmax(model.logits(rows), 2).gather(2, batch.targets);
+    logp.sum().neg() / batch.positions as f64
 }
 
 /// Mean clean cross-entropy of `model` over the response tokens of `samples` (no noise, no
@@ -223,10 +249,10 @@ pub fn eval_loss<B: Backend>(model: &Llama<B>, samples: &[TrainSample], batch_si
         let refs: Vec<&TrainSample> = chunk.iter().collect();
         let inputs: Vec<Vec<u32>> = chunk.iter().map(|s| s.tokens.clone()).collect();
         let batch = make_batch::<B>(&inputs, &refs, &device);
-        let n: f32 = batch.weights.clone().sum().into_scalar().elem();
+        let n = batch.positions as f64;
         let l: f32 = batch_loss(model, batch).into_scalar().elem();
-        total += f64::from(l) * f64::from(n);
-        count += f64::from(n);
+        total += f64::from(l) * n;
+        count += n;
     }
     (total / count.max(1.0)) as f32
 }
@@ -350,6 +376,9 @@ impl<B: AutodiffBackend, N: NoiseAugmenter> MsnTrainer<B> for Trainer<N> {
     ) -> Result<(Llama<B>, TrainReport)> {
         let c = self.config.clone();
         c.check(train.len())?;
+        if let Some(l) = &c.lora {
+            model = model.with_lora(l, c.seed.wrapping_add(2));
+        }
         let device = model.device();
         let mut adam = AdamWConfig::new().with_weight_decay(c.weight_decay);
         if let Some(g) = c.grad_clip {
@@ -420,6 +449,12 @@ impl<B: AutodiffBackend, N: NoiseAugmenter> MsnTrainer<B> for Trainer<N> {
         }
         state.report.steps = state.step;
         state.report.tokens_per_s = tokens_seen as f64 / started.elapsed().as_secs_f64().max(1e-9);
+        if let Some(l) = c.lora.as_ref().filter(|_| model.has_lora()) {
+            if let Some(dir) = &c.out_dir {
+                crate::model::adapter::save_adapter(&model, l, &dir.join("adapter"))?;
+            }
+            model = model.merge_lora();
+        }
         Ok((model, state.report))
     }
 }
