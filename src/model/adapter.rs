@@ -5,8 +5,8 @@
 //! `...lora_B.weight` `[out, r]` (f32).
 
 use crate::error::{Error, Result};
-use crate::model::{CausalLm, Llama};
 use crate::model::lora::{Lora, LoraConfig, LoraTarget};
+use crate::model::{CausalLm, Llama};
 use crate::util::write_atomic;
 use burn::prelude::*;
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
@@ -23,7 +23,11 @@ fn key(layer: usize, t: LoraTarget, factor: &str) -> String {
 
 fn host(t: Tensor<impl Backend, 2>) -> (Vec<f32>, [usize; 2]) {
     let dims = t.dims();
-    let v = t.into_data().convert::<f32>().into_vec::<f32>().expect("f32");
+    let v = t
+        .into_data()
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .expect("f32");
     (v, dims)
 }
 
@@ -77,8 +81,12 @@ fn read_config(dir: &Path) -> Result<LoraConfig> {
     let bad = |m: String| Error::checkpoint(&path, m);
     let v: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| bad(format!("not JSON: {e}")))?;
-    let rank = v["r"].as_u64().ok_or_else(|| bad("no integer `r`".into()))? as usize;
-    let alpha = v["lora_alpha"].as_f64().ok_or_else(|| bad("no `lora_alpha`".into()))?;
+    let rank = v["r"]
+        .as_u64()
+        .ok_or_else(|| bad("no integer `r`".into()))? as usize;
+    let alpha = v["lora_alpha"]
+        .as_f64()
+        .ok_or_else(|| bad("no `lora_alpha`".into()))?;
     let targets = v["target_modules"]
         .as_array()
         .ok_or_else(|| bad("no `target_modules` list".into()))?
@@ -189,9 +197,8 @@ mod tests {
         let d = Default::default();
         base()
             .with_lora_factors(config, |_, _, [i, o]| {
-                let mut v = |n: usize| -> Vec<f32> {
-                    (0..n).map(|_| (rng.unit() - 0.5) as f32).collect()
-                };
+                let mut v =
+                    |n: usize| -> Vec<f32> { (0..n).map(|_| (rng.unit() - 0.5) as f32).collect() };
                 let a = TensorData::new(v(i * config.rank), [i, config.rank]);
                 let b = TensorData::new(v(config.rank * o), [config.rank, o]);
                 Ok(Lora::from_factors(
@@ -219,10 +226,9 @@ mod tests {
         let want = named_tensors(&adapted.merge_lora());
         let got = named_tensors(&base().apply_lora_adapter(dir.path()).unwrap());
         assert_eq!(got, want);
-        let cfg: serde_json::Value = serde_json::from_slice(
-            &std::fs::read(dir.path().join("adapter_config.json")).unwrap(),
-        )
-        .unwrap();
+        let cfg: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join("adapter_config.json")).unwrap())
+                .unwrap();
         assert_eq!(cfg["r"], 2);
         assert_eq!(cfg["target_modules"][2], "gate_proj");
     }
@@ -246,7 +252,12 @@ mod tests {
         let e = base().apply_lora_adapter(dir.path()).unwrap_err();
         assert!(matches!(e, Error::InvalidCheckpoint { .. }), "{e}");
         // Fewer targets than the file holds: the extra tensors are reported.
-        std::fs::write(&cfg_path, good.replace(", \"gate_proj\"", "").replace(",\n    \"gate_proj\"", "")).unwrap();
+        std::fs::write(
+            &cfg_path,
+            good.replace(", \"gate_proj\"", "")
+                .replace(",\n    \"gate_proj\"", ""),
+        )
+        .unwrap();
         let e = base().apply_lora_adapter(dir.path()).unwrap_err();
         assert!(e.to_string().contains("match the targets"), "{e}");
         // Garbage weights.

@@ -447,7 +447,10 @@ impl<B: Backend> Llama<B> {
         let mlp = [LoraTarget::Gate, LoraTarget::Up, LoraTarget::Down];
         let mut out = Vec::new();
         for (i, b) in self.layers.iter().enumerate() {
-            let named = attn.iter().zip(&b.self_attn.lora).chain(mlp.iter().zip(&b.mlp.lora));
+            let named = attn
+                .iter()
+                .zip(&b.self_attn.lora)
+                .chain(mlp.iter().zip(&b.mlp.lora));
             out.extend(named.filter_map(|(&t, l)| Some((i, (t, l.as_ref()?)))));
         }
         out
@@ -698,8 +701,12 @@ impl<B: Backend> Attention<B> {
         let v = project_adapted(&self.v_proj, l, 2, x, host.map(|h| &h.v))
             .reshape([b, t, kv, hd])
             .swap_dims(1, 2);
-        let q = rope.apply(q, &shared.rope_q.0, &shared.rope_q.1).swap_dims(1, 2);
-        let k = rope.apply(k, &shared.rope_k.0, &shared.rope_k.1).swap_dims(1, 2);
+        let q = rope
+            .apply(q, &shared.rope_q.0, &shared.rope_q.1)
+            .swap_dims(1, 2);
+        let k = rope
+            .apply(k, &shared.rope_k.0, &shared.rope_k.1)
+            .swap_dims(1, 2);
         let (k, v) = cache.append(layer, k, v);
         // Query heads of one KV group are stacked along the row axis, so each KV head is read
         // once for `rep * t` query rows: no repeated K/V in memory.
@@ -721,7 +728,13 @@ impl<B: Backend> Attention<B> {
 impl<B: Backend> Mlp<B> {
     fn forward(&self, x: Tensor<B, 3>, host: Option<&HostBlock>) -> Tensor<B, 3> {
         let l = &self.lora;
-        let g = silu(project_adapted(&self.gate_proj, l, 0, x.clone(), host.map(|h| &h.gate)));
+        let g = silu(project_adapted(
+            &self.gate_proj,
+            l,
+            0,
+            x.clone(),
+            host.map(|h| &h.gate),
+        ));
         let u = project_adapted(&self.up_proj, l, 1, x, host.map(|h| &h.up));
         project_adapted(&self.down_proj, l, 2, g * u, host.map(|h| &h.down))
     }

@@ -107,7 +107,9 @@ impl LoraConfig {
     /// # Errors
     /// [`Error::InvalidArgument`] for rank 0, a non-finite or non-positive alpha, or no target.
     pub fn check(&self) -> Result<()> {
-        if self.rank == 0 || self.targets.is_empty() || !(self.alpha > 0.0 && self.alpha.is_finite())
+        if self.rank == 0
+            || self.targets.is_empty()
+            || !(self.alpha > 0.0 && self.alpha.is_finite())
         {
             return Err(Error::InvalidArgument(format!(
                 "LoRA needs a rank >= 1, a positive alpha and at least one target (got rank {}, \
@@ -171,7 +173,10 @@ impl<B: Backend> Lora<B> {
     pub(crate) fn delta(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let [b, t, d] = x.dims();
         let o = self.b.dims()[1];
-        let y = x.reshape([b * t, d]).matmul(self.a.val()).matmul(self.b.val());
+        let y = x
+            .reshape([b * t, d])
+            .matmul(self.a.val())
+            .matmul(self.b.val());
         (y * self.scale).reshape([b, t, o])
     }
 
@@ -242,7 +247,13 @@ mod tests {
         // Non-zero B, as after training.
         let mut rng = Rng::new(9);
         for block in &mut adapted.layers {
-            for l in block.self_attn.lora.iter_mut().chain(block.mlp.lora.iter_mut()).flatten() {
+            for l in block
+                .self_attn
+                .lora
+                .iter_mut()
+                .chain(block.mlp.lora.iter_mut())
+                .flatten()
+            {
                 let [r, o] = l.b.dims();
                 let v: Vec<f32> = (0..r * o).map(|_| (rng.unit() - 0.5) as f32).collect();
                 let d = l.b.device();
@@ -253,7 +264,10 @@ mod tests {
                 );
             }
         }
-        assert!(adapted.layers[0].self_attn.lora[1].is_none(), "k is not a target");
+        assert!(
+            adapted.layers[0].self_attn.lora[1].is_none(),
+            "k is not a target"
+        );
         let want = logits(&adapted, &IDS);
         let (w_q, _) = host(adapted.layers[1].self_attn.q_proj.weight.val());
         let lq = adapted.layers[1].self_attn.lora[0].as_ref().unwrap();
@@ -275,7 +289,11 @@ mod tests {
         // Untargeted projections are untouched, bit for bit.
         assert_eq!(host(merged.layers[1].self_attn.k_proj.weight.val()).0, w_k);
         let got = logits(&merged, &IDS);
-        let max = want.iter().zip(&got).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+        let max = want
+            .iter()
+            .zip(&got)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
         assert!(max < 1e-4, "merged logits differ by {max}");
         assert_ne!(logits(&base(), &IDS), got, "the adapters changed the model");
     }

@@ -183,7 +183,8 @@ fn make_batch<B: Backend>(
     Batch {
         input: padded_ids(inputs, device),
         trained: Tensor::from_data(TensorData::new(at, [n]), device),
-        targets: Tensor::<B, 1, Int>::from_data(TensorData::new(tg, [n]), device).reshape([1, n, 1]),
+        targets: Tensor::<B, 1, Int>::from_data(TensorData::new(tg, [n]), device)
+            .reshape([1, n, 1]),
         positions: n,
         tokens,
     }
@@ -449,14 +450,20 @@ impl<B: AutodiffBackend, N: NoiseAugmenter> MsnTrainer<B> for Trainer<N> {
         }
         state.report.steps = state.step;
         state.report.tokens_per_s = tokens_seen as f64 / started.elapsed().as_secs_f64().max(1e-9);
-        if let Some(l) = c.lora.as_ref().filter(|_| model.has_lora()) {
-            if let Some(dir) = &c.out_dir {
-                crate::model::adapter::save_adapter(&model, l, &dir.join("adapter"))?;
-            }
-            model = model.merge_lora();
-        }
-        Ok((model, state.report))
+        Ok((finish_lora(model, &c)?, state.report))
     }
+}
+
+/// A LoRA run's model with its adapters written to `out_dir/adapter` (when there is an
+/// `out_dir`) and merged; any other model as it is.
+fn finish_lora<B: Backend>(model: Llama<B>, c: &TrainConfig) -> Result<Llama<B>> {
+    let Some(l) = c.lora.as_ref().filter(|_| model.has_lora()) else {
+        return Ok(model);
+    };
+    if let Some(dir) = &c.out_dir {
+        crate::model::adapter::save_adapter(&model, l, &dir.join("adapter"))?;
+    }
+    Ok(model.merge_lora())
 }
 
 /// The metrics file in `out_dir` (created, appended to), or `None` without one.
