@@ -94,23 +94,25 @@ fn a_stopped_run_resumes_bit_for_bit() {
     assert_eq!(r_b.eval, r_a.eval);
     assert_eq!(weights(&m_b), weights(&m_a), "final weights");
     // The checkpoint is also a Hugging Face directory this crate loads.
-    let latest = std::fs::read_to_string(stopped.path().join("latest")).unwrap();
+    assert_eq!(latest_checkpoint_weights(stopped.path()), weights(&m_b));
+    // metrics.jsonl has one line per step, no duplicates from the stopped run.
+    let lines = std::fs::read_to_string(stopped.path().join("metrics.jsonl")).unwrap();
+    assert_eq!(lines.lines().count(), 8);
+}
+
+/// Every weight of the Hugging Face copy of the latest checkpoint in `dir`, as this crate loads it.
+fn latest_checkpoint_weights(dir: &std::path::Path) -> Vec<f32> {
+    let latest = std::fs::read_to_string(dir.join("latest")).unwrap();
     let back = msn::load_weights::<B>(
-        &stopped.path().join(latest.trim()),
+        &dir.join(latest.trim()),
         &Default::default(),
         msn::WeightDtype::F32,
     )
     .unwrap();
-    assert_eq!(
-        msn::__internal::named_tensors(&back)
-            .into_iter()
-            .flat_map(|(_, _, v)| v)
-            .collect::<Vec<_>>(),
-        weights(&m_b)
-    );
-    // metrics.jsonl has one line per step, no duplicates from the stopped run.
-    let lines = std::fs::read_to_string(stopped.path().join("metrics.jsonl")).unwrap();
-    assert_eq!(lines.lines().count(), 8);
+    msn::__internal::named_tensors(&back)
+        .into_iter()
+        .flat_map(|(_, _, v)| v)
+        .collect()
 }
 
 /// Names and values of every tensor of a model, as its Hugging Face export holds them.
@@ -173,18 +175,7 @@ fn lora_trains_only_the_adapted_projections_and_resumes_bit_for_bit() {
     assert_eq!(r_b.losses, r_a.losses);
     assert_eq!(weights(&m_b), weights(&m_a));
     // The checkpoint's Hugging Face copy is the merged model.
-    let latest = std::fs::read_to_string(stopped.path().join("latest")).unwrap();
-    let back = msn::load_weights::<B>(
-        &stopped.path().join(latest.trim()),
-        &Default::default(),
-        msn::WeightDtype::F32,
-    )
-    .unwrap();
-    let back: Vec<f32> = msn::__internal::named_tensors(&back)
-        .into_iter()
-        .flat_map(|(_, _, v)| v)
-        .collect();
-    assert_eq!(back, weights(&m_b));
+    assert_eq!(latest_checkpoint_weights(stopped.path()), weights(&m_b));
 }
 
 #[test]

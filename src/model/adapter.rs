@@ -5,12 +5,12 @@
 //! `...lora_B.weight` `[out, r]` (f32).
 
 use crate::error::{Error, Result};
+use crate::model::hf::write_safetensors;
 use crate::model::lora::{Lora, LoraConfig, LoraTarget};
 use crate::model::{CausalLm, Llama};
 use crate::util::write_atomic;
 use burn::prelude::*;
-use safetensors::{Dtype, SafeTensors, tensor::TensorView};
-use std::collections::{BTreeMap, HashMap};
+use safetensors::{Dtype, SafeTensors};
 use std::path::Path;
 
 fn key(layer: usize, t: LoraTarget, factor: &str) -> String {
@@ -56,17 +56,7 @@ pub(crate) fn save_adapter<B: Backend>(
         tensors.push((key(i, t, "A"), vec![r, inp], bytes(transposed(&a, inp, r))));
         tensors.push((key(i, t, "B"), vec![out, r], bytes(transposed(&b, r, out))));
     }
-    let views: BTreeMap<String, TensorView<'_>> = tensors
-        .iter()
-        .map(|(n, s, b)| {
-            let v = TensorView::new(Dtype::F32, s.clone(), b).expect("consistent view");
-            (n.clone(), v)
-        })
-        .collect();
-    let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
-    let bytes = safetensors::serialize(views, Some(metadata))
-        .map_err(|e| Error::checkpoint(dir, format!("serialising safetensors: {e}")))?;
-    write_atomic(&dir.join("adapter_model.safetensors"), &bytes)?;
+    write_safetensors(&dir.join("adapter_model.safetensors"), Dtype::F32, &tensors)?;
     let names: Vec<&str> = config.targets.iter().map(|t| t.name()).collect();
     let json = serde_json::json!({"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": config.rank,
         "lora_alpha": config.alpha, "target_modules": names, "bias": "none"});

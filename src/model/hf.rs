@@ -217,6 +217,25 @@ pub fn named_tensors<B: Backend>(model: &Llama<B>) -> Vec<(String, Vec<usize>, V
     out
 }
 
+/// Writes `(name, shape, little-endian bytes)` tensors of one type as a safetensors file.
+pub(crate) fn write_safetensors(
+    path: &Path,
+    dtype: Dtype,
+    tensors: &[(String, Vec<usize>, Vec<u8>)],
+) -> Result<()> {
+    let views: BTreeMap<String, TensorView<'_>> = tensors
+        .iter()
+        .map(|(n, s, b)| {
+            let view = TensorView::new(dtype, s.clone(), b).expect("consistent tensor view");
+            (n.clone(), view)
+        })
+        .collect();
+    let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
+    let bytes = safetensors::serialize(views, Some(metadata))
+        .map_err(|e| Error::checkpoint(path, format!("serialising safetensors: {e}")))?;
+    write_atomic(path, &bytes)
+}
+
 /// Writes `model` as `dir/config.json` and `dir/model.safetensors` (each atomically).
 ///
 /// # Errors
@@ -241,17 +260,7 @@ pub fn save_weights<B: Backend>(model: &Llama<B>, dir: &Path, dtype: ExportDtype
         ExportDtype::F32 => Dtype::F32,
         ExportDtype::Bf16 => Dtype::BF16,
     };
-    let views: BTreeMap<String, TensorView<'_>> = encoded
-        .iter()
-        .map(|(n, s, b)| {
-            let view = TensorView::new(st_dtype, s.clone(), b).expect("consistent tensor view");
-            (n.clone(), view)
-        })
-        .collect();
-    let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
-    let bytes = safetensors::serialize(views, Some(metadata))
-        .map_err(|e| Error::checkpoint(dir, format!("serialising safetensors: {e}")))?;
-    write_atomic(&dir.join("model.safetensors"), &bytes)?;
+    write_safetensors(&dir.join("model.safetensors"), st_dtype, &encoded)?;
     let config = serde_json::to_vec_pretty(model.config()).expect("config serialises");
     write_atomic(&dir.join("config.json"), &config)?;
     Ok(())
