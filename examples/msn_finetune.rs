@@ -31,7 +31,7 @@ use msn::Llama;
 use msn::Tokenizer;
 use msn::noise::AheadNoise;
 use msn::train::{
-    MsnTrainer, TrainConfig, TrainSample, Trainer, denoise_accuracy, eval_loss, self_distill,
+    DistillRun, MsnTrainer, TrainConfig, TrainSample, Trainer, denoise_accuracy, eval_loss,
 };
 use msn::{AnyDecoder, Candidates, Jacobi, JacobiConfig, TrJacobi, TrJacobiConfig};
 use msn::{GenerateConfig, Result};
@@ -46,9 +46,20 @@ struct Args {
     /// A .gguf file, a Hugging Face model directory, or `smollm2`.
     #[arg(long, default_value = "smollm2")]
     model: String,
-    /// Training prompts generated from the templates (at most templates x topics).
+    /// Training prompts: the first N of `--prompt-file`, or of the templates x topics below
+    /// (at most 240) without one.
     #[arg(long, default_value_t = 240)]
     prompts: usize,
+    /// A JSONL prompt file (`{"id": ..., "prompt": "..."}` a line), e.g.
+    /// `data/train_prompts.jsonl` (1,104 prompts, built by `tools/make_train_prompts.py`).
+    #[arg(long)]
+    prompt_file: Option<PathBuf>,
+    /// Prompts answered per forward pass when self-distilling (batched greedy decoding).
+    #[arg(long, default_value_t = 8)]
+    distill_batch: usize,
+    /// Stop after self-distilling (prints its tokens/s).
+    #[arg(long)]
+    distill_only: bool,
     /// Every n-th prompt is held out for the clean loss.
     #[arg(long, default_value_t = 10)]
     hold_out_every: usize,
@@ -240,38 +251,48 @@ fn inference(model: &Llama<AB>) -> Llama<B> {
     m
 }
 
-/// Self-distils `args.prompts` prompts with TR-Jacobi auto and writes them to
-/// `OUT/distilled.jsonl`: the samples, the decoder's MAT and the seconds taken.
-fn distill(args: &Args, base: &Llama<B>, tok: &Tokenizer) -> Result<(Vec<TrainSample>, f64, f64)> {
-    let all = prompts(args.prompts);
+/// Self-distils `args.prompts` prompts with batched greedy decoding (journal
+/// `OUT/distill_journal.jsonl`: a rerun continues where a killed one stopped) and writes the
+/// samples to `OUT/distilled.jsonl`; returns them and the answer tokens per second.
+fn distill(args: &Args, base: &Llama<B>, tok: &Tokenizer) -> Result<(Vec<TrainSample>, f64)> {
+    let all = match &args.prompt_file {
+        Some(f) => msn::bench::read_prompt_lines(f)?
+            .into_iter()
+            .map(|p| p.prompt)
+            .take(args.prompts)
+            .collect(),
+        None => prompts(args.prompts),
+    };
     eprintln!(
-        "self-distilling {} prompts ({} new tokens each) with TR-Jacobi auto",
+        "self-distilling {} prompts ({} new tokens each), {} per forward pass",
         all.len(),
-        args.answer_tokens
-    );
-    let mut decoder = TrJacobi::auto(base, TrJacobiConfig::default())?;
-    let started = std::time::Instant::now();
-    let distilled = self_distill(
-        base,
-        tok,
-        &mut decoder,
-        &all,
         args.answer_tokens,
-        64 + args.answer_tokens + 32,
-        |done, total| {
-            let s = started.elapsed().as_secs_f64();
-            eprint!(
-                "  [{done}/{total}] {s:.0}s elapsed, ETA {:.0}s   \r",
-                s / done as f64 * (total - done) as f64
-            );
-        },
-    )?;
-    let distill_s = started.elapsed().as_secs_f64();
+        args.distill_batch
+    );
+    let run = DistillRun {
+        batch_size: args.distill_batch,
+        max_new_tokens: args.answer_tokens,
+        max_len: 64 + args.answer_tokens + 32,
+        journal: Some(args.out.join("distill_journal.jsonl")),
+    };
+    let started = std::time::Instant::now();
+    let mut first = None;
+    let distilled = run.run(base, tok, &all, |done, total| {
+        let s = started.elapsed().as_secs_f64();
+        let (d0, s0) = *first.get_or_insert((done, s));
+        let rate = (done - d0) as f64 / (s - s0).max(1e-9);
+        eprint!(
+            "  [{done}/{total}] {s:.0}s elapsed, {rate:.2} prompts/s, ETA {:.0}s   \r",
+            (total - done) as f64 / rate.max(1e-9)
+        );
+    })?;
+    let rate = distilled.new_tokens as f64 / distilled.seconds.max(1e-9);
     eprintln!(
-        "\n{} samples, {} skipped, MAT {:.2}, {distill_s:.0} s",
+        "\n{} samples, {} skipped; {} answer tokens generated now in {:.0} s: {rate:.1} tokens/s",
         distilled.samples.len(),
         distilled.skipped.len(),
-        distilled.accepted_tokens_per_step
+        distilled.new_tokens,
+        distilled.seconds
     );
     let mut lines = String::new();
     for s in &distilled.samples {
@@ -279,11 +300,7 @@ fn distill(args: &Args, base: &Llama<B>, tok: &Tokenizer) -> Result<(Vec<TrainSa
         lines.push('\n');
     }
     msn::bench::write_atomic(&args.out.join("distilled.jsonl"), lines.as_bytes())?;
-    Ok((
-        distilled.samples,
-        distilled.accepted_tokens_per_step,
-        distill_s,
-    ))
+    Ok((distilled.samples, rate))
 }
 
 /// Reads `distilled.jsonl`; a malformed line is an error naming the file and line.
@@ -440,7 +457,7 @@ fn go(args: &Args) -> Result<()> {
     let base = inference(&loaded.model);
 
     // 1-2. Self-distilled answers (or an earlier run's).
-    let (samples, distill_mat, distill_s) = match &args.distilled {
+    let (samples, distill_rate) = match &args.distilled {
         Some(path) => {
             let samples = read_distilled(path, tok.vocab_size())?;
             eprintln!(
@@ -448,13 +465,16 @@ fn go(args: &Args) -> Result<()> {
                 samples.len(),
                 path.display()
             );
-            (samples, None, None)
+            (samples, None)
         }
         None => {
-            let d = distill(args, &base, &tok)?;
-            (d.0, Some(d.1), Some(d.2))
+            let (samples, rate) = distill(args, &base, &tok)?;
+            (samples, Some(rate))
         }
     };
+    if args.distill_only {
+        return Ok(());
+    }
     let (train, held) = split_held_out(samples, args.hold_out_every.max(2));
     let questions = spec_bench_prompts(args, &tok)?;
 
@@ -514,8 +534,8 @@ fn go(args: &Args) -> Result<()> {
         "model": args.model,
         "train_samples": train.len(),
         "held_out_samples": held.len(),
-        "distill_mat": distill_mat,
-        "distill_s": distill_s,
+        "distill_tokens_per_s": distill_rate,
+        "distill_batch": args.distill_batch,
         "steps": report.steps,
         "train_tokens_per_s": report.tokens_per_s,
         "noise_len": args.noise_len,

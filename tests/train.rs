@@ -299,6 +299,77 @@ fn self_distillation_trains_on_the_models_own_greedy_answers() {
     }
 }
 
+#[test]
+fn batched_distillation_equals_greedy_and_resumes_without_generating_twice() {
+    let m = smollm2();
+    let prompts: Vec<String> = [
+        "Name three colors.",
+        "What is 2+2? Answer in one sentence.",
+        "Say hello in French.",
+        "Name a fruit that is yellow.",
+        "Count from one to five.",
+    ]
+    .map(String::from)
+    .to_vec();
+    let dir = tempfile::tempdir().unwrap();
+    let run = |journal: &str| msn::train::DistillRun {
+        batch_size: 2,
+        max_new_tokens: 16,
+        max_len: 256,
+        journal: Some(dir.path().join(journal)),
+    };
+    let straight = run("a.jsonl")
+        .run(&m.model, &m.tokenizer, &prompts, |_, _| {})
+        .unwrap();
+    assert_eq!(straight.samples.len(), 5, "{:?}", straight.skipped);
+    // Each answer is the prompt's greedy answer decoded alone.
+    let config = msn::GenerateConfig::new(16, &m.tokenizer);
+    let mut alone_tokens = Vec::new();
+    for (s, p) in straight.samples.iter().zip(&prompts) {
+        let ids = m.chat_prompt(p).unwrap();
+        let g = msn::Greedy
+            .generate(&m.model, Some(&m.tokenizer), &ids, &config)
+            .unwrap();
+        assert_eq!(s.tokens[..s.response.start], ids[..]);
+        let answer = m.tokenizer.decode(&s.tokens[s.response.clone()]).unwrap();
+        assert!(answer.starts_with(&g.text), "{answer:?} vs {:?}", g.text);
+        alone_tokens.push(g.tokens.len());
+    }
+    assert_eq!(straight.new_tokens, alone_tokens.iter().sum::<usize>());
+    // Killed after three prompts, mid-way through writing the fourth's line: the rerun
+    // generates only the last two and returns what the straight run did.
+    run("b.jsonl")
+        .run(&m.model, &m.tokenizer, &prompts[..3], |_, _| {})
+        .unwrap();
+    let journal = dir.path().join("b.jsonl");
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&journal)
+        .unwrap();
+    std::io::Write::write_all(&mut f, b"{\"i\":3,\"ha").unwrap();
+    let mut progress = Vec::new();
+    let resumed = run("b.jsonl")
+        .run(&m.model, &m.tokenizer, &prompts, |d, n| {
+            progress.push((d, n))
+        })
+        .unwrap();
+    assert_eq!(progress, [(5, 5)], "one batch of the two missing prompts");
+    assert_eq!(resumed.new_tokens, alone_tokens[3] + alone_tokens[4]);
+    assert_eq!(resumed.samples, straight.samples);
+    let lines = std::fs::read_to_string(&journal).unwrap();
+    assert_eq!(lines.lines().count(), 5, "the torn line is gone");
+    // A journal written for other prompts is refused, naming the file and line.
+    let mut other = prompts.clone();
+    other.swap(0, 1);
+    match run("a.jsonl").run(&m.model, &m.tokenizer, &other, |_, _| {}) {
+        Err(msn::Error::MalformedInput { line: 1, .. }) => {}
+        other => panic!(
+            "expected MalformedInput at line 1, got {:?}",
+            other.map(|d| d.samples.len())
+        ),
+    }
+}
+
 /// The kill test's worker: trains `model(1)` for `KILL_STEPS` steps with a checkpoint after every
 /// step in `$MSN_KILL_DIR` (resuming from it if one is there) and writes the run's losses to
 /// `losses.json` there. Does nothing unless started by `a_killed_run_resumes_bit_for_bit`.

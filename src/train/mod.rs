@@ -15,7 +15,7 @@ mod trainer;
 
 pub use crate::model::{LoraConfig, LoraTarget};
 pub use data::{Dataset, TrainSample, load_jsonl, sample_from_messages, windows};
-pub use distill::{Distilled, self_distill};
+pub use distill::{DistillRun, Distilled, self_distill};
 pub use memory::reuse_freed_memory;
 pub use trainer::{
     DenoiseAccuracy, MsnTrainer, TrainConfig, TrainReport, Trainer, denoise_accuracy, eval_loss,
