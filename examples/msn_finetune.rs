@@ -1,13 +1,16 @@
 //! MSN fine-tuning of a real chat model by self-distillation (default SmolLM2-135M-Instruct).
 //!
-//! 1. Training prompts: this file's own templates x topics (written for this project, so they
-//!    are disjoint from Spec-Bench and HumanEval by construction; same licence as the crate).
-//! 2. The model answers them itself with TR-Jacobi "auto" (lossless: exactly its greedy answers).
+//! 1. Training prompts: this file's own templates x topics, or `--prompt-file` (for instance
+//!    `data/train_prompts.jsonl`: 1,104 prompts); both written for this project, disjoint from
+//!    Spec-Bench and HumanEval.
+//! 2. The model answers them itself with batched greedy decoding (`--distill-batch` prompts per
+//!    forward pass; a journal lets a killed run continue without answering anything twice).
 //! 3. Before/after on the same weights in f32: clean held-out loss (the self-distilled answers of
 //!    held-out prompts, no noise) and accepted tokens per forward pass (MAT) of Jacobi and
 //!    TR-Jacobi on a Spec-Bench subset (first question of each category, first turn).
-//! 4. MSN training (ahead noise, L = 4) with checkpoints in `<out>/train` (an interrupted run
-//!    resumes where it stopped), then the tuned model exported as a Hugging Face directory
+//! 4. MSN training (ahead noise, L = 4; full or `--lora-rank`) with checkpoints in `<out>/train`
+//!    (an interrupted run resumes where it stopped; `--measure-every` measures along the way
+//!    into `<out>/growth.jsonl`), then the tuned model exported as a Hugging Face directory
 //!    (`<out>/model`, loadable by every example: `--model <out>/model`).
 //!
 //! ```text
@@ -60,6 +63,13 @@ struct Args {
     /// Stop after self-distilling (prints its tokens/s).
     #[arg(long)]
     distill_only: bool,
+    /// Also measure the model every this many optimizer steps (0: only at the end), each
+    /// measurement a line of `OUT/growth.jsonl` (steps, training tokens, the same measures as
+    /// before/after): how the effect grows with training. The run stops at each such step (the
+    /// trainer resumes bit for bit from its checkpoint), so a killed run continues; steps already
+    /// in the file are not measured again.
+    #[arg(long, default_value_t = 0)]
+    measure_every: usize,
     /// Every n-th prompt is held out for the clean loss.
     #[arg(long, default_value_t = 10)]
     hold_out_every: usize,
@@ -69,6 +79,12 @@ struct Args {
     /// Passes over the training answers.
     #[arg(long, default_value_t = 1)]
     epochs: usize,
+    /// Batch answers of similar length (less padding; `TrainConfig::group_by_length`).
+    #[arg(long)]
+    group_by_length: bool,
+    /// Optimizer steps in total, overriding `--epochs` (0: from the epochs).
+    #[arg(long, default_value_t = 0)]
+    steps: usize,
     /// Sequences per optimizer step.
     #[arg(long, default_value_t = 4)]
     batch_size: usize,
@@ -497,13 +513,17 @@ fn go(args: &Args) -> Result<()> {
     }
 
     // 4. MSN training.
-    let steps = (train.len() / args.batch_size).max(1) * args.epochs;
+    let steps = match args.steps {
+        0 => (train.len() / args.batch_size).max(1) * args.epochs,
+        n => n,
+    };
     let mut trainer = Trainer {
         config: TrainConfig {
             lr: args.lr,
             warmup_steps: steps / 10 + 1,
             steps,
             batch_size: args.batch_size,
+            group_by_length: args.group_by_length,
             progress: true,
             checkpoint_every: 25,
             out_dir: Some(args.out.join("train")),
@@ -519,10 +539,7 @@ fn go(args: &Args) -> Result<()> {
         },
     };
     eprintln!("MSN training: {} samples, {steps} steps", train.len());
-    let (tuned, report) = trainer.train(loaded.model, &train, &held)?;
-    let after_model = inference(&tuned);
-    eprintln!("measuring the tuned model");
-    let after = measure(&after_model, &eval)?;
+    let (tuned, report, after) = train_measured(args, &mut trainer, loaded.model, &train, &eval)?;
     let exported = msn::LoadedModel {
         model: tuned.valid(),
         tokenizer: tok.clone(),
@@ -546,6 +563,58 @@ fn go(args: &Args) -> Result<()> {
         "after": after,
     });
     write_result(&args.out, &out)
+}
+
+/// Trains to the end, stopping every `--measure-every` steps to measure the model (a line of
+/// `OUT/growth.jsonl` each; steps already there are not measured again); returns the trained
+/// model, its report and its final measurement.
+fn train_measured(
+    args: &Args,
+    trainer: &mut Trainer<AheadNoise>,
+    model: Llama<AB>,
+    train: &[TrainSample],
+    eval: &EvalSet,
+) -> Result<(Llama<AB>, msn::train::TrainReport, Measure)> {
+    let steps = trainer.config.steps;
+    let every = if args.measure_every == 0 {
+        steps
+    } else {
+        args.measure_every
+    };
+    let path = args.out.join("growth.jsonl");
+    let done: std::collections::BTreeSet<u64> = std::fs::read_to_string(&path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["steps"].as_u64())
+        .collect();
+    let mut stops: Vec<usize> = (1..=steps / every).map(|k| k * every).collect();
+    if stops.last() != Some(&steps) {
+        stops.push(steps);
+    }
+    let mut last = None;
+    for stop in stops {
+        if stop < steps && done.contains(&(stop as u64)) {
+            continue;
+        }
+        trainer.config.stop_at = Some(stop);
+        let (tuned, report) = trainer.train(model.clone(), train, eval.held)?;
+        eprintln!(
+            "measuring after {} steps ({} training tokens)",
+            report.steps, report.tokens
+        );
+        let m = measure(&inference(&tuned), eval)?;
+        let line = serde_json::json!({"steps": report.steps, "tokens": report.tokens,
+            "measure": m});
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| msn::Error::io(&path, e))?;
+        std::io::Write::write_all(&mut f, format!("{line}\n").as_bytes())
+            .map_err(|e| msn::Error::io(&path, e))?;
+        last = Some((tuned, report, m));
+    }
+    Ok(last.expect("at least the final stop"))
 }
 
 /// Every `every`-th sample held out, the rest for training.

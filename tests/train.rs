@@ -135,6 +135,7 @@ fn lora_trains_only_the_adapted_projections_and_resumes_bit_for_bit() {
     let with_lora = |dir: &std::path::Path| TrainConfig {
         lr: 1e-2,
         lora: Some(lora.clone()),
+        group_by_length: true,
         ..config(dir)
     };
     let straight = tempfile::tempdir().unwrap();
