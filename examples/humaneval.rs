@@ -53,6 +53,10 @@ struct Args {
     /// Weight storage.
     #[arg(long, default_value = "f16")]
     dtype: msn::WeightDtype,
+    /// A LoRA adapter directory (PEFT's layout, as `msn_finetune --lora-rank` writes it to
+    /// `OUT/train/adapter`) merged into the model before answering.
+    #[arg(long)]
+    lora: Option<PathBuf>,
     /// Per-problem results (JSONL) and `summary.json` go here.
     #[arg(long, default_value = "results/humaneval")]
     out: PathBuf,
@@ -69,7 +73,10 @@ fn run<B: Backend>(device: B::Device, args: &Args) -> msn::Result<()> {
             args.limit
         })
         .collect();
-    let m = msn::load_with::<B>(&args.model, &device, args.dtype)?;
+    let mut m = msn::load_with::<B>(&args.model, &device, args.dtype)?;
+    if let Some(dir) = &args.lora {
+        m.model = m.model.apply_lora_adapter(dir)?;
+    }
     let mut decoder = args.decoder.build(&m.model)?;
     let config = GenerateConfig::new(args.max_new_tokens, &m.tokenizer);
     std::fs::create_dir_all(&args.out).map_err(|e| msn::Error::io(&args.out, e))?;
