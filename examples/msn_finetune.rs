@@ -540,6 +540,7 @@ fn go(args: &Args) -> Result<()> {
     };
     eprintln!("MSN training: {} samples, {steps} steps", train.len());
     let (tuned, report, after) = train_measured(args, &mut trainer, loaded.model, &train, &eval)?;
+    growth_report(&args.out, &before)?;
     let exported = msn::LoadedModel {
         model: tuned.valid(),
         tokenizer: tok.clone(),
@@ -615,6 +616,66 @@ fn train_measured(
         last = Some((tuned, report, m));
     }
     Ok(last.expect("at least the final stop"))
+}
+
+/// Prints `OUT/growth.jsonl` (with the original model at 0 tokens) as a table and draws
+/// `OUT/growth_denoise.svg` and `OUT/growth_mat.svg` against training tokens.
+fn growth_report(out: &std::path::Path, before: &Measure) -> Result<()> {
+    let path = out.join("growth.jsonl");
+    let text = std::fs::read_to_string(&path).map_err(|e| msn::Error::io(&path, e))?;
+    let mut rows: Vec<(u64, u64, Measure)> = vec![(0, 0, *before)];
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .map_err(|e| msn::Error::InvalidArgument(format!("{}: {e}", path.display())))?;
+        let m = &v["measure"];
+        let f = |k: &str| m[k].as_f64().unwrap_or(f64::NAN);
+        let measure = Measure {
+            clean_loss: f("clean_loss") as f32,
+            denoise_noised: f("denoise_noised"),
+            denoise_clean: f("denoise_clean"),
+            jacobi_mat: f("jacobi_mat"),
+            tr_jacobi_mat: f("tr_jacobi_mat"),
+            tr_recycled_mat: f("tr_recycled_mat"),
+        };
+        rows.push((
+            v["steps"].as_u64().unwrap_or(0),
+            v["tokens"].as_u64().unwrap_or(0),
+            measure,
+        ));
+    }
+    rows.sort_by_key(|r| r.0);
+    println!(
+        "| steps | training tokens | clean loss | top-1 at noise | Jacobi MAT | TR-Jacobi MAT (Jacobi rows) | TR-Jacobi MAT (recycled) |"
+    );
+    println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for (s, t, m) in &rows {
+        println!(
+            "| {s} | {t} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |",
+            m.clean_loss, m.denoise_noised, m.jacobi_mat, m.tr_jacobi_mat, m.tr_recycled_mat
+        );
+    }
+    let series = |f: fn(&Measure) -> f64, name: &str| plot::Series {
+        name: name.into(),
+        points: rows.iter().map(|(_, t, m)| (*t as f64, f(m))).collect(),
+    };
+    let svg = plot::line_chart(
+        "MSN on SmolLM2: reading through noise",
+        "training tokens",
+        "top-1 accuracy of the clean token at noised positions",
+        &[series(|m| m.denoise_noised, "top-1 at noise")],
+    );
+    msn::bench::write_atomic(&out.join("growth_denoise.svg"), svg.as_bytes())?;
+    let svg = plot::line_chart(
+        "MSN on SmolLM2: accepted tokens per forward pass",
+        "training tokens",
+        "MAT",
+        &[
+            series(|m| m.jacobi_mat, "Jacobi"),
+            series(|m| m.tr_jacobi_mat, "TR-Jacobi, Jacobi rows"),
+            series(|m| m.tr_recycled_mat, "TR-Jacobi, recycled"),
+        ],
+    );
+    msn::bench::write_atomic(&out.join("growth_mat.svg"), svg.as_bytes())
 }
 
 /// Every `every`-th sample held out, the rest for training.
