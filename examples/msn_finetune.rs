@@ -513,31 +513,8 @@ fn go(args: &Args) -> Result<()> {
     }
 
     // 4. MSN training.
-    let steps = match args.steps {
-        0 => (train.len() / args.batch_size).max(1) * args.epochs,
-        n => n,
-    };
-    let mut trainer = Trainer {
-        config: TrainConfig {
-            lr: args.lr,
-            warmup_steps: steps / 10 + 1,
-            steps,
-            batch_size: args.batch_size,
-            group_by_length: args.group_by_length,
-            progress: true,
-            checkpoint_every: 25,
-            out_dir: Some(args.out.join("train")),
-            lora: (args.lora_rank > 0).then(|| msn::train::LoraConfig {
-                rank: args.lora_rank,
-                alpha: 2.0 * args.lora_rank as f64,
-                ..Default::default()
-            }),
-            ..Default::default()
-        },
-        noise: AheadNoise {
-            len: args.noise_len,
-        },
-    };
+    let mut trainer = make_trainer(args, train.len());
+    let steps = trainer.config.steps;
     eprintln!("MSN training: {} samples, {steps} steps", train.len());
     let (tuned, report, after) = train_measured(args, &mut trainer, loaded.model, &train, &eval)?;
     growth_report(&args.out, &before)?;
@@ -564,6 +541,35 @@ fn go(args: &Args) -> Result<()> {
         "after": after,
     });
     write_result(&args.out, &out)
+}
+
+/// The trainer `msn_finetune`'s flags describe, for `n_train` training samples.
+fn make_trainer(args: &Args, n_train: usize) -> Trainer<AheadNoise> {
+    let steps = match args.steps {
+        0 => (n_train / args.batch_size).max(1) * args.epochs,
+        n => n,
+    };
+    Trainer {
+        config: TrainConfig {
+            lr: args.lr,
+            warmup_steps: steps / 10 + 1,
+            steps,
+            batch_size: args.batch_size,
+            group_by_length: args.group_by_length,
+            progress: true,
+            checkpoint_every: 25,
+            out_dir: Some(args.out.join("train")),
+            lora: (args.lora_rank > 0).then(|| msn::train::LoraConfig {
+                rank: args.lora_rank,
+                alpha: 2.0 * args.lora_rank as f64,
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        noise: AheadNoise {
+            len: args.noise_len,
+        },
+    }
 }
 
 /// Trains to the end, stopping every `--measure-every` steps to measure the model (a line of
