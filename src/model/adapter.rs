@@ -7,6 +7,7 @@
 use crate::error::{Error, Result};
 use crate::model::hf::write_safetensors;
 use crate::model::lora::{Lora, LoraConfig, LoraTarget};
+use crate::model::weights::transpose;
 use crate::model::{CausalLm, Llama};
 use crate::util::write_atomic;
 use burn::prelude::*;
@@ -31,16 +32,6 @@ fn host(t: Tensor<impl Backend, 2>) -> (Vec<f32>, [usize; 2]) {
     (v, dims)
 }
 
-fn transposed(v: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut out = vec![0f32; v.len()];
-    for r in 0..rows {
-        for c in 0..cols {
-            out[c * rows + r] = v[r * cols + c];
-        }
-    }
-    out
-}
-
 /// Writes the adapters of `model` (trained with `config`) to `dir` in PEFT's layout.
 pub(crate) fn save_adapter<B: Backend>(
     model: &Llama<B>,
@@ -53,8 +44,8 @@ pub(crate) fn save_adapter<B: Backend>(
         // PEFT stores `A` as `[r, in]` and `B` as `[out, r]`: ours transposed.
         let ((a, [inp, r]), (b, [_, out])) = (host(l.a.val()), host(l.b.val()));
         let bytes = |v: Vec<f32>| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
-        tensors.push((key(i, t, "A"), vec![r, inp], bytes(transposed(&a, inp, r))));
-        tensors.push((key(i, t, "B"), vec![out, r], bytes(transposed(&b, r, out))));
+        tensors.push((key(i, t, "A"), vec![r, inp], bytes(transpose(&a, inp, r))));
+        tensors.push((key(i, t, "B"), vec![out, r], bytes(transpose(&b, r, out))));
     }
     write_safetensors(&dir.join("adapter_model.safetensors"), Dtype::F32, &tensors)?;
     let names: Vec<&str> = config.targets.iter().map(|t| t.name()).collect();
@@ -138,8 +129,8 @@ impl<B: Backend> Llama<B> {
             let a = factor(&st, &path, &key(layer, t, "A"), [r, inp])?;
             let b = factor(&st, &path, &key(layer, t, "B"), [out, r])?;
             used += 2;
-            let a = TensorData::new(transposed(&a, r, inp), [inp, r]);
-            let b = TensorData::new(transposed(&b, out, r), [r, out]);
+            let a = TensorData::new(transpose(&a, r, inp), [inp, r]);
+            let b = TensorData::new(transpose(&b, out, r), [r, out]);
             Ok(Lora::from_factors(
                 Tensor::from_data(a, &device),
                 Tensor::from_data(b, &device),

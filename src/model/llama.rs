@@ -8,7 +8,7 @@ use crate::model::engine;
 use crate::model::host::{HostBlock, HostConsts, HostMatrix, HostWeights};
 use crate::model::lora::{Lora, LoraConfig, LoraTarget};
 use crate::model::rope::{Rope, inv_frequencies};
-use crate::model::weights::{ParamSource, RandomInit};
+use crate::model::weights::{ParamSource, RandomInit, transpose};
 use crate::model::{CausalLm, ForwardInput, ModelInfo};
 use crate::rng::Rng;
 use burn::module::Param;
@@ -136,21 +136,40 @@ fn merged<B: Backend>(linear: &Linear<B>, lora: &Lora<B>) -> Linear<B> {
     self::linear(m.detach())
 }
 
-/// Adapters for `targets` among `projections` (in order), each from `make(target, [in, out])`.
+/// The projections of [`Attention`] and [`Mlp`] in the order of their `lora` vectors.
+const ATTENTION: [LoraTarget; 4] = [LoraTarget::Q, LoraTarget::K, LoraTarget::V, LoraTarget::O];
+const MLP: [LoraTarget; 3] = [LoraTarget::Gate, LoraTarget::Up, LoraTarget::Down];
+
+/// Adapters for the `wanted` ones of the projections `kinds` names (in order), each from
+/// `make(target, [in, out])`.
 fn adapters_for<B: Backend>(
-    projections: &[(LoraTarget, &Linear<B>)],
-    targets: &[LoraTarget],
+    kinds: &[LoraTarget],
+    linears: &[&Linear<B>],
+    wanted: &[LoraTarget],
     make: &mut dyn FnMut(LoraTarget, [usize; 2]) -> Result<Lora<B>>,
 ) -> Result<Vec<Option<Lora<B>>>> {
-    projections
+    kinds
         .iter()
-        .map(|&(t, lin)| {
-            targets
+        .zip(linears)
+        .map(|(&t, lin)| {
+            wanted
                 .contains(&t)
                 .then(|| make(t, lin.weight.dims()))
                 .transpose()
         })
         .collect()
+}
+
+/// Merges each adapter of `lora` into the projection beside it.
+fn merge_into<'a, B: Backend>(
+    linears: impl IntoIterator<Item = &'a mut Linear<B>>,
+    lora: Vec<Option<Lora<B>>>,
+) {
+    for (lin, l) in linears.into_iter().zip(lora) {
+        if let Some(l) = l {
+            *lin = merged(lin, &l);
+        }
+    }
 }
 
 /// `x @ W^T` with the host copy of `W` (`x` is f32 activations).
@@ -163,31 +182,21 @@ fn host_project<B: Backend>(w: &HostMatrix, x: Tensor<B, 3>) -> Tensor<B, 3> {
     Tensor::from_data(TensorData::new(y, [b, t, w.out_features()]), &device)
 }
 
-/// A host copy of a weight: `transpose` for burn's `[in, out]` linear layout, not for the
+/// A host copy of a weight: `in_out` for burn's `[in, out]` linear layout, not for the
 /// `[vocab, hidden]` embedding; f16 stays f16, anything else becomes f32.
-fn host_matrix<B: Backend>(w: Tensor<B, 2>, transpose: bool) -> HostMatrix {
+fn host_matrix<B: Backend>(w: Tensor<B, 2>, in_out: bool) -> HostMatrix {
     let [r, c] = w.dims();
-    let (out, inp) = if transpose { (c, r) } else { (r, c) };
+    let (out, inp) = if in_out { (c, r) } else { (r, c) };
     let data = w.into_data();
     if data.dtype == burn::tensor::DType::F16 {
         let v = data.to_vec::<half::f16>().expect("f16 weights");
-        let v = if transpose { transposed(&v, r, c) } else { v };
+        let v = if in_out { transpose(&v, r, c) } else { v };
         HostMatrix::from_f16(out, inp, v)
     } else {
         let v = data.convert::<f32>().to_vec::<f32>().expect("f32 weights");
-        let v = if transpose { transposed(&v, r, c) } else { v };
+        let v = if in_out { transpose(&v, r, c) } else { v };
         HostMatrix::from_f32(out, inp, v)
     }
-}
-
-fn transposed<T: Copy + Default>(v: &[T], rows: usize, cols: usize) -> Vec<T> {
-    let mut t = vec![T::default(); v.len()];
-    for i in 0..rows {
-        for j in 0..cols {
-            t[j * rows + i] = v[i * cols + j];
-        }
-    }
-    t
 }
 
 fn norm<B: Backend>(gamma: Tensor<B, 1>, epsilon: f64) -> RmsNorm<B> {
@@ -422,35 +431,21 @@ impl<B: Backend> Llama<B> {
         let mut model = self.no_grad();
         for (i, block) in model.layers.iter_mut().enumerate() {
             let mut make = |t, dims| make(i, t, dims);
-            let a = &mut block.self_attn;
-            let projections = [
-                (LoraTarget::Q, &a.q_proj),
-                (LoraTarget::K, &a.k_proj),
-                (LoraTarget::V, &a.v_proj),
-                (LoraTarget::O, &a.o_proj),
-            ];
-            a.lora = adapters_for(&projections, &config.targets, &mut make)?;
-            let m = &mut block.mlp;
-            let projections = [
-                (LoraTarget::Gate, &m.gate_proj),
-                (LoraTarget::Up, &m.up_proj),
-                (LoraTarget::Down, &m.down_proj),
-            ];
-            m.lora = adapters_for(&projections, &config.targets, &mut make)?;
+            let (a, m) = (&mut block.self_attn, &mut block.mlp);
+            a.lora = adapters_for(&ATTENTION, &a.projections(), &config.targets, &mut make)?;
+            m.lora = adapters_for(&MLP, &m.projections(), &config.targets, &mut make)?;
         }
         Ok(model)
     }
 
     /// Every adapter with its layer and target, in block order.
     pub(crate) fn adapters(&self) -> Vec<(usize, (LoraTarget, &Lora<B>))> {
-        let attn = [LoraTarget::Q, LoraTarget::K, LoraTarget::V, LoraTarget::O];
-        let mlp = [LoraTarget::Gate, LoraTarget::Up, LoraTarget::Down];
         let mut out = Vec::new();
         for (i, b) in self.layers.iter().enumerate() {
-            let named = attn
+            let named = ATTENTION
                 .iter()
                 .zip(&b.self_attn.lora)
-                .chain(mlp.iter().zip(&b.mlp.lora));
+                .chain(MLP.iter().zip(&b.mlp.lora));
             out.extend(named.filter_map(|(&t, l)| Some((i, (t, l.as_ref()?)))));
         }
         out
@@ -467,22 +462,10 @@ impl<B: Backend> Llama<B> {
     /// model again, whose logits equal the adapted model's up to float rounding.
     pub(crate) fn merge_lora(mut self) -> Self {
         for block in &mut self.layers {
-            let a = &mut block.self_attn;
-            for (i, l) in std::mem::take(&mut a.lora).into_iter().enumerate() {
-                if let Some(l) = l {
-                    let w = [&mut a.q_proj, &mut a.k_proj, &mut a.v_proj, &mut a.o_proj];
-                    let target = w.into_iter().nth(i).expect("four projections");
-                    *target = merged(target, &l);
-                }
-            }
-            let m = &mut block.mlp;
-            for (i, l) in std::mem::take(&mut m.lora).into_iter().enumerate() {
-                if let Some(l) = l {
-                    let w = [&mut m.gate_proj, &mut m.up_proj, &mut m.down_proj];
-                    let target = w.into_iter().nth(i).expect("three projections");
-                    *target = merged(target, &l);
-                }
-            }
+            let lora = std::mem::take(&mut block.self_attn.lora);
+            merge_into(block.self_attn.projections_mut(), lora);
+            let lora = std::mem::take(&mut block.mlp.lora);
+            merge_into(block.mlp.projections_mut(), lora);
         }
         self
     }
@@ -681,6 +664,20 @@ fn attention_bias<B: Backend>(mask: Tensor<B, 3, Bool>, kv: usize, rep: usize) -
 }
 
 impl<B: Backend> Attention<B> {
+    /// q, k, v, o: the order of [`ATTENTION`] and of `lora`.
+    fn projections(&self) -> [&Linear<B>; 4] {
+        [&self.q_proj, &self.k_proj, &self.v_proj, &self.o_proj]
+    }
+
+    fn projections_mut(&mut self) -> [&mut Linear<B>; 4] {
+        [
+            &mut self.q_proj,
+            &mut self.k_proj,
+            &mut self.v_proj,
+            &mut self.o_proj,
+        ]
+    }
+
     fn forward(
         &self,
         x: Tensor<B, 3>,
@@ -726,6 +723,15 @@ impl<B: Backend> Attention<B> {
 }
 
 impl<B: Backend> Mlp<B> {
+    /// gate, up, down: the order of [`MLP`] and of `lora`.
+    fn projections(&self) -> [&Linear<B>; 3] {
+        [&self.gate_proj, &self.up_proj, &self.down_proj]
+    }
+
+    fn projections_mut(&mut self) -> [&mut Linear<B>; 3] {
+        [&mut self.gate_proj, &mut self.up_proj, &mut self.down_proj]
+    }
+
     fn forward(&self, x: Tensor<B, 3>, host: Option<&HostBlock>) -> Tensor<B, 3> {
         let l = &self.lora;
         let g = silu(project_adapted(

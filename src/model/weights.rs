@@ -118,8 +118,8 @@ impl<B: Backend> ParamSource<B> for Loaded<'_, B> {
 }
 
 /// Row-major `[rows, cols]` to `[cols, rows]`.
-pub(crate) fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut out = vec![0f32; data.len()];
+pub(crate) fn transpose<T: Copy + Default>(data: &[T], rows: usize, cols: usize) -> Vec<T> {
+    let mut out = vec![T::default(); data.len()];
     const T: usize = 32;
     for r0 in (0..rows).step_by(T) {
         for c0 in (0..cols).step_by(T) {

@@ -49,20 +49,13 @@ pub fn self_distill<B: Backend, M: CausalLm<B>, D: Decoder>(
     let (mut tokens, mut steps) = (0usize, 0usize);
     let started = std::time::Instant::now();
     for (i, p) in prompts.iter().enumerate() {
-        let user = [Message::new("user", p)];
-        let text = tokenizer.apply_chat_template(&user, true)?;
-        let ids = tokenizer.encode(&text)?;
+        let ids = tokenizer.chat_prompt(p)?;
         let g = decoder.generate(model, Some(tokenizer), &ids, &config)?;
         tokens += g.tokens.len();
         steps += g.steps;
-        if g.text.trim().is_empty() {
-            out.skipped.push((i, "empty answer".into()));
-        } else {
-            let messages = [user[0].clone(), Message::new("assistant", &g.text)];
-            match sample_from_messages(tokenizer, &messages, max_len) {
-                Ok(s) => out.samples.push(s),
-                Err(e) => out.skipped.push((i, e.to_string())),
-            }
+        match answer_sample(tokenizer, p, &g.text, max_len) {
+            Ok(s) => out.samples.push(s),
+            Err(why) => out.skipped.push((i, why)),
         }
         on_progress(i + 1, prompts.len());
     }
@@ -70,6 +63,24 @@ pub fn self_distill<B: Backend, M: CausalLm<B>, D: Decoder>(
     out.new_tokens = tokens;
     out.seconds = started.elapsed().as_secs_f64();
     Ok(out)
+}
+
+/// The training sample of `prompt` answered by `answer`, or why there is none (an empty answer,
+/// a sample longer than `max_len`).
+fn answer_sample(
+    tokenizer: &Tokenizer,
+    prompt: &str,
+    answer: &str,
+    max_len: usize,
+) -> std::result::Result<TrainSample, String> {
+    if answer.trim().is_empty() {
+        return Err("empty answer".into());
+    }
+    let messages = [
+        Message::new("user", prompt),
+        Message::new("assistant", answer),
+    ];
+    sample_from_messages(tokenizer, &messages, max_len).map_err(|e| e.to_string())
 }
 
 /// Batched, resumable self-distillation: greedy answers to many prompts, several prompts per
@@ -230,8 +241,7 @@ impl DistillRun {
         };
         let (mut entries, mut runnable, mut ids) = (Vec::new(), Vec::new(), Vec::new());
         for &i in chunk {
-            let user = [Message::new("user", &prompts[i])];
-            let p = tokenizer.encode(&tokenizer.apply_chat_template(&user, true)?)?;
+            let p = tokenizer.chat_prompt(&prompts[i])?;
             let check = check_prompt(&p, self.max_new_tokens, info.vocab_size, info.max_positions);
             match check {
                 Ok(()) => {
@@ -247,21 +257,17 @@ impl DistillRun {
         if !ids.is_empty() {
             let answers = Greedy.generate_batch(model, Some(tokenizer), &ids, &config)?;
             for (&i, g) in runnable.iter().zip(answers) {
-                let mut e = entry(i);
-                e.tokens = g.tokens.len();
-                let messages = [
-                    Message::new("user", &prompts[i]),
-                    Message::new("assistant", &g.text),
-                ];
-                if g.text.trim().is_empty() {
-                    e.skipped = Some("empty answer".into());
-                } else {
-                    match sample_from_messages(tokenizer, &messages, self.max_len) {
-                        Ok(s) => e.sample = Some(s),
-                        Err(err) => e.skipped = Some(err.to_string()),
-                    }
-                }
-                entries.push(e);
+                let (sample, skipped) =
+                    match answer_sample(tokenizer, &prompts[i], &g.text, self.max_len) {
+                        Ok(s) => (Some(s), None),
+                        Err(why) => (None, Some(why)),
+                    };
+                entries.push(Entry {
+                    sample,
+                    skipped,
+                    tokens: g.tokens.len(),
+                    ..entry(i)
+                });
             }
         }
         entries.sort_by_key(|e| e.i);

@@ -358,11 +358,13 @@ const GROUP: usize = 32;
 
 impl<N: NoiseAugmenter> Trainer<N> {
     /// The gradients of optimizer step `step` (its `grad_accum` micro-batches, noised by
-    /// `noise_rng`), the step's loss and the tokens it read.
+    /// `noise_rng`; `lengths` of the samples when batches are grouped by length), the step's
+    /// loss and the tokens it read.
     fn step_gradients<B: AutodiffBackend>(
         &self,
         model: &Llama<B>,
         train: &[TrainSample],
+        lengths: Option<&[usize]>,
         step: usize,
         noise_rng: &mut Rng,
     ) -> (GradientsParams, f32, usize) {
@@ -370,12 +372,9 @@ impl<N: NoiseAugmenter> Trainer<N> {
         let device = model.device();
         let mut acc = GradientsAccumulator::<Llama<B>>::new();
         let (mut step_loss, mut tokens) = (0f32, 0usize);
-        let lengths: Option<Vec<usize>> = c
-            .group_by_length
-            .then(|| train.iter().map(|s| s.tokens.len()).collect());
         for a in 0..c.grad_accum {
             let g = step * c.grad_accum + a;
-            let idx = micro_batch(g, train.len(), c.batch_size, c.seed, lengths.as_deref());
+            let idx = micro_batch(g, train.len(), c.batch_size, c.seed, lengths);
             let samples: Vec<&TrainSample> = idx.iter().map(|&i| &train[i]).collect();
             let inputs: Vec<Vec<u32>> = samples
                 .iter()
@@ -408,35 +407,29 @@ impl<B: AutodiffBackend, N: NoiseAugmenter> MsnTrainer<B> for Trainer<N> {
         if let Some(l) = &c.lora {
             model = model.with_lora(l, c.seed.wrapping_add(2));
         }
-        let device = model.device();
         let mut adam = AdamWConfig::new().with_weight_decay(c.weight_decay);
         if let Some(g) = c.grad_clip {
             adam = adam.with_grad_clipping(Some(GradientClippingConfig::Norm(g)));
         }
-        let mut optim = adam.init::<B, Llama<B>>();
-        let mut state = TrainerState {
-            step: 0,
-            noise_rng: Rng::new(c.seed.wrapping_add(1)),
-            report: TrainReport::default(),
-        };
-        if let Some(dir) = &c.out_dir
-            && let Some(found) =
-                checkpoint::load_latest(dir, model.clone(), optim.clone(), &device)?
-        {
-            (model, optim, state) = found;
-            state.report.resumed_from = Some(state.step);
-            checkpoint::trim_metrics(dir, state.step)?;
-        }
+        let (mut model, mut optim, mut state) = resume(&c, model, adam.init::<B, Llama<B>>())?;
         let mut metrics = open_metrics(c.out_dir.as_deref())?;
         let started = Instant::now();
         let first_step = state.step;
         let mut tokens_seen = 0usize;
         let last = c.stop_at.unwrap_or(c.steps).min(c.steps);
+        let lengths: Option<Vec<usize>> = c
+            .group_by_length
+            .then(|| train.iter().map(|s| s.tokens.len()).collect());
         while state.step < last {
             let step = state.step;
             let lr = c.lr_at(step);
-            let (grads, step_loss, tokens) =
-                self.step_gradients(&model, train, step, &mut state.noise_rng);
+            let (grads, step_loss, tokens) = self.step_gradients(
+                &model,
+                train,
+                lengths.as_deref(),
+                step,
+                &mut state.noise_rng,
+            );
             tokens_seen += tokens;
             state.report.tokens += tokens;
             model = optim.step(lr, model, grads);
@@ -480,6 +473,32 @@ impl<B: AutodiffBackend, N: NoiseAugmenter> MsnTrainer<B> for Trainer<N> {
         state.report.steps = state.step;
         state.report.tokens_per_s = tokens_seen as f64 / started.elapsed().as_secs_f64().max(1e-9);
         Ok((finish_lora(model, &c)?, state.report))
+    }
+}
+
+/// `model`, `optim` and the trainer's state at the start: fresh, or as the latest checkpoint in
+/// `c.out_dir` left them (then `metrics.jsonl` is cut back to that step).
+fn resume<B: AutodiffBackend, O: Optimizer<Llama<B>, B> + Clone>(
+    c: &TrainConfig,
+    model: Llama<B>,
+    optim: O,
+) -> Result<(Llama<B>, O, TrainerState)> {
+    let fresh = TrainerState {
+        step: 0,
+        noise_rng: Rng::new(c.seed.wrapping_add(1)),
+        report: TrainReport::default(),
+    };
+    let Some(dir) = &c.out_dir else {
+        return Ok((model, optim, fresh));
+    };
+    let device = model.device();
+    match checkpoint::load_latest(dir, model.clone(), optim.clone(), &device)? {
+        Some((model, optim, mut state)) => {
+            state.report.resumed_from = Some(state.step);
+            checkpoint::trim_metrics(dir, state.step)?;
+            Ok((model, optim, state))
+        }
+        None => Ok((model, optim, fresh)),
     }
 }
 
