@@ -118,7 +118,8 @@ struct Args {
     #[arg(long, value_delimiter = ',')]
     plot_runs: Vec<PathBuf>,
     /// Measure only: compare the original with this already tuned model (a directory written
-    /// by an earlier run, `OUT/model`); needs `--distilled` for the held-out answers.
+    /// by an earlier run: `OUT/model`, or a LoRA adapter such as `OUT/train/adapter`, merged
+    /// into `--model`); needs `--distilled` for the held-out answers.
     #[arg(long)]
     tuned: Option<PathBuf>,
 }
@@ -407,8 +408,13 @@ fn replot(args: &Args) -> Result<()> {
 /// from the `msn_finetune.json` next to the model directory, when there is one.
 fn measure_only(args: &Args, dir: &std::path::Path, e: &EvalSet, before: Measure) -> Result<()> {
     let device = Default::default();
-    let tuned = msn::load_with::<B>(&dir.to_string_lossy(), &device, msn::WeightDtype::F32)?;
-    let model = tuned.model; // host kernels are on (load_with)
+    // host kernels are on (load_with), and rebuilt from the merged weights by the adapter
+    let model = if dir.join("adapter_config.json").is_file() {
+        let base = msn::load_with::<B>(&args.model, &device, msn::WeightDtype::F32)?;
+        base.model.apply_lora_adapter(dir)?
+    } else {
+        msn::load_with::<B>(&dir.to_string_lossy(), &device, msn::WeightDtype::F32)?.model
+    };
     eprintln!("measuring {}", dir.display());
     let after = measure(&model, e)?;
     let run: serde_json::Value = dir
@@ -559,11 +565,7 @@ fn make_trainer(args: &Args, n_train: usize) -> Trainer<AheadNoise> {
             progress: true,
             checkpoint_every: 25,
             out_dir: Some(args.out.join("train")),
-            lora: (args.lora_rank > 0).then(|| msn::train::LoraConfig {
-                rank: args.lora_rank,
-                alpha: 2.0 * args.lora_rank as f64,
-                ..Default::default()
-            }),
+            lora: (args.lora_rank > 0).then(|| msn::train::LoraConfig::with_rank(args.lora_rank)),
             ..Default::default()
         },
         noise: AheadNoise {

@@ -85,11 +85,7 @@ fn main() -> msn::Result<()> {
         steps,
         batch_size: args.batch_size,
         progress: true,
-        lora: (args.lora_rank > 0).then(|| LoraConfig {
-            rank: args.lora_rank,
-            alpha: 2.0 * args.lora_rank as f64,
-            ..Default::default()
-        }),
+        lora: (args.lora_rank > 0).then(|| LoraConfig::with_rank(args.lora_rank)),
         ..Default::default()
     };
     let run = |model, steps: usize| -> msn::Result<f64> {

@@ -102,6 +102,20 @@ impl Default for LoraConfig {
 }
 
 impl LoraConfig {
+    /// Rank `rank` with alpha `2 x rank` (an update scale of 2) on all seven projections.
+    ///
+    /// ```
+    /// let c = msn::train::LoraConfig::with_rank(8);
+    /// assert_eq!((c.rank, c.alpha, c.targets.len()), (8, 16.0, 7));
+    /// ```
+    pub fn with_rank(rank: usize) -> Self {
+        Self {
+            rank,
+            alpha: 2.0 * rank as f64,
+            ..Self::default()
+        }
+    }
+
     /// Checks the rank, scale and targets.
     ///
     /// # Errors

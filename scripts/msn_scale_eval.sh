@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The MSN-at-scale evaluation of SmolLM2-135M-Instruct from a fresh clone: the stock model against
+# the stock model with the LoRA adapter trained by scripts/msn_scale.sh (results/msn_scale/adapter,
+# checked against its sha256), same code, same f32 weights storage, one table at the end:
+#   - HumanEval, all 164 problems, pass@1 (batched greedy: the answers of plain greedy decoding);
+#   - clean loss on the 110 held-out self-distilled answers, top-1 at ahead noise, and the MAT of
+#     Jacobi and TR-Jacobi on the Spec-Bench CPU subset (13 questions) at 64 and 256 new tokens.
+#
+#   bash scripts/msn_scale_eval.sh [OUT_DIR]   (default results/msn_scale/eval; ~1.5 h on 2 cores)
+#
+# Executes code the model wrote (HumanEval's tests): run it where that is acceptable.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-results/msn_scale/eval}
+adapter=results/msn_scale/adapter
+(cd "$adapter" && sha256sum -c ../adapter.sha256)
+cargo build --release --example humaneval --example msn_finetune
+bin=./target/release/examples
+for run in stock msn; do
+    lora=()
+    [ "$run" = msn ] && lora=(--lora "$adapter")
+    [ -f "$out/humaneval_$run/summary.json" ] ||
+        "$bin/humaneval" --dtype f32 --batch 16 "${lora[@]}" --out "$out/humaneval_$run"
+done
+for tokens in 64 256; do
+    [ -f "$out/mat$tokens/msn_finetune.json" ] ||
+        "$bin/msn_finetune" --tuned "$adapter" --distilled results/msn_scale/distilled.jsonl \
+            --eval-tokens "$tokens" --out "$out/mat$tokens"
+done
+python3 tools/msn_scale_table.py "$out"
