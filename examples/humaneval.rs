@@ -54,6 +54,11 @@ struct Args {
     /// Weight storage.
     #[arg(long, default_value = "f16")]
     dtype: msn::WeightDtype,
+    /// Host engine: auto, native (the GGUF's own blocks, integer products), native-f32,
+    /// native-int8, converted (dense copies of the tensors: what a model with a merged adapter
+    /// runs, so compare a base model with `--lora` runs under `converted`) or off.
+    #[arg(long, default_value = "auto")]
+    host_kernels: msn::HostKernels,
     /// A LoRA adapter directory (PEFT's layout, as `msn_finetune --lora-rank` writes it to
     /// `OUT/train/adapter`) merged into the model before answering.
     #[arg(long)]
@@ -83,7 +88,11 @@ fn run<B: Backend>(device: B::Device, args: &Args) -> msn::Result<()> {
         args.limit
     };
     let chosen: Vec<_> = all.iter().skip(args.offset).take(limit).collect();
-    let mut m = msn::load_with::<B>(&args.model, &device, args.dtype)?;
+    let options = msn::LoadOptions {
+        dtype: args.dtype,
+        host: args.host_kernels,
+    };
+    let mut m = msn::load_with::<B>(&args.model, &device, options)?;
     if let Some(dir) = &args.lora {
         m.model = m.model.apply_lora_adapter(dir)?;
     }
@@ -124,6 +133,7 @@ fn run<B: Backend>(device: B::Device, args: &Args) -> msn::Result<()> {
     let n = chosen.len().max(1);
     let summary = serde_json::json!({
         "model": args.model, "lora": args.lora, "dtype": args.dtype.to_string(),
+        "host_kernels": args.host_kernels.to_string(),
         "decoder": decoder.name(), "batch": args.batch, "problems": chosen.len(),
         "offset": args.offset, "max_new_tokens": args.max_new_tokens,
         "passed": tally.passed, "pass_at_1": tally.passed as f64 / n as f64,

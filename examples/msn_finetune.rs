@@ -271,7 +271,11 @@ fn inference(model: &Llama<AB>) -> Llama<B> {
 /// Self-distils `args.prompts` prompts with batched greedy decoding (journal
 /// `OUT/distill_journal.jsonl`: a rerun continues where a killed one stopped) and writes the
 /// samples to `OUT/distilled.jsonl`; returns them and the answer tokens per second.
-fn distill(args: &Args, base: &Llama<B>, tok: &Tokenizer) -> Result<(Vec<TrainSample>, f64)> {
+fn distill(
+    args: &Args,
+    base: &Llama<B>,
+    tok: &Tokenizer,
+) -> Result<(Vec<TrainSample>, Option<f64>)> {
     let all = match &args.prompt_file {
         Some(f) => msn::bench::read_prompt_lines(f)?
             .into_iter()
@@ -317,7 +321,11 @@ fn distill(args: &Args, base: &Llama<B>, tok: &Tokenizer) -> Result<(Vec<TrainSa
         lines.push('\n');
     }
     msn::bench::write_atomic(&args.out.join("distilled.jsonl"), lines.as_bytes())?;
-    Ok((distilled.samples, rate))
+    // None when the journal held every answer (nothing generated, nothing timed).
+    Ok((
+        distilled.samples,
+        (distilled.new_tokens > 0).then_some(rate),
+    ))
 }
 
 /// Reads `distilled.jsonl`; a malformed line is an error naming the file and line.
@@ -489,10 +497,7 @@ fn go(args: &Args) -> Result<()> {
             );
             (samples, None)
         }
-        None => {
-            let (samples, rate) = distill(args, &base, &tok)?;
-            (samples, Some(rate))
-        }
+        None => distill(args, &base, &tok)?,
     };
     if args.distill_only {
         return Ok(());

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The MSN-at-scale evaluation of SmolLM2-135M-Instruct from a fresh clone: the stock model against
 # the stock model with the LoRA adapter trained by scripts/msn_scale.sh (results/msn_scale/adapter,
-# checked against its sha256), same code, same f32 weights storage, one table at the end:
+# checked against its sha256), same code, same f32 weights and dense f32 host products (the
+# merged model cannot keep the GGUF's Q4_1 blocks, so the stock model runs without them too),
+# one table at the end:
 #   - HumanEval, all 164 problems, pass@1 (batched greedy: the answers of plain greedy decoding);
 #   - clean loss on the 110 held-out self-distilled answers, top-1 at ahead noise, and the MAT of
 #     Jacobi and TR-Jacobi on the Spec-Bench CPU subset (13 questions) at 64 and 256 new tokens.
@@ -20,7 +22,7 @@ for run in stock msn; do
     lora=()
     [ "$run" = msn ] && lora=(--lora "$adapter")
     [ -f "$out/humaneval_$run/summary.json" ] ||
-        "$bin/humaneval" --dtype f32 --batch 16 "${lora[@]}" --out "$out/humaneval_$run"
+        "$bin/humaneval" --dtype f32 --host-kernels converted --batch 16 "${lora[@]}" --out "$out/humaneval_$run"
 done
 for tokens in 64 256; do
     [ -f "$out/mat$tokens/msn_finetune.json" ] ||
