@@ -18,8 +18,8 @@ def main(out):
     mats = {t: load(out / f"mat{t}" / "msn_finetune.json") for t in (64, 256)}
     m64 = mats[64]
     rows = [
-        ("HumanEval pass@1 (164 problems)",
-         lambda r: f"{he[r]['pass_at_1']:.3f} ({he[r]['passed']}/164)"),
+        (f"HumanEval pass@1 ({he['stock']['problems']} problems)",
+         lambda r: f"{he[r]['pass_at_1']:.3f} ({he[r]['passed']}/{he[r]['problems']})"),
         (f"clean held-out loss ({m64['held_out_samples']} answers)",
          lambda r: f"{m64[side(r)]['clean_loss']:.4f}"),
         ("top-1 at ahead noise", lambda r: f"{m64[side(r)]['denoise_noised']:.3f}"),
