@@ -2,7 +2,7 @@
 # MSN at scale on SmolLM2-135M-Instruct: self-distil the 1,104 prompts of
 # data/train_prompts.jsonl (256 new tokens, 16 prompts a pass), train LoRA adapters (rank 16 on
 # all seven projections, peak lr 5e-4) with ahead noise on the answers (batches of 8 grouped by
-# length, 450 steps: ~605k training tokens at ~1,345 a step), measure the model every 150 steps
+# length, 450 steps: 652k training tokens in the kept run), measure the model every 150 steps
 # (OUT/growth.jsonl, growth_*.svg) and before/after (OUT/msn_finetune.json). The adapter lands in
 # OUT/train/adapter; scripts/msn_scale_eval.sh evaluates the one kept in results/msn_scale.
 #

@@ -93,11 +93,7 @@ pub struct LoraConfig {
 impl Default for LoraConfig {
     /// Rank 16, alpha 32, all seven projections.
     fn default() -> Self {
-        Self {
-            rank: 16,
-            alpha: 32.0,
-            targets: LoraTarget::ALL.to_vec(),
-        }
+        Self::with_rank(16)
     }
 }
 
@@ -112,7 +108,7 @@ impl LoraConfig {
         Self {
             rank,
             alpha: 2.0 * rank as f64,
-            ..Self::default()
+            targets: LoraTarget::ALL.to_vec(),
         }
     }
 
