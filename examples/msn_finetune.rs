@@ -122,6 +122,10 @@ struct Args {
     /// into `--model`); needs `--distilled` for the held-out answers.
     #[arg(long)]
     tuned: Option<PathBuf>,
+    /// Measure only the MAT: skip the held-out loss and top-1 at noise (written as null), e.g.
+    /// when a run at another `--eval-tokens` already measured them.
+    #[arg(long)]
+    mat_only: bool,
 }
 
 const TEMPLATES: [&str; 6] = [
@@ -216,6 +220,8 @@ struct EvalSet<'a> {
     new_tokens: usize,
     /// Noise segment length for the denoising accuracy.
     noise_len: usize,
+    /// Skip the held-out loss and denoising accuracy.
+    mat_only: bool,
 }
 
 /// Clean held-out loss, denoising accuracy and MAT of Jacobi and TR-Jacobi (each checked
@@ -223,15 +229,19 @@ struct EvalSet<'a> {
 fn measure(model: &Llama<B>, e: &EvalSet) -> Result<Measure> {
     let (tok, held, questions, new_tokens) = (e.tok, e.held, e.questions, e.new_tokens);
     let noise_len = e.noise_len;
-    let den = denoise_accuracy(model, held, &AheadNoise { len: noise_len }, 7, 4);
     let mut out = Measure {
-        clean_loss: eval_loss(model, held, 4),
-        denoise_noised: den.noised,
-        denoise_clean: den.clean,
+        clean_loss: f32::NAN,
+        denoise_noised: f64::NAN,
+        denoise_clean: f64::NAN,
         jacobi_mat: f64::NAN,
         tr_jacobi_mat: f64::NAN,
         tr_recycled_mat: f64::NAN,
     };
+    if !e.mat_only {
+        let den = denoise_accuracy(model, held, &AheadNoise { len: noise_len }, 7, 4);
+        out.clean_loss = eval_loss(model, held, 4);
+        (out.denoise_noised, out.denoise_clean) = (den.noised, den.clean);
+    }
     if new_tokens == 0 {
         return Ok(out);
     }
@@ -516,6 +526,7 @@ fn go(args: &Args) -> Result<()> {
         questions: &questions,
         new_tokens: args.eval_tokens,
         noise_len: args.noise_len,
+        mat_only: args.mat_only,
     };
     let before = measure(&base, &eval)?;
     drop(base);

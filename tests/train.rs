@@ -29,9 +29,12 @@ fn samples(n: usize, seed: u32) -> Vec<TrainSample> {
         .collect()
 }
 
-/// A random tiny model. The backend's generator is process-wide and tests run in parallel, so
-/// runs that must start from the same weights clone one model instead of re-seeding.
+/// A random tiny model. The backend's generator is process-wide and tests run in parallel:
+/// seeding and drawing happen under one lock, and runs that must start from the same weights
+/// clone one model all the same.
 fn model(seed: u64) -> Llama<AB> {
+    static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = INIT.lock().unwrap_or_else(|e| e.into_inner());
     let d = Default::default();
     <AB as burn::tensor::backend::Backend>::seed(&d, seed);
     Llama::init(&LlamaConfig::tiny(64), &d)

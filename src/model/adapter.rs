@@ -168,8 +168,7 @@ mod tests {
 
     fn base() -> Llama<B> {
         let d = Default::default();
-        <B as burn::tensor::backend::Backend>::seed(&d, 21);
-        Llama::init(&LlamaConfig::tiny(64), &d)
+        Llama::init_seeded(&LlamaConfig::tiny(64), 21, &d)
     }
 
     /// A model with adapters on q, o and gate whose `B` is random (as after training).

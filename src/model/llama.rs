@@ -215,6 +215,17 @@ impl<B: Backend> Llama<B> {
         Self::build(config, None, &mut RandomInit::new(device)).expect("valid llama config")
     }
 
+    /// [`Llama::init`] from the backend's generator seeded with `seed`. The generator is
+    /// process-wide and tests run in parallel: seeding and drawing under one lock gives every
+    /// test the weights its seed names, whatever runs beside it.
+    #[cfg(test)]
+    pub(crate) fn init_seeded(config: &LlamaConfig, seed: u64, device: &B::Device) -> Self {
+        static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _guard = INIT.lock().unwrap_or_else(|e| e.into_inner());
+        B::seed(device, seed);
+        Self::init(config, device)
+    }
+
     /// Builds the model, taking every parameter from `params` by its Hugging Face name.
     pub(crate) fn build(
         config: &LlamaConfig,

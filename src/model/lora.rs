@@ -225,8 +225,7 @@ mod tests {
 
     fn base() -> Llama<B> {
         let d = Default::default();
-        <B as burn::tensor::backend::Backend>::seed(&d, 11);
-        Llama::init(&LlamaConfig::tiny(64), &d)
+        Llama::init_seeded(&LlamaConfig::tiny(64), 11, &d)
     }
 
     fn host(t: Tensor<B, 2>) -> (Vec<f64>, [usize; 2]) {
