@@ -158,24 +158,9 @@ impl GgufHeader {
             let value = r.value(ty, 0)?;
             metadata.insert(key, value);
         }
-        let mut raw = Vec::with_capacity(n_tensors as usize);
-        for _ in 0..n_tensors {
-            let name = r.string()?;
-            let n_dims = r.u32()? as usize;
-            if n_dims == 0 || n_dims > MAX_DIMS {
-                return Err(malformed(format!(
-                    "tensor `{name}` has {n_dims} dimensions (1 to {MAX_DIMS} allowed)"
-                )));
-            }
-            let mut dims = Vec::with_capacity(n_dims);
-            for _ in 0..n_dims {
-                let d = r.u64()?;
-                dims.push(usize::try_from(d).map_err(|_| malformed("dimension too large"))?);
-            }
-            let ty = r.u32()?;
-            let offset = r.u64()?;
-            raw.push((name, dims, ty, offset));
-        }
+        let raw = (0..n_tensors)
+            .map(|_| r.tensor_entry())
+            .collect::<Result<Vec<_>>>()?;
         let alignment = match metadata.get("general.alignment") {
             None => DEFAULT_ALIGNMENT,
             Some(v) => match v.as_u64() {
@@ -184,46 +169,10 @@ impl GgufHeader {
             },
         };
         let data_start = (r.pos as u64).div_ceil(alignment) * alignment;
-        let mut tensors = Vec::with_capacity(raw.len());
-        for (name, dims, ty, offset) in raw {
-            let dtype = GgmlType::from_id(ty).ok_or_else(|| Error::UnsupportedDtype {
-                tensor: name.clone(),
-                dtype: GgmlType::name_of_id(ty),
-            })?;
-            let n = dims
-                .iter()
-                .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-                .ok_or_else(|| malformed(format!("tensor `{name}`: element count overflows")))?;
-            let size = dtype.bytes_for(n).ok_or_else(|| {
-                malformed(format!(
-                    "tensor `{name}`: {n} elements is not a whole number of {dtype:?} blocks"
-                ))
-            })?;
-            if offset % alignment != 0 {
-                return Err(malformed(format!(
-                    "tensor `{name}`: misaligned data offset"
-                )));
-            }
-            let start = data_start
-                .checked_add(offset)
-                .and_then(|s| usize::try_from(s).ok())
-                .ok_or_else(|| malformed(format!("tensor `{name}`: offset overflows")))?;
-            let end = start
-                .checked_add(size)
-                .filter(|&e| e <= bytes.len())
-                .ok_or_else(|| {
-                    malformed(format!(
-                        "tensor `{name}` ends past the end of the file ({} bytes): truncated",
-                        bytes.len()
-                    ))
-                })?;
-            tensors.push(TensorInfo {
-                name,
-                dims,
-                dtype,
-                range: start..end,
-            });
-        }
+        let tensors = raw
+            .into_iter()
+            .map(|e| e.locate(data_start, alignment, bytes.len()))
+            .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             version,
             metadata,
@@ -234,6 +183,64 @@ impl GgufHeader {
     /// A metadata value by key.
     pub fn get(&self, key: &str) -> Option<&MetaValue> {
         self.metadata.get(key)
+    }
+}
+
+/// A tensor table entry as the file states it, before its data is located.
+struct TensorEntry {
+    name: String,
+    dims: Vec<usize>,
+    ty: u32,
+    offset: u64,
+}
+
+impl TensorEntry {
+    /// The entry's type and data range in a file of `file_len` bytes whose data section starts
+    /// at `data_start`, checked: a known type, a whole number of blocks, an aligned offset, and
+    /// data inside the file.
+    fn locate(self, data_start: u64, alignment: u64, file_len: usize) -> Result<TensorInfo> {
+        let Self {
+            name,
+            dims,
+            ty,
+            offset,
+        } = self;
+        let dtype = GgmlType::from_id(ty).ok_or_else(|| Error::UnsupportedDtype {
+            tensor: name.clone(),
+            dtype: GgmlType::name_of_id(ty),
+        })?;
+        let n = dims
+            .iter()
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+            .ok_or_else(|| malformed(format!("tensor `{name}`: element count overflows")))?;
+        let size = dtype.bytes_for(n).ok_or_else(|| {
+            malformed(format!(
+                "tensor `{name}`: {n} elements is not a whole number of {dtype:?} blocks"
+            ))
+        })?;
+        if offset % alignment != 0 {
+            return Err(malformed(format!(
+                "tensor `{name}`: misaligned data offset"
+            )));
+        }
+        let start = data_start
+            .checked_add(offset)
+            .and_then(|s| usize::try_from(s).ok())
+            .ok_or_else(|| malformed(format!("tensor `{name}`: offset overflows")))?;
+        let end = start
+            .checked_add(size)
+            .filter(|&e| e <= file_len)
+            .ok_or_else(|| {
+                malformed(format!(
+                    "tensor `{name}` ends past the end of the file ({file_len} bytes): truncated"
+                ))
+            })?;
+        Ok(TensorInfo {
+            name,
+            dims,
+            dtype,
+            range: start..end,
+        })
     }
 }
 
@@ -328,6 +335,31 @@ impl<'a> Reader<'a> {
         let s = &self.b[self.pos..self.pos + n];
         self.pos += n;
         Ok(s)
+    }
+
+    /// One tensor table entry: name, dimensions (1 to `MAX_DIMS`), type id and data offset.
+    fn tensor_entry(&mut self) -> Result<TensorEntry> {
+        let name = self.string()?;
+        let n_dims = self.u32()? as usize;
+        if n_dims == 0 || n_dims > MAX_DIMS {
+            return Err(malformed(format!(
+                "tensor `{name}` has {n_dims} dimensions (1 to {MAX_DIMS} allowed)"
+            )));
+        }
+        let dims = (0..n_dims)
+            .map(|_| {
+                let d = self.u64()?;
+                usize::try_from(d).map_err(|_| malformed("dimension too large"))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let ty = self.u32()?;
+        let offset = self.u64()?;
+        Ok(TensorEntry {
+            name,
+            dims,
+            ty,
+            offset,
+        })
     }
 
     fn check_count(&self, n: u64, min_bytes_each: u64, what: &str) -> Result<()> {
