@@ -52,6 +52,11 @@ struct Args {
     /// Weight storage: f16 (half the memory traffic) or f32 (exact).
     #[arg(long, default_value = "f16")]
     dtype: msn::WeightDtype,
+    /// Host engine on CPU backends: auto (a GGUF's own blocks with integer products, dense
+    /// copies otherwise), q8 (also quantize dense weights, e.g. a Hugging Face checkpoint's, to
+    /// Q8_0: faster, logits within ~1 of exact), native-f32, native-int8, converted or off.
+    #[arg(long, default_value = "auto")]
+    host_kernels: msn::HostKernels,
     /// One JSON line per prompt instead of streamed text.
     #[arg(long)]
     json: bool,
@@ -83,7 +88,11 @@ fn run<B: Backend>(device: B::Device, args: &Args) -> msn::Result<()> {
             ));
         }
     };
-    let m = msn::load_with::<B>(&args.model, &device, args.dtype)?;
+    let options = msn::LoadOptions {
+        dtype: args.dtype,
+        host: args.host_kernels,
+    };
+    let m = msn::load_with::<B>(&args.model, &device, options)?;
     let mut config = GenerateConfig::new(args.max_new_tokens, &m.tokenizer);
     config.stop_strings = args.stop.clone();
     config.sampling = args.temperature.map(|temperature| msn::Sampling {

@@ -55,8 +55,9 @@ struct Args {
     #[arg(long, default_value = "f16")]
     dtype: msn::WeightDtype,
     /// Host engine: auto, native (the GGUF's own blocks, integer products), native-f32,
-    /// native-int8, converted (dense copies of the tensors: what a model with a merged adapter
-    /// runs, so compare a base model with `--lora` runs under `converted`) or off.
+    /// native-int8, q8 (dense weights quantized to Q8_0, a merged adapter's too), converted
+    /// (dense copies of the tensors: what a model with a merged adapter runs, so compare a base
+    /// model with `--lora` runs under `converted`) or off.
     #[arg(long, default_value = "auto")]
     host_kernels: msn::HostKernels,
     /// A LoRA adapter directory (PEFT's layout, as `msn_finetune --lora-rank` writes it to
@@ -95,6 +96,10 @@ fn run<B: Backend>(device: B::Device, args: &Args) -> msn::Result<()> {
     let mut m = msn::load_with::<B>(&args.model, &device, options)?;
     if let Some(dir) = &args.lora {
         m.model = m.model.apply_lora_adapter(dir)?;
+        if args.host_kernels == msn::HostKernels::Q8 {
+            // the merged weights come back as dense copies
+            m.model.quantize_host_kernels();
+        }
     }
     let mut decoder = args.decoder.build(&m.model)?;
     let config = GenerateConfig::new(args.max_new_tokens, &m.tokenizer);

@@ -85,6 +85,10 @@ pub enum HostKernels {
     /// reference and flips near-ties (its answer to "What is the capital of France?" changes):
     /// opt in where that is acceptable.
     NativeInt8,
+    /// As [`HostKernels::Native`], and every matrix the checkpoint stores dense (a Hugging Face
+    /// checkpoint's f32/f16/bf16 weights, a GGUF's f16 or f32 tensors) quantized to Q8_0 blocks
+    /// first, as llama.cpp's reference quantizer does ([`crate::Llama::quantize_host_kernels`]).
+    Q8,
     /// A copy converted from the burn tensors (f16 or f32).
     Converted,
     /// None: every product runs on the backend.
@@ -99,10 +103,11 @@ impl std::str::FromStr for HostKernels {
             "native" => Ok(Self::Native),
             "native-f32" => Ok(Self::NativeF32),
             "native-int8" => Ok(Self::NativeInt8),
+            "q8" => Ok(Self::Q8),
             "converted" => Ok(Self::Converted),
             "off" => Ok(Self::Off),
             other => Err(Error::InvalidArgument(format!(
-                "host kernels `{other}`: use auto, native, native-f32, native-int8, converted or off"
+                "host kernels `{other}`: use auto, native, native-f32, native-int8, q8, converted or off"
             ))),
         }
     }
@@ -115,6 +120,7 @@ impl std::fmt::Display for HostKernels {
             Self::Native => "native",
             Self::NativeF32 => "native-f32",
             Self::NativeInt8 => "native-int8",
+            Self::Q8 => "q8",
             Self::Converted => "converted",
             Self::Off => "off",
         })
@@ -206,7 +212,7 @@ pub fn load_with<B: Backend>(
         chosen => chosen,
     };
     let products = match host {
-        HostKernels::Native => Some(Products::Int16),
+        HostKernels::Native | HostKernels::Q8 => Some(Products::Int16),
         HostKernels::NativeF32 => Some(Products::F32),
         HostKernels::NativeInt8 => Some(Products::Int8),
         _ => None,
@@ -224,6 +230,9 @@ pub fn load_with<B: Backend>(
     };
     if host != HostKernels::Off && !native_gguf {
         loaded.model.enable_host_kernels(HOST_MAX_ROWS);
+    }
+    if host == HostKernels::Q8 {
+        loaded.model.quantize_host_kernels();
     }
     Ok(loaded)
 }

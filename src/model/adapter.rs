@@ -109,7 +109,8 @@ fn factor(st: &SafeTensors<'_>, path: &Path, name: &str, shape: [usize; 2]) -> R
 impl<B: Backend> Llama<B> {
     /// The model with the LoRA adapter in `dir` (PEFT's layout: `adapter_config.json` and
     /// `adapter_model.safetensors`, f32) merged into its weights. Host kernels, if on, are rebuilt
-    /// from the merged weights (as f16/f32 copies: a quantized file's own blocks no longer match).
+    /// from the merged weights (as f16/f32 copies: a quantized file's own blocks no longer match;
+    /// [`Llama::quantize_host_kernels`] then quantizes them to Q8_0 for integer products).
     ///
     /// # Errors
     /// [`Error::Io`] for a missing file; [`Error::InvalidCheckpoint`] for a malformed config, a

@@ -151,6 +151,25 @@ impl HostMatrix {
         Self { out, inp, data }
     }
 
+    /// The same matrix with dense f32 or f16 storage quantized to Q8_0 blocks (llama.cpp's
+    /// reference quantizer: 8.5 bits per weight) and multiplied by integer `products`; block
+    /// storage, and rows that are not whole 32-value blocks, are unchanged.
+    pub fn quantized_q8_0(self, products: Products) -> Self {
+        let (out, inp) = (self.out, self.inp);
+        let values = match &self.data {
+            _ if inp % 32 != 0 => return self,
+            Data::F32(v) => quant::quantize_q8_0(v),
+            Data::F16(v) => {
+                let f: Vec<f32> = v.iter().map(|x| x.to_f32()).collect();
+                quant::quantize_q8_0(&f)
+            }
+            _ => return self,
+        };
+        let row_bytes = inp / 32 * 34;
+        let data = Self::blocks_as(GgmlType::Q8_0, values, row_bytes, out, products);
+        Self { out, inp, data }
+    }
+
     /// `out` rows of `ty` blocks stored for `products`.
     fn blocks_as(
         ty: GgmlType,
@@ -780,6 +799,40 @@ mod tests {
         let q =
             HostMatrix::from_blocks(GgmlType::Q4K, 2, 256, random_blocks(GgmlType::Q4K, 512, 9));
         assert_eq!(q.unwrap().storage(), "Q4_K");
+    }
+
+    #[test]
+    fn dense_matrices_quantized_to_q8_0_stay_close_to_their_products() {
+        let (out, inp, m) = (70, 96, 3);
+        let w: Vec<f32> = (0..out * inp)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 64.0)
+            .collect();
+        let x: Vec<f32> = (0..m * inp)
+            .map(|i| ((i * 13 % 29) as f32 - 14.0) / 8.0)
+            .collect();
+        let dense = HostMatrix::from_f32(out, inp, w.clone());
+        let want = dense.matmul(&x, m);
+        let half = HostMatrix::from_f16(out, inp, w.iter().map(|&v| f16::from_f32(v)).collect());
+        for q in [dense, half].map(|d| d.quantized_q8_0(Products::Int16)) {
+            assert_eq!(q.storage(), "Q8_0 x Q16");
+            // Each weight moves by at most half a step, max|w| / 254 (here 50/64/254), and
+            // each activation by 1/32767 of its block's largest.
+            let bound = |j: usize| -> f32 {
+                let xs = &x[j * inp..(j + 1) * inp];
+                xs.iter().map(|v| v.abs()).sum::<f32>() * (50.0 / 64.0 / 254.0) * 1.01
+            };
+            for (i, (a, b)) in q.matmul(&x, m).iter().zip(&want).enumerate() {
+                assert!((a - b).abs() <= bound(i / out), "{i}: {a} vs {b}");
+            }
+        }
+        // Rows that are not whole blocks stay dense; block storage stays as it is.
+        let odd = HostMatrix::from_f32(2, 37, vec![0.5; 74]).quantized_q8_0(Products::Int16);
+        assert_eq!(odd.storage(), "f32");
+        let q41 =
+            HostMatrix::from_blocks(GgmlType::Q4_1, 2, 32, random_blocks(GgmlType::Q4_1, 64, 3))
+                .unwrap()
+                .quantized_q8_0(Products::Int16);
+        assert_eq!(q41.storage(), "Q4_1");
     }
 
     #[test]

@@ -5,7 +5,7 @@ use crate::error::{Error, Result};
 use crate::model::cache::KvCache;
 use crate::model::config::LlamaConfig;
 use crate::model::engine;
-use crate::model::host::{HostBlock, HostConsts, HostMatrix, HostWeights};
+use crate::model::host::{HostBlock, HostConsts, HostMatrix, HostWeights, Products};
 use crate::model::lora::{Lora, LoraConfig, LoraTarget};
 use crate::model::rope::{Rope, inv_frequencies};
 use crate::model::weights::{ParamSource, RandomInit, transpose};
@@ -479,6 +479,49 @@ impl<B: Backend> Llama<B> {
             merge_into(block.mlp.projections_mut(), lora);
         }
         self
+    }
+
+    /// Quantizes the host engine's dense matrices (the f32 or f16 copies of a Hugging Face
+    /// checkpoint or of a model with a merged LoRA adapter) to Q8_0 blocks, 8.5 bits per weight,
+    /// multiplied by the integer products of [`crate::HostKernels::Native`]: several times less
+    /// memory to stream per token than f32 copies. Matrices already held as a checkpoint's own
+    /// blocks are kept; nothing happens while the host engine is off. This is what
+    /// [`crate::HostKernels::Q8`] does at load.
+    ///
+    /// ```no_run
+    /// # fn main() -> msn::Result<()> {
+    /// use burn::backend::Flex;
+    /// let mut m = msn::load::<Flex>("smollm2", &Default::default())?.model;
+    /// m = m.apply_lora_adapter(std::path::Path::new("my_adapter"))?; // dense f32 copies
+    /// m.quantize_host_kernels(); // Q8_0 blocks, integer products
+    /// assert_eq!(m.host_storage().as_deref(), Some("Q8_0 x Q16"));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn quantize_host_kernels(&mut self) {
+        let Some(host) = self.host.take() else {
+            return;
+        };
+        let mut h = Arc::try_unwrap(host).unwrap_or_else(|shared| (*shared).clone());
+        let quantize = |m: &mut HostMatrix| {
+            let dense = std::mem::replace(m, HostMatrix::from_f32(0, 0, Vec::new()));
+            *m = dense.quantized_q8_0(Products::Int16);
+        };
+        for b in &mut h.blocks {
+            for m in [
+                &mut b.q,
+                &mut b.k,
+                &mut b.v,
+                &mut b.o,
+                &mut b.gate,
+                &mut b.up,
+                &mut b.down,
+            ] {
+                quantize(m);
+            }
+        }
+        quantize(&mut h.head);
+        self.host = Some(Arc::new(h));
     }
 
     /// Drops the host copies ([`Llama::enable_host_kernels`]); every product runs on the backend.

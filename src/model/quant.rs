@@ -125,6 +125,22 @@ fn h(b: &[u8], at: usize) -> f32 {
     f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
 }
 
+/// Quantizes `values` (a whole number of 32-value blocks) to Q8_0 blocks as llama.cpp's
+/// reference quantizer does: per block `d = max|x| / 127` (stored as f16) and
+/// `q = round(x / d)` to nearest, ties away from zero, computed with the unrounded `d`.
+pub(crate) fn quantize_q8_0(values: &[f32]) -> Vec<u8> {
+    assert_eq!(values.len() % 32, 0, "Q8_0 rows are whole 32-value blocks");
+    let mut out = Vec::with_capacity(values.len() / 32 * 34);
+    for block in values.chunks_exact(32) {
+        let amax = block.iter().fold(0f32, |m, x| m.max(x.abs()));
+        let d = amax / 127.0;
+        let id = if d == 0.0 { 0.0 } else { 1.0 / d };
+        out.extend_from_slice(&f16::from_f32(d).to_le_bytes());
+        out.extend(block.iter().map(|&x| ((x * id).round() as i8) as u8));
+    }
+    out
+}
+
 /// Dequantizes `data` (exactly [`GgmlType::bytes_for`]`(n)` bytes) into `out` (`n` values).
 ///
 /// # Errors
@@ -301,6 +317,47 @@ mod tests {
         let mut out = vec![0f32; 32];
         dequantize(GgmlType::Q8_0, &b, &mut out).unwrap();
         assert_eq!(&out[..3], &[-1.0, 0.0, 1.5]);
+    }
+
+    #[test]
+    fn q8_0_quantizer_by_hand() {
+        // Block 1: max |x| = 127, so d = 1 and q = x rounded, halves away from zero.
+        let mut x = vec![0f32; 96];
+        x[..5].copy_from_slice(&[127.0, -63.5, 0.49, -0.5, 2.5]);
+        // Block 2: all zeros (d = 0, q = 0). Block 3: max |x| = 1, d = 1/127, q = round(127 x).
+        x[64..67].copy_from_slice(&[-1.0, 0.5, 0.1]);
+        let b = quantize_q8_0(&x);
+        assert_eq!(b.len(), 3 * 34);
+        assert_eq!(&b[..2], &f16::from_f32(1.0).to_le_bytes());
+        let q = |blk: usize, j: usize| b[blk * 34 + 2 + j] as i8;
+        assert_eq!(
+            [q(0, 0), q(0, 1), q(0, 2), q(0, 3), q(0, 4)],
+            [127, -64, 0, -1, 3]
+        );
+        assert!((5..32).all(|j| q(0, j) == 0));
+        assert_eq!(&b[34..36], &[0, 0]);
+        assert!((0..32).all(|j| q(1, j) == 0));
+        assert_eq!(&b[68..70], &f16::from_f32(1.0 / 127.0).to_le_bytes());
+        assert_eq!([q(2, 0), q(2, 1), q(2, 2)], [-127, 64, 13]);
+    }
+
+    #[test]
+    fn q8_0_round_trip_is_within_half_a_step() {
+        let mut rng = crate::rng::Rng::new(4);
+        let x: Vec<f32> = (0..32 * 40)
+            .map(|i| ((rng.unit() - 0.5) * (1 + i / 32) as f64) as f32)
+            .collect();
+        let b = quantize_q8_0(&x);
+        let mut y = vec![0f32; x.len()];
+        dequantize(GgmlType::Q8_0, &b, &mut y).unwrap();
+        for (blk, (xs, ys)) in x.chunks(32).zip(y.chunks(32)).enumerate() {
+            let d = xs.iter().fold(0f32, |m, v| m.max(v.abs())) / 127.0;
+            let d16 = f16::from_le_bytes([b[blk * 34], b[blk * 34 + 1]]).to_f32();
+            let bound = d / 2.0 + 127.0 * (d16 - d).abs() + 1e-7;
+            for (a, c) in xs.iter().zip(ys) {
+                assert!((a - c).abs() <= bound, "block {blk}: {a} -> {c}");
+            }
+        }
     }
 
     #[test]
