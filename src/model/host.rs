@@ -695,15 +695,21 @@ impl HostConsts {
 mod tests {
     use super::*;
 
+    /// An `[out, inp]` weight matrix in [-50/64, 50/64] and `m` activation rows in [-14/8, 14/8].
+    fn weights_and_activations(out: usize, inp: usize, m: usize) -> (Vec<f32>, Vec<f32>) {
+        let w = (0..out * inp)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 64.0)
+            .collect();
+        let x = (0..m * inp)
+            .map(|i| ((i * 13 % 29) as f32 - 14.0) / 8.0)
+            .collect();
+        (w, x)
+    }
+
     #[test]
     fn matches_a_plain_product_in_f32_and_f16() {
         let (out, inp, m) = (70, 37, 5);
-        let w: Vec<f32> = (0..out * inp)
-            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 64.0)
-            .collect();
-        let x: Vec<f32> = (0..m * inp)
-            .map(|i| ((i * 13 % 29) as f32 - 14.0) / 8.0)
-            .collect();
+        let (w, x) = weights_and_activations(out, inp, m);
         let expect: Vec<f64> = (0..m)
             .flat_map(|j| {
                 let (w, x) = (&w, &x);
@@ -804,12 +810,7 @@ mod tests {
     #[test]
     fn dense_matrices_quantized_to_q8_0_stay_close_to_their_products() {
         let (out, inp, m) = (70, 96, 3);
-        let w: Vec<f32> = (0..out * inp)
-            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 64.0)
-            .collect();
-        let x: Vec<f32> = (0..m * inp)
-            .map(|i| ((i * 13 % 29) as f32 - 14.0) / 8.0)
-            .collect();
+        let (w, x) = weights_and_activations(out, inp, m);
         let dense = HostMatrix::from_f32(out, inp, w.clone());
         let want = dense.matmul(&x, m);
         let half = HostMatrix::from_f16(out, inp, w.iter().map(|&v| f16::from_f32(v)).collect());
