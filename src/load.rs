@@ -424,3 +424,32 @@ pub(crate) fn config_from_gguf(h: &GgufHeader) -> Result<LlamaConfig> {
     config.validate()?;
     Ok(config)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn option_names_round_trip_and_unknown_names_are_errors() {
+        use HostKernels::*;
+        for h in [Auto, Native, NativeF32, NativeInt8, Q8, Converted, Off] {
+            assert_eq!(h.to_string().parse::<HostKernels>().unwrap(), h);
+        }
+        for d in [WeightDtype::F32, WeightDtype::F16] {
+            assert_eq!(d.to_string().parse::<WeightDtype>().unwrap(), d);
+        }
+        // Names are exact: no case folding, no default for an unknown one; the error lists them.
+        for bad in ["Q8", "q8_0", "", "native "] {
+            match bad.parse::<HostKernels>() {
+                Err(Error::InvalidArgument(m)) => {
+                    assert!(m.contains("q8, converted or off"), "{m}")
+                }
+                other => panic!("{bad:?} parsed as {other:?}"),
+            }
+        }
+        assert!(matches!(
+            "bf16".parse::<WeightDtype>(),
+            Err(Error::InvalidArgument(_))
+        ));
+    }
+}
