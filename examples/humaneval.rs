@@ -96,10 +96,6 @@ fn run<B: Backend>(device: B::Device, args: &Args) -> msn::Result<()> {
     let mut m = msn::load_with::<B>(&args.model, &device, options)?;
     if let Some(dir) = &args.lora {
         m.model = m.model.apply_lora_adapter(dir)?;
-        if args.host_kernels == msn::HostKernels::Q8 {
-            // the merged weights come back as dense copies
-            m.model.quantize_host_kernels();
-        }
     }
     let mut decoder = args.decoder.build(&m.model)?;
     let config = GenerateConfig::new(args.max_new_tokens, &m.tokenizer);

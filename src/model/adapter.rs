@@ -109,8 +109,10 @@ fn factor(st: &SafeTensors<'_>, path: &Path, name: &str, shape: [usize; 2]) -> R
 impl<B: Backend> Llama<B> {
     /// The model with the LoRA adapter in `dir` (PEFT's layout: `adapter_config.json` and
     /// `adapter_model.safetensors`, f32) merged into its weights. Host kernels, if on, are rebuilt
-    /// from the merged weights (as f16/f32 copies: a quantized file's own blocks no longer match;
-    /// [`Llama::quantize_host_kernels`] then quantizes them to Q8_0 for integer products).
+    /// from the merged weights: quantized to Q8_0 again when they were
+    /// ([`Llama::quantize_host_kernels`], [`crate::HostKernels::Q8`]), else as f16/f32 copies (a
+    /// quantized file's own blocks no longer match; `quantize_host_kernels` then quantizes
+    /// them).
     ///
     /// # Errors
     /// [`Error::Io`] for a missing file; [`Error::InvalidCheckpoint`] for a malformed config, a
@@ -121,7 +123,7 @@ impl<B: Backend> Llama<B> {
         let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
         let st = SafeTensors::deserialize(&bytes)
             .map_err(|e| Error::checkpoint(&path, format!("not valid safetensors: {e}")))?;
-        let host_rows = self.host_weights().map(|h| h.max_rows);
+        let host = self.host_weights().map(|h| (h.max_rows, h.q8));
         let device = self.device();
         let scale = config.alpha / config.rank as f64;
         let r = config.rank;
@@ -150,8 +152,11 @@ impl<B: Backend> Llama<B> {
             ));
         }
         model = model.merge_lora();
-        if let Some(rows) = host_rows {
+        if let Some((rows, q8)) = host {
             model.enable_host_kernels(rows);
+            if q8 {
+                model.quantize_host_kernels();
+            }
         }
         Ok(model)
     }
@@ -212,6 +217,39 @@ mod tests {
                 .unwrap();
         assert_eq!(cfg["r"], 2);
         assert_eq!(cfg["target_modules"][2], "gate_proj");
+    }
+
+    #[test]
+    fn an_adapter_keeps_the_host_engine_quantized() {
+        let dir = tempfile::tempdir().unwrap();
+        save_adapter(&trained(&config()), &config(), dir.path()).unwrap();
+        let (mut dense, mut q8) = (base(), base());
+        dense.enable_host_kernels(8);
+        q8.enable_host_kernels(8);
+        q8.quantize_host_kernels();
+        let dense = dense.apply_lora_adapter(dir.path()).unwrap();
+        let q8 = q8.apply_lora_adapter(dir.path()).unwrap();
+        assert_eq!(dense.host_storage().as_deref(), Some("f32"));
+        assert_eq!(q8.host_storage().as_deref(), Some("Q8_0 x Q16"));
+        // The quantized copies are the merged weights' (not the base's) quantized.
+        let mut want = dense.clone();
+        want.quantize_host_kernels();
+        let ids: Vec<i64> = vec![3, 17, 5, 60];
+        let d = Default::default();
+        let logits = |m: &Llama<B>| {
+            let mut cache = m.new_cache(1, ids.len());
+            let input = crate::model::ForwardInput {
+                tokens: Tensor::from_data(TensorData::new(ids.clone(), [1, 4]), &d),
+                positions: Tensor::from_data(TensorData::new(vec![0i64, 1, 2, 3], [1, 4]), &d),
+                mask: None,
+            };
+            m.forward(input, &mut cache)
+                .into_data()
+                .to_vec::<f32>()
+                .unwrap()
+        };
+        assert_eq!(logits(&q8), logits(&want));
+        assert_ne!(logits(&q8), logits(&dense));
     }
 
     #[test]

@@ -665,9 +665,10 @@ pub struct HostWeights {
     pub max_rows: usize,
     /// Norms, RoPE tables and shapes for the host engine.
     pub(crate) engine: HostConsts,
+    /// Dense matrices were quantized to Q8_0 ([`crate::Llama::quantize_host_kernels`]): copies
+    /// rebuilt from new weights (a merged adapter) are quantized too.
+    pub(crate) q8: bool,
 }
-
-impl HostWeights {}
 
 /// Everything besides the matrices that the host engine needs.
 #[derive(Debug, Clone)]

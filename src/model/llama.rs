@@ -416,6 +416,7 @@ impl<B: Backend> Llama<B> {
             head,
             max_rows,
             engine,
+            q8: false,
         }));
         Ok(())
     }
@@ -486,7 +487,8 @@ impl<B: Backend> Llama<B> {
     /// multiplied by the integer products of [`crate::HostKernels::Native`]: several times less
     /// memory to stream per token than f32 copies. Matrices already held as a checkpoint's own
     /// blocks are kept; nothing happens while the host engine is off. This is what
-    /// [`crate::HostKernels::Q8`] does at load.
+    /// [`crate::HostKernels::Q8`] does at load; an adapter applied afterwards
+    /// ([`Llama::apply_lora_adapter`]) is quantized with the weights it merges into.
     ///
     /// ```no_run
     /// # fn main() -> msn::Result<()> {
@@ -521,6 +523,7 @@ impl<B: Backend> Llama<B> {
             }
         }
         quantize(&mut h.head);
+        h.q8 = true;
         self.host = Some(Arc::new(h));
     }
 
