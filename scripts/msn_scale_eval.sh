@@ -8,7 +8,9 @@
 #   - clean loss on the 110 held-out self-distilled answers, top-1 at ahead noise, and the MAT of
 #     Jacobi and TR-Jacobi on the Spec-Bench CPU subset (13 questions) at 64 and 256 new tokens.
 #
-#   bash scripts/msn_scale_eval.sh [OUT_DIR]   (default results/msn_scale/eval; ~1.5 h on 2 cores)
+#   bash scripts/msn_scale_eval.sh [OUT_DIR]   (default results/msn_scale/eval)
+#
+# On a 2-core Zen 4: ~10 min per HumanEval run, 40 min for the two MAT steps (2026-11-30).
 #
 # Executes code the model wrote (HumanEval's tests): run it where that is acceptable.
 set -euo pipefail
