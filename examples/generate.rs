@@ -3,6 +3,10 @@
 //! ```text
 //! cargo run --release --example generate -- --model smollm2 --prompt "What is Rust?" --chat
 //! cargo run --release --example generate -- --model m.gguf --prompts p.jsonl --json
+//! # SmolLM2 after MSN fine-tuning (the adapter this repository keeps), merged and quantized
+//! # to Q8_0, decoded by TR-Jacobi
+//! cargo run --release --example generate -- --lora results/msn_scale/adapter --host-kernels q8 \
+//!     --chat --decoder tr-jacobi --prompt "Explain recursion in two sentences."
 //! ```
 //! `--json` prints one line per prompt: `{"id", "prompt_tokens", "tokens", "text", "new_tokens",
 //! "steps", "accept_lengths", "forward_tokens", "wall_time_s", ...}` (`forward_tokens`: tokens each
@@ -57,6 +61,10 @@ struct Args {
     /// Q8_0: faster, logits within ~1 of exact), native-f32, native-int8, converted or off.
     #[arg(long, default_value = "auto")]
     host_kernels: msn::HostKernels,
+    /// A LoRA adapter directory (PEFT's layout) merged into the model's weights first, e.g.
+    /// `results/msn_scale/adapter`: SmolLM2 after MSN fine-tuning.
+    #[arg(long)]
+    lora: Option<PathBuf>,
     /// One JSON line per prompt instead of streamed text.
     #[arg(long)]
     json: bool,
@@ -92,7 +100,10 @@ fn run<B: Backend>(device: B::Device, args: &Args) -> msn::Result<()> {
         dtype: args.dtype,
         host: args.host_kernels,
     };
-    let m = msn::load_with::<B>(&args.model, &device, options)?;
+    let mut m = msn::load_with::<B>(&args.model, &device, options)?;
+    if let Some(dir) = &args.lora {
+        m.model = m.model.apply_lora_adapter(dir)?;
+    }
     let mut config = GenerateConfig::new(args.max_new_tokens, &m.tokenizer);
     config.stop_strings = args.stop.clone();
     config.sampling = args.temperature.map(|temperature| msn::Sampling {
