@@ -100,10 +100,7 @@ fn run<B: Backend>(device: B::Device, args: &Args) -> msn::Result<()> {
         dtype: args.dtype,
         host: args.host_kernels,
     };
-    let mut m = msn::load_with::<B>(&args.model, &device, options)?;
-    if let Some(dir) = &args.lora {
-        m.model = m.model.apply_lora_adapter(dir)?;
-    }
+    let m = common::load_with_adapter::<B>(&args.model, &device, options, args.lora.as_deref())?;
     let mut config = GenerateConfig::new(args.max_new_tokens, &m.tokenizer);
     config.stop_strings = args.stop.clone();
     config.sampling = args.temperature.map(|temperature| msn::Sampling {

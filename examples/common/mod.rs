@@ -18,6 +18,21 @@ pub fn peak_rss_mib() -> f64 {
         .map_or(f64::NAN, |kib| kib / 1024.0)
 }
 
+/// `msn::load_with(model, device, options)`, then the LoRA adapter in `lora` merged into it
+/// when one is given (`--lora DIR`).
+pub fn load_with_adapter<B: burn::prelude::Backend>(
+    model: &str,
+    device: &B::Device,
+    options: msn::LoadOptions,
+    lora: Option<&std::path::Path>,
+) -> msn::Result<msn::LoadedModel<B>> {
+    let mut m = msn::load_with::<B>(model, device, options)?;
+    if let Some(dir) = lora {
+        m.model = m.model.apply_lora_adapter(dir)?;
+    }
+    Ok(m)
+}
+
 /// The backends compiled into this build.
 pub fn available() -> Vec<&'static str> {
     let mut v = Vec::new();
