@@ -159,9 +159,15 @@ impl HostMatrix {
         let values = match &self.data {
             _ if inp % 32 != 0 => return self,
             Data::F32(v) => quant::quantize_q8_0(v),
+            // A row at a time: no f32 copy of the whole matrix (rows are whole blocks).
             Data::F16(v) => {
-                let f: Vec<f32> = v.iter().map(|x| x.to_f32()).collect();
-                quant::quantize_q8_0(&f)
+                let mut row = vec![0f32; inp];
+                let mut blocks = Vec::with_capacity(out * (inp / 32 * 34));
+                for r in v.chunks_exact(inp) {
+                    r.convert_to_f32_slice(&mut row);
+                    blocks.extend(quant::quantize_q8_0(&row));
+                }
+                blocks
             }
             _ => return self,
         };
@@ -668,6 +674,32 @@ pub struct HostWeights {
     /// Dense matrices were quantized to Q8_0 ([`crate::Llama::quantize_host_kernels`]): copies
     /// rebuilt from new weights (a merged adapter) are quantized too.
     pub(crate) q8: bool,
+}
+
+impl HostWeights {
+    /// Every dense matrix (blocks' and head) quantized to Q8_0 for 16-bit integer products
+    /// ([`HostMatrix::quantized_q8_0`]); block storage is kept. Marks the weights `q8`.
+    pub(crate) fn quantize_q8_0(&mut self) {
+        let quantize = |m: &mut HostMatrix| {
+            let dense = std::mem::replace(m, HostMatrix::from_f32(0, 0, Vec::new()));
+            *m = dense.quantized_q8_0(Products::Int16);
+        };
+        for b in &mut self.blocks {
+            for m in [
+                &mut b.q,
+                &mut b.k,
+                &mut b.v,
+                &mut b.o,
+                &mut b.gate,
+                &mut b.up,
+                &mut b.down,
+            ] {
+                quantize(m);
+            }
+        }
+        quantize(&mut self.head);
+        self.q8 = true;
+    }
 }
 
 /// Everything besides the matrices that the host engine needs.

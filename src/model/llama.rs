@@ -5,7 +5,7 @@ use crate::error::{Error, Result};
 use crate::model::cache::KvCache;
 use crate::model::config::LlamaConfig;
 use crate::model::engine;
-use crate::model::host::{HostBlock, HostConsts, HostMatrix, HostWeights, Products};
+use crate::model::host::{HostBlock, HostConsts, HostMatrix, HostWeights};
 use crate::model::lora::{Lora, LoraConfig, LoraTarget};
 use crate::model::rope::{Rope, inv_frequencies};
 use crate::model::weights::{ParamSource, RandomInit, transpose};
@@ -505,25 +505,7 @@ impl<B: Backend> Llama<B> {
             return;
         };
         let mut h = Arc::try_unwrap(host).unwrap_or_else(|shared| (*shared).clone());
-        let quantize = |m: &mut HostMatrix| {
-            let dense = std::mem::replace(m, HostMatrix::from_f32(0, 0, Vec::new()));
-            *m = dense.quantized_q8_0(Products::Int16);
-        };
-        for b in &mut h.blocks {
-            for m in [
-                &mut b.q,
-                &mut b.k,
-                &mut b.v,
-                &mut b.o,
-                &mut b.gate,
-                &mut b.up,
-                &mut b.down,
-            ] {
-                quantize(m);
-            }
-        }
-        quantize(&mut h.head);
-        h.q8 = true;
+        h.quantize_q8_0();
         self.host = Some(Arc::new(h));
     }
 
