@@ -60,6 +60,19 @@ pub enum Error {
     )]
     MissingTensor(String),
 
+    /// The checkpoint holds tensors the model does not read (attention or MLP biases, parts of
+    /// another architecture): decoding without them would give wrong outputs.
+    #[error(
+        "the checkpoint holds {} tensor(s) a llama model does not use ({}{}): it has parts this crate does not implement (attention or MLP biases, another architecture), so its outputs would be wrong. Use a plain llama checkpoint, or implement `CausalLm` for this model.",
+        names.len(),
+        names.iter().take(4).map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", "),
+        if names.len() > 4 { ", ..." } else { "" }
+    )]
+    UnusedTensors {
+        /// Every unused tensor, by its name in the file, sorted.
+        names: Vec<String>,
+    },
+
     /// A tensor has a shape the configuration does not allow.
     #[error(
         "tensor `{tensor}` has shape {found:?}, expected {expected:?}: the checkpoint does not match its own configuration"

@@ -168,7 +168,8 @@ pub struct LoadedModel<B: Backend> {
 ///
 /// # Errors
 /// Every loader error: [`Error::Io`], [`Error::MalformedGguf`], [`Error::UnsupportedDtype`],
-/// [`Error::InvalidCheckpoint`], [`Error::MissingTensor`], [`Error::ShapeMismatch`], ...
+/// [`Error::InvalidCheckpoint`], [`Error::MissingTensor`], [`Error::UnusedTensors`],
+/// [`Error::ShapeMismatch`], ...
 pub fn load<B: Backend>(spec: &str, device: &B::Device) -> Result<LoadedModel<B>> {
     load_with(spec, device, WeightDtype::F32)
 }
@@ -257,12 +258,10 @@ fn gguf_model<B: Backend>(
         file: &file,
         config: &config,
     };
-    let mut params = Loaded::<B> {
-        source: &source,
-        device: device.clone(),
-        dtype: dtype.float_dtype(),
-    };
+    let mut params = Loaded::<B>::new(&source, device, dtype.float_dtype());
     let mut model = Llama::build(&config, rope_factors.as_deref(), &mut params)?;
+    // llama3 RoPE factors are read above, outside the builder.
+    params.check_all_read(|name| name == "rope_freqs.weight")?;
     if let Some(products) = native_host {
         model.enable_host_kernels_from(HOST_MAX_ROWS, |name, out, inp| {
             let m = source.host_matrix(name, out, inp)?;
@@ -314,12 +313,15 @@ fn build_hf<B: Backend>(
     dtype: WeightDtype,
 ) -> Result<Llama<B>> {
     let source = SafetensorsDir::open(dir)?;
-    let mut params = Loaded::<B> {
-        source: &source,
-        device: device.clone(),
-        dtype: dtype.float_dtype(),
-    };
-    Llama::build(config, None, &mut params)
+    let mut params = Loaded::<B>::new(&source, device, dtype.float_dtype());
+    let model = Llama::build(config, None, &mut params)?;
+    // Older checkpoints keep RoPE's inverse frequencies as buffers (the config states them);
+    // with tied embeddings transformers ignores a stored head, and so does this loader.
+    params.check_all_read(|name| {
+        name.ends_with(".rotary_emb.inv_freq")
+            || (config.tie_word_embeddings && name == "lm_head.weight")
+    })?;
+    Ok(model)
 }
 
 impl<B: Backend> LoadedModel<B> {
@@ -384,14 +386,23 @@ pub(crate) fn config_from_gguf(h: &GgufHeader) -> Result<LlamaConfig> {
         .get(&format!("{arch}.rope.scaling.type"))
         .and_then(MetaValue::as_str)
     {
-        Some("linear") => float("rope.scaling.factor").map(|factor| RopeScaling {
+        None | Some("none") => None,
+        Some("linear") => Some(RopeScaling {
             rope_type: "linear".into(),
-            factor,
+            factor: float("rope.scaling.factor").ok_or_else(|| {
+                Error::InvalidConfig(format!(
+                    "GGUF states linear RoPE scaling but no `{arch}.rope.scaling.factor`"
+                ))
+            })?,
             low_freq_factor: None,
             high_freq_factor: None,
             original_max_position_embeddings: None,
         }),
-        _ => None,
+        Some(other) => {
+            return Err(Error::InvalidConfig(format!(
+                "GGUF RoPE scaling `{other}` is not implemented (only `linear`): positions would be encoded wrongly"
+            )));
+        }
     };
     let config = LlamaConfig {
         vocab_size: vocab,

@@ -2,7 +2,7 @@
 //! every malformed-GGUF path, Hugging Face export and re-load.
 
 mod common;
-use common::{B, fixture, temp_file, tiny_gguf};
+use common::{B, fixture, temp_file, tiny_gguf, tiny_gguf_with};
 use msn::__internal::{GgmlType, GgufHeader, MetaValue, dequantize};
 use msn::ExportDtype;
 use msn::{CausalLm, ForwardInput};
@@ -260,4 +260,198 @@ fn f16_weights_keep_greedy_output() {
         let g = msn::Decoder::generate(&mut msn::Greedy, &m16.model, None, &prompt, &cfg).unwrap();
         assert_eq!(g.tokens, want);
     }
+}
+
+fn load_err(path: &std::path::Path) -> Error {
+    msn::load::<B>(path.to_str().unwrap(), &Default::default()).unwrap_err()
+}
+
+/// Rewrites `dir/model.safetensors` with `extra` f32 tensors (name, shape; zeros) added.
+fn add_safetensors(dir: &std::path::Path, extra: &[(&str, &[usize])]) {
+    use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+    let path = dir.join("model.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    let zeros: Vec<Vec<u8>> = extra
+        .iter()
+        .map(|(_, s)| vec![0u8; 4 * s.iter().product::<usize>()])
+        .collect();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let mut views: Vec<(String, TensorView)> = st.tensors();
+    for ((name, shape), data) in extra.iter().zip(&zeros) {
+        views.push((
+            name.to_string(),
+            TensorView::new(Dtype::F32, shape.to_vec(), data).unwrap(),
+        ));
+    }
+    let out = safetensors::serialize(views, None).unwrap();
+    std::fs::write(&path, out).unwrap();
+}
+
+/// Loaders read every tensor a checkpoint holds: one the llama has no place for (a bias, a
+/// part of another architecture) is an error naming it, since outputs without it are wrong.
+#[test]
+fn tensors_the_model_does_not_use_are_typed_errors() {
+    // GGUF: a query bias (Qwen2 has them; the llama has not).
+    let f = temp_file(&tiny_gguf_with(
+        &[],
+        vec![],
+        &[("blk.0.attn_q.bias", &[16])],
+    ));
+    let err = load_err(f.path());
+    assert!(
+        matches!(err, Error::UnusedTensors { ref names } if names == &["blk.0.attn_q.bias"]),
+        "{err}"
+    );
+    assert!(err.to_string().contains("blk.0.attn_q.bias"), "{err}");
+    // llama3's RoPE factors are read (by the RoPE tables, not the builder): no error.
+    let f = temp_file(&tiny_gguf_with(&[], vec![], &[("rope_freqs.weight", &[2])]));
+    msn::load::<B>(f.path().to_str().unwrap(), &Default::default()).unwrap();
+
+    // Hugging Face: biases on two projections, both named, sorted.
+    let f = temp_file(&tiny_gguf(&[], vec![]));
+    let m = msn::load::<B>(f.path().to_str().unwrap(), &Default::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    m.save_hf(dir.path(), ExportDtype::F32).unwrap();
+    add_safetensors(
+        dir.path(),
+        &[
+            ("model.layers.1.mlp.up_proj.bias", &[24]),
+            ("model.layers.0.self_attn.q_proj.bias", &[16]),
+        ],
+    );
+    let err = load_err(dir.path());
+    let want = [
+        "model.layers.0.self_attn.q_proj.bias",
+        "model.layers.1.mlp.up_proj.bias",
+    ];
+    assert!(
+        matches!(err, Error::UnusedTensors { ref names } if names == &want),
+        "{err}"
+    );
+}
+
+/// What transformers itself ignores loads: RoPE buffers of older checkpoints, and a stored
+/// head when the config ties it to the embedding. The logits are the plain model's.
+#[test]
+fn tensors_transformers_ignores_are_ignored() {
+    let f = temp_file(&tiny_gguf(&[], vec![]));
+    let m = msn::load::<B>(f.path().to_str().unwrap(), &Default::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    m.save_hf(dir.path(), ExportDtype::F32).unwrap();
+    add_safetensors(
+        dir.path(),
+        &[
+            ("model.layers.0.self_attn.rotary_emb.inv_freq", &[2]),
+            ("lm_head.weight", &[8, 16]),
+        ],
+    );
+    let back = msn::load::<B>(dir.path().to_str().unwrap(), &Default::default()).unwrap();
+    let prompt = [3, 4, 5, 6, 7, 3];
+    assert_eq!(all_logits(&m, &prompt), all_logits(&back, &prompt));
+}
+
+/// Rewrites `dir/config.json` with `edit` applied to its JSON.
+fn edit_config(dir: &std::path::Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    let path = dir.join("config.json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    edit(&mut v);
+    std::fs::write(&path, v.to_string()).unwrap();
+}
+
+/// A config that states what the llama does not compute is an error, never an approximation.
+#[test]
+fn configs_with_unimplemented_features_are_typed_errors() {
+    let f = temp_file(&tiny_gguf(&[], vec![]));
+    let m = msn::load::<B>(f.path().to_str().unwrap(), &Default::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    m.save_hf(dir.path(), ExportDtype::F32).unwrap();
+    let good = std::fs::read_to_string(dir.path().join("config.json")).unwrap();
+    let cases: [(&str, serde_json::Value, &str); 4] = [
+        ("hidden_act", "gelu".into(), "gelu"),
+        ("attention_bias", true.into(), "attention_bias"),
+        ("mlp_bias", true.into(), "mlp_bias"),
+        (
+            "rope_scaling",
+            serde_json::json!({"rope_type": "yarn", "factor": 4.0}),
+            "yarn",
+        ),
+    ];
+    for (key, value, says) in cases {
+        std::fs::write(dir.path().join("config.json"), &good).unwrap();
+        edit_config(dir.path(), |v| v[key] = value);
+        let err = load_err(dir.path());
+        assert!(
+            matches!(
+                err,
+                Error::UnsupportedArchitecture(_) | Error::InvalidConfig(_)
+            ) && err.to_string().contains(says),
+            "{key}: {err}"
+        );
+    }
+    // What is stated but changes nothing loads: SiLU, no biases, "default" RoPE scaling.
+    std::fs::write(dir.path().join("config.json"), &good).unwrap();
+    edit_config(dir.path(), |v| {
+        v["hidden_act"] = "silu".into();
+        v["attention_bias"] = false.into();
+        v["mlp_bias"] = false.into();
+        v["rope_scaling"] = serde_json::json!({"rope_type": "default"});
+    });
+    let back = msn::load::<B>(dir.path().to_str().unwrap(), &Default::default()).unwrap();
+    let prompt = [3, 4, 5, 6, 7, 3];
+    assert_eq!(all_logits(&m, &prompt), all_logits(&back, &prompt));
+}
+
+/// A sliding attention window shorter than the context (Mistral 7B v0.1) limits the context to
+/// the window, where sliding and full attention agree; past it, a typed error.
+#[test]
+fn a_sliding_window_limits_the_context() {
+    let f = temp_file(&tiny_gguf(&[], vec![]));
+    let m = msn::load::<B>(f.path().to_str().unwrap(), &Default::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    m.save_hf(dir.path(), ExportDtype::F32).unwrap();
+    edit_config(dir.path(), |v| {
+        v["model_type"] = "mistral".into();
+        v["sliding_window"] = 8.into();
+    });
+    let back = msn::load::<B>(dir.path().to_str().unwrap(), &Default::default()).unwrap();
+    assert_eq!(back.model.config().max_position_embeddings, 8);
+    let prompt = [3, 4, 5, 6, 7, 3];
+    assert_eq!(all_logits(&m, &prompt), all_logits(&back, &prompt));
+    let cfg = back.generate_config(3);
+    let err =
+        msn::Decoder::generate(&mut msn::Greedy, &back.model, None, &prompt, &cfg).unwrap_err();
+    assert!(
+        matches!(err, Error::ContextOverflow { context: 8, .. }),
+        "{err}"
+    );
+}
+
+/// GGUF RoPE scaling other than linear, or linear without its factor, is an error.
+#[test]
+fn gguf_rope_scaling_must_be_implemented() {
+    let s = |v: &str| MetaValue::String(v.into());
+    let f = temp_file(&tiny_gguf(
+        &[],
+        vec![("llama.rope.scaling.type", s("yarn"))],
+    ));
+    let err = load_err(f.path());
+    assert!(
+        matches!(err, Error::InvalidConfig(ref m) if m.contains("yarn")),
+        "{err}"
+    );
+    let f = temp_file(&tiny_gguf(
+        &[],
+        vec![("llama.rope.scaling.type", s("linear"))],
+    ));
+    let err = load_err(f.path());
+    assert!(
+        matches!(err, Error::InvalidConfig(ref m) if m.contains("rope.scaling.factor")),
+        "{err}"
+    );
+    let f = temp_file(&tiny_gguf(
+        &[],
+        vec![("llama.rope.scaling.type", s("none"))],
+    ));
+    msn::load::<B>(f.path().to_str().unwrap(), &Default::default()).unwrap();
 }

@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 /// RoPE frequency scaling (Hugging Face `rope_scaling`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RopeScaling {
-    /// `"linear"` or `"llama3"` (older configs call the key `type`).
+    /// `"linear"` or `"llama3"` (older configs call the key `type`); other types are errors
+    /// ([`LlamaConfig::validate`]).
     #[serde(alias = "type")]
     pub rope_type: String,
     /// Scaling factor.
@@ -147,6 +148,20 @@ impl LlamaConfig {
         let positive = |x: f64| x.is_finite() && x > 0.0;
         if !positive(self.rope_theta) || !positive(self.rms_norm_eps) {
             return bad("rope_theta and rms_norm_eps must be positive".into());
+        }
+        if let Some(s) = &self.rope_scaling {
+            if !matches!(s.rope_type.as_str(), "linear" | "llama3") {
+                return bad(format!(
+                    "rope_scaling type `{}` is not implemented: use `linear` or `llama3`, or no rope_scaling (positions would be encoded wrongly otherwise)",
+                    s.rope_type
+                ));
+            }
+            if !positive(s.factor) {
+                return bad(format!(
+                    "rope_scaling factor must be positive, not {}",
+                    s.factor
+                ));
+            }
         }
         Ok(())
     }

@@ -89,6 +89,12 @@ impl SafetensorsDir {
 }
 
 impl TensorSource for SafetensorsDir {
+    fn stored_names(&self) -> Vec<String> {
+        self.index.keys().cloned().collect()
+    }
+    fn stored_name(&self, hf: &str) -> Option<String> {
+        Some(hf.to_string())
+    }
     fn tensor(&self, name: &str) -> Result<Option<(Vec<usize>, Vec<f32>)>> {
         let Some(&i) = self.index.get(name) else {
             return Ok(None);
@@ -126,12 +132,28 @@ impl TensorSource for SafetensorsDir {
 
 /// Reads `dir/config.json` as a llama config.
 ///
+/// A config that states what this crate's llama does not compute is an error, never a silent
+/// approximation: an activation other than SiLU, attention or MLP biases, a RoPE scaling type
+/// other than linear and llama3. A sliding attention window (Mistral 7B v0.1) limits the context
+/// to the window, within which sliding and full attention are the same.
+///
 /// # Errors
-/// [`Error::InvalidCheckpoint`] when missing or not a llama config.
+/// [`Error::InvalidCheckpoint`] when missing or not a llama config;
+/// [`Error::UnsupportedArchitecture`] for another architecture or an unimplemented feature.
 pub fn read_config(dir: &Path) -> Result<LlamaConfig> {
     let path = dir.join("config.json");
     let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-    let config: LlamaConfig = serde_json::from_str(&text)
+    let mut json: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Error::checkpoint(&path, format!("not valid JSON: {e}")))?;
+    // `{"rope_type": "default"}` is transformers' way of saying "no scaling".
+    let scaling = &json["rope_scaling"];
+    if [&scaling["rope_type"], &scaling["type"]]
+        .iter()
+        .any(|t| t.as_str() == Some("default"))
+    {
+        json["rope_scaling"] = serde_json::Value::Null;
+    }
+    let mut config: LlamaConfig = serde_json::from_value(json.clone())
         .map_err(|e| Error::checkpoint(&path, format!("not a llama config.json: {e}")))?;
     let arch_ok = config.model_type == "llama"
         || config.model_type == "mistral"
@@ -139,8 +161,33 @@ pub fn read_config(dir: &Path) -> Result<LlamaConfig> {
     if !arch_ok {
         return Err(Error::UnsupportedArchitecture(config.model_type.clone()));
     }
+    check_llama_features(&json, &config.model_type)?;
+    if let Some(window) = json["sliding_window"].as_u64() {
+        let window = usize::try_from(window).unwrap_or(usize::MAX);
+        config.max_position_embeddings = config.max_position_embeddings.min(window);
+    }
     config.validate()?;
     Ok(config)
+}
+
+/// Rejects config keys that change what a llama computes in ways this crate does not implement.
+fn check_llama_features(json: &serde_json::Value, model_type: &str) -> Result<()> {
+    let unsupported = |what: String| {
+        Err(Error::UnsupportedArchitecture(format!(
+            "{model_type} with {what}"
+        )))
+    };
+    if let Some(act) = json["hidden_act"].as_str()
+        && act != "silu"
+    {
+        return unsupported(format!("hidden_act `{act}` (only `silu` is implemented)"));
+    }
+    for key in ["attention_bias", "mlp_bias"] {
+        if json[key].as_bool() == Some(true) {
+            return unsupported(format!("`{key}: true` (biases are not implemented)"));
+        }
+    }
+    Ok(())
 }
 
 /// Storage type for exported weights.

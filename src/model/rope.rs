@@ -32,7 +32,8 @@ pub fn inv_frequencies(config: &LlamaConfig, factors: Option<&[f32]>) -> Vec<f64
                     }
                 }
             }
-            other => log::warn!("unknown rope_scaling type `{other}`: using unscaled RoPE"),
+            // `LlamaConfig::validate`, which every model build runs, admits no other type.
+            other => unreachable!("rope_scaling type `{other}` passed validation"),
         }
     }
     if let Some(ff) = factors {

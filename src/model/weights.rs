@@ -10,6 +10,7 @@ use crate::model::config::LlamaConfig;
 use crate::model::gguf::GgufFile;
 use burn::prelude::*;
 use burn::tensor::{Distribution, FloatDType};
+use std::collections::HashSet;
 
 /// Supplies parameters by Hugging Face name.
 pub(crate) trait ParamSource<B: Backend> {
@@ -63,22 +64,58 @@ impl<B: Backend> ParamSource<B> for RandomInit<B> {
 pub(crate) trait TensorSource {
     /// `(shape, values)` of `name`, or `Ok(None)` when the checkpoint has no such tensor.
     fn tensor(&self, name: &str) -> Result<Option<(Vec<usize>, Vec<f32>)>>;
+    /// Every tensor the checkpoint holds, by its name in the file.
+    fn stored_names(&self) -> Vec<String>;
+    /// The name in the file of Hugging Face tensor `hf` (`None`: the file cannot hold it).
+    fn stored_name(&self, hf: &str) -> Option<String>;
 }
 
-/// Adapts a [`TensorSource`] to the builder, checking every shape.
+/// Adapts a [`TensorSource`] to the builder, checking every shape and recording what it read.
 pub(crate) struct Loaded<'a, B: Backend> {
-    pub(crate) source: &'a dyn TensorSource,
-    pub(crate) device: B::Device,
+    source: &'a dyn TensorSource,
+    device: B::Device,
     /// Storage type of matrices and the embedding (norm gains stay `f32`).
-    pub(crate) dtype: FloatDType,
+    dtype: FloatDType,
+    /// The names in the file of the tensors read so far.
+    read: HashSet<String>,
 }
 
-impl<B: Backend> Loaded<'_, B> {
-    fn fetch(&self, name: &str, expected: &[usize]) -> Result<Vec<f32>> {
+impl<'a, B: Backend> Loaded<'a, B> {
+    pub(crate) fn new(source: &'a dyn TensorSource, device: &B::Device, dtype: FloatDType) -> Self {
+        Self {
+            source,
+            device: device.clone(),
+            dtype,
+            read: HashSet::new(),
+        }
+    }
+
+    /// Checks that the model read every tensor of the checkpoint except those `ignored` names
+    /// (names in the file): a tensor left over is a part of the network the model lacks, such
+    /// as a bias, and outputs without it would be wrong.
+    ///
+    /// # Errors
+    /// [`Error::UnusedTensors`] listing what was not read.
+    pub(crate) fn check_all_read(&self, ignored: impl Fn(&str) -> bool) -> Result<()> {
+        let mut names: Vec<String> = self
+            .source
+            .stored_names()
+            .into_iter()
+            .filter(|n| !self.read.contains(n) && !ignored(n))
+            .collect();
+        if names.is_empty() {
+            return Ok(());
+        }
+        names.sort();
+        Err(Error::UnusedTensors { names })
+    }
+
+    fn fetch(&mut self, name: &str, expected: &[usize]) -> Result<Vec<f32>> {
         let (shape, data) = self
             .source
             .tensor(name)?
             .ok_or_else(|| Error::MissingTensor(name.to_string()))?;
+        self.read.extend(self.source.stored_name(name));
         if shape != expected {
             return Err(Error::ShapeMismatch {
                 tensor: name.to_string(),
@@ -265,6 +302,17 @@ impl GgufSource<'_> {
 }
 
 impl TensorSource for GgufSource<'_> {
+    fn stored_names(&self) -> Vec<String> {
+        self.file
+            .header
+            .tensors
+            .iter()
+            .map(|t| t.name.clone())
+            .collect()
+    }
+    fn stored_name(&self, hf: &str) -> Option<String> {
+        gguf_name(hf)
+    }
     fn tensor(&self, name: &str) -> Result<Option<(Vec<usize>, Vec<f32>)>> {
         let Some(g) = gguf_name(name) else {
             return Ok(None);

@@ -81,6 +81,15 @@ pub fn ids(v: &serde_json::Value) -> Vec<u32> {
 /// A tiny llama GGUF (F32 tensors, random weights, an 8-token byte-level BPE vocabulary) with
 /// the tensors named in `drop` left out, and `extra` metadata appended.
 pub fn tiny_gguf(drop: &[&str], extra: Vec<(&str, MetaValue)>) -> Vec<u8> {
+    tiny_gguf_with(drop, extra, &[])
+}
+
+/// [`tiny_gguf`] with `tensors` (name, shape; random values) added after the llama's own.
+pub fn tiny_gguf_with(
+    drop: &[&str],
+    extra: Vec<(&str, MetaValue)>,
+    tensors: &[(&str, &[usize])],
+) -> Vec<u8> {
     let tokens = [
         "<|endoftext|>",
         "<|im_start|>",
@@ -159,6 +168,7 @@ pub fn tiny_gguf(drop: &[&str], extra: Vec<(&str, MetaValue)>) -> Vec<u8> {
         }
     }
     names.retain(|(n, _)| !drop.contains(&n.as_str()));
+    names.extend(tensors.iter().map(|(n, s)| (n.to_string(), s.to_vec())));
     let data: Vec<Vec<f32>> = names
         .iter()
         .map(|(_, s)| rand(s.iter().product()))
