@@ -455,3 +455,69 @@ fn gguf_rope_scaling_must_be_implemented() {
     ));
     msn::load::<B>(f.path().to_str().unwrap(), &Default::default()).unwrap();
 }
+
+/// A checkpoint written by transformers 5 (`tools/make_transformers_fixture.py`): RoPE in its
+/// `rope_parameters` layout (llama3 scaling, base 50000), grouped-query attention, a head width
+/// other than hidden / heads, an untied head. Our logits against transformers' float64 ones.
+#[test]
+fn a_transformers_5_checkpoint_matches_transformers() {
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/transformers_llama3");
+    let want = fixture("transformers_llama3/logits.json");
+    let ids = common::ids(&want["ids"]);
+    let model = msn::load_weights::<B>(&dir, &Default::default(), WeightDtype::F32).unwrap();
+    let mut cache = model.new_cache(1, ids.len());
+    let got: Vec<f32> = model
+        .forward(
+            ForwardInput::causal(&ids, 0, &Default::default()),
+            &mut cache,
+        )
+        .into_data()
+        .convert::<f32>()
+        .into_vec()
+        .unwrap();
+    let want: Vec<f64> = want["logits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|row| row.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()))
+        .collect();
+    assert_eq!(got.len(), want.len());
+    let worst = got
+        .iter()
+        .zip(&want)
+        .map(|(&g, &w)| (g as f64 - w).abs())
+        .fold(0.0, f64::max);
+    // f32 against f64 (4.4e-6 measured); reading RoPE wrongly moves the logits by up to 8.3.
+    assert!(worst < 1e-4, "largest logit difference {worst}");
+}
+
+/// A config stating RoPE twice (version 4's keys and version 5's `rope_parameters`) must agree.
+#[test]
+fn rope_stated_twice_must_agree() {
+    let src =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/transformers_llama3");
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(src.join(f), dir.path().join(f)).unwrap();
+    }
+    let load =
+        |dir: &std::path::Path| msn::load_weights::<B>(dir, &Default::default(), WeightDtype::F32);
+    edit_config(dir.path(), |v| v["rope_theta"] = 50000.0.into());
+    load(dir.path()).unwrap();
+    edit_config(dir.path(), |v| v["rope_theta"] = 10000.0.into());
+    let err = load(dir.path()).unwrap_err();
+    assert!(
+        matches!(err, Error::InvalidConfig(ref m) if m.contains("rope_theta")),
+        "{err}"
+    );
+    edit_config(dir.path(), |v| {
+        v["rope_theta"] = serde_json::Value::Null;
+        v["rope_scaling"] = serde_json::json!({"type": "linear", "factor": 8.0});
+    });
+    let err = load(dir.path()).unwrap_err();
+    assert!(
+        matches!(err, Error::InvalidConfig(ref m) if m.contains("twice")),
+        "{err}"
+    );
+}

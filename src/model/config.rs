@@ -26,8 +26,9 @@ pub struct RopeScaling {
 fn default_theta() -> f64 {
     10_000.0
 }
+/// transformers' `LlamaConfig` default.
 fn default_eps() -> f64 {
-    1e-5
+    1e-6
 }
 fn default_arch() -> Vec<String> {
     vec!["LlamaForCausalLM".into()]

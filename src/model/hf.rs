@@ -145,14 +145,10 @@ pub fn read_config(dir: &Path) -> Result<LlamaConfig> {
     let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
     let mut json: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| Error::checkpoint(&path, format!("not valid JSON: {e}")))?;
-    // `{"rope_type": "default"}` is transformers' way of saying "no scaling".
-    let scaling = &json["rope_scaling"];
-    if [&scaling["rope_type"], &scaling["type"]]
-        .iter()
-        .any(|t| t.as_str() == Some("default"))
-    {
-        json["rope_scaling"] = serde_json::Value::Null;
+    if !json.is_object() {
+        return Err(Error::checkpoint(&path, "not a JSON object"));
     }
+    normalize_rope(&mut json)?;
     let mut config: LlamaConfig = serde_json::from_value(json.clone())
         .map_err(|e| Error::checkpoint(&path, format!("not a llama config.json: {e}")))?;
     let arch_ok = config.model_type == "llama"
@@ -168,6 +164,57 @@ pub fn read_config(dir: &Path) -> Result<LlamaConfig> {
     }
     config.validate()?;
     Ok(config)
+}
+
+/// Brings the RoPE keys to the layout [`LlamaConfig`] reads. transformers 5 writes
+/// `rope_parameters: {"rope_theta": .., "rope_type": .., "factor": .., ..}` where version 4 wrote
+/// a top-level `rope_theta` and `rope_scaling`; both layouts read the same, and a config stating
+/// both must agree. A `rope_type` of `"default"` means no scaling.
+fn normalize_rope(json: &mut serde_json::Value) -> Result<()> {
+    let params = json["rope_parameters"].take();
+    if !params.is_null() {
+        let Some(obj) = params.as_object().filter(|o| o.contains_key("rope_type")) else {
+            return Err(Error::InvalidConfig(format!(
+                "`rope_parameters` must be one object with a `rope_type` (per-layer RoPE is not a llama's): {params}"
+            )));
+        };
+        let mut scaling = obj.clone();
+        if let Some(theta) = scaling.remove("rope_theta") {
+            agree(json, "rope_theta", theta)?;
+        }
+        let old = &json["rope_scaling"];
+        let old_type = [&old["rope_type"], &old["type"]]
+            .into_iter()
+            .find_map(|t| t.as_str());
+        let same = old_type == obj["rope_type"].as_str()
+            && old["factor"].as_f64() == obj.get("factor").and_then(|f| f.as_f64());
+        if !old.is_null() && !same {
+            return Err(Error::InvalidConfig(format!(
+                "config.json states RoPE scaling twice, differently: `rope_scaling` {old} and `rope_parameters` {params}"
+            )));
+        }
+        json["rope_scaling"] = serde_json::Value::Object(scaling);
+    }
+    let scaling = &json["rope_scaling"];
+    if [&scaling["rope_type"], &scaling["type"]]
+        .iter()
+        .any(|t| t.as_str() == Some("default"))
+    {
+        json["rope_scaling"] = serde_json::Value::Null;
+    }
+    Ok(())
+}
+
+/// Sets `json[key]` to `value`, or checks that an existing value equals it.
+fn agree(json: &mut serde_json::Value, key: &str, value: serde_json::Value) -> Result<()> {
+    let old = &json[key];
+    if !old.is_null() && old.as_f64() != value.as_f64() {
+        return Err(Error::InvalidConfig(format!(
+            "config.json states `{key}` twice, differently: {old} and {value} (in `rope_parameters`)"
+        )));
+    }
+    json[key] = value;
+    Ok(())
 }
 
 /// Rejects config keys that change what a llama computes in ways this crate does not implement.

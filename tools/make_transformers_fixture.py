@@ -1,0 +1,56 @@
+#!/usr/bin/env python3
+"""Writes tests/fixtures/transformers_llama3/: a tiny random llama saved by transformers 5
+(`config.json` in its `rope_parameters` layout, llama3 RoPE scaling, grouped-query attention, an
+untied head; `model.safetensors`) and `logits.json`, the logits transformers computes for a
+prompt in float64. The Rust loader is checked against code it shares nothing with.
+
+Usage: pip install torch transformers safetensors && python3 tools/make_transformers_fixture.py
+"""
+import json
+import pathlib
+
+import torch
+import transformers
+
+out = pathlib.Path(__file__).resolve().parent.parent / "tests/fixtures/transformers_llama3"
+out.mkdir(parents=True, exist_ok=True)
+torch.manual_seed(2406_17404)
+config = transformers.LlamaConfig(
+    vocab_size=64,
+    hidden_size=32,
+    intermediate_size=48,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=16,
+    max_position_embeddings=128,
+    rms_norm_eps=1e-5,
+    initializer_range=0.25,
+    tie_word_embeddings=False,
+    rope_parameters={
+        "rope_type": "llama3",
+        "rope_theta": 50000.0,
+        "factor": 8.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 16,
+    },
+)
+model = transformers.LlamaForCausalLM(config).eval()
+model.save_pretrained(out)
+(out / "generation_config.json").unlink(missing_ok=True)
+ids = [int(i) for i in torch.randint(0, 64, (24,), generator=torch.Generator().manual_seed(7))]
+with torch.no_grad():
+    logits = model.double()(torch.tensor([ids])).logits[0]
+    unscaled = transformers.LlamaConfig(**{**config.to_dict(), "rope_parameters": {
+        "rope_type": "default", "rope_theta": 50000.0}})
+    plain = transformers.LlamaForCausalLM(unscaled).double().eval()
+    plain.load_state_dict(model.state_dict())
+    effect = (plain(torch.tensor([ids])).logits[0] - logits).abs().max().item()
+(out / "logits.json").write_text(json.dumps({
+    "transformers": transformers.__version__,
+    "ids": ids,
+    "logits": [[round(v, 9) for v in row] for row in logits.tolist()],
+    "llama3_scaling_effect": effect,
+}))
+print(f"transformers {transformers.__version__}: {len(ids)} positions; llama3 scaling moves the logits by up to {effect:.4f}")
