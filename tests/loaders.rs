@@ -521,3 +521,21 @@ fn rope_stated_twice_must_agree() {
         "{err}"
     );
 }
+
+/// The same checkpoint's tokenizer as transformers 5 saves it (BOS from `tokenizer.json`'s
+/// post-processor, the chat template in `chat_template.jinja`): transformers' own token ids for
+/// a text and for a chat prompt (one BOS, written by the template).
+#[test]
+fn a_transformers_5_tokenizer_matches_transformers() {
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/transformers_llama3");
+    let want = fixture("transformers_llama3/logits.json");
+    let m = msn::load::<B>(dir.to_str().unwrap(), &Default::default()).unwrap();
+    let text = want["text"].as_str().unwrap();
+    assert_eq!(
+        m.tokenizer.encode(text).unwrap(),
+        common::ids(&want["text_ids"])
+    );
+    let user = want["chat_user"].as_str().unwrap();
+    assert_eq!(m.chat_prompt(user).unwrap(), common::ids(&want["chat_ids"]));
+}

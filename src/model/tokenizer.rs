@@ -214,16 +214,15 @@ impl Tokenizer {
         if let Some(e) = token_id("eos_token").filter(|e| !eos_ids.contains(e)) {
             eos_ids.push(e);
         }
+        let bos_id = token_id("bos_token");
+        let add_bos = match cfg.get("add_bos_token").and_then(|v| v.as_bool()) {
+            Some(add) => add,
+            None => post_processor_adds(&inner, bos_id)?,
+        };
         Ok(Self {
-            bos_id: token_id("bos_token"),
-            add_bos: cfg
-                .get("add_bos_token")
-                .and_then(|v| v.as_bool())
-                .unwrap_or(false),
-            chat_template: cfg
-                .get("chat_template")
-                .and_then(|v| v.as_str())
-                .map(str::to_string),
+            bos_id,
+            add_bos,
+            chat_template: hf_chat_template(dir, &cfg)?,
             eos_ids,
             inner,
         })
@@ -249,14 +248,15 @@ impl Tokenizer {
     }
 
     /// Token ids of `text`. Special tokens written in the text (`<|im_start|>`) are parsed;
-    /// BOS is prepended when the checkpoint asks for it.
+    /// BOS is prepended when the checkpoint asks for it and the text does not already start
+    /// with it (a chat template that writes `bos_token` gets one BOS, as in transformers).
     ///
     /// # Errors
     /// [`Error::Tokenizer`].
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         let enc = self.inner.encode(text, false).map_err(tk_err)?;
         let mut ids = Vec::with_capacity(enc.len() + 1);
-        if self.add_bos {
+        if self.add_bos && enc.get_ids().first() != self.bos_id.as_ref() {
             ids.extend(self.bos_id);
         }
         ids.extend_from_slice(enc.get_ids());
@@ -338,4 +338,36 @@ impl Tokenizer {
             })
             .map_err(|e| Error::ChatTemplate(e.to_string()))
     }
+}
+
+/// Whether `tokenizer.json`'s post-processor puts `bos` first (how transformers 5 and Llama 3
+/// checkpoints ask for BOS, with no `add_bos_token` in `tokenizer_config.json`).
+fn post_processor_adds(inner: &tokenizers::Tokenizer, bos: Option<u32>) -> Result<bool> {
+    let Some(bos) = bos else {
+        return Ok(false);
+    };
+    let with = inner.encode("", true).map_err(tk_err)?;
+    let without = inner.encode("", false).map_err(tk_err)?;
+    Ok(with.get_ids().first() == Some(&bos) && without.get_ids().first() != Some(&bos))
+}
+
+/// The chat template as transformers reads it: `chat_template.jinja` when present (what
+/// transformers 5 writes), else `tokenizer_config.json`'s `chat_template`, a string or a list of
+/// named templates (the one named `default`).
+fn hf_chat_template(dir: &Path, cfg: &serde_json::Value) -> Result<Option<String>> {
+    let jinja = dir.join("chat_template.jinja");
+    if jinja.exists() {
+        return std::fs::read_to_string(&jinja)
+            .map(Some)
+            .map_err(|e| Error::io(&jinja, e));
+    }
+    Ok(match cfg.get("chat_template") {
+        Some(serde_json::Value::String(t)) => Some(t.clone()),
+        Some(serde_json::Value::Array(named)) => named
+            .iter()
+            .find(|t| t["name"].as_str() == Some("default"))
+            .and_then(|t| t["template"].as_str())
+            .map(str::to_string),
+        _ => None,
+    })
 }
