@@ -262,6 +262,15 @@ fn f16_weights_keep_greedy_output() {
     }
 }
 
+/// The tiny GGUF llama and its Hugging Face export (f32) in a temporary directory.
+fn tiny_hf() -> (msn::LoadedModel<B>, tempfile::TempDir) {
+    let f = temp_file(&tiny_gguf(&[], vec![]));
+    let m = msn::load::<B>(f.path().to_str().unwrap(), &Default::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    m.save_hf(dir.path(), ExportDtype::F32).unwrap();
+    (m, dir)
+}
+
 fn load_err(path: &std::path::Path) -> Error {
     msn::load::<B>(path.to_str().unwrap(), &Default::default()).unwrap_err()
 }
@@ -308,10 +317,7 @@ fn tensors_the_model_does_not_use_are_typed_errors() {
     msn::load::<B>(f.path().to_str().unwrap(), &Default::default()).unwrap();
 
     // Hugging Face: biases on two projections, both named, sorted.
-    let f = temp_file(&tiny_gguf(&[], vec![]));
-    let m = msn::load::<B>(f.path().to_str().unwrap(), &Default::default()).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    m.save_hf(dir.path(), ExportDtype::F32).unwrap();
+    let (_, dir) = tiny_hf();
     add_safetensors(
         dir.path(),
         &[
@@ -334,10 +340,7 @@ fn tensors_the_model_does_not_use_are_typed_errors() {
 /// head when the config ties it to the embedding. The logits are the plain model's.
 #[test]
 fn tensors_transformers_ignores_are_ignored() {
-    let f = temp_file(&tiny_gguf(&[], vec![]));
-    let m = msn::load::<B>(f.path().to_str().unwrap(), &Default::default()).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    m.save_hf(dir.path(), ExportDtype::F32).unwrap();
+    let (m, dir) = tiny_hf();
     add_safetensors(
         dir.path(),
         &[
@@ -362,10 +365,7 @@ fn edit_config(dir: &std::path::Path, edit: impl FnOnce(&mut serde_json::Value))
 /// A config that states what the llama does not compute is an error, never an approximation.
 #[test]
 fn configs_with_unimplemented_features_are_typed_errors() {
-    let f = temp_file(&tiny_gguf(&[], vec![]));
-    let m = msn::load::<B>(f.path().to_str().unwrap(), &Default::default()).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    m.save_hf(dir.path(), ExportDtype::F32).unwrap();
+    let (m, dir) = tiny_hf();
     let good = std::fs::read_to_string(dir.path().join("config.json")).unwrap();
     let cases: [(&str, serde_json::Value, &str); 4] = [
         ("hidden_act", "gelu".into(), "gelu"),
@@ -406,10 +406,7 @@ fn configs_with_unimplemented_features_are_typed_errors() {
 /// the window, where sliding and full attention agree; past it, a typed error.
 #[test]
 fn a_sliding_window_limits_the_context() {
-    let f = temp_file(&tiny_gguf(&[], vec![]));
-    let m = msn::load::<B>(f.path().to_str().unwrap(), &Default::default()).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    m.save_hf(dir.path(), ExportDtype::F32).unwrap();
+    let (m, dir) = tiny_hf();
     edit_config(dir.path(), |v| {
         v["model_type"] = "mistral".into();
         v["sliding_window"] = 8.into();
@@ -430,30 +427,19 @@ fn a_sliding_window_limits_the_context() {
 /// GGUF RoPE scaling other than linear, or linear without its factor, is an error.
 #[test]
 fn gguf_rope_scaling_must_be_implemented() {
-    let s = |v: &str| MetaValue::String(v.into());
-    let f = temp_file(&tiny_gguf(
-        &[],
-        vec![("llama.rope.scaling.type", s("yarn"))],
-    ));
-    let err = load_err(f.path());
-    assert!(
-        matches!(err, Error::InvalidConfig(ref m) if m.contains("yarn")),
-        "{err}"
-    );
-    let f = temp_file(&tiny_gguf(
-        &[],
-        vec![("llama.rope.scaling.type", s("linear"))],
-    ));
-    let err = load_err(f.path());
-    assert!(
-        matches!(err, Error::InvalidConfig(ref m) if m.contains("rope.scaling.factor")),
-        "{err}"
-    );
-    let f = temp_file(&tiny_gguf(
-        &[],
-        vec![("llama.rope.scaling.type", s("none"))],
-    ));
-    msn::load::<B>(f.path().to_str().unwrap(), &Default::default()).unwrap();
+    let load = |kind: &str| {
+        let meta = vec![("llama.rope.scaling.type", MetaValue::String(kind.into()))];
+        let f = temp_file(&tiny_gguf(&[], meta));
+        msn::load::<B>(f.path().to_str().unwrap(), &Default::default())
+    };
+    for (kind, says) in [("yarn", "yarn"), ("linear", "rope.scaling.factor")] {
+        let err = load(kind).unwrap_err();
+        assert!(
+            matches!(err, Error::InvalidConfig(ref m) if m.contains(says)),
+            "{kind}: {err}"
+        );
+    }
+    load("none").unwrap();
 }
 
 /// A checkpoint written by transformers 5 (`tools/make_transformers_fixture.py`): RoPE in its
