@@ -139,7 +139,8 @@ impl TensorSource for SafetensorsDir {
 ///
 /// # Errors
 /// [`Error::InvalidCheckpoint`] when missing or not a llama config;
-/// [`Error::UnsupportedArchitecture`] for another architecture or an unimplemented feature.
+/// [`Error::UnsupportedArchitecture`] for another architecture or an unimplemented feature;
+/// [`Error::InvalidConfig`] for inconsistent hyper-parameters or an unimplemented RoPE scaling.
 pub fn read_config(dir: &Path) -> Result<LlamaConfig> {
     let path = dir.join("config.json");
     let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
