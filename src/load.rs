@@ -282,7 +282,13 @@ fn load_hf<B: Backend>(
     dtype: WeightDtype,
 ) -> Result<LoadedModel<B>> {
     let config = hf::read_config(dir)?;
-    let tokenizer = Tokenizer::from_hf_dir(dir, &config.eos_ids())?;
+    let mut eos = config.eos_ids();
+    for id in hf::generation_eos_ids(dir)? {
+        if !eos.contains(&id) {
+            eos.push(id);
+        }
+    }
+    let tokenizer = Tokenizer::from_hf_dir(dir, &eos)?;
     let model = build_hf(dir, &config, device, dtype)?;
     Ok(LoadedModel {
         model,

@@ -525,3 +525,20 @@ fn a_transformers_5_tokenizer_matches_transformers() {
     let user = want["chat_user"].as_str().unwrap();
     assert_eq!(m.chat_prompt(user).unwrap(), common::ids(&want["chat_ids"]));
 }
+
+/// transformers' `generate` stops at the end-of-sequence ids of `generation_config.json` too;
+/// so does this crate. A malformed file is a typed error.
+#[test]
+fn generation_config_adds_end_of_sequence_ids() {
+    let (_, dir) = tiny_hf();
+    let path = dir.path().join("generation_config.json");
+    std::fs::write(&path, r#"{"bos_token_id": 0, "eos_token_id": [2, 5]}"#).unwrap();
+    let m = msn::load::<B>(dir.path().to_str().unwrap(), &Default::default()).unwrap();
+    assert_eq!(m.tokenizer.eos_ids, vec![2, 5]);
+    std::fs::write(&path, "{").unwrap();
+    let err = load_err(dir.path());
+    assert!(
+        matches!(err, Error::InvalidCheckpoint { ref path, .. } if path.ends_with("generation_config.json")),
+        "{err}"
+    );
+}

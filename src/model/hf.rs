@@ -167,6 +167,29 @@ pub fn read_config(dir: &Path) -> Result<LlamaConfig> {
     Ok(config)
 }
 
+/// The end-of-sequence ids in `dir/generation_config.json` (none when the file is absent):
+/// transformers' `generate` stops at these, which may be more than `config.json` names (Llama 3
+/// Instruct, Qwen 2.5 Instruct).
+///
+/// # Errors
+/// [`Error::InvalidCheckpoint`] when the file is not valid JSON.
+pub(crate) fn generation_eos_ids(dir: &Path) -> Result<Vec<u32>> {
+    let path = dir.join("generation_config.json");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(Vec::new());
+    };
+    let json: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Error::checkpoint(&path, format!("not valid JSON: {e}")))?;
+    let ids = match &json["eos_token_id"] {
+        serde_json::Value::Array(a) => a.iter().filter_map(|v| v.as_u64()).collect(),
+        v => v.as_u64().into_iter().collect::<Vec<_>>(),
+    };
+    Ok(ids
+        .into_iter()
+        .filter_map(|v| u32::try_from(v).ok())
+        .collect())
+}
+
 /// Brings the RoPE keys to the layout [`LlamaConfig`] reads. transformers 5 writes
 /// `rope_parameters: {"rope_theta": .., "rope_type": .., "factor": .., ..}` where version 4 wrote
 /// a top-level `rope_theta` and `rope_scaling`; both layouts read the same, and a config stating
