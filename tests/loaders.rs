@@ -152,7 +152,6 @@ fn wrong_architecture_and_missing_file_are_typed_errors() {
         &[],
         vec![("general.architecture", MetaValue::String("mamba".into()))],
     ));
-    // A later key with the same name overrides the first.
     let err = msn::load::<B>(f.path().to_str().unwrap(), &Default::default()).unwrap_err();
     assert!(
         matches!(err, Error::UnsupportedArchitecture(ref a) if a == "mamba"),
@@ -541,4 +540,34 @@ fn generation_config_adds_end_of_sequence_ids() {
         matches!(err, Error::InvalidCheckpoint { ref path, .. } if path.ends_with("generation_config.json")),
         "{err}"
     );
+}
+
+/// llama.cpp's Llama 3 pre-tokenizer group (`llama-bpe`, `llama3`, `llama-v3` in its
+/// `llama-vocab.cpp`): a word that is in the vocabulary is one token even when no merge builds it
+/// (`ignore_merges`), and BOS is added unless the file says otherwise. Other pre-tokenizers
+/// apply the merges and add BOS only when asked. llama.cpp 0.3.36 itself (`llama-completion
+/// --verbose-prompt`) gives `[1, 5]`, `[5]` and `[1, 3, 4]` for the first, second and fourth of
+/// these files.
+#[test]
+fn the_llama3_pre_tokenizer_group_follows_llama_cpp() {
+    let tokenizer = |pre: &str, add_bos: Option<bool>| {
+        let mut meta = vec![
+            ("tokenizer.ggml.pre", MetaValue::String(pre.into())),
+            (
+                "tokenizer.ggml.merges",
+                MetaValue::Array(vec![MetaValue::String("Ġ a".into())]),
+            ),
+            ("tokenizer.ggml.bos_token_id", MetaValue::U32(1)),
+        ];
+        meta.extend(add_bos.map(|b| ("tokenizer.ggml.add_bos_token", MetaValue::Bool(b))));
+        let f = temp_file(&tiny_gguf(&[], meta));
+        let m = msn::load::<B>(f.path().to_str().unwrap(), &Default::default()).unwrap();
+        m.tokenizer.encode("ab").unwrap()
+    };
+    // The tiny vocabulary: 1 "<|im_start|>" (BOS here), 3 "a", 4 "b", 5 "ab"; no merge builds
+    // "ab".
+    assert_eq!(tokenizer("llama-bpe", None), vec![1, 5]);
+    assert_eq!(tokenizer("llama3", Some(false)), vec![5]);
+    assert_eq!(tokenizer("gpt2", None), vec![3, 4]);
+    assert_eq!(tokenizer("smollm", Some(true)), vec![1, 3, 4]);
 }

@@ -82,7 +82,7 @@ fn pre_tokenizer_for(pre: &str) -> Result<PreTokenizerWrapper> {
             Sequence::new(vec![Digits::new(true).into(), byte_level(true)]).into()
         }
         "default" | "gpt2" | "gpt-2" => byte_level(true),
-        "llama-bpe" | "llama3" | "smaug-bpe" => {
+        "llama-bpe" | "llama3" | "llama-v3" | "smaug-bpe" => {
             Sequence::new(vec![split(LLAMA3)?, byte_level(false)]).into()
         }
         "qwen2" | "deepseek-r1-qwen" => {
@@ -150,15 +150,19 @@ impl Tokenizer {
                     .ok_or_else(|| Error::Tokenizer(format!("malformed merge `{m}`")))
             })
             .collect::<Result<Vec<_>>>()?;
-        let bpe = BPE::builder()
-            .vocab_and_merges(vocab, merges)
-            .build()
-            .map_err(tk_err)?;
-        let mut inner = tokenizers::Tokenizer::new(bpe);
         let pre = h
             .get("tokenizer.ggml.pre")
             .and_then(MetaValue::as_str)
             .unwrap_or("");
+        // llama.cpp's Llama 3 group: a word already in the vocabulary is one token, whatever
+        // the merges say, and BOS is added unless the file says otherwise.
+        let llama3 = matches!(pre, "llama-bpe" | "llama3" | "llama-v3");
+        let bpe = BPE::builder()
+            .vocab_and_merges(vocab, merges)
+            .ignore_merges(llama3)
+            .build()
+            .map_err(tk_err)?;
+        let mut inner = tokenizers::Tokenizer::new(bpe);
         inner.with_pre_tokenizer(Some(pre_tokenizer_for(pre)?));
         inner.with_decoder(Some(ByteLevelDecoder::default()));
         let special: Vec<AddedToken> = tokens
@@ -180,7 +184,7 @@ impl Tokenizer {
             add_bos: h
                 .get("tokenizer.ggml.add_bos_token")
                 .and_then(MetaValue::as_bool)
-                .unwrap_or(false),
+                .unwrap_or(llama3),
             chat_template: h
                 .get("tokenizer.chat_template")
                 .and_then(MetaValue::as_str)

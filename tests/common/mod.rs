@@ -79,7 +79,7 @@ pub fn ids(v: &serde_json::Value) -> Vec<u32> {
 }
 
 /// A tiny llama GGUF (F32 tensors, random weights, an 8-token byte-level BPE vocabulary) with
-/// the tensors named in `drop` left out, and `extra` metadata appended.
+/// the tensors named in `drop` left out, and `extra` metadata set (replacing a key it names).
 pub fn tiny_gguf(drop: &[&str], extra: Vec<(&str, MetaValue)>) -> Vec<u8> {
     tiny_gguf_with(drop, extra, &[])
 }
@@ -135,7 +135,12 @@ pub fn tiny_gguf_with(
         ),
         ("tokenizer.ggml.eos_token_id", MetaValue::U32(2)),
     ];
-    meta.extend(extra);
+    for (key, value) in extra {
+        match meta.iter_mut().find(|(k, _)| *k == key) {
+            Some(slot) => slot.1 = value,
+            None => meta.push((key, value)),
+        }
+    }
     let (v, d, ff, h, kv, hd) = (8usize, 16usize, 24usize, 4usize, 2usize, 4usize);
     let mut seed = 12345u64;
     let mut rand = |n: usize| -> Vec<f32> {
