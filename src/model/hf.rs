@@ -2,7 +2,7 @@
 //! `model.safetensors.index.json`, and writing the same layout back (export).
 
 use crate::error::{Error, Result};
-use crate::model::config::LlamaConfig;
+use crate::model::config::{LlamaConfig, token_ids};
 use crate::model::llama::Llama;
 use crate::model::weights::{TensorSource, transpose};
 use crate::util::write_atomic;
@@ -180,14 +180,7 @@ pub(crate) fn generation_eos_ids(dir: &Path) -> Result<Vec<u32>> {
     };
     let json: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| Error::checkpoint(&path, format!("not valid JSON: {e}")))?;
-    let ids = match &json["eos_token_id"] {
-        serde_json::Value::Array(a) => a.iter().filter_map(|v| v.as_u64()).collect(),
-        v => v.as_u64().into_iter().collect::<Vec<_>>(),
-    };
-    Ok(ids
-        .into_iter()
-        .filter_map(|v| u32::try_from(v).ok())
-        .collect())
+    Ok(token_ids(json.get("eos_token_id")))
 }
 
 /// Brings the RoPE keys to the layout [`LlamaConfig`] reads. transformers 5 writes
@@ -207,10 +200,7 @@ fn normalize_rope(json: &mut serde_json::Value) -> Result<()> {
             agree(json, "rope_theta", theta)?;
         }
         let old = &json["rope_scaling"];
-        let old_type = [&old["rope_type"], &old["type"]]
-            .into_iter()
-            .find_map(|t| t.as_str());
-        let same = old_type == obj["rope_type"].as_str()
+        let same = rope_type(old) == obj["rope_type"].as_str()
             && old["factor"].as_f64() == obj.get("factor").and_then(|f| f.as_f64());
         if !old.is_null() && !same {
             return Err(Error::InvalidConfig(format!(
@@ -219,14 +209,17 @@ fn normalize_rope(json: &mut serde_json::Value) -> Result<()> {
         }
         json["rope_scaling"] = serde_json::Value::Object(scaling);
     }
-    let scaling = &json["rope_scaling"];
-    if [&scaling["rope_type"], &scaling["type"]]
-        .iter()
-        .any(|t| t.as_str() == Some("default"))
-    {
+    if rope_type(&json["rope_scaling"]) == Some("default") {
         json["rope_scaling"] = serde_json::Value::Null;
     }
     Ok(())
+}
+
+/// The type of a `rope_scaling` object (older configs call the key `type`).
+fn rope_type(scaling: &serde_json::Value) -> Option<&str> {
+    [&scaling["rope_type"], &scaling["type"]]
+        .into_iter()
+        .find_map(|t| t.as_str())
 }
 
 /// Sets `json[key]` to `value`, or checks that an existing value equals it.
