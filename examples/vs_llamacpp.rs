@@ -9,11 +9,17 @@
 //! chat prompts `llama-completion` greedy beside msn's greedy, TR-Jacobi and PLD (auto budgets,
 //! every output checked equal to msn's greedy). Prints one table with the ratios and writes
 //! JSON, markdown and an SVG bar chart of the ratios.
+//!
+//! `--scale` measures what matters for a model of real size instead (`scripts/vs_llamacpp.sh
+//! --scale FILE`): process start to first token and peak resident memory (each engine a fresh
+//! process loading the file and writing one token, page cache warm for both), the forward of
+//! T = 1..64 tokens (llama-bench's pp1..pp64: the cost of a token tree or a prefill chunk),
+//! prefill of 128, decode, and greedy end to end; it leaves out the drafting decoders.
 
 mod common;
 use burn::backend::Flex as B;
 use clap::Parser;
-use common::plot;
+use common::{cold_start, plot};
 use msn::{CausalLm, Decoder, ForwardInput, GenerateConfig};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -46,7 +52,20 @@ struct Args {
     /// Print the demo model's GGUF path (fetching it if needed) and exit.
     #[arg(long)]
     print_model: bool,
+    /// Real-size measurements: start to first token, peak memory, the T = 1..64 forward curve,
+    /// prefill, decode, greedy end to end (no drafting decoders).
+    #[arg(long)]
+    scale: bool,
+    /// Internal: load the model, write one token greedily, exit (what `--scale` times).
+    #[arg(long, hide = true)]
+    cold_start_child: bool,
 }
+
+/// The token counts of the forward curve.
+const CURVE: [usize; 7] = [1, 2, 4, 8, 16, 32, 64];
+
+/// New tokens of the decode figure in `--scale` mode.
+const SCALE_DECODE: usize = 32;
 
 /// Figures of one round: name -> tokens/s.
 type Round = BTreeMap<String, f64>;
@@ -71,9 +90,15 @@ fn main() -> msn::Result<()> {
         .gguf
         .as_ref()
         .map_or("smollm2".to_string(), |p| p.display().to_string());
+    if args.cold_start_child {
+        return cold_start_child(&spec);
+    }
     let m = msn::load::<B>(&spec, &Default::default())?;
     let gguf = m.path.clone();
     let prompts = chat_prompts(&m, args.prompts)?;
+    if args.scale {
+        return scale(&args, &llama, &m, &prompts);
+    }
     let mut rounds: Vec<(Round, Round)> = Vec::new();
     let mut agree = (0, 0.0);
     for r in 0..args.rounds {
@@ -90,7 +115,7 @@ fn main() -> msn::Result<()> {
             &prompts,
             args.max_new_tokens,
         )?);
-        let (decoded, texts) = decoders(&m, &prompts, args.max_new_tokens)?;
+        let (decoded, texts) = decoders(&m, &prompts, args.max_new_tokens, true)?;
         ours.extend(decoded);
         agree = agreement(&llama_texts, &texts);
         // PLD against llama.cpp's own PLD as well as against its greedy.
@@ -99,6 +124,141 @@ fn main() -> msn::Result<()> {
         rounds.push((ll, ours));
     }
     report(&args, &gguf, &rounds, agree)
+}
+
+/// `--scale`: start to first token, peak memory, the forward curve, prefill, decode and greedy
+/// end to end for both engines, `args.rounds` rounds interleaved.
+fn scale(
+    args: &Args,
+    llama: &Path,
+    m: &msn::LoadedModel<B>,
+    prompts: &[(String, Vec<u32>)],
+) -> msn::Result<()> {
+    let gguf = m.path.clone();
+    let threads = args.threads.to_string();
+    let failed = |e: String| msn::Error::InvalidArgument(e);
+    let mut rounds: Vec<(Round, Round)> = Vec::new();
+    let mut agree = (0, 0.0);
+    for r in 0..args.rounds {
+        eprintln!("round {} of {} (scale)", r + 1, args.rounds);
+        let mut ll = Round::new();
+        let mut ours = Round::new();
+        let mut theirs = Command::new(llama.join("llama-completion"));
+        theirs
+            .arg("-m")
+            .arg(&gguf)
+            .args(["-t", &threads, "-n", "1", "--temp", "0", "-c", "2048"])
+            .args([
+                "--no-warmup",
+                "-no-cnv",
+                "--no-display-prompt",
+                "-p",
+                &prompts[0].0,
+            ]);
+        let exe = std::env::current_exe().map_err(|e| msn::Error::io("current_exe", e))?;
+        let mut mine = Command::new(exe);
+        mine.arg("--cold-start-child")
+            .arg("--gguf")
+            .arg(&gguf)
+            .args(["--threads", &threads]);
+        for (cmd, round) in [(&mut theirs, &mut ll), (&mut mine, &mut ours)] {
+            let (secs, mb) = cold_start::measure(cmd).map_err(failed)?;
+            round.insert("start to first token (s)".into(), secs);
+            round.insert("peak RSS (MB)".into(), mb);
+        }
+        ll.extend(llama_bench_curve(llama, &gguf, args.threads)?);
+        ours.extend(forward_curve(m)?);
+        let (greedy, llama_texts) =
+            llama_completion(llama, &gguf, args.threads, prompts, args.max_new_tokens)?;
+        ll.extend(greedy);
+        let (decoded, texts) = decoders(m, prompts, args.max_new_tokens, false)?;
+        ours.extend(decoded);
+        agree = agreement(&llama_texts, &texts);
+        rounds.push((ll, ours));
+    }
+    report(args, &gguf, &rounds, agree)
+}
+
+/// The `--cold-start-child` process: load `spec`, write one token of the first chat prompt.
+fn cold_start_child(spec: &str) -> msn::Result<()> {
+    let m = msn::load::<B>(spec, &Default::default())?;
+    let prompts = chat_prompts(&m, 1)?;
+    let cfg = GenerateConfig::new(1, &m.tokenizer);
+    msn::Greedy.generate(&m.model, Some(&m.tokenizer), &prompts[0].1, &cfg)?;
+    Ok(())
+}
+
+/// llama-bench's pp1..pp128 and tg32 (tokens/s), keyed as [`forward_curve`]'s figures.
+fn llama_bench_curve(dir: &Path, gguf: &Path, threads: usize) -> msn::Result<Round> {
+    let sizes: Vec<String> = CURVE.iter().chain(&[128]).map(|t| t.to_string()).collect();
+    let (so, _) = run(Command::new(dir.join("llama-bench"))
+        .arg("-m")
+        .arg(gguf)
+        .args(["-t", &threads.to_string(), "-o", "json", "-r", "3"])
+        .args(["-p", &sizes.join(","), "-n", &SCALE_DECODE.to_string()]))?;
+    let v: serde_json::Value = serde_json::from_str(&so)
+        .map_err(|e| msn::Error::InvalidArgument(format!("llama-bench JSON: {e}")))?;
+    let mut r = Round::new();
+    for test in v.as_array().into_iter().flatten() {
+        let (p, ts) = (
+            test["n_prompt"].as_u64().unwrap_or(0),
+            test["avg_ts"].as_f64(),
+        );
+        let key = match p {
+            0 => format!("decode {SCALE_DECODE}"),
+            128 => "prefill 128".into(),
+            t => format!("forward of {t} tokens"),
+        };
+        if let Some(ts) = ts {
+            r.insert(key, ts);
+        }
+    }
+    Ok(r)
+}
+
+/// msn's forward of T = 1..64 and of 128 tokens into an empty cache, and decode of
+/// [`SCALE_DECODE`] tokens one at a time (tokens/s, medians of 3 after one unmeasured run).
+fn forward_curve(m: &msn::LoadedModel<B>) -> msn::Result<Round> {
+    let d = Default::default();
+    let ids: Vec<u32> = (0..256u32).map(|i| 100 + (i * 37) % 20000).collect();
+    let time = |f: &mut dyn FnMut()| -> f64 {
+        f();
+        median(
+            (0..3)
+                .map(|_| {
+                    let t = Instant::now();
+                    f();
+                    t.elapsed().as_secs_f64()
+                })
+                .collect(),
+        )
+    };
+    let mut r = Round::new();
+    for t in CURVE.into_iter().chain([128]) {
+        let secs = time(&mut || {
+            let mut cache = m.model.new_cache(1, t);
+            let l = m
+                .model
+                .forward(ForwardInput::<B>::causal(&ids[..t], 0, &d), &mut cache);
+            std::hint::black_box(l.into_data());
+        });
+        let key = match t {
+            128 => "prefill 128".into(),
+            t => format!("forward of {t} tokens"),
+        };
+        r.insert(key, t as f64 / secs);
+    }
+    let secs = time(&mut || {
+        let mut cache = m.model.new_cache(1, SCALE_DECODE);
+        for i in 0..SCALE_DECODE {
+            let l = m
+                .model
+                .forward(ForwardInput::<B>::causal(&ids[i..=i], i, &d), &mut cache);
+            std::hint::black_box(l.into_data());
+        }
+    });
+    r.insert(format!("decode {SCALE_DECODE}"), SCALE_DECODE as f64 / secs);
+    Ok(r)
 }
 
 /// The chat-formatted prompts as text, with their ids.
@@ -337,24 +497,27 @@ fn perf_line(stderr: &str, what: &str) -> Option<(f64, f64)> {
     Some((n, ms / 1000.0))
 }
 
-/// msn's decoders on every prompt, each output checked equal to greedy's; greedy's texts.
+/// msn's greedy and, with `drafting`, its drafting decoders on every prompt, each output
+/// checked equal to greedy's; greedy's texts.
 fn decoders(
     m: &msn::LoadedModel<B>,
     prompts: &[(String, Vec<u32>)],
     max_new: usize,
+    drafting: bool,
 ) -> msn::Result<(Round, Vec<String>)> {
     let cfg = GenerateConfig::new(max_new, &m.tokenizer);
-    let mut named: Vec<(&str, msn::AnyDecoder)> = vec![
-        ("greedy end to end", msn::AnyDecoder::Greedy(msn::Greedy)),
-        (
+    let mut named: Vec<(&str, msn::AnyDecoder)> =
+        vec![("greedy end to end", msn::AnyDecoder::Greedy(msn::Greedy))];
+    if drafting {
+        named.push((
             "TR-Jacobi (auto budget) end to end",
             msn::AnyDecoder::TrJacobi(msn::TrJacobi::auto(&m.model, Default::default())?),
-        ),
-        (
+        ));
+        named.push((
             "PLD (auto budget) end to end",
             msn::AnyDecoder::PromptLookup(msn::PromptLookup::auto(&m.model, Default::default())),
-        ),
-    ];
+        ));
+    }
     let mut totals = vec![(0usize, 0f64); named.len()];
     let mut texts = Vec::new();
     for (_, ids) in prompts {
@@ -385,6 +548,11 @@ fn decoders(
     Ok((round, texts))
 }
 
+/// Whether a figure is a time or a memory (lower is better) rather than a speed.
+fn lower_is_better(key: &str) -> bool {
+    key.ends_with("(s)") || key.ends_with("(MB)")
+}
+
 /// Median over rounds of each figure, the table, JSON, markdown and SVG.
 fn report(
     args: &Args,
@@ -392,19 +560,25 @@ fn report(
     rounds: &[(Round, Round)],
     (same, share): (usize, f64),
 ) -> msn::Result<()> {
-    let order = [
-        "prefill 128",
-        "decode 128",
-        "decode 128 at depth 700",
-        "greedy end to end",
-        "TR-Jacobi (auto budget) end to end",
-        "PLD (auto budget) end to end",
-        "PLD end to end (llama-lookup, draft 8)",
-    ];
+    let mut order: Vec<String> = ["start to first token (s)", "peak RSS (MB)", "prefill 128"]
+        .map(String::from)
+        .to_vec();
+    order.extend(CURVE.map(|t| format!("forward of {t} tokens")));
+    order.extend(
+        [
+            "decode 32",
+            "decode 128",
+            "decode 128 at depth 700",
+            "greedy end to end",
+            "TR-Jacobi (auto budget) end to end",
+            "PLD (auto budget) end to end",
+            "PLD end to end (llama-lookup, draft 8)",
+        ]
+        .map(String::from),
+    );
     let keys: Vec<String> = order
-        .iter()
-        .filter(|k| rounds[0].1.contains_key(**k))
-        .map(|k| k.to_string())
+        .into_iter()
+        .filter(|k| rounds[0].1.contains_key(k))
         .collect();
     let llama_greedy = median(
         rounds
@@ -432,7 +606,7 @@ fn report(
         .file_name()
         .map_or(String::new(), |f| f.to_string_lossy().into_owned());
     let mut md = format!(
-        "{file} on {cpu}, {} threads, {} rounds interleaved (medians), {} chat prompts x up to {} new tokens\n\n| tokens/s | llama.cpp | msn | msn / llama.cpp |\n|---|---|---|---|\n",
+        "{file} on {cpu}, {} threads, {} rounds interleaved (medians), {} chat prompts x up to {} new tokens\n\n| tokens/s (time and memory where named; lower is better there) | llama.cpp | msn | msn / llama.cpp |\n|---|---|---|---|\n",
         args.threads,
         rounds.len(),
         args.prompts,
@@ -467,14 +641,55 @@ fn report(
             .as_bytes(),
     )?;
     msn::bench::write_atomic(&args.out.join("vs_llamacpp.md"), md.as_bytes())?;
+    // Every bar is msn's advantage (above 1: msn better): speed ratios as they are, time and
+    // memory inverted.
+    let (labels, advantage): (Vec<String>, Vec<f64>) = rows
+        .iter()
+        .map(|(k, _, _, r)| match lower_is_better(k) {
+            true => (format!("{k}, llama.cpp / msn"), 1.0 / r),
+            false => (k.clone(), *r),
+        })
+        .unzip();
     let svg = plot::bar_chart(
-        "msn / llama.cpp, tokens per second (same GGUF, CPU, threads)",
+        "msn's advantage over llama.cpp (same GGUF, CPU, threads; above 1: msn better)",
         "ratio",
-        &rows.iter().map(|r| r.0.clone()).collect::<Vec<_>>(),
-        &[("msn / llama.cpp".into(), rows.iter().map(|r| r.3).collect())],
+        &labels,
+        &[("msn advantage".into(), advantage)],
         Some(1.0),
     );
     msn::bench::write_atomic(&args.out.join("vs_llamacpp.svg"), svg.as_bytes())?;
+    let curve = |col: fn(&(String, f64, f64, f64)) -> f64| -> Vec<(f64, f64)> {
+        CURVE
+            .iter()
+            .filter_map(|t| {
+                let row = rows
+                    .iter()
+                    .find(|r| r.0 == format!("forward of {t} tokens"))?;
+                Some((*t as f64, 1000.0 * *t as f64 / col(row)))
+            })
+            .collect()
+    };
+    if !curve(|r| r.1).is_empty() {
+        let svg = plot::line_chart(
+            &format!(
+                "Forward of T tokens, {file} ({cpu}, {} threads)",
+                args.threads
+            ),
+            "tokens in the forward (T)",
+            "milliseconds",
+            &[
+                plot::Series {
+                    name: "llama.cpp (llama-bench ppT)".into(),
+                    points: curve(|r| r.1),
+                },
+                plot::Series {
+                    name: "msn".into(),
+                    points: curve(|r| r.2),
+                },
+            ],
+        );
+        msn::bench::write_atomic(&args.out.join("forward_curve.svg"), svg.as_bytes())?;
+    }
     eprintln!("wrote {}", args.out.display());
     Ok(())
 }

@@ -2,6 +2,12 @@
 # msn beside llama.cpp on the same GGUF, the same CPU and thread count, in one invocation.
 #
 #   scripts/vs_llamacpp.sh [ROUNDS] [QUANT]   (default 2 rounds, interleaved)
+#   scripts/vs_llamacpp.sh --scale FILE [ROUNDS] [PROMPTS] [NEW_TOKENS]
+#
+# --scale FILE: any GGUF (the real-size ones scripts/scale_ggufs.sh writes): process start to
+# first token, peak RSS, prefill, decode, the T = 1..64 forward curve (llama-bench's pp1..pp64)
+# and greedy end to end (default 2 prompts x 32 new tokens), results in
+# results/vs_llamacpp_scale/<file name>/.
 #
 # QUANT (e.g. Q4_K_M): run on the demo model re-quantized by llama.cpp's llama-quantize from its
 # Q4_1 file (--allow-requantize; cached beside it), results in results/vs_llamacpp_<quant>/.
@@ -18,6 +24,11 @@
 # Not part of CI (the build alone takes longer than a CI run should).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+SCALE=""
+if [ "${1:-}" = "--scale" ]; then
+  SCALE="${2:?--scale takes a GGUF file}"
+  shift 2
+fi
 ROUNDS="${1:-2}"
 QUANT="${2:-}"
 VERSION=0.3.36
@@ -55,6 +66,12 @@ build_llama
 export LD_LIBRARY_PATH="$LLAMA/bin:${LD_LIBRARY_PATH:-}"
 if [ "${1:-}" = "--build-only" ]; then exit 0; fi
 cargo build --release --example vs_llamacpp >&2
+if [ -n "$SCALE" ]; then
+  NAME="$(basename "$SCALE" .gguf)"
+  exec target/release/examples/vs_llamacpp --llama "$LLAMA/bin" --gguf "$SCALE" --scale \
+    --threads "$THREADS" --rounds "$ROUNDS" --prompts "${2:-2}" --max-new-tokens "${3:-32}" \
+    --out "results/vs_llamacpp_scale/$NAME"
+fi
 GGUF="$(cargo run -q --release --example vs_llamacpp -- --print-model)"
 if [ -n "$QUANT" ]; then
   SRC="$GGUF"

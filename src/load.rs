@@ -4,12 +4,14 @@ use crate::error::{Error, Result};
 use crate::generation::GenerateConfig;
 use crate::model::gguf::{GgufFile, GgufHeader, MetaValue};
 use crate::model::hf::{self, ExportDtype, SafetensorsDir};
-use crate::model::host::Products;
+use crate::model::host::{HostMatrix, Products};
+use crate::model::llama::NativeMatrices;
 use crate::model::tokenizer::Tokenizer;
 use crate::model::weights::{GgufSource, Loaded};
 use crate::model::{Llama, LlamaConfig, RopeScaling};
 use burn::prelude::*;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// How weights are held in memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -243,36 +245,68 @@ pub fn load_with<B: Backend>(
 pub(crate) const HOST_MAX_ROWS: usize = 128;
 
 /// Loads a GGUF file, with host kernels on the file's own blocks, multiplied as `native_host`
-/// says, when it is set.
+/// says, when it is set. Then the burn tensors of the matrices and the embedding are lazy: built
+/// from the file only if something reads them ([`crate::HostKernels`]), so the weights are held
+/// once, in the form the host engine multiplies.
 fn gguf_model<B: Backend>(
     path: &Path,
     device: &B::Device,
     dtype: WeightDtype,
     native_host: Option<Products>,
 ) -> Result<LoadedModel<B>> {
-    let file = GgufFile::open(path)?;
+    let file = Arc::new(GgufFile::open(path)?);
     let config = config_from_gguf(&file.header)?;
     let tokenizer = Tokenizer::from_gguf(&file.header)?;
     let rope_factors = file.dequantize("rope_freqs.weight")?.map(|(_, v)| v);
-    let source = GgufSource {
-        file: &file,
-        config: &config,
+    let source = Arc::new(GgufSource {
+        file: file.clone(),
+        config: config.clone(),
+    });
+    let float = dtype.float_dtype();
+    let mut params = match native_host {
+        Some(_) => Loaded::<B>::deferred(source.clone(), device, float),
+        None => Loaded::<B>::new(source.clone(), device, float),
     };
-    let mut params = Loaded::<B>::new(&source, device, dtype.float_dtype());
     let mut model = Llama::build(&config, rope_factors.as_deref(), &mut params)?;
     // llama3 RoPE factors are read above, outside the builder.
     params.check_all_read(|name| name == "rope_freqs.weight")?;
     if let Some(products) = native_host {
-        model.enable_host_kernels_from(HOST_MAX_ROWS, |name, out, inp| {
-            let m = source.host_matrix(name, out, inp)?;
-            Ok(m.map(|m| m.with_products(products)))
-        })?;
+        let native = GgufNative {
+            source: &source,
+            products,
+            f16: dtype == WeightDtype::F16,
+        };
+        model.enable_host_kernels_from(HOST_MAX_ROWS, &native)?;
+        // Every matrix is copied out: the file's pages need not stay in this process's memory
+        // (the lazy tensors read them again if they are ever built).
+        file.release_pages();
     }
     Ok(LoadedModel {
         model,
         tokenizer,
         path: path.to_path_buf(),
     })
+}
+
+/// The host engine's matrices from a GGUF's own storage.
+struct GgufNative<'a> {
+    source: &'a GgufSource,
+    products: Products,
+    f16: bool,
+}
+
+impl NativeMatrices for GgufNative<'_> {
+    fn product(&self, name: &str, out: usize, inp: usize) -> Result<Option<HostMatrix>> {
+        self.source
+            .host_matrix(name, out, inp, Some(self.products), self.f16)
+    }
+    fn lookup(&self, vocab: usize, hidden: usize) -> Result<Option<HostMatrix>> {
+        self.source
+            .host_matrix("model.embed_tokens.weight", vocab, hidden, None, self.f16)
+    }
+    fn embedding_f16(&self) -> bool {
+        self.f16
+    }
 }
 
 /// Loads a Hugging Face directory.
@@ -318,8 +352,8 @@ fn build_hf<B: Backend>(
     device: &B::Device,
     dtype: WeightDtype,
 ) -> Result<Llama<B>> {
-    let source = SafetensorsDir::open(dir)?;
-    let mut params = Loaded::<B>::new(&source, device, dtype.float_dtype());
+    let source = Arc::new(SafetensorsDir::open(dir)?);
+    let mut params = Loaded::<B>::new(source, device, dtype.float_dtype());
     let model = Llama::build(config, None, &mut params)?;
     // Older checkpoints keep RoPE's inverse frequencies as buffers (the config states them);
     // with tied embeddings transformers ignores a stored head, and so does this loader.

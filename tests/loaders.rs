@@ -571,3 +571,77 @@ fn the_llama3_pre_tokenizer_group_follows_llama_cpp() {
     assert_eq!(tokenizer("gpt2", None), vec![3, 4]);
     assert_eq!(tokenizer("smollm", Some(true)), vec![1, 3, 4]);
 }
+
+/// The burn tensors of every matrix and of the embedding.
+fn dense_params(m: &msn::Llama<B>) -> Vec<&burn::module::Param<burn::tensor::Tensor<B, 2>>> {
+    let mut v = vec![&m.embed_tokens.weight];
+    for l in &m.layers {
+        let (a, f) = (&l.self_attn, &l.mlp);
+        v.extend([&a.q_proj.weight, &a.k_proj.weight, &a.v_proj.weight]);
+        v.extend([&a.o_proj.weight, &f.gate_proj.weight, &f.up_proj.weight]);
+        v.push(&f.down_proj.weight);
+    }
+    v.extend(m.lm_head.as_ref().map(|h| &h.weight));
+    v
+}
+
+/// On a CPU backend a GGUF's matrices are held once, in the host engine's form: loading and
+/// decoding build none of the dense burn tensors; built on demand they equal the ones an eager
+/// load builds, and the logits (the embedding looked up in the host engine's copy) are bit for
+/// bit those of a model whose host copies were converted from eagerly built tensors. Tied and
+/// untied heads, f32 and f16 tensors.
+#[test]
+fn gguf_weights_are_held_once_and_built_on_demand_equal() {
+    use msn::{HostKernels, LoadOptions};
+    let untied: &[(&str, &[usize])] = &[("output.weight", &[8, 16])];
+    for (extra, dtype) in [
+        (&[][..], WeightDtype::F32),
+        (untied, WeightDtype::F32),
+        (&[][..], WeightDtype::F16),
+    ] {
+        let f = temp_file(&tiny_gguf_with(&[], vec![], extra));
+        let path = f.path().to_str().unwrap();
+        let d = Default::default();
+        let lazy = msn::load_with::<B>(path, &d, dtype).unwrap();
+        let options = LoadOptions {
+            dtype,
+            host: HostKernels::Converted,
+        };
+        let eager = msn::load_with::<B>(path, &d, options).unwrap();
+        let prompt = [3, 4, 5, 6, 7, 3];
+        let cfg = msn::GenerateConfig::new(6, &lazy.tokenizer);
+        let g = msn::Decoder::generate(&mut msn::Greedy, &lazy.model, None, &prompt, &cfg).unwrap();
+        assert_eq!(all_logits(&lazy, &prompt), all_logits(&eager, &prompt));
+        let e = msn::Decoder::generate(&mut msn::Greedy, &eager.model, None, &prompt, &cfg);
+        assert_eq!(g.tokens, e.unwrap().tokens);
+        let (lazy_p, eager_p) = (dense_params(&lazy.model), dense_params(&eager.model));
+        assert_eq!(lazy_p.len(), 15 + extra.len());
+        assert!(lazy_p.iter().all(|p| !p.is_initialized()), "{dtype}: built");
+        assert!(eager_p.iter().all(|p| p.is_initialized()));
+        for (a, b) in lazy_p.iter().zip(&eager_p) {
+            assert_eq!(a.val().into_data(), b.val().into_data());
+        }
+    }
+}
+
+/// The demo model holds its weights once too: after loading and decoding no dense tensor exists.
+#[test]
+fn smollm2_builds_no_dense_weights() {
+    let m = msn::load::<B>("smollm2", &Default::default()).unwrap();
+    assert_eq!(m.model.host_storage().as_deref(), Some("Q4_1 x Q16"));
+    let prompt = m.chat_prompt("What is the capital of France?").unwrap();
+    let cfg = m.generate_config(4);
+    msn::Decoder::generate(
+        &mut msn::Greedy,
+        &m.model,
+        Some(&m.tokenizer),
+        &prompt,
+        &cfg,
+    )
+    .unwrap();
+    let built = dense_params(&m.model)
+        .iter()
+        .filter(|p| p.is_initialized())
+        .count();
+    assert_eq!(built, 0);
+}

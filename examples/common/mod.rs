@@ -2,6 +2,7 @@
 //! decoder options and tallies (`decoders`), SVG charts (`plot`), peak memory.
 #![allow(dead_code, unused_macros)]
 
+pub mod cold_start;
 pub mod decoders;
 pub mod plot;
 pub mod vs_greedy;

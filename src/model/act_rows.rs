@@ -32,7 +32,7 @@ pub(crate) trait Quant: Copy + Default + PartialEq + std::fmt::Debug + Send + Sy
     fn to_i32(self) -> i32;
     /// One block by the definition, `x` into `q`: the scale `d`, `sum q_i` and the sum over the
     /// first 16 values.
-    fn block(x: &[f32], q: &mut [Self]) -> (f32, i32, i32) {
+    fn block(x: &[f32; QK], q: &mut [Self; QK]) -> (f32, i32, i32) {
         block(x, q)
     }
 }
@@ -45,10 +45,10 @@ impl Quant for i8 {
     fn to_i32(self) -> i32 {
         i32::from(self)
     }
-    fn block(x: &[f32], q: &mut [Self]) -> (f32, i32, i32) {
+    fn block(x: &[f32; QK], q: &mut [Self; QK]) -> (f32, i32, i32) {
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: AVX2 was just detected; `x` and `q` are one whole block each.
+            // SAFETY: AVX2 was just detected; `x` and `q` are one whole block each (their types).
             return unsafe { avx2::block_i8(x, q) };
         }
         block(x, q)
@@ -63,10 +63,10 @@ impl Quant for i16 {
     fn to_i32(self) -> i32 {
         i32::from(self)
     }
-    fn block(x: &[f32], q: &mut [Self]) -> (f32, i32, i32) {
+    fn block(x: &[f32; QK], q: &mut [Self; QK]) -> (f32, i32, i32) {
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: AVX2 was just detected; `x` and `q` are one whole block each.
+            // SAFETY: AVX2 was just detected; `x` and `q` are one whole block each (their types).
             return unsafe { avx2::block_i16(x, q) };
         }
         block(x, q)
@@ -119,6 +119,8 @@ impl<Q: Quant> ActRows<Q> {
             .zip(out.d.iter_mut().zip(out.s.iter_mut()))
             .zip(out.isum.iter_mut().zip(out.ilo.iter_mut()));
         for (((x, q), (d, s)), (isum, ilo)) in blocks {
+            let x: &[f32; QK] = x.try_into().expect("chunks of QK");
+            let q: &mut [Q; QK] = q.try_into().expect("chunks of QK");
             let (scale, sum, lo) = Q::block(x, q);
             (*d, *s, *isum, *ilo) = (scale, scale * sum as f32, sum, lo);
         }
@@ -161,7 +163,7 @@ fn scales(amax: f32, max: f32) -> (f32, f32) {
 }
 
 /// The definition, one block: writes `q`, returns `d`, `sum q_i` and the sum of the first 16.
-pub(crate) fn block<Q: Quant>(x: &[f32], q: &mut [Q]) -> (f32, i32, i32) {
+pub(crate) fn block<Q: Quant>(x: &[f32; QK], q: &mut [Q; QK]) -> (f32, i32, i32) {
     let amax = x.iter().fold(0f32, |a, v| a.max(v.abs()));
     let (d, id) = scales(amax, Q::MAX);
     let (mut sum, mut lo) = (0i32, 0i32);
@@ -178,15 +180,15 @@ pub(crate) fn block<Q: Quant>(x: &[f32], q: &mut [Q]) -> (f32, i32, i32) {
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
+    use super::QK;
     use std::arch::x86_64::*;
 
     /// Scales of the block at `x` and its values times the inverse scale, rounded to integers
     /// (half to even under the default MXCSR, which Rust code never changes), with their sum
     /// and the sum of the first 16.
     #[inline(always)]
-    unsafe fn rounded(x: &[f32], max: f32) -> (f32, [__m256i; 4], i32, i32) {
-        debug_assert!(x.len() == 32);
-        // SAFETY (callers): AVX2 enabled; 32 values readable in `x`.
+    unsafe fn rounded(x: &[f32; QK], max: f32) -> (f32, [__m256i; 4], i32, i32) {
+        // SAFETY (callers): AVX2 enabled; the 32 values of `x` are readable (its type).
         unsafe {
             let p = x.as_ptr();
             let v = [0, 8, 16, 24].map(|o| _mm256_loadu_ps(p.add(o)));
@@ -219,8 +221,8 @@ mod avx2 {
 
     /// [`super::block`] for 8 bits.
     #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn block_i8(x: &[f32], q: &mut [i8]) -> (f32, i32, i32) {
-        // SAFETY: 32 values in `x`, 32 bytes writable in `q`.
+    pub(super) unsafe fn block_i8(x: &[f32; QK], q: &mut [i8; QK]) -> (f32, i32, i32) {
+        // SAFETY: 32 values in `x`, 32 bytes writable in `q` (their types).
         unsafe {
             let (d, i, sum, lo) = rounded(x, 127.0);
             // i32 -> i8 in order: the packs work within 128-bit halves, a permute restores order.
@@ -235,8 +237,8 @@ mod avx2 {
 
     /// [`super::block`] for 16 bits.
     #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn block_i16(x: &[f32], q: &mut [i16]) -> (f32, i32, i32) {
-        // SAFETY: 32 values in `x`, 32 i16 writable in `q`.
+    pub(super) unsafe fn block_i16(x: &[f32; QK], q: &mut [i16; QK]) -> (f32, i32, i32) {
+        // SAFETY: 32 values in `x`, 32 i16 writable in `q` (their types).
         unsafe {
             let (d, i, sum, lo) = rounded(x, 32767.0);
             for (h, pair) in i.chunks_exact(2).enumerate() {
@@ -319,9 +321,9 @@ mod tests {
     fn simd_equals_scalar<Q: Quant>() {
         let x = activations(64 * QK, 7);
         let fast = ActRows::<Q>::quantize(&x, 64, QK);
-        let mut q = vec![Q::default(); QK];
+        let mut q = [Q::default(); QK];
         for b in 0..64 {
-            let (d, sum, lo) = block(&x[b * QK..(b + 1) * QK], &mut q);
+            let (d, sum, lo) = block(x[b * QK..(b + 1) * QK].try_into().unwrap(), &mut q);
             let r = fast.row(b);
             assert_eq!(
                 (r.d[0].to_bits(), r.s[0].to_bits(), r.isum[0], r.ilo[0]),

@@ -216,9 +216,11 @@ fn scores(
         keys.iter().all(|&j| base + (j + 1) * hd <= k.len()),
         "key index in range"
     );
+    assert_eq!(q.len(), hd, "one query head");
     #[cfg(target_arch = "x86_64")]
     if hd.is_multiple_of(8) && avx2::available() {
-        // SAFETY: AVX2 + FMA detected; every key row is in range (checked above), `q` is `hd` long.
+        // SAFETY: AVX2 + FMA detected; every key row is in range and `q` is `hd` long (both
+        // asserted above).
         unsafe { avx2::scores(q, k, base, keys, hd, scale, out) };
         return;
     }

@@ -269,8 +269,13 @@ impl GgufFile {
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-        // SAFETY: the map is read-only; a file modified while mapped can change tensor values but
-        // every read is bounds-checked against the length parsed here.
+        // SAFETY: the map is read-only and shared with the file; every read is bounds-checked
+        // against the length mapped here. What a concurrent change to the file does: a writer
+        // changes the values a later read sees (weights, not bounds: the header is parsed once,
+        // below); truncating it makes a later read of the cut pages raise SIGBUS. Loading copies
+        // every matrix the host engine multiplies out of the map; lazily built tensors and
+        // dequantizing calls read it again, so the file must stay unchanged while a model
+        // loaded from it lives, as with llama.cpp's mapped weights.
         let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
         let header = GgufHeader::parse(&mmap)?;
         let index = header
@@ -284,6 +289,23 @@ impl GgufFile {
             header,
             index,
         })
+    }
+
+    /// Drops the file's pages from this process's resident memory (`madvise(MADV_DONTNEED)`
+    /// on Unix; nothing elsewhere): after the host engine copied its matrices out, the mapped
+    /// file need not count twice. A later read maps the file's contents in again.
+    pub(crate) fn release_pages(&self) {
+        #[cfg(unix)]
+        {
+            // SAFETY: the map is read-only and shared with the file, and no borrow of it lives
+            // across this call (`&self` readers hold none between calls): dropping its pages
+            // loses nothing, the next read faults the file's contents in again. Failure only
+            // leaves the pages resident.
+            let _ = unsafe {
+                self.mmap
+                    .unchecked_advise(memmap2::UncheckedAdvice::DontNeed)
+            };
+        }
     }
 
     /// The tensor table entry for `name`.

@@ -75,7 +75,11 @@ impl SafetensorsDir {
         for name in names {
             let path = dir.join(&name);
             let file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
-            // SAFETY: read-only map; every access goes through safetensors' bounds checks.
+            // SAFETY: read-only map shared with the file; every access goes through
+            // safetensors' bounds checks. A concurrent writer changes the values later reads
+            // see; truncating the file makes a later read of the cut pages raise SIGBUS. The
+            // loader reads every tensor while loading and drops the map after: the files
+            // must stay unchanged only while a model loads.
             let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(&path, e))?;
             let st = SafeTensors::deserialize(&mmap)
                 .map_err(|e| Error::checkpoint(&path, format!("not valid safetensors: {e}")))?;
@@ -94,6 +98,18 @@ impl TensorSource for SafetensorsDir {
     }
     fn stored_name(&self, hf: &str) -> Option<String> {
         Some(hf.to_string())
+    }
+    fn shape(&self, name: &str) -> Result<Option<Vec<usize>>> {
+        let Some(&i) = self.index.get(name) else {
+            return Ok(None);
+        };
+        let (path, mmap) = &self.files[i];
+        let st = SafeTensors::deserialize(mmap)
+            .map_err(|e| Error::checkpoint(path, format!("not valid safetensors: {e}")))?;
+        let view = st
+            .tensor(name)
+            .map_err(|e| Error::checkpoint(path, format!("{name}: {e}")))?;
+        Ok(Some(view.shape().to_vec()))
     }
     fn tensor(&self, name: &str) -> Result<Option<(Vec<usize>, Vec<f32>)>> {
         let Some(&i) = self.index.get(name) else {

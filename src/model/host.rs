@@ -27,6 +27,7 @@ use crate::model::int_panels::{self, Out, Panels};
 use crate::model::quant::{self, GgmlType};
 use half::f16;
 use half::slice::HalfFloatSliceExt;
+use std::borrow::Cow;
 use std::sync::Mutex;
 
 /// Most activation rows one pass over a weight matrix multiplies (longer inputs take several
@@ -104,18 +105,7 @@ impl HostMatrix {
     /// [`Error::MalformedGguf`] when `inp` is not a whole number of blocks or `bytes` is not
     /// `out` such rows.
     pub fn from_blocks(ty: GgmlType, out: usize, inp: usize, bytes: Vec<u8>) -> Result<Self> {
-        let row_bytes = ty.bytes_for(inp).ok_or_else(|| {
-            Error::MalformedGguf(format!(
-                "{ty:?} rows of {inp} values are not whole {}-value blocks",
-                ty.block_size()
-            ))
-        })?;
-        if row_bytes.checked_mul(out) != Some(bytes.len()) {
-            return Err(Error::MalformedGguf(format!(
-                "{ty:?} matrix [{out}, {inp}] needs {out} x {row_bytes} bytes, found {}",
-                bytes.len()
-            )));
-        }
+        let row_bytes = Self::check_blocks(ty, out, inp, bytes.len())?;
         Ok(Self {
             out,
             inp,
@@ -125,6 +115,41 @@ impl HostMatrix {
                 row_bytes,
             },
         })
+    }
+
+    /// [`HostMatrix::from_blocks`] from borrowed bytes (a mapped file), stored for `products`
+    /// at once: repacked into panels where they are integer products of a type that has them,
+    /// else copied as blocks (`None` or [`Products::F32`]: expanded to f32 in products).
+    ///
+    /// # Errors
+    /// As [`HostMatrix::from_blocks`].
+    pub(crate) fn from_block_slice(
+        ty: GgmlType,
+        out: usize,
+        inp: usize,
+        bytes: &[u8],
+        products: Option<Products>,
+    ) -> Result<Self> {
+        let row_bytes = Self::check_blocks(ty, out, inp, bytes.len())?;
+        let products = products.unwrap_or(Products::F32);
+        let data = Self::blocks_as(ty, Cow::Borrowed(bytes), row_bytes, out, products);
+        Ok(Self { out, inp, data })
+    }
+
+    /// The bytes per row of an `[out, inp]` matrix of `ty` blocks held in `len` bytes.
+    fn check_blocks(ty: GgmlType, out: usize, inp: usize, len: usize) -> Result<usize> {
+        let row_bytes = ty.bytes_for(inp).ok_or_else(|| {
+            Error::MalformedGguf(format!(
+                "{ty:?} rows of {inp} values are not whole {}-value blocks",
+                ty.block_size()
+            ))
+        })?;
+        if row_bytes.checked_mul(out) != Some(len) {
+            return Err(Error::MalformedGguf(format!(
+                "{ty:?} matrix [{out}, {inp}] needs {out} x {row_bytes} bytes, found {len}"
+            )));
+        }
+        Ok(row_bytes)
     }
 
     /// The same matrix multiplied as `products` where its block type has integer products
@@ -139,13 +164,13 @@ impl HostMatrix {
                 let ty = p.ty();
                 let bytes = p.gguf_rows(0, out);
                 let row_bytes = bytes.len() / out.max(1);
-                Self::blocks_as(ty, bytes, row_bytes, out, products)
+                Self::blocks_as(ty, Cow::Owned(bytes), row_bytes, out, products)
             }
             Data::Blocks {
                 ty,
                 bytes,
                 row_bytes,
-            } => Self::blocks_as(ty, bytes, row_bytes, out, products),
+            } => Self::blocks_as(ty, Cow::Owned(bytes), row_bytes, out, products),
             data => data,
         };
         Self { out, inp, data }
@@ -172,14 +197,15 @@ impl HostMatrix {
             _ => return self,
         };
         let row_bytes = inp / 32 * 34;
-        let data = Self::blocks_as(GgmlType::Q8_0, values, row_bytes, out, products);
+        let data = Self::blocks_as(GgmlType::Q8_0, Cow::Owned(values), row_bytes, out, products);
         Self { out, inp, data }
     }
 
-    /// `out` rows of `ty` blocks stored for `products`.
+    /// `out` rows of `ty` blocks stored for `products`: repacked into panels (the source is
+    /// only read) or kept as blocks (an owned source is moved, not copied).
     fn blocks_as(
         ty: GgmlType,
-        bytes: Vec<u8>,
+        bytes: Cow<'_, [u8]>,
         row_bytes: usize,
         out: usize,
         products: Products,
@@ -193,7 +219,7 @@ impl HostMatrix {
             }
             _ => Data::Blocks {
                 ty,
-                bytes,
+                bytes: bytes.into_owned(),
                 row_bytes,
             },
         }
@@ -246,6 +272,11 @@ impl HostMatrix {
             } => expand_blocks(*ty, &bytes[first * row_bytes..(first + n) * row_bytes], out),
             Data::Panels(p) => expand_blocks(p.ty(), &p.gguf_rows(first, n), out),
         }
+    }
+
+    /// Whether the values are stored dense (f32 or f16) rather than as blocks.
+    fn is_dense(&self) -> bool {
+        matches!(self.data, Data::F32(_) | Data::F16(_))
     }
 
     /// `x @ W^T` for `m` rows of `x` (`[m, in]`, row-major): `[m, out]`. Many rows are taken
@@ -365,13 +396,21 @@ fn expand_blocks(ty: GgmlType, bytes: &[u8], out: &mut [f32]) {
 
 /// Output rows `first..` of `w` into `out` (`[rows, m]`), with the best instruction set here.
 fn rows(w: &HostMatrix, first: usize, x: &[f32], m: usize, out: &mut [f32]) {
+    // What the SIMD path's unchecked loads rest on: `m` whole activation rows, and whole
+    // weight rows `first..` for the output chunk.
+    assert_eq!(x.len(), m * w.inp, "m activation rows");
+    assert!(
+        m > 0 && out.len().is_multiple_of(m) && first + out.len() / m <= w.out,
+        "output rows within the matrix"
+    );
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx2")
             && std::arch::is_x86_feature_detected!("fma")
             && std::arch::is_x86_feature_detected!("f16c")
         {
-            // SAFETY: the features `avx2::rows` is compiled for were just detected.
+            // SAFETY: the features `avx2::rows` is compiled for were just detected; the sizes
+            // its loads read are asserted above.
             unsafe { avx2::rows(w, first, x, m, out) };
             return;
         }
@@ -660,6 +699,17 @@ pub struct HostBlock {
     pub down: HostMatrix,
 }
 
+/// Where the host engine looks token embeddings up.
+#[derive(Debug, Clone)]
+pub(crate) enum HostEmbed {
+    /// burn's embedding tensor.
+    Tensor,
+    /// The rows of [`HostWeights::head`] (tied embeddings).
+    Head,
+    /// A matrix of its own (a checkpoint's blocks as stored).
+    Own(HostMatrix),
+}
+
 /// Host copies of every matrix of a model.
 #[derive(Debug, Clone)]
 pub struct HostWeights {
@@ -674,9 +724,39 @@ pub struct HostWeights {
     /// Dense matrices were quantized to Q8_0 ([`crate::Llama::quantize_host_kernels`]): copies
     /// rebuilt from new weights (a merged adapter) are quantized too.
     pub(crate) q8: bool,
+    /// The token embedding.
+    pub(crate) embed: HostEmbed,
+    /// Embedding rows are rounded to f16, as burn's tensor of them is stored
+    /// ([`crate::WeightDtype::F16`]).
+    pub(crate) embed_f16: bool,
 }
 
 impl HostWeights {
+    /// The embeddings of `ids`, `[ids.len(), hidden]`, as burn's embedding tensor holds them;
+    /// `None` where the look-up is that tensor's ([`HostEmbed::Tensor`]).
+    ///
+    /// # Panics
+    /// For an id past the vocabulary (decoders check prompts against it).
+    pub(crate) fn embed(&self, ids: &[usize]) -> Option<Vec<f32>> {
+        let m = match &self.embed {
+            HostEmbed::Tensor => return None,
+            HostEmbed::Head => &self.head,
+            HostEmbed::Own(m) => m,
+        };
+        let d = m.inp;
+        let mut x = vec![0f32; ids.len() * d];
+        for (&id, row) in ids.iter().zip(x.chunks_exact_mut(d)) {
+            assert!(id < m.out, "token id {id} past the vocabulary of {}", m.out);
+            m.expand_rows(id, 1, row);
+            if self.embed_f16 {
+                for v in row.iter_mut() {
+                    *v = f16::from_f32(*v).to_f32();
+                }
+            }
+        }
+        Some(x)
+    }
+
     /// Every dense matrix (blocks' and head) quantized to Q8_0 for 16-bit integer products
     /// ([`HostMatrix::quantized_q8_0`]); block storage is kept. Marks the weights `q8`.
     pub(crate) fn quantize_q8_0(&mut self) {
@@ -696,6 +776,10 @@ impl HostWeights {
             ] {
                 quantize(m);
             }
+        }
+        if matches!(self.embed, HostEmbed::Head) && self.head.is_dense() {
+            // The look-up keeps the unquantized values burn's embedding holds.
+            self.embed = HostEmbed::Own(self.head.clone());
         }
         quantize(&mut self.head);
         self.q8 = true;

@@ -5,7 +5,7 @@ use crate::error::{Error, Result};
 use crate::model::cache::KvCache;
 use crate::model::config::LlamaConfig;
 use crate::model::engine;
-use crate::model::host::{HostBlock, HostConsts, HostMatrix, HostWeights};
+use crate::model::host::{HostBlock, HostConsts, HostEmbed, HostMatrix, HostWeights};
 use crate::model::lora::{Lora, LoraConfig, LoraTarget};
 use crate::model::rope::{Rope, inv_frequencies};
 use crate::model::weights::{ParamSource, RandomInit, transpose};
@@ -62,6 +62,41 @@ pub struct Block<B: Backend> {
     pub mlp: Mlp<B>,
 }
 
+/// Where [`Llama::enable_host_kernels_from`] takes the host engine's matrices from instead of
+/// converting the burn tensors (a checkpoint's own blocks). Names are Hugging Face names
+/// (`model.layers.3.mlp.up_proj.weight`, `lm_head.weight`, or `model.embed_tokens.weight` for a
+/// tied head); a returned matrix is `[out, in]` in the model's row order.
+pub(crate) trait NativeMatrices: Sync {
+    /// Matrix `name` for products, or `None` to convert the burn tensor.
+    ///
+    /// # Errors
+    /// A malformed checkpoint.
+    fn product(&self, name: &str, out: usize, inp: usize) -> Result<Option<HostMatrix>>;
+    /// The token embedding `[vocab, hidden]` for row look-ups, when the head does not hold it;
+    /// `None` to look rows up in the burn tensor.
+    ///
+    /// # Errors
+    /// A malformed checkpoint.
+    fn lookup(&self, vocab: usize, hidden: usize) -> Result<Option<HostMatrix>>;
+    /// Whether burn's embedding tensor is stored as f16 (looked-up rows are rounded alike).
+    fn embedding_f16(&self) -> bool;
+}
+
+/// Every host matrix converted from the burn tensors.
+struct ConvertTensors;
+
+impl NativeMatrices for ConvertTensors {
+    fn product(&self, _: &str, _: usize, _: usize) -> Result<Option<HostMatrix>> {
+        Ok(None)
+    }
+    fn lookup(&self, _: usize, _: usize) -> Result<Option<HostMatrix>> {
+        Ok(None)
+    }
+    fn embedding_f16(&self) -> bool {
+        false
+    }
+}
+
 /// A llama-family causal LM.
 #[derive(Module, Debug)]
 pub struct Llama<B: Backend> {
@@ -82,10 +117,11 @@ pub struct Llama<B: Backend> {
 }
 
 fn linear<B: Backend>(weight: Tensor<B, 2>) -> Linear<B> {
-    Linear {
-        weight: Param::from_tensor(weight),
-        bias: None,
-    }
+    linear_param(Param::from_tensor(weight))
+}
+
+fn linear_param<B: Backend>(weight: Param<Tensor<B, 2>>) -> Linear<B> {
+    Linear { weight, bias: None }
 }
 
 /// `linear.forward(x)` computed in the weight's storage type (f16 weights stay f16 in memory and
@@ -250,22 +286,22 @@ impl<B: Backend> Llama<B> {
                     eps,
                 ),
                 self_attn: Attention {
-                    q_proj: linear(params.matrix(
+                    q_proj: linear_param(params.matrix(
                         &format!("{p}self_attn.q_proj.weight"),
                         h * hd,
                         d,
                     )?),
-                    k_proj: linear(params.matrix(
+                    k_proj: linear_param(params.matrix(
                         &format!("{p}self_attn.k_proj.weight"),
                         kv * hd,
                         d,
                     )?),
-                    v_proj: linear(params.matrix(
+                    v_proj: linear_param(params.matrix(
                         &format!("{p}self_attn.v_proj.weight"),
                         kv * hd,
                         d,
                     )?),
-                    o_proj: linear(params.matrix(
+                    o_proj: linear_param(params.matrix(
                         &format!("{p}self_attn.o_proj.weight"),
                         d,
                         h * hd,
@@ -280,24 +316,32 @@ impl<B: Backend> Llama<B> {
                     eps,
                 ),
                 mlp: Mlp {
-                    gate_proj: linear(params.matrix(&format!("{p}mlp.gate_proj.weight"), ff, d)?),
-                    up_proj: linear(params.matrix(&format!("{p}mlp.up_proj.weight"), ff, d)?),
-                    down_proj: linear(params.matrix(&format!("{p}mlp.down_proj.weight"), d, ff)?),
+                    gate_proj: linear_param(params.matrix(
+                        &format!("{p}mlp.gate_proj.weight"),
+                        ff,
+                        d,
+                    )?),
+                    up_proj: linear_param(params.matrix(
+                        &format!("{p}mlp.up_proj.weight"),
+                        ff,
+                        d,
+                    )?),
+                    down_proj: linear_param(params.matrix(
+                        &format!("{p}mlp.down_proj.weight"),
+                        d,
+                        ff,
+                    )?),
                     lora: Vec::new(),
                 },
             });
         }
         let embed_tokens = Embedding {
-            weight: Param::from_tensor(params.embedding(
-                "model.embed_tokens.weight",
-                config.vocab_size,
-                d,
-            )?),
+            weight: params.embedding("model.embed_tokens.weight", config.vocab_size, d)?,
         };
         let lm_head = if config.tie_word_embeddings {
             None
         } else {
-            Some(linear(params.matrix(
+            Some(linear_param(params.matrix(
                 "lm_head.weight",
                 config.vocab_size,
                 d,
@@ -324,63 +368,114 @@ impl<B: Backend> Llama<B> {
     /// It also turns on the host engine: [`CausalLm::new_cache`] then returns a host cache
     /// ([`KvCache::new_host`]) and forwards with it run entirely in host memory (causal inputs
     /// longer than `max_rows` in chunks of `max_rows`), with each token's result independent of
-    /// the rest of the call. Costs a second copy of the matrices in memory. The loaders turn this on for CPU backends;
-    /// do not use it for training (the host path has no gradients). The copies are converted
-    /// from the burn tensors (f16 stays f16, anything else becomes f32); see
-    /// the loaders to keep a checkpoint's quantized storage instead ([`crate::HostKernels::Native`]).
+    /// the rest of the call. Costs a second copy of the matrices in memory. Do not use it for
+    /// training (the host path has no gradients). The copies are converted from the burn
+    /// tensors (f16 stays f16, anything else becomes f32); the loaders instead keep a GGUF's
+    /// quantized blocks and build no dense tensors at all ([`crate::HostKernels::Native`]).
     pub fn enable_host_kernels(&mut self, max_rows: usize) {
-        self.enable_host_kernels_from(max_rows, |_, _, _| Ok(None))
+        self.enable_host_kernels_from(max_rows, &ConvertTensors)
             .expect("conversion from tensors cannot fail");
     }
 
-    /// [`Llama::enable_host_kernels`], taking each matrix from `native(name, out, in)` when it
-    /// returns one (for example a GGUF tensor's own Q4_1 blocks, 4x smaller than f16), else
-    /// converting the burn tensor. `name` is the Hugging Face name (`model.layers.3.mlp.up_proj.weight`,
-    /// `lm_head.weight`, or `model.embed_tokens.weight` for a tied head); a returned matrix must
-    /// be `[out, in]` in the model's row order.
+    /// [`Llama::enable_host_kernels`], taking each matrix from `native` where it has one (for
+    /// example a GGUF tensor's own Q4_1 blocks, 4x smaller than f16), else converting the burn
+    /// tensor. Matrices taken from `native` never read their burn tensors, so lazily loaded
+    /// weights stay unbuilt. The native matrices are built in parallel.
     ///
     /// # Errors
     /// What `native` returns, and [`Error::ShapeMismatch`] for a matrix of the wrong shape.
     pub(crate) fn enable_host_kernels_from(
         &mut self,
         max_rows: usize,
-        mut native: impl FnMut(&str, usize, usize) -> Result<Option<HostMatrix>>,
+        native: &dyn NativeMatrices,
     ) -> Result<()> {
-        let mut pick = |name: String, w: Tensor<B, 2>, transpose: bool| -> Result<HostMatrix> {
-            let [r, c] = w.dims();
-            let (out, inp) = if transpose { (c, r) } else { (r, c) };
-            match native(&name, out, inp)? {
-                Some(h) if h.out_features() == out && h.in_features() == inp => Ok(h),
-                Some(h) => Err(Error::ShapeMismatch {
-                    tensor: name,
-                    expected: vec![out, inp],
-                    found: vec![h.out_features(), h.in_features()],
-                }),
-                None => Ok(host_matrix(w, transpose)),
-            }
-        };
-        let mut blocks = Vec::with_capacity(self.layers.len());
+        use rayon::prelude::*;
+        // (name, weight, stored [in, out] as burn's linears are)
+        let mut jobs: Vec<(String, &Param<Tensor<B, 2>>, bool)> = Vec::new();
         for (i, b) in self.layers.iter().enumerate() {
             let p = |s: &str| format!("model.layers.{i}.{s}.weight");
             let a = &b.self_attn;
-            blocks.push(HostBlock {
-                q: pick(p("self_attn.q_proj"), a.q_proj.weight.val(), true)?,
-                k: pick(p("self_attn.k_proj"), a.k_proj.weight.val(), true)?,
-                v: pick(p("self_attn.v_proj"), a.v_proj.weight.val(), true)?,
-                o: pick(p("self_attn.o_proj"), a.o_proj.weight.val(), true)?,
-                gate: pick(p("mlp.gate_proj"), b.mlp.gate_proj.weight.val(), true)?,
-                up: pick(p("mlp.up_proj"), b.mlp.up_proj.weight.val(), true)?,
-                down: pick(p("mlp.down_proj"), b.mlp.down_proj.weight.val(), true)?,
+            let m = &b.mlp;
+            jobs.extend([
+                (p("self_attn.q_proj"), &a.q_proj.weight, true),
+                (p("self_attn.k_proj"), &a.k_proj.weight, true),
+                (p("self_attn.v_proj"), &a.v_proj.weight, true),
+                (p("self_attn.o_proj"), &a.o_proj.weight, true),
+                (p("mlp.gate_proj"), &m.gate_proj.weight, true),
+                (p("mlp.up_proj"), &m.up_proj.weight, true),
+                (p("mlp.down_proj"), &m.down_proj.weight, true),
+            ]);
+        }
+        jobs.push(match &self.lm_head {
+            Some(l) => ("lm_head.weight".into(), &l.weight, true),
+            None => (
+                "model.embed_tokens.weight".into(),
+                &self.embed_tokens.weight,
+                false,
+            ),
+        });
+        let out_in = |w: &Param<Tensor<B, 2>>, transposed: bool| {
+            let [r, c] = w.lazy_shape().dims();
+            if transposed { (c, r) } else { (r, c) }
+        };
+        let shapes: Vec<(usize, usize)> = jobs.iter().map(|(_, w, t)| out_in(w, *t)).collect();
+        let natives: Vec<Option<HostMatrix>> = jobs
+            .par_iter()
+            .zip(&shapes)
+            .map(|((name, _, _), &(out, inp))| native.product(name, out, inp))
+            .collect::<Result<_>>()?;
+        let head_native = natives.last().is_some_and(Option::is_some);
+        let mut mats = Vec::with_capacity(jobs.len());
+        for (((name, w, transposed), (out, inp)), n) in jobs.into_iter().zip(shapes).zip(natives) {
+            mats.push(match n {
+                Some(h) if h.out_features() == out && h.in_features() == inp => h,
+                Some(h) => {
+                    return Err(Error::ShapeMismatch {
+                        tensor: name,
+                        expected: vec![out, inp],
+                        found: vec![h.out_features(), h.in_features()],
+                    });
+                }
+                None => host_matrix(w.val(), transposed),
             });
         }
-        let head = match &self.lm_head {
-            Some(l) => pick("lm_head.weight".into(), l.weight.val(), true)?,
-            None => pick(
-                "model.embed_tokens.weight".into(),
-                self.embed_tokens.weight.val(),
-                false,
-            )?,
+        let head = mats.pop().expect("the head is the last matrix");
+        let mut mats = mats.into_iter();
+        let mut next = || mats.next().expect("seven matrices per block");
+        let blocks = (0..self.layers.len())
+            .map(|_| HostBlock {
+                q: next(),
+                k: next(),
+                v: next(),
+                o: next(),
+                gate: next(),
+                up: next(),
+                down: next(),
+            })
+            .collect();
+        let embed = if self.lm_head.is_none() && head_native {
+            HostEmbed::Head
+        } else {
+            let [vocab, hidden] = self.embed_tokens.weight.lazy_shape().dims();
+            match native.lookup(vocab, hidden)? {
+                Some(m) => HostEmbed::Own(m),
+                None => HostEmbed::Tensor,
+            }
         };
+        self.host = Some(Arc::new(HostWeights {
+            blocks,
+            head,
+            max_rows,
+            engine: self.host_consts(),
+            q8: false,
+            embed,
+            embed_f16: native.embedding_f16(),
+        }));
+        Ok(())
+    }
+
+    /// Norm gains, RoPE tables and shapes for the host engine.
+    fn host_consts(&self) -> HostConsts {
         let gamma = |n: &RmsNorm<B>| -> Vec<f32> {
             n.gamma
                 .val()
@@ -391,7 +486,7 @@ impl<B: Backend> Llama<B> {
         };
         let (cos, sin) = self.rope.host_tables();
         let c = &self.config;
-        let engine = HostConsts {
+        HostConsts {
             attn_norm: self
                 .layers
                 .iter()
@@ -410,15 +505,7 @@ impl<B: Backend> Llama<B> {
             kv_heads: c.kv_heads(),
             head_dim: c.head_dim(),
             hidden: c.hidden_size,
-        };
-        self.host = Some(Arc::new(HostWeights {
-            blocks,
-            head,
-            max_rows,
-            engine,
-            q8: false,
-        }));
-        Ok(())
+        }
     }
 
     /// The model with fresh LoRA adapters on `config.targets` of every block (drawn from a
@@ -581,14 +668,22 @@ impl<B: Backend> Llama<B> {
         let [b, t] = tokens.dims();
         let d = w.engine.hidden;
         let device = tokens.device();
-        let x: Vec<f32> = self
-            .embed_tokens
-            .forward(tokens)
-            .cast(FloatDType::F32)
-            .into_data()
-            .convert::<f32>()
-            .into_vec()
-            .expect("f32 embeddings");
+        let ids: Vec<usize> = tokens
+            .to_data()
+            .iter::<i64>()
+            .map(|id| usize::try_from(id).unwrap_or(usize::MAX))
+            .collect();
+        let x: Vec<f32> = match w.embed(&ids) {
+            Some(x) => x,
+            None => self
+                .embed_tokens
+                .forward(tokens)
+                .cast(FloatDType::F32)
+                .into_data()
+                .convert::<f32>()
+                .into_vec()
+                .expect("f32 embeddings"),
+        };
         let pos: Vec<usize> = positions
             .into_data()
             .iter::<i64>()
@@ -794,7 +889,8 @@ impl<B: Backend> CausalLm<B> for Llama<B> {
     }
 
     fn device(&self) -> B::Device {
-        self.embed_tokens.weight.device()
+        // Without building a lazily loaded embedding.
+        self.embed_tokens.weight.lazy_device()
     }
 
     fn new_cache(&self, batch: usize, capacity: usize) -> KvCache<B> {

@@ -8,19 +8,24 @@
 use crate::error::{Error, Result};
 use crate::model::config::LlamaConfig;
 use crate::model::gguf::GgufFile;
+use crate::model::host::{HostMatrix, Products};
+use crate::model::quant::GgmlType;
+use burn::module::{Param, ParamId};
 use burn::prelude::*;
 use burn::tensor::{Distribution, FloatDType};
 use std::collections::HashSet;
+use std::sync::Arc;
 
 /// Supplies parameters by Hugging Face name.
 pub(crate) trait ParamSource<B: Backend> {
     fn device(&self) -> B::Device;
     /// A linear weight stored `[out, in]` in the checkpoint, returned as burn's `[in, out]`.
-    fn matrix(&mut self, name: &str, out: usize, inp: usize) -> Result<Tensor<B, 2>>;
+    fn matrix(&mut self, name: &str, out: usize, inp: usize) -> Result<Param<Tensor<B, 2>>>;
     /// A norm's gain vector.
     fn vector(&mut self, name: &str, len: usize) -> Result<Tensor<B, 1>>;
     /// The token embedding, `[vocab, hidden]`.
-    fn embedding(&mut self, name: &str, vocab: usize, hidden: usize) -> Result<Tensor<B, 2>>;
+    fn embedding(&mut self, name: &str, vocab: usize, hidden: usize)
+    -> Result<Param<Tensor<B, 2>>>;
 }
 
 /// Random initialisation: uniform `±1/sqrt(in)` linears, unit norms, `N(0, 0.02)` embeddings.
@@ -40,23 +45,23 @@ impl<B: Backend> ParamSource<B> for RandomInit<B> {
     fn device(&self) -> B::Device {
         self.device.clone()
     }
-    fn matrix(&mut self, _: &str, out: usize, inp: usize) -> Result<Tensor<B, 2>> {
+    fn matrix(&mut self, _: &str, out: usize, inp: usize) -> Result<Param<Tensor<B, 2>>> {
         let k = 1.0 / (inp as f64).sqrt();
-        Ok(Tensor::random(
+        Ok(Param::from_tensor(Tensor::random(
             [inp, out],
             Distribution::Uniform(-k, k),
             &self.device,
-        ))
+        )))
     }
     fn vector(&mut self, _: &str, len: usize) -> Result<Tensor<B, 1>> {
         Ok(Tensor::ones([len], &self.device))
     }
-    fn embedding(&mut self, _: &str, vocab: usize, hidden: usize) -> Result<Tensor<B, 2>> {
-        Ok(Tensor::random(
+    fn embedding(&mut self, _: &str, vocab: usize, hidden: usize) -> Result<Param<Tensor<B, 2>>> {
+        Ok(Param::from_tensor(Tensor::random(
             [vocab, hidden],
             Distribution::Normal(0.0, 0.02),
             &self.device,
-        ))
+        )))
     }
 }
 
@@ -64,29 +69,53 @@ impl<B: Backend> ParamSource<B> for RandomInit<B> {
 pub(crate) trait TensorSource {
     /// `(shape, values)` of `name`, or `Ok(None)` when the checkpoint has no such tensor.
     fn tensor(&self, name: &str) -> Result<Option<(Vec<usize>, Vec<f32>)>>;
+    /// The row-major shape of `name` without reading its values, or `Ok(None)` when the
+    /// checkpoint has no such tensor.
+    fn shape(&self, name: &str) -> Result<Option<Vec<usize>>>;
     /// Every tensor the checkpoint holds, by its name in the file.
     fn stored_names(&self) -> Vec<String>;
     /// The name in the file of Hugging Face tensor `hf` (`None`: the file cannot hold it).
     fn stored_name(&self, hf: &str) -> Option<String>;
 }
 
+/// A checkpoint the model's lazily built tensors can read from for as long as they live.
+pub(crate) type SharedSource = Arc<dyn TensorSource + Send + Sync>;
+
 /// Adapts a [`TensorSource`] to the builder, checking every shape and recording what it read.
-pub(crate) struct Loaded<'a, B: Backend> {
-    source: &'a dyn TensorSource,
+///
+/// Built [`Loaded::deferred`], matrices and the embedding are not read at all: each becomes a
+/// lazy parameter that reads and converts its tensor on first use ([`Param::val`]). The host
+/// engine multiplies the checkpoint's own blocks, so on CPU backends those dense copies are
+/// never built unless something needs them (training, merging an adapter, exporting, burn's own
+/// products).
+pub(crate) struct Loaded<B: Backend> {
+    source: SharedSource,
     device: B::Device,
     /// Storage type of matrices and the embedding (norm gains stay `f32`).
     dtype: FloatDType,
+    /// Matrices and the embedding as lazy parameters.
+    deferred: bool,
     /// The names in the file of the tensors read so far.
     read: HashSet<String>,
 }
 
-impl<'a, B: Backend> Loaded<'a, B> {
-    pub(crate) fn new(source: &'a dyn TensorSource, device: &B::Device, dtype: FloatDType) -> Self {
+impl<B: Backend> Loaded<B> {
+    /// Every tensor read and converted now.
+    pub(crate) fn new(source: SharedSource, device: &B::Device, dtype: FloatDType) -> Self {
         Self {
             source,
             device: device.clone(),
             dtype,
+            deferred: false,
             read: HashSet::new(),
+        }
+    }
+
+    /// Matrices and the embedding read on first use (their shapes are checked now).
+    pub(crate) fn deferred(source: SharedSource, device: &B::Device, dtype: FloatDType) -> Self {
+        Self {
+            deferred: true,
+            ..Self::new(source, device, dtype)
         }
     }
 
@@ -110,11 +139,14 @@ impl<'a, B: Backend> Loaded<'a, B> {
         Err(Error::UnusedTensors { names })
     }
 
-    fn fetch(&mut self, name: &str, expected: &[usize]) -> Result<Vec<f32>> {
-        let (shape, data) = self
-            .source
-            .tensor(name)?
-            .ok_or_else(|| Error::MissingTensor(name.to_string()))?;
+    /// Records `name` as read and checks its shape.
+    fn check_shape(
+        &mut self,
+        name: &str,
+        shape: Option<Vec<usize>>,
+        expected: &[usize],
+    ) -> Result<()> {
+        let shape = shape.ok_or_else(|| Error::MissingTensor(name.to_string()))?;
         self.read.extend(self.source.stored_name(name));
         if shape != expected {
             return Err(Error::ShapeMismatch {
@@ -123,21 +155,75 @@ impl<'a, B: Backend> Loaded<'a, B> {
                 found: shape,
             });
         }
-        Ok(data)
+        Ok(())
+    }
+
+    fn fetch(&mut self, name: &str, expected: &[usize]) -> Result<Vec<f32>> {
+        match self.source.tensor(name)? {
+            Some((shape, data)) => {
+                self.check_shape(name, Some(shape), expected)?;
+                Ok(data)
+            }
+            None => Err(Error::MissingTensor(name.to_string())),
+        }
+    }
+
+    /// `name` (`[rows, cols]` in the checkpoint) as a parameter of shape `[rows, cols]`, or
+    /// `[cols, rows]` when `transposed`, in the storage type: read now, or on first use.
+    fn param2(
+        &mut self,
+        name: &str,
+        [rows, cols]: [usize; 2],
+        transposed: bool,
+    ) -> Result<Param<Tensor<B, 2>>> {
+        let dims = if transposed {
+            [cols, rows]
+        } else {
+            [rows, cols]
+        };
+        let dtype = self.dtype;
+        let make = move |data: Vec<f32>, device: &B::Device| -> Tensor<B, 2> {
+            let data = if transposed {
+                transpose(&data, rows, cols)
+            } else {
+                data
+            };
+            Tensor::<B, 2>::from_data(TensorData::new(data, dims), device).cast(dtype)
+        };
+        if !self.deferred {
+            let data = self.fetch(name, &[rows, cols])?;
+            return Ok(Param::from_tensor(make(data, &self.device)));
+        }
+        let shape = self.source.shape(name)?;
+        self.check_shape(name, shape, &[rows, cols])?;
+        let (source, name) = (self.source.clone(), name.to_string());
+        let init = move |device: &B::Device, require_grad: bool| {
+            // The shape was checked at load and every stored type converts to f32, so the
+            // read cannot fail unless the file changed underneath the map (see `GgufFile`).
+            let (_, data) = source
+                .tensor(&name)
+                .ok()
+                .flatten()
+                .unwrap_or_else(|| panic!("{name}: checked at load, unreadable now"));
+            let t = make(data, device);
+            if require_grad { t.require_grad() } else { t }
+        };
+        Ok(Param::uninitialized(
+            ParamId::new(),
+            init,
+            self.device.clone(),
+            true,
+            burn::tensor::Shape::new(dims),
+        ))
     }
 }
 
-impl<B: Backend> ParamSource<B> for Loaded<'_, B> {
+impl<B: Backend> ParamSource<B> for Loaded<B> {
     fn device(&self) -> B::Device {
         self.device.clone()
     }
-    fn matrix(&mut self, name: &str, out: usize, inp: usize) -> Result<Tensor<B, 2>> {
-        let data = self.fetch(name, &[out, inp])?;
-        let t: Tensor<B, 2> = Tensor::from_data(
-            TensorData::new(transpose(&data, out, inp), [inp, out]),
-            &self.device,
-        );
-        Ok(t.cast(self.dtype))
+    fn matrix(&mut self, name: &str, out: usize, inp: usize) -> Result<Param<Tensor<B, 2>>> {
+        self.param2(name, [out, inp], true)
     }
     fn vector(&mut self, name: &str, len: usize) -> Result<Tensor<B, 1>> {
         let data = self.fetch(name, &[len])?;
@@ -146,11 +232,13 @@ impl<B: Backend> ParamSource<B> for Loaded<'_, B> {
             &self.device,
         ))
     }
-    fn embedding(&mut self, name: &str, vocab: usize, hidden: usize) -> Result<Tensor<B, 2>> {
-        let data = self.fetch(name, &[vocab, hidden])?;
-        let t: Tensor<B, 2> =
-            Tensor::from_data(TensorData::new(data, [vocab, hidden]), &self.device);
-        Ok(t.cast(self.dtype))
+    fn embedding(
+        &mut self,
+        name: &str,
+        vocab: usize,
+        hidden: usize,
+    ) -> Result<Param<Tensor<B, 2>>> {
+        self.param2(name, [vocab, hidden], false)
     }
 }
 
@@ -220,9 +308,9 @@ fn move_rope_rows<T: Copy + Default>(
 }
 
 /// A GGUF file seen through Hugging Face names.
-pub(crate) struct GgufSource<'a> {
-    pub(crate) file: &'a GgufFile,
-    pub(crate) config: &'a LlamaConfig,
+pub(crate) struct GgufSource {
+    pub(crate) file: Arc<GgufFile>,
+    pub(crate) config: LlamaConfig,
 }
 
 /// The GGUF name of a Hugging Face llama tensor name.
@@ -251,7 +339,7 @@ pub fn gguf_name(hf: &str) -> Option<String> {
     })
 }
 
-impl GgufSource<'_> {
+impl GgufSource {
     /// The heads whose rows GGUF stores in the interleaved-pair RoPE layout, when Hugging Face
     /// matrix `name` with `rows` rows is a Q or K projection of the expected size.
     fn rope_heads(&self, name: &str, rows: usize) -> Option<usize> {
@@ -265,43 +353,64 @@ impl GgufSource<'_> {
         (rows == heads * self.config.head_dim()).then_some(heads)
     }
 
-    /// The GGUF tensor behind Hugging Face matrix `name` (`[out, in]`) as a host matrix in its
-    /// stored form (Q/K rows moved to the model's RoPE layout); `None` for a missing tensor, a
-    /// shape other than `[out, in]`, or f32 storage (the converted copy is the same).
+    /// The GGUF tensor behind Hugging Face matrix `name` (`[out, in]`) as a host matrix (Q/K
+    /// rows moved to the model's RoPE layout): quantized blocks as stored, multiplied as
+    /// `products` says (`None`: kept as blocks, for row look-ups), f16 as f16, f32 and bf16 as
+    /// f32, or rounded to f16 with `f16` (as [`crate::WeightDtype::F16`] stores them). `None`
+    /// for a missing tensor or a shape other than `[out, in]`.
     pub(crate) fn host_matrix(
         &self,
         name: &str,
         out: usize,
         inp: usize,
-    ) -> Result<Option<crate::model::host::HostMatrix>> {
+        products: Option<Products>,
+        f16: bool,
+    ) -> Result<Option<HostMatrix>> {
         let Some(info) = gguf_name(name).and_then(|g| self.file.tensor_info(&g)) else {
             return Ok(None);
         };
-        if info.shape() != [out, inp] || info.dtype == crate::model::quant::GgmlType::F32 {
+        if info.shape() != [out, inp] {
             return Ok(None);
         }
-        let bytes = self.file.tensor_bytes(info);
         let Some(row_bytes) = info.dtype.bytes_for(inp) else {
             return Ok(None);
         };
+        let stored = self.file.tensor_bytes(info);
+        let moved;
         let bytes = match self.rope_heads(name, out) {
             Some(heads) => {
-                unpermute_rope_row_bytes(bytes, heads, self.config.head_dim(), row_bytes)
+                moved = unpermute_rope_row_bytes(stored, heads, self.config.head_dim(), row_bytes);
+                &moved[..]
             }
-            None => bytes.to_vec(),
+            None => stored,
         };
-        if info.dtype == crate::model::quant::GgmlType::F16 {
-            let v = bytes
-                .chunks_exact(2)
-                .map(|b| half::f16::from_le_bytes([b[0], b[1]]))
-                .collect();
-            return Ok(Some(crate::model::host::HostMatrix::from_f16(out, inp, v)));
-        }
-        crate::model::host::HostMatrix::from_blocks(info.dtype, out, inp, bytes).map(Some)
+        Ok(Some(match info.dtype {
+            GgmlType::F16 => HostMatrix::from_f16(
+                out,
+                inp,
+                bytes
+                    .chunks_exact(2)
+                    .map(|b| half::f16::from_le_bytes([b[0], b[1]]))
+                    .collect(),
+            ),
+            GgmlType::F32 | GgmlType::Bf16 => {
+                let mut v = vec![0f32; out * inp];
+                crate::model::quant::dequantize(info.dtype, bytes, &mut v)?;
+                match f16 {
+                    true => HostMatrix::from_f16(
+                        out,
+                        inp,
+                        v.iter().map(|&x| half::f16::from_f32(x)).collect(),
+                    ),
+                    false => HostMatrix::from_f32(out, inp, v),
+                }
+            }
+            ty => HostMatrix::from_block_slice(ty, out, inp, bytes, products)?,
+        }))
     }
 }
 
-impl TensorSource for GgufSource<'_> {
+impl TensorSource for GgufSource {
     fn stored_names(&self) -> Vec<String> {
         self.file
             .header
@@ -312,6 +421,11 @@ impl TensorSource for GgufSource<'_> {
     }
     fn stored_name(&self, hf: &str) -> Option<String> {
         gguf_name(hf)
+    }
+    fn shape(&self, name: &str) -> Result<Option<Vec<usize>>> {
+        Ok(gguf_name(name)
+            .and_then(|g| self.file.tensor_info(&g))
+            .map(|i| i.shape()))
     }
     fn tensor(&self, name: &str) -> Result<Option<(Vec<usize>, Vec<f32>)>> {
         let Some(g) = gguf_name(name) else {

@@ -39,6 +39,7 @@ use crate::model::act_rows::{ActRow, ActRows, QK, Quant};
 use crate::model::quant::{self, GgmlType};
 use half::f16;
 use k_quants::{KBlock, SUBS, is_k};
+use rayon::prelude::*;
 use std::marker::PhantomData;
 
 /// Weight rows per panel.
@@ -331,30 +332,44 @@ impl Panels {
             unit: Q::UNIT,
             bytes: Vec::new(),
         };
-        p.bytes = vec![0u8; rows.div_ceil(PANEL) * p.panel_bytes()];
+        let panel_bytes = p.panel_bytes();
         let pgb = p.panel_gguf_block_bytes();
-        for r in 0..rows {
-            let (panel, lane) = (r / PANEL, r % PANEL);
-            for b in 0..gb {
-                let blk = &src[r * row_bytes + b * ts..][..ts];
-                let dst = &mut p.bytes[(panel * gb + b) * pgb..][..pgb];
-                if is_k(ty) {
-                    KBlock::decode(ty, blk).write(ty, Q::UNIT, lane, dst);
-                } else {
-                    let q8;
-                    let blk = match ty {
-                        GgmlType::Q5_0 => {
-                            q8 = q5_0_as_q8_0(blk);
-                            &q8[..]
+        // Where each byte of a row's block goes, per lane (the types with 32-value blocks).
+        let offsets: Vec<Vec<usize>> = (0..PANEL)
+            .map(|lane| {
+                (0..layout(ty).type_size())
+                    .map(|i| panel_offset(layout(ty), Q::UNIT, lane, i))
+                    .collect()
+            })
+            .collect();
+        let mut bytes = vec![0u8; rows.div_ceil(PANEL) * panel_bytes];
+        // Each panel is written by one task from its own 8 rows.
+        bytes
+            .par_chunks_mut(panel_bytes.max(1))
+            .enumerate()
+            .for_each(|(panel, dst)| {
+                for lane in 0..PANEL.min(rows - panel * PANEL) {
+                    let row = &src[(panel * PANEL + lane) * row_bytes..][..row_bytes];
+                    for (blk, dst) in row.chunks_exact(ts).zip(dst.chunks_exact_mut(pgb)) {
+                        if is_k(ty) {
+                            KBlock::decode(ty, blk).write(ty, Q::UNIT, lane, dst);
+                            continue;
                         }
-                        _ => blk,
-                    };
-                    for (i, v) in blk.iter().enumerate() {
-                        dst[panel_offset(layout(ty), Q::UNIT, lane, i)] = *v;
+                        let q8;
+                        let blk = match ty {
+                            GgmlType::Q5_0 => {
+                                q8 = q5_0_as_q8_0(blk);
+                                &q8[..]
+                            }
+                            _ => blk,
+                        };
+                        for (v, &at) in blk.iter().zip(&offsets[lane]) {
+                            dst[at] = *v;
+                        }
                     }
                 }
-            }
-        }
+            });
+        p.bytes = bytes;
         p
     }
 

@@ -43,7 +43,11 @@ fn detected() -> Option<Isa> {
     if !base {
         return None;
     }
-    if is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl") {
+    // Every feature the AVX-512 kernels enable (`avx512f`, `avx512vl`, `avx512vnni`).
+    if is_x86_feature_detected!("avx512vnni")
+        && is_x86_feature_detected!("avx512vl")
+        && is_x86_feature_detected!("avx512f")
+    {
         Some(Isa::Avx512Vnni)
     } else if is_x86_feature_detected!("avxvnni") {
         Some(Isa::AvxVnni)
