@@ -308,6 +308,30 @@ impl GgufFile {
         }
     }
 
+    /// [`GgufFile::release_pages`] for the whole pages inside one tensor's bytes: called
+    /// as soon as the host engine has its copy, so a load never holds the file and the copies
+    /// at once.
+    pub(crate) fn release_tensor(&self, info: &TensorInfo) {
+        #[cfg(unix)]
+        {
+            const PAGE: usize = 4096;
+            let base = self.mmap.as_ptr() as usize;
+            let start = (base + info.range.start).next_multiple_of(PAGE) - base;
+            let end = ((base + info.range.end) / PAGE * PAGE).saturating_sub(base);
+            if end > start {
+                // SAFETY: as `release_pages`: a read-only shared map, its contents faulted in
+                // again by any later read. The range is whole pages inside the map.
+                let _ = unsafe {
+                    self.mmap.unchecked_advise_range(
+                        memmap2::UncheckedAdvice::DontNeed,
+                        start,
+                        end - start,
+                    )
+                };
+            }
+        }
+    }
+
     /// The tensor table entry for `name`.
     pub fn tensor_info(&self, name: &str) -> Option<&TensorInfo> {
         self.index.get(name).map(|&i| &self.header.tensors[i])

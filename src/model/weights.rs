@@ -384,7 +384,7 @@ impl GgufSource {
             }
             None => stored,
         };
-        Ok(Some(match info.dtype {
+        let m = match info.dtype {
             GgmlType::F16 => HostMatrix::from_f16(
                 out,
                 inp,
@@ -406,7 +406,9 @@ impl GgufSource {
                 }
             }
             ty => HostMatrix::from_block_slice(ty, out, inp, bytes, products)?,
-        }))
+        };
+        self.file.release_tensor(info);
+        Ok(Some(m))
     }
 }
 

@@ -181,7 +181,55 @@ impl KBlock {
 
     /// Writes the block into its panel's super-block `dst` ([`panel_super_bytes`] long) as the
     /// row at `lane`, values interleaved `unit` bytes per row.
+    /// The layout is [`Self::fields`]' (the tests hold the two together); this is its fast
+    /// form for loading, with whole `unit`-byte chunks copied.
     pub(super) fn write(&self, ty: GgmlType, unit: usize, lane: usize, dst: &mut [u8]) {
+        let q6 = ty == GgmlType::Q6K;
+        let q4 = ty == GgmlType::Q4K;
+        assert_eq!(dst.len(), panel_super_bytes(ty), "one panel super-block");
+        dst[2 * lane..2 * lane + 2].copy_from_slice(&self.d);
+        if q6 {
+            for (h, sc) in self.sc.iter().enumerate() {
+                dst[2 * PANEL + PANEL * h + lane] = *sc;
+            }
+        } else {
+            dst[2 * PANEL + 2 * lane..2 * PANEL + 2 * lane + 2].copy_from_slice(&self.dmin);
+            for j in 0..SUBS {
+                dst[4 * PANEL + PANEL * j + lane] = self.sc[j];
+                dst[12 * PANEL + PANEL * j + lane] = self.m[j];
+            }
+        }
+        match unit {
+            2 => self.write_values::<2>(q6, q4, lane, dst),
+            4 => self.write_values::<4>(q6, q4, lane, dst),
+            _ => panic!("chunks of 2 or 4 bytes"),
+        }
+    }
+
+    /// The value bytes of [`Self::write`], `U` bytes per row per chunk.
+    fn write_values<const U: usize>(&self, q6: bool, q4: bool, lane: usize, dst: &mut [u8]) {
+        let vb = value_bytes(q4);
+        let mut v = [0u8; QK];
+        for j in 0..SUBS {
+            let base = heads(q6) + j * PANEL * vb;
+            let q = &self.q[QK * j..QK * (j + 1)];
+            if q4 {
+                for i in 0..QK / 2 {
+                    v[i] = q[i] | q[i + 16] << 4;
+                }
+            } else {
+                v.copy_from_slice(q);
+            }
+            for (c, chunk) in v[..vb].chunks_exact(U).enumerate() {
+                let at = base + c * U * PANEL + U * lane;
+                dst[at..at + U].copy_from_slice(chunk);
+            }
+        }
+    }
+
+    /// [`Self::write`] by the general visitor (for the test that holds the two together).
+    #[cfg(test)]
+    pub(super) fn write_slow(&self, ty: GgmlType, unit: usize, lane: usize, dst: &mut [u8]) {
         self.fields(ty, unit, lane, dst.len(), |at, v| dst[at] = v);
     }
 

@@ -307,6 +307,21 @@ fn panel_offset(ty: GgmlType, unit: usize, lane: usize, i: usize) -> usize {
     }
 }
 
+/// Writes GGUF block `blk` of a Q4_0, Q4_1 or Q8_0 row into its panel block `dst` as the row
+/// at `lane`, `U` bytes per row per chunk: where [`panel_offset`] puts each byte (the tests
+/// hold the two together), whole chunks at a time.
+fn write_block<const U: usize>(ty: GgmlType, lane: usize, blk: &[u8], dst: &mut [u8]) {
+    let q0 = quant_start(ty);
+    for (i, f) in blk[..q0].chunks_exact(2).enumerate() {
+        let at = i * 2 * PANEL + 2 * lane;
+        dst[at..at + 2].copy_from_slice(f);
+    }
+    for (c, chunk) in blk[q0..].chunks_exact(U).enumerate() {
+        let at = PANEL * q0 + c * U * PANEL + U * lane;
+        dst[at..at + U].copy_from_slice(chunk);
+    }
+}
+
 impl Panels {
     /// Repacks `rows` GGUF rows of `row_bytes` bytes (whole `ty` blocks) from `src`, for
     /// activations of type `Q`.
@@ -334,14 +349,6 @@ impl Panels {
         };
         let panel_bytes = p.panel_bytes();
         let pgb = p.panel_gguf_block_bytes();
-        // Where each byte of a row's block goes, per lane (the types with 32-value blocks).
-        let offsets: Vec<Vec<usize>> = (0..PANEL)
-            .map(|lane| {
-                (0..layout(ty).type_size())
-                    .map(|i| panel_offset(layout(ty), Q::UNIT, lane, i))
-                    .collect()
-            })
-            .collect();
         let mut bytes = vec![0u8; rows.div_ceil(PANEL) * panel_bytes];
         // Each panel is written by one task from its own 8 rows.
         bytes
@@ -363,8 +370,9 @@ impl Panels {
                             }
                             _ => blk,
                         };
-                        for (v, &at) in blk.iter().zip(&offsets[lane]) {
-                            dst[at] = *v;
+                        match Q::UNIT {
+                            2 => write_block::<2>(layout(ty), lane, blk, dst),
+                            _ => write_block::<4>(layout(ty), lane, blk, dst),
                         }
                     }
                 }
