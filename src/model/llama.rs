@@ -98,6 +98,10 @@ impl NativeMatrices for ConvertTensors {
 }
 
 /// A llama-family causal LM.
+///
+/// Loaded from a GGUF file onto a CPU backend ([`crate::load`]), its matrices live in the host
+/// engine only, and the burn tensors of the public fields below are lazy: reading one (for
+/// example `model.layers[0].mlp.up_proj.weight.val()`) builds it from the file then.
 #[derive(Module, Debug)]
 pub struct Llama<B: Backend> {
     /// Token embedding, `[vocab, hidden]`.

@@ -34,13 +34,15 @@ fn activations(n: usize, seed: u64) -> Vec<f32> {
 
 const TYPES: [GgmlType; 7] = INTEGER_TYPES;
 
+/// [`write_block`] for one chunk width.
+type BlockWriter = fn(GgmlType, usize, &[u8], &mut [u8]);
+
 #[test]
 fn blocks_are_written_where_the_panel_layout_puts_each_byte() {
     for ty in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0] {
         let blk = random_blocks(ty, 1, 5);
         for lane in 0..PANEL {
-            let writers: [(usize, fn(GgmlType, usize, &[u8], &mut [u8])); 2] =
-                [(2, write_block::<2>), (4, write_block::<4>)];
+            let writers: [(usize, BlockWriter); 2] = [(2, write_block::<2>), (4, write_block::<4>)];
             for (unit, fast) in writers {
                 let mut want = vec![0u8; PANEL * ty.type_size()];
                 for (i, v) in blk.iter().enumerate() {
