@@ -232,14 +232,16 @@ pub fn load_with<B: Backend>(
     if native {
         crate::model::int_panels::check_isa_override()?;
     }
-    let native_gguf = native && !path.is_dir();
+    // The host engine's matrices come from the file itself (burn tensors lazy, weights held
+    // once) for every mode but `Converted` (copies of eagerly built tensors) and `Off`.
+    let from_file = native;
     let mut loaded = if path.is_dir() {
-        load_hf(&path, device, dtype)?
+        load_hf(&path, device, dtype, from_file)?
     } else {
         // The GGUF's own blocks are taken while the file is open.
-        gguf_model(&path, device, dtype, products.filter(|_| native_gguf))?
+        gguf_model(&path, device, dtype, products.filter(|_| from_file))?
     };
-    if host != HostKernels::Off && !native_gguf {
+    if host == HostKernels::Converted {
         loaded.model.enable_host_kernels(HOST_MAX_ROWS);
     }
     if host == HostKernels::Q8 {
@@ -322,6 +324,7 @@ fn load_hf<B: Backend>(
     dir: &Path,
     device: &B::Device,
     dtype: WeightDtype,
+    host: bool,
 ) -> Result<LoadedModel<B>> {
     let config = hf::read_config(dir)?;
     let mut eos = config.eos_ids();
@@ -331,7 +334,7 @@ fn load_hf<B: Backend>(
         }
     }
     let tokenizer = Tokenizer::from_hf_dir(dir, &eos)?;
-    let model = build_hf(dir, &config, device, dtype)?;
+    let model = build_hf(dir, &config, device, dtype, host)?;
     Ok(LoadedModel {
         model,
         tokenizer,
@@ -350,26 +353,80 @@ pub fn load_weights<B: Backend>(
     device: &B::Device,
     dtype: WeightDtype,
 ) -> Result<Llama<B>> {
-    build_hf(dir, &hf::read_config(dir)?, device, dtype)
+    build_hf(dir, &hf::read_config(dir)?, device, dtype, false)
 }
 
-/// The network of `dir`'s safetensors, shaped by `config`.
+/// The network of `dir`'s safetensors, shaped by `config`; with `host`, on the host engine
+/// with its matrices read from the files (f16 where `dtype` is, else f32, as copies of the burn
+/// tensors would be) and the burn tensors lazy.
 fn build_hf<B: Backend>(
     dir: &Path,
     config: &LlamaConfig,
     device: &B::Device,
     dtype: WeightDtype,
+    host: bool,
 ) -> Result<Llama<B>> {
     let source = Arc::new(SafetensorsDir::open(dir)?);
-    let mut params = Loaded::<B>::new(source, device, dtype.float_dtype());
-    let model = Llama::build(config, None, &mut params)?;
+    let float = dtype.float_dtype();
+    let mut params = match host {
+        true => Loaded::<B>::deferred(source.clone(), device, float),
+        false => Loaded::<B>::new(source.clone(), device, float),
+    };
+    let mut model = Llama::build(config, None, &mut params)?;
     // Older checkpoints keep RoPE's inverse frequencies as buffers (the config states them);
     // with tied embeddings transformers ignores a stored head, and so does this loader.
     params.check_all_read(|name| {
         name.ends_with(".rotary_emb.inv_freq")
             || (config.tie_word_embeddings && name == "lm_head.weight")
     })?;
+    if host {
+        let native = HfNative {
+            source: &source,
+            f16: dtype == WeightDtype::F16,
+        };
+        model.enable_host_kernels_from(HOST_MAX_ROWS, &native)?;
+        source.release_pages();
+    }
     Ok(model)
+}
+
+/// The host engine's matrices read from safetensors: dense, as [`Llama::enable_host_kernels`]
+/// would convert the burn tensors (f16 for [`WeightDtype::F16`], else f32).
+struct HfNative<'a> {
+    source: &'a SafetensorsDir,
+    f16: bool,
+}
+
+impl HfNative<'_> {
+    fn dense(&self, name: &str, out: usize, inp: usize) -> Result<Option<HostMatrix>> {
+        use crate::model::weights::TensorSource;
+        let Some((shape, v)) = self.source.tensor(name)? else {
+            return Ok(None);
+        };
+        if shape != [out, inp] {
+            return Ok(None);
+        }
+        Ok(Some(match self.f16 {
+            true => HostMatrix::from_f16(
+                out,
+                inp,
+                v.iter().map(|&x| half::f16::from_f32(x)).collect(),
+            ),
+            false => HostMatrix::from_f32(out, inp, v),
+        }))
+    }
+}
+
+impl NativeMatrices for HfNative<'_> {
+    fn product(&self, name: &str, out: usize, inp: usize) -> Result<Option<HostMatrix>> {
+        self.dense(name, out, inp)
+    }
+    fn lookup(&self, vocab: usize, hidden: usize) -> Result<Option<HostMatrix>> {
+        self.dense("model.embed_tokens.weight", vocab, hidden)
+    }
+    fn embedding_f16(&self) -> bool {
+        self.f16
+    }
 }
 
 impl<B: Backend> LoadedModel<B> {

@@ -589,19 +589,30 @@ fn dense_params(m: &msn::Llama<B>) -> Vec<&burn::module::Param<burn::tensor::Ten
 /// decoding build none of the dense burn tensors; built on demand they equal the ones an eager
 /// load builds, and the logits (the embedding looked up in the host engine's copy) are bit for
 /// bit those of a model whose host copies were converted from eagerly built tensors. Tied and
-/// untied heads, f32 and f16 tensors.
+/// untied heads, f32 and f16 tensors, GGUF files and Hugging Face directories.
 #[test]
 fn gguf_weights_are_held_once_and_built_on_demand_equal() {
     use msn::{HostKernels, LoadOptions};
     let untied: &[(&str, &[usize])] = &[("output.weight", &[8, 16])];
-    for (extra, dtype) in [
-        (&[][..], WeightDtype::F32),
-        (untied, WeightDtype::F32),
-        (&[][..], WeightDtype::F16),
+    for (extra, dtype, hf) in [
+        (&[][..], WeightDtype::F32, false),
+        (untied, WeightDtype::F32, false),
+        (&[][..], WeightDtype::F16, false),
+        (&[][..], WeightDtype::F32, true),
+        (untied, WeightDtype::F16, true),
     ] {
         let f = temp_file(&tiny_gguf_with(&[], vec![], extra));
-        let path = f.path().to_str().unwrap();
         let d = Default::default();
+        // The same model as a Hugging Face directory (f32 safetensors).
+        let dir = tempfile::tempdir().unwrap();
+        if hf {
+            let m = msn::load::<B>(f.path().to_str().unwrap(), &d).unwrap();
+            m.save_hf(dir.path(), ExportDtype::F32).unwrap();
+        }
+        let path = match hf {
+            true => dir.path().to_str().unwrap(),
+            false => f.path().to_str().unwrap(),
+        };
         let lazy = msn::load_with::<B>(path, &d, dtype).unwrap();
         let options = LoadOptions {
             dtype,
@@ -616,7 +627,7 @@ fn gguf_weights_are_held_once_and_built_on_demand_equal() {
         assert_eq!(g.tokens, e.unwrap().tokens);
         let (lazy_p, eager_p) = (dense_params(&lazy.model), dense_params(&eager.model));
         assert_eq!(lazy_p.len(), 15 + extra.len());
-        assert!(lazy_p.iter().all(|p| !p.is_initialized()), "{dtype}: built");
+        assert!(lazy_p.iter().all(|p| !p.is_initialized()), "{dtype}, {hf}: built");
         assert!(eager_p.iter().all(|p| p.is_initialized()));
         for (a, b) in lazy_p.iter().zip(&eager_p) {
             assert_eq!(a.val().into_data(), b.val().into_data());

@@ -9,6 +9,7 @@
 //! it has to bound every header field before allocating and stay small enough to audit.
 
 use crate::error::{Error, Result};
+use crate::model::mapped;
 use crate::model::quant::{self, GgmlType};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -291,45 +292,15 @@ impl GgufFile {
         })
     }
 
-    /// Drops the file's pages from this process's resident memory (`madvise(MADV_DONTNEED)`
-    /// on Unix; nothing elsewhere): after the host engine copied its matrices out, the mapped
-    /// file need not count twice. A later read maps the file's contents in again.
+    /// Drops the file's pages from this process's resident memory ([`mapped::release`]).
     pub(crate) fn release_pages(&self) {
-        #[cfg(unix)]
-        {
-            // SAFETY: the map is read-only and shared with the file, and no borrow of it lives
-            // across this call (`&self` readers hold none between calls): dropping its pages
-            // loses nothing, the next read faults the file's contents in again. Failure only
-            // leaves the pages resident.
-            let _ = unsafe {
-                self.mmap
-                    .unchecked_advise(memmap2::UncheckedAdvice::DontNeed)
-            };
-        }
+        mapped::release(&self.mmap, 0..self.mmap.len());
     }
 
-    /// [`GgufFile::release_pages`] for the whole pages inside one tensor's bytes: called
-    /// as soon as the host engine has its copy, so a load never holds the file and the copies
-    /// at once.
+    /// [`GgufFile::release_pages`] for one tensor's bytes: called as soon as the host engine
+    /// has its copy, so a load never holds the file and the copies at once.
     pub(crate) fn release_tensor(&self, info: &TensorInfo) {
-        #[cfg(unix)]
-        {
-            const PAGE: usize = 4096;
-            let base = self.mmap.as_ptr() as usize;
-            let start = (base + info.range.start).next_multiple_of(PAGE) - base;
-            let end = ((base + info.range.end) / PAGE * PAGE).saturating_sub(base);
-            if end > start {
-                // SAFETY: as `release_pages`: a read-only shared map, its contents faulted in
-                // again by any later read. The range is whole pages inside the map.
-                let _ = unsafe {
-                    self.mmap.unchecked_advise_range(
-                        memmap2::UncheckedAdvice::DontNeed,
-                        start,
-                        end - start,
-                    )
-                };
-            }
-        }
+        mapped::release(&self.mmap, info.range.clone());
     }
 
     /// The tensor table entry for `name`.

@@ -4,6 +4,7 @@
 use crate::error::{Error, Result};
 use crate::model::config::{LlamaConfig, token_ids};
 use crate::model::llama::Llama;
+use crate::model::mapped;
 use crate::model::weights::{TensorSource, transpose};
 use crate::util::write_atomic;
 use burn::prelude::*;
@@ -77,9 +78,9 @@ impl SafetensorsDir {
             let file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
             // SAFETY: read-only map shared with the file; every access goes through
             // safetensors' bounds checks. A concurrent writer changes the values later reads
-            // see; truncating the file makes a later read of the cut pages raise SIGBUS. The
-            // loader reads every tensor while loading and drops the map after: the files
-            // must stay unchanged only while a model loads.
+            // see; truncating the file makes a later read of the cut pages raise SIGBUS. With the
+            // host engine on, the burn tensors are lazy and read the map when built, so the
+            // files must stay unchanged while a model loaded from them lives.
             let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(&path, e))?;
             let st = SafeTensors::deserialize(&mmap)
                 .map_err(|e| Error::checkpoint(&path, format!("not valid safetensors: {e}")))?;
@@ -89,6 +90,15 @@ impl SafetensorsDir {
             files.push((path, mmap));
         }
         Ok(Self { dir, files, index })
+    }
+}
+
+impl SafetensorsDir {
+    /// Drops every file's pages from this process's resident memory ([`mapped::release`]).
+    pub(crate) fn release_pages(&self) {
+        for (_, map) in &self.files {
+            mapped::release(map, 0..map.len());
+        }
     }
 }
 

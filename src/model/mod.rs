@@ -17,6 +17,7 @@ mod hot_pool;
 pub(crate) mod int_panels;
 pub(crate) mod llama;
 pub(crate) mod lora;
+mod mapped;
 pub(crate) mod quant;
 pub(crate) mod rope;
 pub(crate) mod tokenizer;
