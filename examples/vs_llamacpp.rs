@@ -77,6 +77,17 @@ fn main() -> msn::Result<()> {
         println!("{}", m.path.display());
         return Ok(());
     }
+    if args.cold_start_child {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(args.threads)
+            .build_global()
+            .map_err(|e| msn::Error::InvalidArgument(format!("thread pool: {e}")))?;
+        let spec = args
+            .gguf
+            .as_ref()
+            .map_or("smollm2".into(), |p| p.display().to_string());
+        return cold_start_child(&spec);
+    }
     let llama = args.llama.clone().ok_or_else(|| {
         msn::Error::InvalidArgument(
             "--llama DIR is required (scripts/vs_llamacpp.sh passes it)".into(),
@@ -90,9 +101,6 @@ fn main() -> msn::Result<()> {
         .gguf
         .as_ref()
         .map_or("smollm2".to_string(), |p| p.display().to_string());
-    if args.cold_start_child {
-        return cold_start_child(&spec);
-    }
     let m = msn::load::<B>(&spec, &Default::default())?;
     let gguf = m.path.clone();
     let prompts = chat_prompts(&m, args.prompts)?;

@@ -627,7 +627,10 @@ fn gguf_weights_are_held_once_and_built_on_demand_equal() {
         assert_eq!(g.tokens, e.unwrap().tokens);
         let (lazy_p, eager_p) = (dense_params(&lazy.model), dense_params(&eager.model));
         assert_eq!(lazy_p.len(), 15 + extra.len());
-        assert!(lazy_p.iter().all(|p| !p.is_initialized()), "{dtype}, {hf}: built");
+        assert!(
+            lazy_p.iter().all(|p| !p.is_initialized()),
+            "{dtype}, {hf}: built"
+        );
         assert!(eager_p.iter().all(|p| p.is_initialized()));
         for (a, b) in lazy_p.iter().zip(&eager_p) {
             assert_eq!(a.val().into_data(), b.val().into_data());
