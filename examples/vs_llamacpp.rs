@@ -77,22 +77,6 @@ fn main() -> msn::Result<()> {
         println!("{}", m.path.display());
         return Ok(());
     }
-    if args.cold_start_child {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(args.threads)
-            .build_global()
-            .map_err(|e| msn::Error::InvalidArgument(format!("thread pool: {e}")))?;
-        let spec = args
-            .gguf
-            .as_ref()
-            .map_or("smollm2".into(), |p| p.display().to_string());
-        return cold_start_child(&spec);
-    }
-    let llama = args.llama.clone().ok_or_else(|| {
-        msn::Error::InvalidArgument(
-            "--llama DIR is required (scripts/vs_llamacpp.sh passes it)".into(),
-        )
-    })?;
     rayon::ThreadPoolBuilder::new()
         .num_threads(args.threads)
         .build_global()
@@ -101,6 +85,14 @@ fn main() -> msn::Result<()> {
         .gguf
         .as_ref()
         .map_or("smollm2".to_string(), |p| p.display().to_string());
+    if args.cold_start_child {
+        return cold_start_child(&spec);
+    }
+    let llama = args.llama.clone().ok_or_else(|| {
+        msn::Error::InvalidArgument(
+            "--llama DIR is required (scripts/vs_llamacpp.sh passes it)".into(),
+        )
+    })?;
     let m = msn::load::<B>(&spec, &Default::default())?;
     let gguf = m.path.clone();
     let prompts = chat_prompts(&m, args.prompts)?;
@@ -568,6 +560,109 @@ fn report(
     rounds: &[(Round, Round)],
     (same, share): (usize, f64),
 ) -> msn::Result<()> {
+    let rows = median_rows(rounds);
+    let cpu = msn::bench::cpu_description();
+    let file = gguf
+        .file_name()
+        .map_or(String::new(), |f| f.to_string_lossy().into_owned());
+    let mut md = format!(
+        "{file} on {cpu}, {} threads, {} rounds interleaved (medians), {} chat prompts x up to {} new tokens\n\n| tokens/s (time and memory where named; lower is better there) | llama.cpp | msn | msn / llama.cpp |\n|---|---|---|---|\n",
+        args.threads,
+        rounds.len(),
+        args.prompts,
+        args.max_new_tokens
+    );
+    for (k, t, o, r) in &rows {
+        let vs = if k.contains("(auto budget)") {
+            format!("{k} (vs llama.cpp greedy)")
+        } else {
+            k.clone()
+        };
+        md += &format!("| {vs} | {t:.1} | {o:.1} | {r:.2}x |\n");
+    }
+    md += &format!(
+        "\nGreedy texts: identical to llama.cpp's on {same} of {} prompts; on average the first \
+         {:.0}% of the shorter text agrees (the two engines round differently, so a near-tie \
+         can go either way).\n",
+        args.prompts,
+        100.0 * share
+    );
+    println!("{md}");
+    std::fs::create_dir_all(&args.out).map_err(|e| msn::Error::io(&args.out, e))?;
+    let json = serde_json::json!({
+        "gguf": file, "cpu": cpu, "threads": args.threads, "rounds": rounds.len(),
+        "greedy_texts_identical": same, "prompts": args.prompts, "greedy_common_prefix_share": share,
+        "rows": rows.iter().map(|(k, t, o, r)| serde_json::json!({"what": k, "llama_cpp": t, "msn": o, "ratio": r})).collect::<Vec<_>>(),
+    });
+    msn::bench::write_atomic(
+        &args.out.join("vs_llamacpp.json"),
+        serde_json::to_string_pretty(&json)
+            .unwrap_or_default()
+            .as_bytes(),
+    )?;
+    msn::bench::write_atomic(&args.out.join("vs_llamacpp.md"), md.as_bytes())?;
+    write_charts(args, &file, &rows)?;
+    eprintln!("wrote {}", args.out.display());
+    Ok(())
+}
+
+/// The ratio bar chart and, with `--scale`, the forward curve.
+fn write_charts(args: &Args, file: &str, rows: &[(String, f64, f64, f64)]) -> msn::Result<()> {
+    // Every bar is msn's advantage (above 1: msn better): speed ratios as they are, time and
+    // memory inverted.
+    let (labels, advantage): (Vec<String>, Vec<f64>) = rows
+        .iter()
+        .map(|(k, _, _, r)| match lower_is_better(k) {
+            true => (
+                format!("{} (inverse)", k.rsplit_once(" (").map_or(&k[..], |p| p.0)),
+                1.0 / r,
+            ),
+            false => (k.clone(), *r),
+        })
+        .unzip();
+    let svg = plot::bar_chart(
+        "msn's advantage over llama.cpp (same GGUF, CPU, threads; above 1: msn better)",
+        "ratio",
+        &labels,
+        &[("msn advantage".into(), advantage)],
+        Some(1.0),
+    );
+    msn::bench::write_atomic(&args.out.join("vs_llamacpp.svg"), svg.as_bytes())?;
+    let curve = |col: fn(&(String, f64, f64, f64)) -> f64| -> Vec<(f64, f64)> {
+        CURVE
+            .iter()
+            .filter_map(|t| {
+                let row = rows
+                    .iter()
+                    .find(|r| r.0 == format!("forward of {t} tokens"))?;
+                Some((*t as f64, 1000.0 * *t as f64 / col(row)))
+            })
+            .collect()
+    };
+    if !curve(|r| r.1).is_empty() {
+        let svg = plot::line_chart(
+            &format!("Forward of T tokens: {file}, {} threads", args.threads),
+            "tokens in the forward (T)",
+            "milliseconds",
+            &[
+                plot::Series {
+                    name: "llama.cpp (llama-bench ppT)".into(),
+                    points: curve(|r| r.1),
+                },
+                plot::Series {
+                    name: "msn".into(),
+                    points: curve(|r| r.2),
+                },
+            ],
+        );
+        msn::bench::write_atomic(&args.out.join("forward_curve.svg"), svg.as_bytes())?;
+    }
+    Ok(())
+}
+
+/// Every figure of the rounds in the report's order: (name, llama.cpp's median, msn's median,
+/// msn / llama.cpp); the end-to-end decoders llama.cpp lacks are compared with its greedy.
+fn median_rows(rounds: &[(Round, Round)]) -> Vec<(String, f64, f64, f64)> {
     let mut order: Vec<String> = ["start to first token (s)", "peak RSS (MB)", "prefill 128"]
         .map(String::from)
         .to_vec();
@@ -609,95 +704,5 @@ fn report(
         };
         rows.push((k.clone(), theirs, ours, ours / theirs));
     }
-    let cpu = msn::bench::cpu_description();
-    let file = gguf
-        .file_name()
-        .map_or(String::new(), |f| f.to_string_lossy().into_owned());
-    let mut md = format!(
-        "{file} on {cpu}, {} threads, {} rounds interleaved (medians), {} chat prompts x up to {} new tokens\n\n| tokens/s (time and memory where named; lower is better there) | llama.cpp | msn | msn / llama.cpp |\n|---|---|---|---|\n",
-        args.threads,
-        rounds.len(),
-        args.prompts,
-        args.max_new_tokens
-    );
-    for (k, t, o, r) in &rows {
-        let vs = if k.contains("(auto budget)") {
-            format!("{k} (vs llama.cpp greedy)")
-        } else {
-            k.clone()
-        };
-        md += &format!("| {vs} | {t:.1} | {o:.1} | {r:.2}x |\n");
-    }
-    md += &format!(
-        "\nGreedy texts: identical to llama.cpp's on {same} of {} prompts; on average the first \
-         {:.0}% of the shorter text agrees (the two engines round differently, so a near-tie \
-         can go either way).\n",
-        args.prompts,
-        100.0 * share
-    );
-    println!("{md}");
-    std::fs::create_dir_all(&args.out).map_err(|e| msn::Error::io(&args.out, e))?;
-    let json = serde_json::json!({
-        "gguf": file, "cpu": cpu, "threads": args.threads, "rounds": rounds.len(),
-        "greedy_texts_identical": same, "prompts": args.prompts, "greedy_common_prefix_share": share,
-        "rows": rows.iter().map(|(k, t, o, r)| serde_json::json!({"what": k, "llama_cpp": t, "msn": o, "ratio": r})).collect::<Vec<_>>(),
-    });
-    msn::bench::write_atomic(
-        &args.out.join("vs_llamacpp.json"),
-        serde_json::to_string_pretty(&json)
-            .unwrap_or_default()
-            .as_bytes(),
-    )?;
-    msn::bench::write_atomic(&args.out.join("vs_llamacpp.md"), md.as_bytes())?;
-    // Every bar is msn's advantage (above 1: msn better): speed ratios as they are, time and
-    // memory inverted.
-    let (labels, advantage): (Vec<String>, Vec<f64>) = rows
-        .iter()
-        .map(|(k, _, _, r)| match lower_is_better(k) {
-            true => (format!("{k}, llama.cpp / msn"), 1.0 / r),
-            false => (k.clone(), *r),
-        })
-        .unzip();
-    let svg = plot::bar_chart(
-        "msn's advantage over llama.cpp (same GGUF, CPU, threads; above 1: msn better)",
-        "ratio",
-        &labels,
-        &[("msn advantage".into(), advantage)],
-        Some(1.0),
-    );
-    msn::bench::write_atomic(&args.out.join("vs_llamacpp.svg"), svg.as_bytes())?;
-    let curve = |col: fn(&(String, f64, f64, f64)) -> f64| -> Vec<(f64, f64)> {
-        CURVE
-            .iter()
-            .filter_map(|t| {
-                let row = rows
-                    .iter()
-                    .find(|r| r.0 == format!("forward of {t} tokens"))?;
-                Some((*t as f64, 1000.0 * *t as f64 / col(row)))
-            })
-            .collect()
-    };
-    if !curve(|r| r.1).is_empty() {
-        let svg = plot::line_chart(
-            &format!(
-                "Forward of T tokens, {file} ({cpu}, {} threads)",
-                args.threads
-            ),
-            "tokens in the forward (T)",
-            "milliseconds",
-            &[
-                plot::Series {
-                    name: "llama.cpp (llama-bench ppT)".into(),
-                    points: curve(|r| r.1),
-                },
-                plot::Series {
-                    name: "msn".into(),
-                    points: curve(|r| r.2),
-                },
-            ],
-        );
-        msn::bench::write_atomic(&args.out.join("forward_curve.svg"), svg.as_bytes())?;
-    }
-    eprintln!("wrote {}", args.out.display());
-    Ok(())
+    rows
 }

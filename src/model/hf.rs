@@ -94,6 +94,24 @@ impl SafetensorsDir {
 }
 
 impl SafetensorsDir {
+    /// `f(path, view)` of tensor `name` in its file, or `Ok(None)` when there is none.
+    fn view<T>(
+        &self,
+        name: &str,
+        f: impl FnOnce(&Path, safetensors::tensor::TensorView<'_>) -> Result<T>,
+    ) -> Result<Option<T>> {
+        let Some(&i) = self.index.get(name) else {
+            return Ok(None);
+        };
+        let (path, mmap) = &self.files[i];
+        let st = SafeTensors::deserialize(mmap)
+            .map_err(|e| Error::checkpoint(path, format!("not valid safetensors: {e}")))?;
+        let view = st
+            .tensor(name)
+            .map_err(|e| Error::checkpoint(path, format!("{name}: {e}")))?;
+        f(path, view).map(Some)
+    }
+
     /// Drops every file's pages from this process's resident memory ([`mapped::release`]).
     pub(crate) fn release_pages(&self) {
         for (_, map) in &self.files {
@@ -110,50 +128,39 @@ impl TensorSource for SafetensorsDir {
         Some(hf.to_string())
     }
     fn shape(&self, name: &str) -> Result<Option<Vec<usize>>> {
-        let Some(&i) = self.index.get(name) else {
-            return Ok(None);
-        };
-        let (path, mmap) = &self.files[i];
-        let st = SafeTensors::deserialize(mmap)
-            .map_err(|e| Error::checkpoint(path, format!("not valid safetensors: {e}")))?;
-        let view = st
-            .tensor(name)
-            .map_err(|e| Error::checkpoint(path, format!("{name}: {e}")))?;
-        Ok(Some(view.shape().to_vec()))
+        self.view(name, |_, view| Ok(view.shape().to_vec()))
     }
     fn tensor(&self, name: &str) -> Result<Option<(Vec<usize>, Vec<f32>)>> {
-        let Some(&i) = self.index.get(name) else {
-            return Ok(None);
-        };
-        let (path, mmap) = &self.files[i];
-        let st = SafeTensors::deserialize(mmap)
-            .map_err(|e| Error::checkpoint(path, format!("not valid safetensors: {e}")))?;
-        let view = st
-            .tensor(name)
-            .map_err(|e| Error::checkpoint(path, format!("{name}: {e}")))?;
-        let bytes = view.data();
-        let values: Vec<f32> = match view.dtype() {
-            Dtype::F32 => bytes
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
-            Dtype::F16 => bytes
-                .chunks_exact(2)
-                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            Dtype::BF16 => bytes
-                .chunks_exact(2)
-                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            other => {
-                return Err(Error::UnsupportedDtype {
-                    tensor: name.to_string(),
-                    dtype: format!("{other:?} (safetensors)"),
-                });
-            }
-        };
-        Ok(Some((view.shape().to_vec(), values)))
+        self.view(name, |_, view| {
+            Ok((view.shape().to_vec(), f32_values(name, &view)?))
+        })
     }
+}
+
+/// A safetensors tensor's values as f32 (f32, f16 and bf16 storage).
+fn f32_values(name: &str, view: &safetensors::tensor::TensorView<'_>) -> Result<Vec<f32>> {
+    let bytes = view.data();
+    let values: Vec<f32> = match view.dtype() {
+        Dtype::F32 => bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+        Dtype::F16 => bytes
+            .chunks_exact(2)
+            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        Dtype::BF16 => bytes
+            .chunks_exact(2)
+            .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        other => {
+            return Err(Error::UnsupportedDtype {
+                tensor: name.to_string(),
+                dtype: format!("{other:?} (safetensors)"),
+            });
+        }
+    };
+    Ok(values)
 }
 
 /// Reads `dir/config.json` as a llama config.
