@@ -233,13 +233,13 @@ pub fn load_with<B: Backend>(
         crate::model::int_panels::check_isa_override()?;
     }
     // The host engine's matrices come from the file itself (burn tensors lazy, weights held
-    // once) for every mode but `Converted` (copies of eagerly built tensors) and `Off`.
-    let from_file = native;
+    // once) for every mode with products (all but `Converted`, copies of eagerly built
+    // tensors, and `Off`).
     let mut loaded = if path.is_dir() {
-        load_hf(&path, device, dtype, from_file)?
+        load_hf(&path, device, dtype, native)?
     } else {
         // The GGUF's own blocks are taken while the file is open.
-        gguf_model(&path, device, dtype, products.filter(|_| from_file))?
+        gguf_model(&path, device, dtype, products)?
     };
     if host == HostKernels::Converted {
         loaded.model.enable_host_kernels(HOST_MAX_ROWS);
@@ -406,14 +406,7 @@ impl HfNative<'_> {
         if shape != [out, inp] {
             return Ok(None);
         }
-        Ok(Some(match self.f16 {
-            true => HostMatrix::from_f16(
-                out,
-                inp,
-                v.iter().map(|&x| half::f16::from_f32(x)).collect(),
-            ),
-            false => HostMatrix::from_f32(out, inp, v),
-        }))
+        Ok(Some(HostMatrix::from_f32_as(out, inp, v, self.f16)))
     }
 }
 

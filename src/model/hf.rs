@@ -94,11 +94,11 @@ impl SafetensorsDir {
 }
 
 impl SafetensorsDir {
-    /// `f(path, view)` of tensor `name` in its file, or `Ok(None)` when there is none.
+    /// `f(view)` of tensor `name` in its file, or `Ok(None)` when there is none.
     fn view<T>(
         &self,
         name: &str,
-        f: impl FnOnce(&Path, safetensors::tensor::TensorView<'_>) -> Result<T>,
+        f: impl FnOnce(safetensors::tensor::TensorView<'_>) -> Result<T>,
     ) -> Result<Option<T>> {
         let Some(&i) = self.index.get(name) else {
             return Ok(None);
@@ -109,7 +109,7 @@ impl SafetensorsDir {
         let view = st
             .tensor(name)
             .map_err(|e| Error::checkpoint(path, format!("{name}: {e}")))?;
-        f(path, view).map(Some)
+        f(view).map(Some)
     }
 
     /// Drops every file's pages from this process's resident memory ([`mapped::release`]).
@@ -128,10 +128,10 @@ impl TensorSource for SafetensorsDir {
         Some(hf.to_string())
     }
     fn shape(&self, name: &str) -> Result<Option<Vec<usize>>> {
-        self.view(name, |_, view| Ok(view.shape().to_vec()))
+        self.view(name, |view| Ok(view.shape().to_vec()))
     }
     fn tensor(&self, name: &str) -> Result<Option<(Vec<usize>, Vec<f32>)>> {
-        self.view(name, |_, view| {
+        self.view(name, |view| {
             Ok((view.shape().to_vec(), f32_values(name, &view)?))
         })
     }

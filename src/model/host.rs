@@ -87,6 +87,15 @@ impl HostMatrix {
         }
     }
 
+    /// From `[out, in]` f32 values, kept as f32 or rounded to f16 (`f16`), as
+    /// [`crate::WeightDtype`] stores dense weights.
+    pub(crate) fn from_f32_as(out: usize, inp: usize, data: Vec<f32>, f16: bool) -> Self {
+        match f16 {
+            true => Self::from_f16(out, inp, data.iter().map(|&x| f16::from_f32(x)).collect()),
+            false => Self::from_f32(out, inp, data),
+        }
+    }
+
     /// From `[out, in]` f16 values.
     pub fn from_f16(out: usize, inp: usize, data: Vec<f16>) -> Self {
         assert_eq!(data.len(), out * inp, "matrix size");

@@ -159,13 +159,9 @@ impl<B: Backend> Loaded<B> {
     }
 
     fn fetch(&mut self, name: &str, expected: &[usize]) -> Result<Vec<f32>> {
-        match self.source.tensor(name)? {
-            Some((shape, data)) => {
-                self.check_shape(name, Some(shape), expected)?;
-                Ok(data)
-            }
-            None => Err(Error::MissingTensor(name.to_string())),
-        }
+        let (shape, data) = self.source.tensor(name)?.unzip();
+        self.check_shape(name, shape, expected)?;
+        Ok(data.expect("a tensor whose shape was checked"))
     }
 
     /// `name` (`[rows, cols]` in the checkpoint) as a parameter of shape `[rows, cols]`, or
@@ -396,14 +392,7 @@ impl GgufSource {
             GgmlType::F32 | GgmlType::Bf16 => {
                 let mut v = vec![0f32; out * inp];
                 crate::model::quant::dequantize(info.dtype, bytes, &mut v)?;
-                match f16 {
-                    true => HostMatrix::from_f16(
-                        out,
-                        inp,
-                        v.iter().map(|&x| half::f16::from_f32(x)).collect(),
-                    ),
-                    false => HostMatrix::from_f32(out, inp, v),
-                }
+                HostMatrix::from_f32_as(out, inp, v, f16)
             }
             ty => HostMatrix::from_block_slice(ty, out, inp, bytes, products)?,
         };
