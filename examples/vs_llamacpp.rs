@@ -216,7 +216,7 @@ fn llama_bench_curve(dir: &Path, gguf: &Path, threads: usize) -> msn::Result<Rou
     Ok(r)
 }
 
-/// msn's forward of T = 1..64 and of 128 tokens into an empty cache, and decode of
+/// msn's forward of T = 1..64 tokens (every logit) and prefill of 128 (the last logit) into an empty cache, and decode of
 /// [`SCALE_DECODE`] tokens one at a time (tokens/s, medians of 3 after one unmeasured run).
 fn forward_curve(m: &msn::LoadedModel<B>) -> msn::Result<Round> {
     let d = Default::default();
@@ -235,11 +235,17 @@ fn forward_curve(m: &msn::LoadedModel<B>) -> msn::Result<Round> {
     };
     let mut r = Round::new();
     for t in CURVE.into_iter().chain([128]) {
+        // The curve's forwards return every token's logits (a tree's verification needs them
+        // all; llama-bench's ppT computes the last only); prefill, as generation runs it and as
+        // llama-bench measures it, the last token's.
         let secs = time(&mut || {
             let mut cache = m.model.new_cache(1, t);
-            let l = m
-                .model
-                .forward(ForwardInput::<B>::causal(&ids[..t], 0, &d), &mut cache);
+            let input = ForwardInput::<B>::causal(&ids[..t], 0, &d);
+            let l = if t == 128 {
+                m.model.forward_last(input, &mut cache)
+            } else {
+                m.model.forward(input, &mut cache)
+            };
             std::hint::black_box(l.into_data());
         });
         let key = match t {

@@ -50,7 +50,7 @@ pub(crate) const PANEL: usize = 8;
 pub(crate) const ISA_VAR: &str = "MSN_HOST_ISA";
 
 /// The values [`ISA_VAR`] takes.
-const ISA_NAMES: &str = "scalar, avx2, avx-vnni, avx512-vnni";
+const ISA_NAMES: &str = "scalar, avx2, avx-vnni, avx512-vnni-256, avx512-vnni";
 
 /// [`ISA_VAR`]'s value where it is set and not empty.
 fn isa_override() -> Option<String> {
@@ -606,6 +606,8 @@ impl<'a> Out<'a> {
 }
 
 mod k_quants;
+#[cfg(target_arch = "x86_64")]
+mod lanes;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 

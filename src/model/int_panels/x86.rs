@@ -1,7 +1,8 @@
-//! x86 tiles of [`super::dot`] over panels: multiply-adds into 8 lanes, one per weight row. 16-bit
-//! activations by AVX2 (`madd` + `add`) or AVX-512 VNNI / AVX-VNNI (`vpdpwssd`, one instruction
-//! for 16 products); 8-bit ones by AVX2 (`maddubs` + `madd` + `add`) or VNNI (`vpdpbusd`, 32
-//! products). Each block's 32 products per row are summed exactly in i32 before the one
+//! x86 tiles of [`super::dot`] over panels: multiply-adds into 8 lanes, one per weight row, or,
+//! with AVX-512, 16 lanes over two adjacent panels. 16-bit activations by AVX2 (`madd` + `add`)
+//! or AVX-512 VNNI / AVX-VNNI (`vpdpwssd`, one instruction for 16 products in 256 bits, 32 in
+//! 512); 8-bit ones by AVX2 (`maddubs` + `madd` + `add`) or VNNI (`vpdpbusd`, 32 products in 256
+//! bits, 64 in 512). Each block's 32 products per row are summed exactly in i32 before the one
 //! conversion and FMA of the definition, so every path gives the scalar results bit for bit.
 //!
 //! The weight side of `maddubs` / `vpdpbusd` is unsigned: nibbles are used as stored (0..16) and
@@ -10,17 +11,22 @@
 //! the activation instead (`maddubs` would saturate on `q + 128`).
 
 use super::k_quants::{SUBS, heads, value_bytes};
+use super::lanes::{Lanes, Y, Z, pair128, pair256};
 use super::{ActRow, ActRows, GgmlType, Out, PANEL, QK};
 use crate::model::act_rows::Quant;
+use std::arch::asm;
 use std::arch::x86_64::*;
+use std::ops::Range;
 
 /// The instruction sets with a path here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Isa {
     /// AVX2 + FMA + F16C.
     Avx2,
-    /// AVX-512 VNNI with 256-bit registers (AVX-512 VL).
+    /// AVX-512 VNNI (with BW and VL): two panels at a time in 512-bit registers.
     Avx512Vnni,
+    /// AVX-512 VNNI in 256-bit registers only (AVX-512 VL), a panel at a time.
+    Avx512Vnni256,
     /// AVX-VNNI (the VEX form of the same instruction).
     AvxVnni,
 }
@@ -43,12 +49,17 @@ fn detected() -> Option<Isa> {
     if !base {
         return None;
     }
-    // Every feature the AVX-512 kernels enable (`avx512f`, `avx512vl`, `avx512vnni`).
+    // Every feature the AVX-512 kernels enable (`avx512f`, `avx512vl`, `avx512vnni`; the
+    // 512-bit ones also `avx512bw`).
     if is_x86_feature_detected!("avx512vnni")
         && is_x86_feature_detected!("avx512vl")
         && is_x86_feature_detected!("avx512f")
     {
-        Some(Isa::Avx512Vnni)
+        if is_x86_feature_detected!("avx512bw") {
+            Some(Isa::Avx512Vnni)
+        } else {
+            Some(Isa::Avx512Vnni256)
+        }
     } else if is_x86_feature_detected!("avxvnni") {
         Some(Isa::AvxVnni)
     } else {
@@ -63,6 +74,7 @@ pub(crate) fn chosen(name: &str) -> Result<Option<Isa>, String> {
         "avx2" => Isa::Avx2,
         "avx-vnni" => Isa::AvxVnni,
         "avx512-vnni" => Isa::Avx512Vnni,
+        "avx512-vnni-256" => Isa::Avx512Vnni256,
         other => return Err(format!("`{other}` is not one of {}", super::ISA_NAMES)),
     };
     if detected_all().contains(&isa) {
@@ -84,6 +96,7 @@ impl Isa {
         match self {
             Isa::Avx2 => "avx2",
             Isa::Avx512Vnni => "avx512-vnni",
+            Isa::Avx512Vnni256 => "avx512-vnni-256",
             Isa::AvxVnni => "avx-vnni",
         }
     }
@@ -101,7 +114,10 @@ fn detected_all() -> Vec<Isa> {
         return Vec::new();
     };
     let mut v = vec![Isa::Avx2];
-    if best == Isa::Avx512Vnni {
+    if matches!(best, Isa::Avx512Vnni | Isa::Avx512Vnni256) {
+        if best == Isa::Avx512Vnni {
+            v.push(Isa::Avx512Vnni256);
+        }
         v.push(best);
         if is_x86_feature_detected!("avxvnni") {
             v.push(Isa::AvxVnni);
@@ -112,39 +128,49 @@ fn detected_all() -> Vec<Isa> {
     v
 }
 
-/// How one instruction set multiplies one activation type with the chunks of a panel block: a
-/// chunk holds `UNIT` bytes of each of the 8 rows (`8 x UNIT` bytes), and one multiply-add takes
-/// `UNIT` products per lane.
+/// How one instruction set multiplies one activation type with the chunks of panel blocks: a
+/// chunk holds `UNIT` bytes of each of a panel's 8 rows (`8 x UNIT` bytes), and one multiply-add
+/// takes `UNIT` products per lane, over the lanes of `L` (one panel, or two `stride` bytes apart).
 trait Kernel {
     /// The activation integers.
     type Q: Quant;
+    /// The registers.
+    type L: Lanes;
     /// Values per lane and per row in a chunk.
     const UNIT: usize;
     /// What a Q8_0 block's sum is corrected by, times the activation block's integer sum.
     const Q8_OFFSET: i32;
-    /// The nibble chunk at `p`: low and high nibbles, unsigned.
-    unsafe fn nibbles(p: *const u8) -> (__m256i, __m256i);
-    /// The Q8_0 chunk at `p`, as [`Self::dp_q8`] takes it.
-    unsafe fn bytes(p: *const u8) -> __m256i;
-    /// The chunk of unsigned bytes at `p` (below 64), as [`Self::dp`] takes it.
-    unsafe fn ubytes(p: *const u8) -> __m256i;
+    /// The nibble chunks at `p` (and `p + stride`): low and high nibbles, unsigned.
+    unsafe fn nibbles(p: *const u8, stride: usize) -> (Iv<Self>, Iv<Self>);
+    /// The Q8_0 chunks at `p` (and `p + stride`), as [`Self::dp_q8`] takes them.
+    unsafe fn bytes(p: *const u8, stride: usize) -> Iv<Self>;
+    /// The chunks of unsigned bytes at `p` (and `p + stride`; below 64), as [`Self::dp`] takes
+    /// them.
+    unsafe fn ubytes(p: *const u8, stride: usize) -> Iv<Self>;
     /// `acc` plus the products of unsigned weights `w` (below 16) with activations `x`.
-    unsafe fn dp(acc: __m256i, w: __m256i, x: __m256i) -> __m256i;
-    /// `acc` plus the products of a Q8_0 chunk from [`Self::bytes`] with activations `x`
+    unsafe fn dp(acc: Iv<Self>, w: Iv<Self>, x: Iv<Self>) -> Iv<Self>;
+    /// `acc` plus the products of Q8_0 chunks from [`Self::bytes`] with activations `x`
     /// (offset by [`Self::Q8_OFFSET`] per activation).
-    unsafe fn dp_q8(acc: __m256i, w: __m256i, x: __m256i) -> __m256i;
+    unsafe fn dp_q8(acc: Iv<Self>, w: Iv<Self>, x: Iv<Self>) -> Iv<Self>;
 }
 
-/// 16-bit activations: chunks of 16 bytes, zero- or sign-extended to 16 bits.
+/// A kernel's integer lanes.
+type Iv<K> = <<K as Kernel>::L as Lanes>::I;
+/// A kernel's f32 lanes.
+type Fv<K> = <<K as Kernel>::L as Lanes>::F;
+
+/// 16-bit activations in 256-bit registers: chunks of 16 bytes, zero- or sign-extended to 16
+/// bits.
 macro_rules! kernel16 {
     ($name:ident, $dp:expr) => {
         struct $name;
         impl Kernel for $name {
             type Q = i16;
+            type L = Y;
             const UNIT: usize = 2;
             const Q8_OFFSET: i32 = 0;
             #[inline(always)]
-            unsafe fn nibbles(p: *const u8) -> (__m256i, __m256i) {
+            unsafe fn nibbles(p: *const u8, _: usize) -> (__m256i, __m256i) {
                 // SAFETY (callers): 16 readable bytes; AVX2 enabled.
                 unsafe {
                     let v = _mm256_cvtepu8_epi16(_mm_loadu_si128(p.cast()));
@@ -155,12 +181,12 @@ macro_rules! kernel16 {
                 }
             }
             #[inline(always)]
-            unsafe fn bytes(p: *const u8) -> __m256i {
+            unsafe fn bytes(p: *const u8, _: usize) -> __m256i {
                 // SAFETY (callers): 16 readable bytes; AVX2 enabled.
                 unsafe { _mm256_cvtepi8_epi16(_mm_loadu_si128(p.cast())) }
             }
             #[inline(always)]
-            unsafe fn ubytes(p: *const u8) -> __m256i {
+            unsafe fn ubytes(p: *const u8, _: usize) -> __m256i {
                 // SAFETY (callers): 16 readable bytes; AVX2 enabled.
                 unsafe { _mm256_cvtepu8_epi16(_mm_loadu_si128(p.cast())) }
             }
@@ -178,16 +204,17 @@ macro_rules! kernel16 {
     };
 }
 
-/// 8-bit activations: chunks of 32 bytes as they are.
+/// 8-bit activations in 256-bit registers: chunks of 32 bytes as they are.
 macro_rules! kernel8 {
     ($name:ident, $dp:expr, $q8_offset:expr, $bytes:expr, $dp_q8:expr) => {
         struct $name;
         impl Kernel for $name {
             type Q = i8;
+            type L = Y;
             const UNIT: usize = 4;
             const Q8_OFFSET: i32 = $q8_offset;
             #[inline(always)]
-            unsafe fn nibbles(p: *const u8) -> (__m256i, __m256i) {
+            unsafe fn nibbles(p: *const u8, _: usize) -> (__m256i, __m256i) {
                 // SAFETY (callers): 32 readable bytes; AVX2 enabled.
                 unsafe {
                     let v = _mm256_loadu_si256(p.cast());
@@ -199,12 +226,12 @@ macro_rules! kernel8 {
                 }
             }
             #[inline(always)]
-            unsafe fn bytes(p: *const u8) -> __m256i {
+            unsafe fn bytes(p: *const u8, _: usize) -> __m256i {
                 // SAFETY (callers): 32 readable bytes; AVX2 enabled.
                 unsafe { $bytes(_mm256_loadu_si256(p.cast())) }
             }
             #[inline(always)]
-            unsafe fn ubytes(p: *const u8) -> __m256i {
+            unsafe fn ubytes(p: *const u8, _: usize) -> __m256i {
                 // SAFETY (callers): 32 readable bytes; AVX2 enabled.
                 unsafe { _mm256_loadu_si256(p.cast()) }
             }
@@ -259,9 +286,50 @@ unsafe fn same(v: __m256i) -> __m256i {
     v
 }
 
+// The 16-bit VNNI multiply-add in inline assembly: with a generic CPU tuning (what a library is
+// built with) LLVM rewrites the register form of `vpdpwssd` into `vpmaddwd` + `vpaddd`, two
+// instructions where the CPU takes one (it keeps only forms that read memory). The 8-bit
+// `vpdpbusd` has no such rewrite.
+
+/// `acc + w . x` in 32-bit lanes (pairs of 16-bit products), EVEX, 256 bits.
+#[target_feature(enable = "avx512f,avx512vl,avx512vnni")]
+#[inline]
+unsafe fn dpwssd256(mut acc: __m256i, w: __m256i, x: __m256i) -> __m256i {
+    // SAFETY: register operands only; the features are enabled.
+    unsafe {
+        asm!("vpdpwssd {a}, {w}, {x}", a = inout(ymm_reg) acc, w = in(ymm_reg) w,
+            x = in(ymm_reg) x, options(pure, nomem, nostack, preserves_flags));
+    }
+    acc
+}
+
+/// As [`dpwssd256`], VEX (AVX-VNNI).
+#[target_feature(enable = "avxvnni")]
+#[inline]
+unsafe fn dpwssd_vex(mut acc: __m256i, w: __m256i, x: __m256i) -> __m256i {
+    // SAFETY: as above.
+    unsafe {
+        asm!("{{vex}} vpdpwssd {a}, {w}, {x}", a = inout(ymm_reg) acc, w = in(ymm_reg) w,
+            x = in(ymm_reg) x, options(pure, nomem, nostack, preserves_flags));
+    }
+    acc
+}
+
+/// As [`dpwssd256`] in 512 bits.
+#[target_feature(enable = "avx512f,avx512vnni")]
+#[inline]
+unsafe fn dpwssd512(mut acc: __m512i, w: __m512i, x: __m512i) -> __m512i {
+    // SAFETY: as above.
+    unsafe {
+        asm!("vpdpwssd {a}, {w}, {x}", a = inout(zmm_reg) acc, w = in(zmm_reg) w,
+            x = in(zmm_reg) x, options(pure, nomem, nostack, preserves_flags));
+    }
+    acc
+}
+
 kernel16!(Avx2x16, madd16);
-kernel16!(Vnni512x16, _mm256_dpwssd_epi32);
-kernel16!(VexX16, _mm256_dpwssd_avx_epi32);
+kernel16!(Vnni512x16, dpwssd256);
+kernel16!(VexX16, dpwssd_vex);
 kernel8!(Avx2x8, maddubs8, 0, same, signed8);
 kernel8!(
     Vnni512x8,
@@ -278,6 +346,87 @@ kernel8!(
     _mm256_dpbusd_avx_epi32
 );
 
+/// 16-bit activations over two panels in 512-bit registers (AVX-512 BW and VNNI).
+struct Zmm16;
+impl Kernel for Zmm16 {
+    type Q = i16;
+    type L = Z;
+    const UNIT: usize = 2;
+    const Q8_OFFSET: i32 = 0;
+    #[inline(always)]
+    unsafe fn nibbles(p: *const u8, stride: usize) -> (__m512i, __m512i) {
+        // SAFETY (callers): 16 readable bytes at both; AVX-512 BW enabled.
+        unsafe {
+            let v = _mm512_cvtepu8_epi16(pair128(p, stride));
+            (
+                _mm512_and_si512(v, _mm512_set1_epi16(0x0f)),
+                _mm512_srli_epi16::<4>(v),
+            )
+        }
+    }
+    #[inline(always)]
+    unsafe fn bytes(p: *const u8, stride: usize) -> __m512i {
+        // SAFETY (callers): as above.
+        unsafe { _mm512_cvtepi8_epi16(pair128(p, stride)) }
+    }
+    #[inline(always)]
+    unsafe fn ubytes(p: *const u8, stride: usize) -> __m512i {
+        // SAFETY (callers): as above.
+        unsafe { _mm512_cvtepu8_epi16(pair128(p, stride)) }
+    }
+    #[inline(always)]
+    unsafe fn dp(acc: __m512i, w: __m512i, x: __m512i) -> __m512i {
+        // SAFETY (callers): AVX-512 VNNI enabled.
+        unsafe { dpwssd512(acc, w, x) }
+    }
+    #[inline(always)]
+    unsafe fn dp_q8(acc: __m512i, w: __m512i, x: __m512i) -> __m512i {
+        // SAFETY (callers): AVX-512 VNNI enabled.
+        unsafe { dpwssd512(acc, w, x) }
+    }
+}
+
+/// 8-bit activations over two panels in 512-bit registers (AVX-512 BW and VNNI).
+struct Zmm8;
+impl Kernel for Zmm8 {
+    type Q = i8;
+    type L = Z;
+    const UNIT: usize = 4;
+    const Q8_OFFSET: i32 = 128;
+    #[inline(always)]
+    unsafe fn nibbles(p: *const u8, stride: usize) -> (__m512i, __m512i) {
+        // SAFETY (callers): 32 readable bytes at both; AVX-512 BW enabled.
+        unsafe {
+            let v = pair256(p, stride);
+            let low = _mm512_set1_epi8(0x0f);
+            (
+                _mm512_and_si512(v, low),
+                _mm512_and_si512(_mm512_srli_epi16::<4>(v), low),
+            )
+        }
+    }
+    #[inline(always)]
+    unsafe fn bytes(p: *const u8, stride: usize) -> __m512i {
+        // SAFETY (callers): as above.
+        unsafe { _mm512_xor_si512(pair256(p, stride), _mm512_set1_epi8(-128)) }
+    }
+    #[inline(always)]
+    unsafe fn ubytes(p: *const u8, stride: usize) -> __m512i {
+        // SAFETY (callers): as above.
+        unsafe { pair256(p, stride) }
+    }
+    #[inline(always)]
+    unsafe fn dp(acc: __m512i, w: __m512i, x: __m512i) -> __m512i {
+        // SAFETY (callers): AVX-512 VNNI enabled.
+        unsafe { _mm512_dpbusd_epi32(acc, w, x) }
+    }
+    #[inline(always)]
+    unsafe fn dp_q8(acc: __m512i, w: __m512i, x: __m512i) -> __m512i {
+        // SAFETY (callers): AVX-512 VNNI enabled.
+        unsafe { _mm512_dpbusd_epi32(acc, w, x) }
+    }
+}
+
 const Q4_0: u8 = 0;
 const Q4_1: u8 = 1;
 const Q8_0: u8 = 2;
@@ -286,7 +435,7 @@ const Q5K: u8 = 4;
 const Q6K: u8 = 5;
 
 macro_rules! rows_fn {
-    ($(#[$doc:meta])* $name:ident, $q:ty, $avx2:ty, $vnni:ty, $vex:ty) => {
+    ($(#[$doc:meta])* $name:ident, $q:ty, $avx2:ty, $vnni:ty, $zmm:ty, $vex:ty) => {
         $(#[$doc])*
         ///
         /// # Safety
@@ -325,7 +474,8 @@ macro_rules! rows_fn {
             unsafe {
                 match isa {
                     Isa::Avx2 => rows_avx2::<$avx2>(t, &a),
-                    Isa::Avx512Vnni => rows_vnni512::<$vnni>(t, &a),
+                    Isa::Avx512Vnni => rows_zmm::<$zmm, $vnni>(t, &a),
+                    Isa::Avx512Vnni256 => rows_vnni512::<$vnni>(t, &a),
                     Isa::AvxVnni => rows_avxvnni::<$vex>(t, &a),
                 }
             }
@@ -336,11 +486,11 @@ macro_rules! rows_fn {
 rows_fn!(
     /// Features `first..first + n` from the panels `w` (`nb` blocks each, starting at feature
     /// `first`) times every row of the 16-bit `x`, into `out`.
-    rows16, i16, Avx2x16, Vnni512x16, VexX16
+    rows16, i16, Avx2x16, Vnni512x16, Zmm16, VexX16
 );
 rows_fn!(
     /// As [`rows16`] for 8-bit activations.
-    rows8, i8, Avx2x8, Vnni512x8, VexX8
+    rows8, i8, Avx2x8, Vnni512x8, Zmm8, VexX8
 );
 
 /// What every tile reads, and where the results go.
@@ -353,42 +503,59 @@ struct Args<'a, Q> {
     out: Out<'a>,
 }
 
-/// [`rows_of`] for the block type `t`, `M` activation rows per tile (inlined into each
-/// instruction set's entry point, which enables its features).
+/// [`rows_of`] for the block type `t` over `panels`, `M` activation rows per tile (inlined into
+/// each instruction set's entry point, which enables its features).
 ///
 /// # Safety
 /// As for `rows_of`.
 #[inline(always)]
-unsafe fn by_type<K: Kernel, const M: usize>(t: u8, a: &Args<'_, K::Q>) {
+unsafe fn by_type<K: Kernel, const M: usize>(t: u8, a: &Args<'_, K::Q>, panels: Range<usize>) {
     // SAFETY: as this function's.
     unsafe {
         match t {
-            Q4_1 => rows_of::<K, Q4_1, M>(a),
-            Q8_0 => rows_of::<K, Q8_0, M>(a),
-            Q4K => rows_of::<K, Q4K, M>(a),
-            Q5K => rows_of::<K, Q5K, M>(a),
-            Q6K => rows_of::<K, Q6K, M>(a),
-            _ => rows_of::<K, Q4_0, M>(a),
+            Q4_1 => rows_of::<K, Q4_1, M>(a, panels),
+            Q8_0 => rows_of::<K, Q8_0, M>(a, panels),
+            Q4K => rows_of::<K, Q4K, M>(a, panels),
+            Q5K => rows_of::<K, Q5K, M>(a, panels),
+            Q6K => rows_of::<K, Q6K, M>(a, panels),
+            _ => rows_of::<K, Q4_0, M>(a, panels),
         }
     }
+}
+
+/// Every panel of the call.
+fn all_panels<Q>(a: &Args<'_, Q>) -> Range<usize> {
+    0..a.n.div_ceil(PANEL)
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn rows_avx2<K: Kernel>(t: u8, a: &Args<'_, K::Q>) {
     // SAFETY: as for `by_type`.
-    unsafe { by_type::<K, 4>(t, a) }
+    unsafe { by_type::<K, 4>(t, a, all_panels(a)) }
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
 unsafe fn rows_vnni512<K: Kernel>(t: u8, a: &Args<'_, K::Q>) {
     // SAFETY: as for `by_type`.
-    unsafe { by_type::<K, 8>(t, a) }
+    unsafe { by_type::<K, 8>(t, a, all_panels(a)) }
+}
+
+/// Pairs of panels by the 512-bit kernel `Z`, an odd last panel by the 256-bit `K`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn rows_zmm<Z: Kernel, K: Kernel<Q = Z::Q>>(t: u8, a: &Args<'_, K::Q>) {
+    let panels = a.n.div_ceil(PANEL);
+    let paired = panels / 2 * 2;
+    // SAFETY: as for `by_type`.
+    unsafe {
+        by_type::<Z, 8>(t, a, 0..paired);
+        by_type::<K, 8>(t, a, paired..panels);
+    }
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avxvnni")]
 unsafe fn rows_avxvnni<K: Kernel>(t: u8, a: &Args<'_, K::Q>) {
     // SAFETY: as for `by_type`.
-    unsafe { by_type::<K, 4>(t, a) }
+    unsafe { by_type::<K, 4>(t, a, all_panels(a)) }
 }
 
 /// Bytes of a panel per 32 values.
@@ -406,37 +573,41 @@ const fn super_bytes(t: u8) -> usize {
     heads(t == Q6K) + SUBS * PANEL * value_bytes(t == Q4K)
 }
 
-/// Tiles over the output, one panel at a time (a tile over several panels reads several
+/// Tiles over the output, `K::L::PANELS` panels at a time (a tile over more panels reads more
 /// memory streams at once, which measured up to 2x slower from memory on a Zen 4 EPYC): `M`
 /// activation rows per tile, the tail by tiles of 4, 2 and 1; each weight chunk is unpacked once
 /// per tile and each activation group broadcast once per tile.
 ///
 /// # Safety
-/// As [`rows16`]; the enabled features cover `K`.
+/// As [`rows16`], for the panels `panels` (a multiple of `K::L::PANELS` of them, all within the
+/// call's); the enabled features cover `K`.
 #[inline(always)]
-unsafe fn rows_of<K: Kernel, const T: u8, const M: usize>(a: &Args<'_, K::Q>) {
+unsafe fn rows_of<K: Kernel, const T: u8, const M: usize>(
+    a: &Args<'_, K::Q>,
+    panels: Range<usize>,
+) {
     let m = a.x.rows();
     let pb = a.nb * block_bytes(T);
     let (nb, x) = (a.nb, a.x);
-    // SAFETY: every tile reads panel p < n.div_ceil(8) and activation rows < m, and writes
-    // features first + 8p.. (< first + n) of rows < m.
+    // SAFETY: every tile reads panels p, p + 1 (< n.div_ceil(8)) and activation rows < m, and
+    // writes features first + 8p.. (< first + n) of rows < m.
     unsafe {
-        for p in 0..a.n.div_ceil(PANEL) {
+        for p in panels.step_by(K::L::PANELS) {
             let w = a.w.as_ptr().add(p * pb);
             let mut j = 0;
             while j < m {
                 let left = m - j;
                 j += if left >= M {
-                    put(a, p, j, &any_tile::<K, T, M>(w, nb, x, j));
+                    put::<K, M>(a, p, j, &any_tile::<K, T, M>(w, pb, nb, x, j));
                     M
                 } else if M > 4 && left >= 4 {
-                    put(a, p, j, &any_tile::<K, T, 4>(w, nb, x, j));
+                    put::<K, 4>(a, p, j, &any_tile::<K, T, 4>(w, pb, nb, x, j));
                     4
                 } else if left >= 2 {
-                    put(a, p, j, &any_tile::<K, T, 2>(w, nb, x, j));
+                    put::<K, 2>(a, p, j, &any_tile::<K, T, 2>(w, pb, nb, x, j));
                     2
                 } else {
-                    put(a, p, j, &any_tile::<K, T, 1>(w, nb, x, j));
+                    put::<K, 1>(a, p, j, &any_tile::<K, T, 1>(w, pb, nb, x, j));
                     1
                 };
             }
@@ -444,30 +615,24 @@ unsafe fn rows_of<K: Kernel, const T: u8, const M: usize>(a: &Args<'_, K::Q>) {
     }
 }
 
-/// Writes a tile of results (the 8 features of panel `p`) for activation rows from `j`,
-/// leaving out the padding features.
+/// Writes a tile of results (the features of panels `p..p + K::L::PANELS`) for activation rows
+/// from `j`, leaving out the padding features.
 ///
 /// # Safety
-/// AVX enabled; panel `p`'s features and rows `j..j + M` are the call's (see [`rows16`]).
+/// The features of `K` enabled; those panels' features and rows `j..j + M` are the call's (see
+/// [`rows16`]).
 #[inline(always)]
-unsafe fn put<Q, const M: usize>(a: &Args<'_, Q>, p: usize, j: usize, t: &[__m256; M]) {
+unsafe fn put<K: Kernel, const M: usize>(a: &Args<'_, K::Q>, p: usize, j: usize, t: &[Fv<K>; M]) {
     let r0 = p * PANEL;
-    let count = (a.n - r0).min(PANEL);
+    let count = (a.n - r0).min(PANEL * K::L::PANELS);
     for (c, v) in t.iter().enumerate() {
-        let mut lanes = [0f32; PANEL];
-        // SAFETY: 8 writable floats; the features and rows are ours (callers).
+        let mut lanes = [0f32; 2 * PANEL];
+        // SAFETY: the features and rows are ours (callers).
         unsafe {
-            _mm256_storeu_ps(lanes.as_mut_ptr(), *v);
+            K::L::store(*v, &mut lanes);
             a.out.set_run(j + c, a.first + r0, &lanes[..count]);
         }
     }
-}
-
-/// The 32 bits of activations at `q` (two 16-bit or four 8-bit values), broadcast to every lane.
-#[inline(always)]
-unsafe fn group<Q>(q: *const Q) -> __m256i {
-    // SAFETY (callers): four readable bytes.
-    unsafe { _mm256_set1_epi32(q.cast::<i32>().read_unaligned()) }
 }
 
 /// Activation rows `j..j + M` (a loop, not `array::from_fn`: its closure is not inlined into
@@ -491,8 +656,9 @@ fn starts<Q, const M: usize>(xs: &[ActRow<'_, Q>; M], b: usize) -> [*const Q; M]
     p
 }
 
-/// One block of nibbles at `w` (a panel's 8 rows, chunks of `K::UNIT` bytes per row: value `i`
-/// low, `16 + i` high) times the activations at `xq`, into `lo` (and `hi` where `dual`).
+/// One block of nibbles at `w` (and `w + stride`: a panel's 8 rows, chunks of `K::UNIT` bytes
+/// per row: value `i` low, `16 + i` high) times the activations at `xq`, into `lo` (and `hi`
+/// where `dual`).
 ///
 /// # Safety
 /// The enabled features cover `K`; `w` holds the block, each `xq` a block of activations.
@@ -500,23 +666,23 @@ fn starts<Q, const M: usize>(xs: &[ActRow<'_, Q>; M], b: usize) -> [*const Q; M]
 #[inline(always)]
 unsafe fn nibble_block<K: Kernel, const M: usize>(
     w: *const u8,
+    stride: usize,
     xq: &[*const K::Q; M],
     dual: bool,
-    lo: &mut [__m256i; M],
-    hi: &mut [__m256i; M],
+    lo: &mut [Iv<K>; M],
+    hi: &mut [Iv<K>; M],
 ) {
     let (unit, chunk) = (K::UNIT, PANEL * K::UNIT);
     // SAFETY (callers): as above.
     unsafe {
         for c in 0..QK / 2 / unit {
-            let (wl, wh) = K::nibbles(w.add(chunk * c));
+            let (wl, wh) = K::nibbles(w.add(chunk * c), stride);
             for k in 0..M {
-                lo[k] = K::dp(lo[k], wl, group(xq[k].add(unit * c)));
-                let xh = group(xq[k].add(QK / 2 + unit * c));
+                lo[k] = K::dp(lo[k], wl, K::L::group(xq[k].add(unit * c)));
                 if dual {
-                    hi[k] = K::dp(hi[k], wh, xh);
+                    hi[k] = K::dp(hi[k], wh, K::L::group(xq[k].add(QK / 2 + unit * c)));
                 } else {
-                    lo[k] = K::dp(lo[k], wh, xh);
+                    lo[k] = K::dp(lo[k], wh, K::L::group(xq[k].add(QK / 2 + unit * c)));
                 }
             }
         }
@@ -530,30 +696,39 @@ unsafe fn nibble_block<K: Kernel, const M: usize>(
 #[inline(always)]
 unsafe fn any_tile<K: Kernel, const T: u8, const M: usize>(
     w: *const u8,
+    stride: usize,
     nb: usize,
     x: &ActRows<K::Q>,
     j: usize,
-) -> [__m256; M] {
+) -> [Fv<K>; M] {
     // SAFETY (callers): as the tiles'.
     unsafe {
         if T >= Q4K {
-            tile_k::<K, T, M>(w, nb, x, j)
+            tile_k::<K, T, M>(w, stride, nb, x, j)
         } else {
-            tile::<K, T, M>(w, nb, x, j)
+            tile::<K, T, M>(w, stride, nb, x, j)
         }
     }
 }
 
-/// The panel at `w` (`nb` blocks) times activation rows `j..j + M`: its 8 rows' results per
-/// activation row, exactly as [`super::dot`].
+/// Whether tiles of `M` activation rows split each sum into two chains, so that enough
+/// multiply-adds are in flight to cover the instruction's latency (the integer sums are exact,
+/// so the split changes nothing).
+const fn dual<K: Kernel>(m: usize) -> bool {
+    m <= 4
+}
+
+/// The panel at `w` (and the next, `stride` bytes on, for two-panel lanes; `nb` blocks) times
+/// activation rows `j..j + M`: its rows' results per activation row, exactly as [`super::dot`].
 #[allow(clippy::needless_range_loop)]
 #[inline(always)]
 unsafe fn tile<K: Kernel, const T: u8, const M: usize>(
     w: *const u8,
+    stride: usize,
     nb: usize,
     x: &ActRows<K::Q>,
     j: usize,
-) -> [__m256; M] {
+) -> [Fv<K>; M] {
     let xs = rows_at::<K::Q, M>(x, j);
     let bs = block_bytes(T);
     let heads = if T == Q4_1 { 32 } else { 16 };
@@ -564,24 +739,21 @@ unsafe fn tile<K: Kernel, const T: u8, const M: usize>(
         Q8_0 => K::Q8_OFFSET,
         _ => 0,
     };
-    // Small tiles split each sum into two chains, so that enough multiply-adds are in flight
-    // to cover the instruction's latency (the integer sums are exact, so the split changes
-    // nothing).
-    let dual = M <= 4;
+    let dual = dual::<K>(M);
     // SAFETY (callers): a panel of nb blocks at `w`; the activation rows are nb blocks wide.
     unsafe {
-        let mut acc = [_mm256_setzero_ps(); M];
+        let mut acc = [K::L::fzero(); M];
         for b in 0..nb {
             // No closures here: they would not inherit this function's target features.
-            let mut lo = [_mm256_setzero_si256(); M];
-            let mut hi = [_mm256_setzero_si256(); M];
+            let mut lo = [K::L::izero(); M];
+            let mut hi = [K::L::izero(); M];
             let xq = starts(&xs, b);
             let blk = w.add(b * bs);
             if T == Q8_0 {
                 for c in 0..QK / unit {
-                    let wv = K::bytes(blk.add(heads + chunk * c));
+                    let wv = K::bytes(blk.add(heads + chunk * c), stride);
                     for k in 0..M {
-                        let xv = group(xq[k].add(unit * c));
+                        let xv = K::L::group(xq[k].add(unit * c));
                         if dual && c % 2 == 1 {
                             hi[k] = K::dp_q8(hi[k], wv, xv);
                         } else {
@@ -590,47 +762,32 @@ unsafe fn tile<K: Kernel, const T: u8, const M: usize>(
                     }
                 }
             } else {
-                nibble_block::<K, M>(blk.add(heads), &xq, dual, &mut lo, &mut hi);
+                nibble_block::<K, M>(blk.add(heads), stride, &xq, dual, &mut lo, &mut hi);
             }
-            let dw = _mm256_cvtph_ps(_mm_loadu_si128(blk.cast()));
+            let dw = K::L::halves(blk, stride);
             let mw = if T == Q4_1 {
-                _mm256_cvtph_ps(_mm_loadu_si128(blk.add(16).cast()))
+                K::L::halves(blk.add(16), stride)
             } else {
                 dw
             };
             for k in 0..M {
                 let mut s = if dual {
-                    _mm256_add_epi32(lo[k], hi[k])
+                    K::L::iadd(lo[k], hi[k])
                 } else {
                     lo[k]
                 };
                 if offset != 0 {
-                    let c = offset * *xs[k].isum.get_unchecked(b);
-                    s = _mm256_sub_epi32(s, _mm256_set1_epi32(c));
+                    s = K::L::isub(s, offset * *xs[k].isum.get_unchecked(b));
                 }
-                let dd = _mm256_mul_ps(dw, _mm256_set1_ps(*xs[k].d.get_unchecked(b)));
-                acc[k] = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(s), acc[k]);
+                let dd = K::L::mul(dw, K::L::splat(*xs[k].d.get_unchecked(b)));
+                acc[k] = K::L::fma(dd, K::L::cvt(s), acc[k]);
                 if T == Q4_1 {
-                    let sx = _mm256_set1_ps(*xs[k].s.get_unchecked(b));
-                    acc[k] = _mm256_fmadd_ps(mw, sx, acc[k]);
+                    let sx = K::L::splat(*xs[k].s.get_unchecked(b));
+                    acc[k] = K::L::fma(mw, sx, acc[k]);
                 }
             }
         }
         acc
-    }
-}
-
-/// Eight lanes of bytes at `p` as f32: unsigned, or signed where `signed`.
-#[inline(always)]
-unsafe fn lanes_f32(p: *const u8, signed: bool) -> __m256 {
-    // SAFETY (callers): 8 readable bytes; AVX2 enabled.
-    unsafe {
-        let b = _mm_loadl_epi64(p.cast());
-        _mm256_cvtepi32_ps(if signed {
-            _mm256_cvtepi8_epi32(b)
-        } else {
-            _mm256_cvtepu8_epi32(b)
-        })
     }
 }
 
@@ -645,34 +802,35 @@ unsafe fn lanes_f32(p: *const u8, signed: bool) -> __m256 {
 #[inline(always)]
 unsafe fn tile_k<K: Kernel, const T: u8, const M: usize>(
     w: *const u8,
+    stride: usize,
     nb: usize,
     x: &ActRows<K::Q>,
     j: usize,
-) -> [__m256; M] {
+) -> [Fv<K>; M] {
     let xs = rows_at::<K::Q, M>(x, j);
     let q6 = T == Q6K;
     let (vb, head) = (value_bytes(T == Q4K), heads(q6));
     let (unit, chunk) = (K::UNIT, PANEL * K::UNIT);
-    let dual = M <= 4;
+    let dual = dual::<K>(M);
     // SAFETY (callers): a panel of nb / 8 super-blocks at `w`; the activation rows are nb
     // blocks wide.
     unsafe {
-        let mut acc = [_mm256_setzero_ps(); M];
+        let mut acc = [K::L::fzero(); M];
         for sb in 0..nb / SUBS {
             let blk = w.add(sb * super_bytes(T));
-            let d = _mm256_cvtph_ps(_mm_loadu_si128(blk.cast()));
-            let dmin = _mm256_cvtph_ps(_mm_loadu_si128(blk.add(2 * PANEL).cast()));
+            let d = K::L::halves(blk, stride);
+            let dmin = K::L::halves(blk.add(2 * PANEL), stride);
             for sub in 0..SUBS {
                 let b = sb * SUBS + sub;
                 let vals = blk.add(head + sub * PANEL * vb);
                 let xq = starts(&xs, b);
-                let mut lo = [_mm256_setzero_si256(); M];
-                let mut hi = [_mm256_setzero_si256(); M];
+                let mut lo = [K::L::izero(); M];
+                let mut hi = [K::L::izero(); M];
                 if T == Q4K {
-                    nibble_block::<K, M>(vals, &xq, dual, &mut lo, &mut hi);
+                    nibble_block::<K, M>(vals, stride, &xq, dual, &mut lo, &mut hi);
                 } else {
                     for c in 0..QK / unit {
-                        let wv = K::ubytes(vals.add(chunk * c));
+                        let wv = K::ubytes(vals.add(chunk * c), stride);
                         // Q6_K: the second half apart; Q5_K: two chains for small tiles.
                         let upper = if q6 {
                             c >= QK / 2 / unit
@@ -680,7 +838,7 @@ unsafe fn tile_k<K: Kernel, const T: u8, const M: usize>(
                             dual && c % 2 == 1
                         };
                         for k in 0..M {
-                            let xv = group(xq[k].add(unit * c));
+                            let xv = K::L::group(xq[k].add(unit * c));
                             if upper {
                                 hi[k] = K::dp(hi[k], wv, xv);
                             } else {
@@ -691,41 +849,32 @@ unsafe fn tile_k<K: Kernel, const T: u8, const M: usize>(
                 }
                 if q6 {
                     let sc = blk.add(2 * PANEL + 2 * PANEL * sub);
-                    let dlo = _mm256_mul_ps(d, lanes_f32(sc, true));
-                    let dhi = _mm256_mul_ps(d, lanes_f32(sc.add(PANEL), true));
+                    let dlo = K::L::mul(d, K::L::bytes_f32(sc, stride, true));
+                    let dhi = K::L::mul(d, K::L::bytes_f32(sc.add(PANEL), stride, true));
                     for k in 0..M {
                         let ilo = *xs[k].ilo.get_unchecked(b);
                         let ihi = *xs[k].isum.get_unchecked(b) - ilo;
-                        let slo = _mm256_sub_epi32(lo[k], _mm256_set1_epi32(32 * ilo));
-                        let shi = _mm256_sub_epi32(hi[k], _mm256_set1_epi32(32 * ihi));
-                        let dx = _mm256_set1_ps(*xs[k].d.get_unchecked(b));
-                        acc[k] = _mm256_fmadd_ps(
-                            _mm256_mul_ps(dlo, dx),
-                            _mm256_cvtepi32_ps(slo),
-                            acc[k],
-                        );
-                        acc[k] = _mm256_fmadd_ps(
-                            _mm256_mul_ps(dhi, dx),
-                            _mm256_cvtepi32_ps(shi),
-                            acc[k],
-                        );
+                        let slo = K::L::isub(lo[k], 32 * ilo);
+                        let shi = K::L::isub(hi[k], 32 * ihi);
+                        let dx = K::L::splat(*xs[k].d.get_unchecked(b));
+                        acc[k] = K::L::fma(K::L::mul(dlo, dx), K::L::cvt(slo), acc[k]);
+                        acc[k] = K::L::fma(K::L::mul(dhi, dx), K::L::cvt(shi), acc[k]);
                     }
                 } else {
-                    let dw = _mm256_mul_ps(d, lanes_f32(blk.add(4 * PANEL + PANEL * sub), false));
-                    let m =
-                        _mm256_mul_ps(dmin, lanes_f32(blk.add(12 * PANEL + PANEL * sub), false));
-                    let mw = _mm256_xor_ps(m, _mm256_set1_ps(-0.0));
+                    let sc = blk.add(4 * PANEL + PANEL * sub);
+                    let dw = K::L::mul(d, K::L::bytes_f32(sc, stride, false));
+                    let mn = blk.add(12 * PANEL + PANEL * sub);
+                    let mw = K::L::neg(K::L::mul(dmin, K::L::bytes_f32(mn, stride, false)));
                     for k in 0..M {
                         let s = if dual {
-                            _mm256_add_epi32(lo[k], hi[k])
+                            K::L::iadd(lo[k], hi[k])
                         } else {
                             lo[k]
                         };
-                        let dx = _mm256_set1_ps(*xs[k].d.get_unchecked(b));
-                        acc[k] =
-                            _mm256_fmadd_ps(_mm256_mul_ps(dw, dx), _mm256_cvtepi32_ps(s), acc[k]);
-                        let sx = _mm256_set1_ps(*xs[k].s.get_unchecked(b));
-                        acc[k] = _mm256_fmadd_ps(mw, sx, acc[k]);
+                        let dx = K::L::splat(*xs[k].d.get_unchecked(b));
+                        acc[k] = K::L::fma(K::L::mul(dw, dx), K::L::cvt(s), acc[k]);
+                        let sx = K::L::splat(*xs[k].s.get_unchecked(b));
+                        acc[k] = K::L::fma(mw, sx, acc[k]);
                     }
                 }
             }
@@ -734,16 +883,16 @@ unsafe fn tile_k<K: Kernel, const T: u8, const M: usize>(
     }
 }
 
-/// The peak multiply-adds per second of `I`'s 16-bit multiply-add on one core: 12 independent
-/// chains, `iters` rounds, each step multiplying the chain's own value (so nothing is loop
-/// invariant).
+/// The peak multiply-adds per second of `K`'s multiply-add on one core: 12 independent chains,
+/// `iters` rounds, each step multiplying the chain's own value (so nothing is loop invariant).
 #[cfg(test)]
 #[inline(always)]
-unsafe fn peak_of<K: Kernel>(iters: usize) -> (f64, i32) {
-    // SAFETY (callers): the features of `I` enabled.
+unsafe fn peak_of<K: Kernel>(iters: usize) -> f64 {
+    // SAFETY (callers): the features of `K` enabled.
     unsafe {
-        let mut acc = [_mm256_setzero_si256(); 12];
-        let x = std::hint::black_box(_mm256_set1_epi16(5));
+        let mut acc = [K::L::izero(); 12];
+        let five = 0x0005_0005i32;
+        let x = std::hint::black_box(K::L::group(&five));
         let t = std::time::Instant::now();
         for _ in 0..iters {
             for a in acc.iter_mut() {
@@ -752,8 +901,7 @@ unsafe fn peak_of<K: Kernel>(iters: usize) -> (f64, i32) {
         }
         std::hint::black_box(&mut acc);
         let s = t.elapsed().as_secs_f64();
-        let sum = acc.iter().map(|a| _mm256_extract_epi32(*a, 0)).sum();
-        ((iters * 12 * 8 * K::UNIT) as f64 / s, sum)
+        (iters * 12 * PANEL * K::L::PANELS * K::UNIT) as f64 / s
     }
 }
 
@@ -762,23 +910,25 @@ unsafe fn peak_of<K: Kernel>(iters: usize) -> (f64, i32) {
 pub(crate) fn peak(isa: Isa, eight: bool, iters: usize) -> f64 {
     #[target_feature(enable = "avx2")]
     unsafe fn avx2<K: Kernel>(iters: usize) -> f64 {
-        unsafe { peak_of::<K>(iters).0 }
+        unsafe { peak_of::<K>(iters) }
     }
-    #[target_feature(enable = "avx2,avx512f,avx512vl,avx512vnni")]
+    #[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl,avx512vnni")]
     unsafe fn vnni512<K: Kernel>(iters: usize) -> f64 {
-        unsafe { peak_of::<K>(iters).0 }
+        unsafe { peak_of::<K>(iters) }
     }
     #[target_feature(enable = "avx2,avxvnni")]
     unsafe fn vex<K: Kernel>(iters: usize) -> f64 {
-        unsafe { peak_of::<K>(iters).0 }
+        unsafe { peak_of::<K>(iters) }
     }
     // SAFETY: `isa` is one this CPU runs (callers take it from `best`/`available`).
     unsafe {
         match (isa, eight) {
             (Isa::Avx2, false) => avx2::<Avx2x16>(iters),
             (Isa::Avx2, true) => avx2::<Avx2x8>(iters),
-            (Isa::Avx512Vnni, false) => vnni512::<Vnni512x16>(iters),
-            (Isa::Avx512Vnni, true) => vnni512::<Vnni512x8>(iters),
+            (Isa::Avx512Vnni, false) => vnni512::<Zmm16>(iters),
+            (Isa::Avx512Vnni, true) => vnni512::<Zmm8>(iters),
+            (Isa::Avx512Vnni256, false) => vnni512::<Vnni512x16>(iters),
+            (Isa::Avx512Vnni256, true) => vnni512::<Vnni512x8>(iters),
             (Isa::AvxVnni, false) => vex::<VexX16>(iters),
             (Isa::AvxVnni, true) => vex::<VexX8>(iters),
         }
