@@ -567,7 +567,12 @@ fn report(
     (same, share): (usize, f64),
 ) -> msn::Result<()> {
     let rows = median_rows(rounds);
-    let cpu = msn::bench::cpu_description();
+    let mut cpu = msn::bench::cpu_description();
+    if let Ok(isa) = std::env::var("MSN_COMPARE_ISA") {
+        cpu.push_str(&format!(
+            "; both engines limited to {isa} (llama.cpp built for it, msn's MSN_HOST_ISA)"
+        ));
+    }
     let file = gguf
         .file_name()
         .map_or(String::new(), |f| f.to_string_lossy().into_owned());

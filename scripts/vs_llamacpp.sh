@@ -21,6 +21,9 @@
 #      same chat prompts (the chat template applied by msn, ids passed to both as text),
 # and writes results/vs_llamacpp/{vs_llamacpp.json,vs_llamacpp.md,vs_llamacpp.svg}; it also
 # compares the greedy texts of the two engines.
+# MSN_COMPARE_ISA=avx2: both engines on the AVX2 path of this CPU (llama.cpp built without
+# AVX-512 or AVX-VNNI into llama.cpp-<version>-avx2, msn with MSN_HOST_ISA=avx2): an AVX2-only
+# machine's instruction set, measured on this one (results in <out>_avx2).
 # Not part of CI (the build alone takes longer than a CI run should).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,8 +38,20 @@ VERSION=0.3.36
 SHA256=832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e
 CACHE="${MSN_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/msn}"
 LLAMA="$CACHE/llama.cpp-$VERSION"
+ISA_FLAGS=(-DGGML_NATIVE=ON)
+SUFFIX=""
+case "${MSN_COMPARE_ISA:-}" in
+  "") ;;
+  avx2)
+    LLAMA="$LLAMA-avx2"
+    ISA_FLAGS=(-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
+      -DGGML_BMI2=ON -DGGML_AVX512=OFF -DGGML_AVX_VNNI=OFF)
+    export MSN_HOST_ISA=avx2
+    SUFFIX=_avx2 ;;
+  *) echo "MSN_COMPARE_ISA: only avx2 (or unset)" >&2; exit 2 ;;
+esac
 THREADS="${MSN_THREADS:-$(nproc)}"
-OUT=results/vs_llamacpp${QUANT:+_$(echo "$QUANT" | tr 'A-Z' 'a-z')}
+OUT=results/vs_llamacpp${QUANT:+_$(echo "$QUANT" | tr 'A-Z' 'a-z')}$SUFFIX
 mkdir -p "$OUT"
 
 build_llama() {
@@ -51,7 +66,7 @@ build_llama() {
   echo "$SHA256  $sdist" | sha256sum -c - >&2
   tar -xzf "$sdist" -C "$tmp"
   local src="$tmp/llama_cpp_python-$VERSION/vendor/llama.cpp"
-  cmake -S "$src" -B "$tmp/build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON \
+  cmake -S "$src" -B "$tmp/build" -G Ninja -DCMAKE_BUILD_TYPE=Release "${ISA_FLAGS[@]}" \
     -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF >&2
   cmake --build "$tmp/build" --target llama-bench llama-completion llama-lookup llama-quantize >&2
   mkdir -p "$LLAMA/bin"
@@ -70,7 +85,7 @@ if [ -n "$SCALE" ]; then
   NAME="$(basename "$SCALE" .gguf)"
   exec target/release/examples/vs_llamacpp --llama "$LLAMA/bin" --gguf "$SCALE" --scale \
     --threads "$THREADS" --rounds "$ROUNDS" --prompts "${2:-2}" --max-new-tokens "${3:-32}" \
-    --out "results/vs_llamacpp_scale/$NAME"
+    --out "results/vs_llamacpp_scale/$NAME$SUFFIX"
 fi
 GGUF="$(cargo run -q --release --example vs_llamacpp -- --print-model)"
 if [ -n "$QUANT" ]; then

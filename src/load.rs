@@ -72,10 +72,11 @@ pub enum HostKernels {
     /// expanded to f32 instead), each row on its own, so a token's logits do
     /// not depend on the rest of the batch and every decoder stays equal to greedy. On SmolLM2
     /// the logits stay within 2e-2 of a float64 forward (a tested bound) and greedy continues
-    /// the reference prompts exactly. The fastest mode (AVX-512 VNNI, AVX-VNNI or AVX2, chosen
-    /// at run time; the environment variable `MSN_HOST_ISA` = `avx512-vnni`, `avx-vnni`, `avx2`
-    /// or `scalar` chooses one the CPU runs instead, and loading fails with the list for any
-    /// other value).
+    /// the reference prompts exactly. The fastest mode (AVX-512 VNNI in 512-bit registers,
+    /// AVX-VNNI or AVX2, chosen at run time; the environment variable `MSN_HOST_ISA` =
+    /// `avx512-vnni`, `avx512-vnni-256`, `avx-vnni`, `avx2` or `scalar` chooses one the CPU
+    /// runs instead, and loading fails with the list for any other value). Every path gives the
+    /// same logits, bit for bit.
     Native,
     /// The checkpoint's own blocks expanded to f32 inside the product: bit for bit the product
     /// of the dequantized weights with the f32 activations (on SmolLM2 within 1e-4 of a float64
