@@ -140,6 +140,10 @@ trait Kernel {
     const UNIT: usize;
     /// What a Q8_0 block's sum is corrected by, times the activation block's integer sum.
     const Q8_OFFSET: i32;
+    /// Tiles of up to this many activation rows split each sum into two chains, so that enough
+    /// multiply-adds are in flight to cover the instruction's latency (the integer sums are
+    /// exact, so the split changes nothing); 0 where the chain is a 1-cycle add (AVX2).
+    const DUAL_UP_TO: usize;
     /// The nibble chunks at `p` (and `p + stride`): low and high nibbles, unsigned.
     unsafe fn nibbles(p: *const u8, stride: usize) -> (Iv<Self>, Iv<Self>);
     /// The Q8_0 chunks at `p` (and `p + stride`), as [`Self::dp_q8`] takes them.
@@ -162,13 +166,14 @@ type Fv<K> = <<K as Kernel>::L as Lanes>::F;
 /// 16-bit activations in 256-bit registers: chunks of 16 bytes, zero- or sign-extended to 16
 /// bits.
 macro_rules! kernel16 {
-    ($name:ident, $dp:expr) => {
+    ($name:ident, $dp:expr, $dual:expr) => {
         struct $name;
         impl Kernel for $name {
             type Q = i16;
             type L = Y;
             const UNIT: usize = 2;
             const Q8_OFFSET: i32 = 0;
+            const DUAL_UP_TO: usize = $dual;
             #[inline(always)]
             unsafe fn nibbles(p: *const u8, _: usize) -> (__m256i, __m256i) {
                 // SAFETY (callers): 16 readable bytes; AVX2 enabled.
@@ -206,13 +211,14 @@ macro_rules! kernel16 {
 
 /// 8-bit activations in 256-bit registers: chunks of 32 bytes as they are.
 macro_rules! kernel8 {
-    ($name:ident, $dp:expr, $q8_offset:expr, $bytes:expr, $dp_q8:expr) => {
+    ($name:ident, $dp:expr, $q8_offset:expr, $bytes:expr, $dp_q8:expr, $dual:expr) => {
         struct $name;
         impl Kernel for $name {
             type Q = i8;
             type L = Y;
             const UNIT: usize = 4;
             const Q8_OFFSET: i32 = $q8_offset;
+            const DUAL_UP_TO: usize = $dual;
             #[inline(always)]
             unsafe fn nibbles(p: *const u8, _: usize) -> (__m256i, __m256i) {
                 // SAFETY (callers): 32 readable bytes; AVX2 enabled.
@@ -327,23 +333,25 @@ unsafe fn dpwssd512(mut acc: __m512i, w: __m512i, x: __m512i) -> __m512i {
     acc
 }
 
-kernel16!(Avx2x16, madd16);
-kernel16!(Vnni512x16, dpwssd256);
-kernel16!(VexX16, dpwssd_vex);
-kernel8!(Avx2x8, maddubs8, 0, same, signed8);
+kernel16!(Avx2x16, madd16, 0);
+kernel16!(Vnni512x16, dpwssd256, 4);
+kernel16!(VexX16, dpwssd_vex, 4);
+kernel8!(Avx2x8, maddubs8, 0, same, signed8, 0);
 kernel8!(
     Vnni512x8,
     _mm256_dpbusd_epi32,
     128,
     biased,
-    _mm256_dpbusd_epi32
+    _mm256_dpbusd_epi32,
+    4
 );
 kernel8!(
     VexX8,
     _mm256_dpbusd_avx_epi32,
     128,
     biased,
-    _mm256_dpbusd_avx_epi32
+    _mm256_dpbusd_avx_epi32,
+    4
 );
 
 /// 16-bit activations over two panels in 512-bit registers (AVX-512 BW and VNNI).
@@ -353,6 +361,7 @@ impl Kernel for Zmm16 {
     type L = Z;
     const UNIT: usize = 2;
     const Q8_OFFSET: i32 = 0;
+    const DUAL_UP_TO: usize = ZDUAL;
     #[inline(always)]
     unsafe fn nibbles(p: *const u8, stride: usize) -> (__m512i, __m512i) {
         // SAFETY (callers): 16 readable bytes at both; AVX-512 BW enabled.
@@ -393,6 +402,7 @@ impl Kernel for Zmm8 {
     type L = Z;
     const UNIT: usize = 4;
     const Q8_OFFSET: i32 = 128;
+    const DUAL_UP_TO: usize = ZDUAL;
     #[inline(always)]
     unsafe fn nibbles(p: *const u8, stride: usize) -> (__m512i, __m512i) {
         // SAFETY (callers): 32 readable bytes at both; AVX-512 BW enabled.
@@ -531,7 +541,13 @@ fn all_panels<Q>(a: &Args<'_, Q>) -> Range<usize> {
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn rows_avx2<K: Kernel>(t: u8, a: &Args<'_, K::Q>) {
     // SAFETY: as for `by_type`.
-    unsafe { by_type::<K, 4>(t, a, all_panels(a)) }
+    unsafe {
+        if K::UNIT == 2 {
+            by_type::<K, AVX2_TILE16>(t, a, all_panels(a))
+        } else {
+            by_type::<K, 4>(t, a, all_panels(a))
+        }
+    }
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
@@ -711,12 +727,13 @@ unsafe fn any_tile<K: Kernel, const T: u8, const M: usize>(
     }
 }
 
-/// Whether tiles of `M` activation rows split each sum into two chains, so that enough
-/// multiply-adds are in flight to cover the instruction's latency (the integer sums are exact,
-/// so the split changes nothing).
+/// Whether tiles of `m` activation rows split each sum into two chains
+/// ([`Kernel::DUAL_UP_TO`]).
 const fn dual<K: Kernel>(m: usize) -> bool {
-    m <= 4
+    m <= K::DUAL_UP_TO
 }
+const ZDUAL: usize = 4;
+const AVX2_TILE16: usize = 6;
 
 /// The panel at `w` (and the next, `stride` bytes on, for two-panel lanes; `nb` blocks) times
 /// activation rows `j..j + M`: its rows' results per activation row, exactly as [`super::dot`].
