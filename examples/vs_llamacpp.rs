@@ -216,8 +216,9 @@ fn llama_bench_curve(dir: &Path, gguf: &Path, threads: usize) -> msn::Result<Rou
     Ok(r)
 }
 
-/// msn's forward of T = 1..64 tokens (every logit) and prefill of 128 (the last logit) into an empty cache, and decode of
-/// [`SCALE_DECODE`] tokens one at a time (tokens/s, medians of 3 after one unmeasured run).
+/// msn's forward of T = 1..64 tokens (every logit) and prefill of 128 (the last logit) into an
+/// empty cache, and decode of [`SCALE_DECODE`] tokens one at a time (tokens/s, medians of 3
+/// after one unmeasured run).
 fn forward_curve(m: &msn::LoadedModel<B>) -> msn::Result<Round> {
     let d = Default::default();
     let ids: Vec<u32> = (0..256u32).map(|i| 100 + (i * 37) % 20000).collect();

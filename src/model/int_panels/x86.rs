@@ -361,7 +361,7 @@ impl Kernel for Zmm16 {
     type L = Z;
     const UNIT: usize = 2;
     const Q8_OFFSET: i32 = 0;
-    const DUAL_UP_TO: usize = ZDUAL;
+    const DUAL_UP_TO: usize = 4;
     #[inline(always)]
     unsafe fn nibbles(p: *const u8, stride: usize) -> (__m512i, __m512i) {
         // SAFETY (callers): 16 readable bytes at both; AVX-512 BW enabled.
@@ -402,7 +402,7 @@ impl Kernel for Zmm8 {
     type L = Z;
     const UNIT: usize = 4;
     const Q8_OFFSET: i32 = 128;
-    const DUAL_UP_TO: usize = ZDUAL;
+    const DUAL_UP_TO: usize = 4;
     #[inline(always)]
     unsafe fn nibbles(p: *const u8, stride: usize) -> (__m512i, __m512i) {
         // SAFETY (callers): 32 readable bytes at both; AVX-512 BW enabled.
@@ -540,10 +540,12 @@ fn all_panels<Q>(a: &Args<'_, Q>) -> Range<usize> {
 
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn rows_avx2<K: Kernel>(t: u8, a: &Args<'_, K::Q>) {
+    // Tiles of 6 rows for 16 bits (6 sums, 6 partial sums and the weights fit AVX2's 16
+    // registers); 4 for 8 bits, whose multiply-add takes two more.
     // SAFETY: as for `by_type`.
     unsafe {
         if K::UNIT == 2 {
-            by_type::<K, AVX2_TILE16>(t, a, all_panels(a))
+            by_type::<K, 6>(t, a, all_panels(a))
         } else {
             by_type::<K, 4>(t, a, all_panels(a))
         }
@@ -589,8 +591,9 @@ const fn super_bytes(t: u8) -> usize {
     heads(t == Q6K) + SUBS * PANEL * value_bytes(t == Q4K)
 }
 
-/// Tiles over the output, `K::L::PANELS` panels at a time (a tile over more panels reads more
-/// memory streams at once, which measured up to 2x slower from memory on a Zen 4 EPYC): `M`
+/// Tiles over the output, `K::L::PANELS` panels at a time (each panel a memory stream of its
+/// own; tiles over 4+ panels measured up to 2x slower from memory on a Zen 4 EPYC, the 512-bit
+/// tiles' 2 are not yet measured there): `M`
 /// activation rows per tile, the tail by tiles of 4, 2 and 1; each weight chunk is unpacked once
 /// per tile and each activation group broadcast once per tile.
 ///
@@ -732,8 +735,6 @@ unsafe fn any_tile<K: Kernel, const T: u8, const M: usize>(
 const fn dual<K: Kernel>(m: usize) -> bool {
     m <= K::DUAL_UP_TO
 }
-const ZDUAL: usize = 4;
-const AVX2_TILE16: usize = 6;
 
 /// The panel at `w` (and the next, `stride` bytes on, for two-panel lanes; `nb` blocks) times
 /// activation rows `j..j + M`: its rows' results per activation row, exactly as [`super::dot`].
