@@ -252,8 +252,8 @@ fn measure(model: &Llama<B>, e: &EvalSet) -> Result<Measure> {
     };
     let mut decoders: Vec<AnyDecoder> = vec![
         Jacobi::new(JacobiConfig::default()).into(),
-        TrJacobi::new(jacobi_candidates)?.into(),
-        TrJacobi::new(TrJacobiConfig::default())?.into(),
+        TrJacobi::fixed(jacobi_candidates)?.into(),
+        TrJacobi::fixed(TrJacobiConfig::default())?.into(),
     ];
     // Greedy, Jacobi, TR-Jacobi (Jacobi candidates), TR-Jacobi (recycled).
     let mut tally: [Tally; 4] = Default::default();

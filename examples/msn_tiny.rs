@@ -221,7 +221,7 @@ fn run(
         let prompt = &s.tokens[..s.tokens.len() / 2];
         let mut decoders: Vec<AnyDecoder> = vec![
             Jacobi::default().into(),
-            TrJacobi::new(TrJacobiConfig {
+            TrJacobi::fixed(TrJacobiConfig {
                 candidates: Candidates::Jacobi,
                 ..Default::default()
             })?

@@ -10,7 +10,8 @@
 //!     --decoders pld,tr-jacobi --per-category 2 --max-new-tokens 128
 //! ```
 //! CPU runs cap new tokens per turn and take the first `--per-category` questions of each
-//! category; the output says so.
+//! category; the output says so. `--humaneval data/humaneval/HumanEval.jsonl` asks HumanEval's
+//! problems instead, each followed by its tests and a request for the corrected function.
 
 mod common;
 use burn::prelude::*;
@@ -36,12 +37,18 @@ struct Args {
     /// Spec-Bench question file.
     #[arg(long, default_value = "data/spec_bench/question.jsonl")]
     questions: PathBuf,
-    /// Decoders to compare with greedy (comma separated: jacobi, pld, lookahead, tr-jacobi (with
-    /// `--candidates`, default recycled), tr-jacobi-jacobi, tr-jacobi-recycled, tr-jacobi-mixed
-    /// (TR-Jacobi with that candidate source); a `+auto` suffix sizes drafts from the device's
-    /// latency curve, e.g. `tr-jacobi+auto`).
+    /// Decoders to compare with greedy (comma separated: jacobi, pld, lookahead, suffix, tr-jacobi
+    /// (with `--candidates`, default recycled), tr-jacobi-jacobi, tr-jacobi-recycled,
+    /// tr-jacobi-mixed (TR-Jacobi with that candidate source); a `+auto` suffix measures the
+    /// latency curve at start-up (PLD: sizes drafts by it at all), `+fixed` verifies TR-Jacobi's
+    /// whole tree every step, e.g. `pld+auto,tr-jacobi,tr-jacobi+fixed`).
     #[arg(long, default_value = "pld,tr-jacobi", value_delimiter = ',')]
     decoders: Vec<String>,
+    /// Ask HumanEval's problems from this file instead (category `humaneval`): each problem, then
+    /// its tests with a request for the corrected function (a second turn that repeats most of
+    /// the first answer); `--first-turn-only` asks only the problems.
+    #[arg(long)]
+    humaneval: Option<PathBuf>,
     /// Questions per category (the first ones); 0 = all.
     #[arg(long, default_value_t = 2)]
     per_category: usize,
@@ -73,7 +80,14 @@ struct Args {
 type Tallies = Vec<BTreeMap<String, Tally>>;
 
 fn run<B: Backend>(device: B::Device, args: &Args) -> msn::Result<()> {
-    let chosen = choose(read_spec_bench(&args.questions)?, args.per_category);
+    let questions = match &args.humaneval {
+        Some(file) => msn::bench::read_humaneval(file)?
+            .iter()
+            .map(msn::bench::as_two_turns)
+            .collect(),
+        None => read_spec_bench(&args.questions)?,
+    };
+    let chosen = choose(questions, args.per_category);
     let m = msn::load_with::<B>(&args.model, &device, args.dtype)?;
     let decoders = build_decoders(&m.model, args)?;
     let names: Vec<String> = std::iter::once("greedy".to_string())
@@ -118,13 +132,13 @@ fn build_decoders<B: Backend>(model: &msn::Llama<B>, args: &Args) -> msn::Result
     let mut decoders = Vec::new();
     for name in &args.decoders {
         let mut p = args.params.clone();
-        let base = match name.strip_suffix("+auto") {
-            Some(base) => {
-                p.auto_budget = true;
-                base
-            }
-            None => name.as_str(),
-        };
+        let mut base = name.as_str();
+        if let Some(b) = base.strip_suffix("+auto") {
+            (p.auto_budget, base) = (true, b);
+        }
+        if let Some(b) = base.strip_suffix("+fixed") {
+            (p.fixed_tree, base) = (true, b);
+        }
         p.decoder = base.to_string();
         if let Some(source) = base.strip_prefix("tr-jacobi-") {
             p.decoder = "tr-jacobi".into();

@@ -160,6 +160,17 @@ pub enum Error {
         reason: String,
     },
 
+    /// A draft memory file is malformed (truncated, another format or version, impossible sizes).
+    #[error(
+        "{path}: not a draft memory file this version reads ({reason}). Delete it (the memory starts empty and refills as it decodes) or save it again with this version."
+    )]
+    MalformedMemory {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+
     /// The requested backend or device is not available in this build or on this machine.
     #[error("{0}")]
     DeviceUnavailable(String),

@@ -62,10 +62,10 @@ mod util;
 pub mod __internal;
 
 pub use decode::{
-    AnyDecoder, CANDIDATE_NAMES, Candidates, DECODER_NAMES, Decoder, Draft, DraftDecoder, Drafter,
-    Greedy, Jacobi, JacobiConfig, LatencyCurve, Lookahead, LookaheadConfig, OnText, PldConfig,
-    PromptLookup, StreamControl, TokenTree, TrJacobi, TrJacobiConfig, TrJacobiDecoder,
-    TreeTemplate, Verified,
+    AnyDecoder, CANDIDATE_NAMES, Candidates, DECODER_NAMES, Decoder, Draft, DraftDecoder,
+    DraftMemory, Drafter, Greedy, Jacobi, JacobiConfig, LatencyCurve, Lookahead, LookaheadConfig,
+    OnText, PldConfig, PromptLookup, StreamControl, SuffixDecoder, TokenTree, TrJacobi,
+    TrJacobiConfig, TrJacobiDecoder, TreeTemplate, Verified,
 };
 pub use device::check_device;
 pub use error::{Error, Result};

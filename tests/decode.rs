@@ -83,7 +83,8 @@ proptest! {
         eos in proptest::option::of(0u32..160),
         // 0: PLD with a fixed draft length; 1: PLD with a budget over a random latency curve
         // of slope `slope`; 2: Jacobi with window `max_draft`; 3: TR-Jacobi with a random
-        // template, K and retrieval; 4: the same with a tree budget over the random curve;
+        // template, K and retrieval, the whole tree every step; 4: the same with its budget over
+        // the random curve and a draft memory that knows (or half knows) the answer;
         // 5: lookahead with W = `max_draft`, N = `max_ngram + 1`, G = `top_k`.
         decoder in 0u8..6,
         slope in 0.0f64..3.0,
@@ -96,7 +97,7 @@ proptest! {
         host in any::<bool>(),
     ) {
         let mut prompt: Vec<u32> = phrase.iter().cycle().take(phrase.len() * reps).copied().collect();
-        for (at, t) in edits {
+        for &(at, t) in &edits {
             let i = at % prompt.len();
             prompt[i] = t;
         }
@@ -108,7 +109,7 @@ proptest! {
         let g = run(Greedy, &m, &prompt, &cfg);
         let pld = PldConfig { max_ngram, max_draft };
         let p = match decoder {
-            0 => run(PromptLookup::new(pld), &m, &prompt, &cfg),
+            0 => run(PromptLookup::fixed(pld), &m, &prompt, &cfg),
             1 => {
                 let curve = LatencyCurve::new((0..max_draft + 1).map(|t| 1.0 + slope * t as f64).collect());
                 run(PromptLookup::with_curve(pld, curve), &m, &prompt, &cfg)
@@ -130,9 +131,21 @@ proptest! {
                 };
                 let d = if decoder == 4 {
                     let curve = LatencyCurve::from_points(vec![(1, 1.0), (200, 1.0 + slope * 199.0)]);
-                    TrJacobi::with_curve(tc, curve).unwrap()
+                    // A draft memory holding the prompt with greedy's own output (drafts that
+                    // are right for a long way) or with its edits shifted (right, then wrong).
+                    let memory = msn::DraftMemory::new(64 + 64 * (seed as usize % 3));
+                    let mut seen = [&prompt[..], &g.tokens[..]].concat();
+                    if seed % 2 == 1 {
+                        for (at, t) in &edits {
+                            let i = (at + 3) % seen.len();
+                            seen[i] = *t;
+                        }
+                    }
+                    memory.add(&seen);
+                    memory.add(&phrase);
+                    TrJacobi::with_curve(tc, curve).unwrap().with_memory(memory)
                 } else {
-                    TrJacobi::new(tc).unwrap()
+                    TrJacobi::fixed(tc).unwrap()
                 };
                 run(d, &m, &prompt, &cfg)
             }
@@ -206,7 +219,7 @@ proptest! {
             candidates: CANDIDATES[candidates],
         };
         let batch = if tr {
-            TrJacobi::new(tc.clone()).unwrap().generate_batch(&m, None, &prompts, &cfg).unwrap()
+            TrJacobi::fixed(tc.clone()).unwrap().generate_batch(&m, None, &prompts, &cfg).unwrap()
         } else {
             Greedy.generate_batch(&m, None, &prompts, &cfg).unwrap()
         };
@@ -224,7 +237,7 @@ proptest! {
             prop_assert_eq!(b.steps, b.accept_lengths.len());
             // Alone, TR-Jacobi takes the same steps as in the batch (same drafts, same verdicts).
             if tr {
-                let a = run(TrJacobi::new(tc.clone()).unwrap(), &m, p, &cfg);
+                let a = run(TrJacobi::fixed(tc.clone()).unwrap(), &m, p, &cfg);
                 prop_assert_eq!(&a.accept_lengths, &b.accept_lengths);
                 prop_assert_eq!(&a.forward_tokens, &b.forward_tokens);
             }
@@ -248,7 +261,7 @@ fn pld_equals_greedy_on_smollm2_and_saves_steps() {
             .generate(&m.model, Some(&m.tokenizer), &ids, &cfg)
             .unwrap();
         let mut streamed = String::new();
-        let p = PromptLookup::default()
+        let p = PromptLookup::fixed(Default::default())
             .stream(&m.model, &m.tokenizer, &ids, &cfg, |s| streamed.push_str(s))
             .unwrap();
         assert_eq!(p.tokens, g.tokens, "prompt {q:?}");
@@ -361,7 +374,7 @@ fn batched_tr_jacobi_equals_greedy_on_smollm2() {
         ..Default::default()
     };
     tc.template = TreeTemplate::new(tc.template.paths()[..10].to_vec()).unwrap();
-    let mut dec = TrJacobi::new(tc).unwrap();
+    let mut dec = TrJacobi::fixed(tc).unwrap();
     let batch = dec
         .generate_batch(&m.model, Some(&m.tokenizer), &prompts, &cfg)
         .unwrap();

@@ -97,7 +97,7 @@ fn dense_weights_quantized_to_q8_0_match_the_reference() {
     let greedy = Greedy
         .generate(&m.model, Some(&m.tokenizer), &prompt, &config)
         .unwrap();
-    let mut tree = msn::TrJacobi::new(msn::TrJacobiConfig::default()).unwrap();
+    let mut tree = msn::TrJacobi::fixed(msn::TrJacobiConfig::default()).unwrap();
     let g = tree
         .generate(&m.model, Some(&m.tokenizer), &prompt, &config)
         .unwrap();

@@ -114,7 +114,7 @@ fn decoders() -> Vec<(&'static str, AnyDecoder)> {
     vec![
         (
             "pld",
-            AnyDecoder::PromptLookup(PromptLookup::new(PldConfig {
+            AnyDecoder::PromptLookup(PromptLookup::fixed(PldConfig {
                 max_ngram: 2,
                 max_draft: 4,
             })),
@@ -137,7 +137,7 @@ fn decoders() -> Vec<(&'static str, AnyDecoder)> {
         ),
         (
             "tr-jacobi",
-            AnyDecoder::TrJacobi(TrJacobi::new(tr).unwrap()),
+            AnyDecoder::TrJacobi(TrJacobi::fixed(tr).unwrap()),
         ),
     ]
 }

@@ -62,7 +62,7 @@ fn every_decoder_equals_greedy_on_a_tiny_llama() {
             candidates,
             ..Default::default()
         };
-        let g = msn::TrJacobi::new(c.clone())
+        let g = msn::TrJacobi::fixed(c.clone())
             .unwrap()
             .generate(&m, None, &prompt, &cfg)
             .unwrap();
@@ -92,7 +92,7 @@ fn every_decoder_equals_greedy_on_a_tiny_llama() {
     );
     // A batch of two prompts through TR-Jacobi: each row as greedy gives it alone.
     let other = [5, 6, 5, 6, 5, 6];
-    let mut tr = msn::TrJacobi::new(Default::default()).unwrap();
+    let mut tr = msn::TrJacobi::fixed(Default::default()).unwrap();
     let batch = tr
         .generate_batch(&m, None, &[prompt.to_vec(), other.to_vec()], &cfg)
         .unwrap();

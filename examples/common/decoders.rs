@@ -1,4 +1,5 @@
-//! Decoder options shared by the examples: `--decoder greedy|jacobi|pld|lookahead|tr-jacobi` and their
+//! Decoder options shared by the examples: `--decoder greedy|jacobi|pld|lookahead|tr-jacobi|suffix`
+//! and their
 //! parameters.
 #![allow(dead_code)]
 
@@ -52,10 +53,15 @@ pub struct DecoderArgs {
     /// TR-Jacobi: retrieval chains per step.
     #[arg(long, default_value_t = 2)]
     pub retrieval_chains: usize,
-    /// PLD / TR-Jacobi: size drafts and trees from this device's measured latency curve and the
-    /// acceptance observed (measured once at start-up, a few seconds on a CPU).
+    /// PLD / TR-Jacobi: measure the latency curve their budgets plan with at start-up (a few
+    /// seconds on a CPU, over a 256-token context) rather than, more briefly, at the first
+    /// generation.
     #[arg(long)]
     pub auto_budget: bool,
+    /// PLD / TR-Jacobi: no budget: verify every draft whole (TR-Jacobi: the whole configured tree,
+    /// the paper's decoder, without a draft memory; on a CPU much slower than greedy).
+    #[arg(long)]
+    pub fixed_tree: bool,
     /// With --auto-budget: keep the measured latency curve in DIR/<decoder>.json and reuse it on
     /// later runs (one directory per model, dtype, backend and machine).
     #[arg(long, value_name = "DIR")]
@@ -105,19 +111,21 @@ impl DecoderArgs {
                     max_ngram: self.max_ngram,
                     max_draft: self.max_draft,
                 };
-                match (self.auto_budget, cached("pld.json")) {
-                    (false, _) => PromptLookup::new(pld),
-                    (true, Some(file)) => PromptLookup::auto_cached(model, pld, &file)?,
-                    (true, None) => PromptLookup::auto(model, pld),
+                match (self.fixed_tree, self.auto_budget, cached("pld.json")) {
+                    (true, _, _) => PromptLookup::fixed(pld),
+                    (false, _, Some(file)) => PromptLookup::auto_cached(model, pld, &file)?,
+                    (false, true, None) => PromptLookup::auto(model, pld),
+                    (false, false, None) => PromptLookup::new(pld),
                 }
                 .into()
             }
             AnyDecoder::TrJacobi(_) => {
                 let tc = self.tr_config()?;
-                match (self.auto_budget, cached("tr-jacobi.json")) {
-                    (false, _) => TrJacobi::new(tc)?,
-                    (true, Some(file)) => TrJacobi::auto_cached(model, tc, &file)?,
-                    (true, None) => TrJacobi::auto(model, tc)?,
+                match (self.fixed_tree, self.auto_budget, cached("tr-jacobi.json")) {
+                    (true, _, _) => TrJacobi::fixed(tc)?,
+                    (false, _, Some(file)) => TrJacobi::auto_cached(model, tc, &file)?,
+                    (false, true, None) => TrJacobi::auto(model, tc)?,
+                    (false, false, None) => TrJacobi::new(tc)?,
                 }
                 .into()
             }

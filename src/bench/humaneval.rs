@@ -61,6 +61,29 @@ pub fn chat_prompt(p: &HumanEvalProblem) -> String {
     )
 }
 
+/// The second turn of the revise workload: after answering [`chat_prompt`], the model is shown
+/// the tests and asked for the whole function again, corrected where needed (what a coding
+/// assistant does on a failing test: the new answer repeats most of the old one).
+pub fn revise_prompt(p: &HumanEvalProblem) -> String {
+    format!(
+        "Here are the tests your function must pass:\n\n```python\n{}```\n\nCheck the function \
+         against them and reply with the whole corrected function `{}` in one ```python code \
+         block.",
+        p.test.trim_start_matches('\n'),
+        p.entry_point
+    )
+}
+
+/// A problem as a two-turn question (the [`chat_prompt`], then the [`revise_prompt`]), category
+/// `humaneval`: HumanEval in Spec-Bench's multi-turn format.
+pub fn as_two_turns(p: &HumanEvalProblem) -> crate::bench::SpecBenchQuestion {
+    crate::bench::SpecBenchQuestion {
+        question_id: serde_json::Value::String(p.task_id.clone()),
+        category: "humaneval".into(),
+        turns: vec![chat_prompt(p), revise_prompt(p)],
+    }
+}
+
 /// The code in a model's answer: the first fenced block when there is one (an unterminated
 /// fence runs to the end), else the whole answer.
 pub fn extract_code(answer: &str) -> String {

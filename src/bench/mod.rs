@@ -10,6 +10,7 @@ mod prompts;
 pub use crate::util::write_atomic;
 pub use cpu::{cpu_description, simd_features};
 pub use humaneval::{
-    HumanEvalProblem, Outcome, chat_prompt, extract_code, program, read_humaneval, run_python,
+    HumanEvalProblem, Outcome, as_two_turns, chat_prompt, extract_code, program, read_humaneval,
+    revise_prompt, run_python,
 };
 pub use prompts::{PromptLine, SpecBenchQuestion, read_prompt_lines, read_spec_bench};

@@ -2,7 +2,7 @@
 //! changing code, and [`AnyDecoder`] to choose one by name at run time.
 
 use crate::decode::stream::{OnText, StreamControl};
-use crate::decode::{Greedy, Jacobi, Lookahead, PromptLookup, TrJacobi};
+use crate::decode::{Greedy, Jacobi, Lookahead, PromptLookup, SuffixDecoder, TrJacobi};
 use crate::error::{Error, Result};
 use crate::generation::{GenerateConfig, Generation};
 use crate::model::{CausalLm, Tokenizer};
@@ -26,7 +26,7 @@ use burn::prelude::*;
 /// # Ok(()) }
 /// ```
 pub trait Decoder {
-    /// Short name (`greedy`, `jacobi`, `pld`, `lookahead`, `tr-jacobi`).
+    /// Short name (`greedy`, `jacobi`, `pld`, `lookahead`, `tr-jacobi`, `suffix`).
     fn name(&self) -> &'static str;
 
     /// Generates from `prompt`, sending the text to `on_text` (in order, once, as it becomes
@@ -82,7 +82,14 @@ pub trait Decoder {
 }
 
 /// The decoders' names, as [`std::str::FromStr`] for [`AnyDecoder`] accepts them.
-pub const DECODER_NAMES: [&str; 5] = ["greedy", "jacobi", "pld", "lookahead", "tr-jacobi"];
+pub const DECODER_NAMES: [&str; 6] = [
+    "greedy",
+    "jacobi",
+    "pld",
+    "lookahead",
+    "tr-jacobi",
+    "suffix",
+];
 
 /// Any of this crate's decoders, chosen at run time (command lines, benchmark tables).
 ///
@@ -93,7 +100,7 @@ pub const DECODER_NAMES: [&str; 5] = ["greedy", "jacobi", "pld", "lookahead", "t
 /// let d: AnyDecoder = "tr-jacobi".parse().unwrap();
 /// assert_eq!(d.name(), "tr-jacobi");
 /// let err = "tr_jacobi".parse::<AnyDecoder>().unwrap_err();
-/// assert!(err.to_string().contains("greedy, jacobi, pld, lookahead, tr-jacobi"));
+/// assert!(err.to_string().contains("greedy, jacobi, pld, lookahead, tr-jacobi, suffix"));
 /// ```
 #[derive(Debug, Clone)]
 pub enum AnyDecoder {
@@ -107,6 +114,8 @@ pub enum AnyDecoder {
     Lookahead(Lookahead),
     /// [`TrJacobi`].
     TrJacobi(TrJacobi),
+    /// [`SuffixDecoder`].
+    Suffix(SuffixDecoder),
 }
 
 impl AnyDecoder {
@@ -119,7 +128,13 @@ impl AnyDecoder {
     pub fn auto<B: Backend, M: CausalLm<B>>(self, model: &M) -> Result<Self> {
         Ok(match self {
             Self::PromptLookup(d) => Self::PromptLookup(PromptLookup::auto(model, *d.config())),
-            Self::TrJacobi(d) => Self::TrJacobi(TrJacobi::auto(model, d.config().clone())?),
+            Self::TrJacobi(d) => {
+                let auto = TrJacobi::auto(model, d.config().clone())?;
+                Self::TrJacobi(match d.memory() {
+                    Some(m) => auto.with_memory(m.clone()),
+                    None => auto.without_memory(),
+                })
+            }
             other => other,
         })
     }
@@ -139,6 +154,7 @@ impl std::str::FromStr for AnyDecoder {
             "pld" => Self::PromptLookup(PromptLookup::default()),
             "lookahead" => Self::Lookahead(Lookahead::default()),
             "tr-jacobi" => Self::TrJacobi(TrJacobi::default()),
+            "suffix" => Self::Suffix(SuffixDecoder::default()),
             other => {
                 return Err(Error::InvalidArgument(format!(
                     "unknown decoder `{other}`; use one of {}",
@@ -179,6 +195,12 @@ impl From<Lookahead> for AnyDecoder {
     }
 }
 
+impl From<SuffixDecoder> for AnyDecoder {
+    fn from(d: SuffixDecoder) -> Self {
+        Self::Suffix(d)
+    }
+}
+
 impl From<TrJacobi> for AnyDecoder {
     fn from(d: TrJacobi) -> Self {
         Self::TrJacobi(d)
@@ -193,6 +215,7 @@ impl Decoder for AnyDecoder {
             Self::PromptLookup(d) => d.name(),
             Self::Lookahead(d) => d.name(),
             Self::TrJacobi(d) => d.name(),
+            Self::Suffix(d) => d.name(),
         }
     }
 
@@ -210,6 +233,7 @@ impl Decoder for AnyDecoder {
             Self::PromptLookup(d) => d.decode(model, tokenizer, prompt, config, on_text),
             Self::Lookahead(d) => d.decode(model, tokenizer, prompt, config, on_text),
             Self::TrJacobi(d) => d.decode(model, tokenizer, prompt, config, on_text),
+            Self::Suffix(d) => d.decode(model, tokenizer, prompt, config, on_text),
         }
     }
 }

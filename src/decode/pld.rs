@@ -29,30 +29,51 @@ impl Default for PldConfig {
 }
 
 /// Prompt lookup decoding (PLD): one linear draft from an n-gram match in the context,
-/// verified causally in one forward pass; with a budget ([`PromptLookup::auto`]) a draft is
-/// verified only when it is expected to commit more tokens per second than a greedy step.
+/// verified causally in one forward pass. By default a draft is cut to the length expected to
+/// commit the most tokens per second on the device (none: a greedy step), from the device's
+/// latency curve (measured at the first generation, or now with [`PromptLookup::auto`]) and the
+/// acceptance observed; [`PromptLookup::fixed`] verifies every draft whole.
 ///
 /// # Examples
 /// ```
 /// use msn::{PldConfig, PromptLookup};
 ///
-/// let decoder = PromptLookup::new(PldConfig { max_draft: 4, ..Default::default() });
+/// let decoder = PromptLookup::fixed(PldConfig { max_draft: 4, ..Default::default() });
 /// assert_eq!(decoder.config().max_draft, 4);
 /// assert!(decoder.latency_curve().is_none());
 /// ```
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct PromptLookup {
     config: PldConfig,
     /// Draft lengths from the device's latency curve (kept across prompts).
     budget: Option<DraftBudget>,
+    /// Whether the budget is still to be made at the first generation.
+    first_use: bool,
+}
+
+impl Default for PromptLookup {
+    /// [`PromptLookup::new`] with the default configuration.
+    fn default() -> Self {
+        Self::new(PldConfig::default())
+    }
 }
 
 impl PromptLookup {
-    /// PLD with `config`, drafting as much as matches (no budget).
+    /// PLD with `config`, its drafts cut by a budget whose latency curve is measured at the
+    /// first generation.
     pub fn new(config: PldConfig) -> Self {
         Self {
             config,
             budget: None,
+            first_use: true,
+        }
+    }
+
+    /// PLD with `config`, verifying as much as matches every step (no budget).
+    pub fn fixed(config: PldConfig) -> Self {
+        Self {
+            first_use: false,
+            ..Self::new(config)
         }
     }
 
@@ -83,6 +104,7 @@ impl PromptLookup {
         Self {
             budget: Some(DraftBudget::new(curve, config.max_draft, 4)),
             config,
+            first_use: false,
         }
     }
 
@@ -122,6 +144,10 @@ impl Decoder for PromptLookup {
         config: &GenerateConfig,
         on_text: Option<&mut OnText<'_>>,
     ) -> Result<Generation> {
+        if self.first_use {
+            let curve = LatencyCurve::for_first_use(model, &Self::curve_sizes(&self.config));
+            *self = Self::with_curve(self.config, curve);
+        }
         let pld = &self.config;
         let mut index = NgramIndex::new(pld.max_ngram);
         index.extend(prompt);

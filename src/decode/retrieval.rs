@@ -38,11 +38,6 @@ impl NgramIndex {
         }
     }
 
-    /// The indexed tokens.
-    pub fn tokens(&self) -> &[u32] {
-        &self.tokens
-    }
-
     /// Up to `chains` continuations of up to `len` tokens each, for the current suffix followed by
     /// `pending` (tokens committed but not yet indexed, such as the next root). Tries the longest
     /// suffix first (n = max..1); within one n, the most recent occurrence that is followed by

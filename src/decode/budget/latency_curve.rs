@@ -52,6 +52,14 @@ impl LatencyCurve {
 
     /// [`LatencyCurve::for_budget`] through the cache file `path` (see
     /// [`LatencyCurve::measure_cached`]).
+    /// A quick curve for a budget built without a model (`TrJacobi::default()`): each size up to
+    /// 33 tokens once after a warm-up, over a 64-token context; the budget's own step times
+    /// correct it as decoding goes.
+    pub(crate) fn for_first_use<B: Backend, M: CausalLm<B>>(model: &M, sizes: &[usize]) -> Self {
+        let sizes: Vec<usize> = sizes.iter().copied().filter(|&t| t <= 33).collect();
+        Self::measure_at(model, 64, &sizes, 1)
+    }
+
     pub(crate) fn for_budget_cached<B: Backend, M: CausalLm<B>>(
         model: &M,
         sizes: &[usize],

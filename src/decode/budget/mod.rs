@@ -12,10 +12,10 @@
 
 mod draft_budget;
 mod latency_curve;
+mod node_budget;
 mod step_costs;
-mod tree_budget;
 
 pub(crate) use draft_budget::DraftBudget;
 pub use latency_curve::LatencyCurve;
+pub(crate) use node_budget::{CandidateTree, Evidence, NodeBudget, Selection};
 pub(crate) use step_costs::StepCosts;
-pub(crate) use tree_budget::{TreeBudget, TreeShape};
