@@ -8,7 +8,7 @@ use criterion::{
     BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
 };
 use msn::GenerateConfig;
-use msn::{AnyDecoder, Decoder, Greedy, Jacobi, Lookahead, PromptLookup, TrJacobi};
+use msn::{AnyDecoder, Decoder, Greedy, Jacobi, Lookahead, PromptLookup, SuffixDecoder, TrJacobi};
 
 type B = Flex;
 
@@ -31,16 +31,18 @@ fn decoders(c: &mut Criterion) {
         AnyDecoder::Jacobi(Jacobi::default()),
         AnyDecoder::PromptLookup(PromptLookup::default()),
         AnyDecoder::Lookahead(Lookahead::default()),
+        AnyDecoder::TrJacobi(TrJacobi::fixed(Default::default()).expect("fixed")),
         AnyDecoder::TrJacobi(TrJacobi::default()),
-        AnyDecoder::TrJacobi(TrJacobi::auto(&m.model, Default::default()).expect("auto")),
+        AnyDecoder::Suffix(SuffixDecoder::default()),
     ];
     let names = [
         "greedy",
         "jacobi",
         "pld",
         "lookahead",
+        "tr-jacobi-fixed",
         "tr-jacobi",
-        "tr-jacobi-auto",
+        "suffix",
     ];
     let mut group = c.benchmark_group("decode_48_tokens_x3_prompts");
     // One pass takes seconds (tens for a full tree on a CPU): flat sampling times 10 passes

@@ -8,6 +8,8 @@
 //! cargo run --release --example generate -- --lora results/msn_scale/adapter --host-kernels q8 \
 //!     --chat --decoder tr-jacobi --prompt "Explain recursion in two sentences."
 //! ```
+//! `--memory FILE` keeps TR-Jacobi's (or suffix's) draft memory across runs: read at start,
+//! written after every prompt.
 //! `--json` prints one line per prompt: `{"id", "prompt_tokens", "tokens", "text", "new_tokens",
 //! "steps", "accept_lengths", "forward_tokens", "wall_time_s", ...}` (`forward_tokens`: tokens each
 //! forward pass ran, i.e. the tree sizes an `--auto-budget` decoder chose; per decoding step,
@@ -137,6 +139,7 @@ fn run<B: Backend>(device: B::Device, args: &Args) -> msn::Result<()> {
             );
             g
         };
+        args.decoder.save_memory(&decoder)?;
         if args.json {
             let line = serde_json::json!({
                 "id": p.id,

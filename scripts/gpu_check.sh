@@ -69,7 +69,7 @@ run)
     # in one run; the example stops with an error if any output differs from greedy's.
     # (Its per-decoder JSONL stay on the machine: at most 8 files come back from $OUT.)
     timeout 330 /tmp/bin/specbench --device cuda --per-category 2 --first-turn-only \
-        --max-new-tokens 128 --decoders pld,lookahead,tr-jacobi-jacobi,tr-jacobi,tr-jacobi+auto \
+        --max-new-tokens 128 --decoders pld,lookahead,tr-jacobi-jacobi+fixed,tr-jacobi+fixed,tr-jacobi,suffix \
         --out /tmp/specbench 2>&1 | tee "$out/specbench.log"
     cp /tmp/specbench/summary.json /tmp/specbench/specbench_mat.svg /tmp/specbench/specbench_speedup.svg "$out/"
     ;;

@@ -93,3 +93,26 @@ fn threads_share_one_memory() {
     });
     assert_eq!((m.documents(), m.tokens()), (200, 1200));
 }
+
+#[test]
+fn a_clone_copies_a_decoders_own_memory_and_shares_a_given_one() {
+    let own = msn::TrJacobi::default();
+    let copy = own.clone();
+    assert!(!copy.memory().unwrap().same_as(own.memory().unwrap()));
+    let shared = DraftMemory::default();
+    let given = msn::TrJacobi::default().with_memory(shared.clone());
+    assert!(given.clone().memory().unwrap().same_as(&shared));
+    let suffix = msn::SuffixDecoder::new().with_memory(shared.clone());
+    assert!(suffix.clone().memory().same_as(&shared));
+    assert!(
+        msn::TrJacobi::fixed(Default::default())
+            .unwrap()
+            .memory()
+            .is_none()
+    );
+    // A snapshot is separate from then on.
+    shared.add(&[1, 2, 3]);
+    let snap = shared.snapshot();
+    shared.add(&[4]);
+    assert_eq!((snap.tokens(), shared.tokens()), (3, 4));
+}

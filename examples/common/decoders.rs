@@ -5,9 +5,9 @@
 
 use burn::prelude::*;
 use msn::{
-    AnyDecoder, CANDIDATE_NAMES, Candidates, CausalLm, DECODER_NAMES, Jacobi, JacobiConfig,
-    LatencyCurve, Lookahead, LookaheadConfig, PldConfig, PromptLookup, TrJacobi, TrJacobiConfig,
-    TreeTemplate,
+    AnyDecoder, CANDIDATE_NAMES, Candidates, CausalLm, DECODER_NAMES, DraftMemory, Jacobi,
+    JacobiConfig, LatencyCurve, Lookahead, LookaheadConfig, PldConfig, PromptLookup, SuffixDecoder,
+    TrJacobi, TrJacobiConfig, TreeTemplate,
 };
 
 /// Decoder choice and parameters.
@@ -62,6 +62,10 @@ pub struct DecoderArgs {
     /// the paper's decoder, without a draft memory; on a CPU much slower than greedy).
     #[arg(long)]
     pub fixed_tree: bool,
+    /// TR-Jacobi / suffix: the draft memory file (earlier prompts and outputs): read when it
+    /// exists, written back after every prompt by `generate`.
+    #[arg(long, value_name = "FILE")]
+    pub memory: Option<std::path::PathBuf>,
     /// With --auto-budget: keep the measured latency curve in DIR/<decoder>.json and reuse it on
     /// later runs (one directory per model, dtype, backend and machine).
     #[arg(long, value_name = "DIR")]
@@ -129,12 +133,49 @@ impl DecoderArgs {
                 }
                 .into()
             }
+            AnyDecoder::Suffix(_) => SuffixDecoder::new().into(),
             greedy => greedy,
+        };
+        let d = match (&self.memory, d) {
+            (Some(file), AnyDecoder::TrJacobi(t)) => t.with_memory(self.load_memory(file)?).into(),
+            (Some(file), AnyDecoder::Suffix(s)) => s.with_memory(self.load_memory(file)?).into(),
+            (_, d) => d,
         };
         if let Some(curve) = latency_curve(&d) {
             print_curve(curve);
         }
         Ok(d)
+    }
+}
+
+impl DecoderArgs {
+    /// The memory in `file`, or a new one where there is no file yet.
+    fn load_memory(&self, file: &std::path::Path) -> msn::Result<DraftMemory> {
+        if !file.exists() {
+            eprintln!("[draft memory: {} is new]", file.display());
+            return Ok(DraftMemory::default());
+        }
+        let m = DraftMemory::load(file)?;
+        eprintln!(
+            "[draft memory: {} documents, {} tokens from {}]",
+            m.documents(),
+            m.tokens(),
+            file.display()
+        );
+        Ok(m)
+    }
+
+    /// Writes `decoder`'s memory back to `--memory` (nothing without one).
+    pub fn save_memory(&self, decoder: &AnyDecoder) -> msn::Result<()> {
+        let memory = match decoder {
+            AnyDecoder::TrJacobi(t) => t.memory(),
+            AnyDecoder::Suffix(s) => Some(s.memory()),
+            _ => None,
+        };
+        match (&self.memory, memory) {
+            (Some(file), Some(m)) => m.save(file),
+            _ => Ok(()),
+        }
     }
 }
 

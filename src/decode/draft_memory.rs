@@ -89,6 +89,13 @@ impl DraftMemory {
         self.read().capacity()
     }
 
+    /// A separate memory holding the same documents now.
+    pub fn snapshot(&self) -> DraftMemory {
+        Self {
+            inner: Arc::new(RwLock::new(self.read().clone())),
+        }
+    }
+
     /// Whether `other` is this same memory (a clone of it).
     pub fn same_as(&self, other: &DraftMemory) -> bool {
         Arc::ptr_eq(&self.inner, &other.inner)

@@ -18,7 +18,8 @@ use burn::prelude::*;
 /// greedy decoding token for token.
 ///
 /// It is [`TrJacobi`] without the model's own candidate tokens: where text repeats across
-/// requests it drafts long, elsewhere it costs what greedy does.
+/// requests it drafts long, elsewhere it costs what greedy does. A clone copies the decoder's own
+/// memory, but shares one given by [`SuffixDecoder::with_memory`].
 ///
 /// # Examples
 /// ```

@@ -56,7 +56,8 @@ pub trait TrJacobiDecoder: Decoder {
 /// tree every step, as the paper does.
 ///
 /// The decoder keeps its token graph, budget and memory across prompts, so it learns as it goes;
-/// every prompt and its output go into the memory. Clones share the memory (not the rest).
+/// every prompt and its output go into the memory. A clone copies the decoder's own memory, but
+/// shares one given by [`TrJacobi::with_memory`].
 ///
 /// # Examples
 /// ```
@@ -77,15 +78,33 @@ pub trait TrJacobiDecoder: Decoder {
 /// assert_eq!(fixed.config().template.len(), 4);
 /// # Ok::<(), msn::Error>(())
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct TrJacobi {
     config: TrJacobiConfig,
     /// How each step's tree is sized (the budget is kept across prompts).
     plan: Plan,
     /// Predictions after each token seen, for recycled candidates (kept across prompts).
     graph: TokenGraph,
-    /// Earlier prompts and outputs (shared by clones).
+    /// Earlier prompts and outputs.
     memory: Option<DraftMemory>,
+    /// Whether the memory was given (shared by clones) rather than the decoder's own (copied).
+    shared_memory: bool,
+}
+
+impl Clone for TrJacobi {
+    fn clone(&self) -> Self {
+        let memory = match (&self.memory, self.shared_memory) {
+            (Some(m), false) => Some(m.snapshot()),
+            (m, _) => m.clone(),
+        };
+        Self {
+            config: self.config.clone(),
+            plan: self.plan.clone(),
+            graph: self.graph.clone(),
+            memory,
+            shared_memory: self.shared_memory,
+        }
+    }
 }
 
 /// How each step's tree is sized.
@@ -118,6 +137,7 @@ impl TrJacobi {
             plan: Plan::FirstUse,
             graph: TokenGraph::default(),
             memory: Some(DraftMemory::default()),
+            shared_memory: false,
         })
     }
 
@@ -175,6 +195,7 @@ impl TrJacobi {
     /// decoder's own; clones of one [`DraftMemory`] share it between decoders and threads.
     pub fn with_memory(mut self, memory: DraftMemory) -> Self {
         self.memory = Some(memory);
+        self.shared_memory = true;
         self
     }
 
