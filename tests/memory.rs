@@ -116,3 +116,41 @@ fn a_clone_copies_a_decoders_own_memory_and_shares_a_given_one() {
     shared.add(&[4]);
     assert_eq!((snap.tokens(), shared.tokens()), (3, 4));
 }
+
+/// What a full default memory holds in RAM (run by hand: `cargo test --release --features
+/// ndarray --test memory -- --ignored --nocapture`): 2^20 tokens of text-like ids (a Zipf-ish mix
+/// of 30,000 ids, phrases repeating), resident set before and after.
+#[test]
+#[ignore]
+fn memory_footprint_of_a_full_default_memory() {
+    fn rss_kib() -> u64 {
+        let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        s.lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            .unwrap_or(0)
+    }
+    let m = DraftMemory::default();
+    let before = rss_kib();
+    let mut x = 12345u64;
+    let mut doc = Vec::with_capacity(400);
+    while m.tokens() + 400 <= m.capacity() {
+        doc.clear();
+        for _ in 0..400 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let r = (x >> 33) as f64 / f64::from(1u32 << 31);
+            doc.push((30_000.0 * r * r * r) as u32);
+        }
+        m.add(&doc);
+    }
+    let after = rss_kib();
+    println!(
+        "{} tokens in {} documents: {:.0} MiB resident ({:.0} bytes a token)",
+        m.tokens(),
+        m.documents(),
+        (after - before) as f64 / 1024.0,
+        (after - before) as f64 * 1024.0 / m.tokens() as f64
+    );
+}

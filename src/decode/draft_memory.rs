@@ -41,9 +41,10 @@ pub struct DraftMemory {
 }
 
 impl Default for DraftMemory {
-    /// A memory of 2^20 tokens (about 100 MB at most; a few thousand answers).
+    /// A memory of 2^18 tokens (several hundred answers; about 70 MiB when full: 273 bytes a
+    /// token measured on text-like ids, most of it the n-gram lists).
     fn default() -> Self {
-        Self::new(1 << 20)
+        Self::new(1 << 18)
     }
 }
 
