@@ -44,20 +44,7 @@ impl NgramIndex {
     /// `len` tokens, then the most recent shorter ones. Occurrences that are the suffix itself
     /// (nothing follows them) are skipped; duplicate proposals are dropped.
     pub fn propose(&self, pending: &[u32], len: usize, chains: usize) -> Vec<Vec<u32>> {
-        self.propose_scored(pending, len, chains)
-            .into_iter()
-            .map(|(_, c)| c)
-            .collect()
-    }
-
-    /// [`NgramIndex::propose`] with the length of the n-gram that matched each proposal.
-    pub fn propose_scored(
-        &self,
-        pending: &[u32],
-        len: usize,
-        chains: usize,
-    ) -> Vec<(usize, Vec<u32>)> {
-        let mut out: Vec<(usize, Vec<u32>)> = Vec::new();
+        let mut out: Vec<Vec<u32>> = Vec::new();
         if len == 0 || chains == 0 {
             return out;
         }
@@ -83,8 +70,8 @@ impl NgramIndex {
             for end in cands {
                 let avail = self.tokens.len() - end;
                 let cont = self.tokens[end..end + avail.min(len)].to_vec();
-                if !out.iter().any(|(_, c)| *c == cont) {
-                    out.push((n, cont));
+                if !out.contains(&cont) {
+                    out.push(cont);
                     if out.len() == chains {
                         return out;
                     }
