@@ -17,6 +17,7 @@ mod common;
 use burn::prelude::*;
 use clap::Parser;
 use common::decoders::DecoderArgs;
+use common::llama_cpp::{self, Timed};
 use common::plot;
 use common::vs_greedy::{Tally, beside_greedy};
 use common::with_backend;
@@ -71,6 +72,12 @@ struct Args {
     /// Output directory (`<decoder>.jsonl`, `summary.json`, `specbench.svg`).
     #[arg(long, default_value = "results/specbench")]
     out: PathBuf,
+    /// Folder with llama.cpp's `llama-completion` and `llama-lookup` (`scripts/vs_llamacpp.sh
+    /// --build-only` builds them): every turn also runs through llama.cpp's greedy and its
+    /// n-gram lookup decoding with a dynamic cache carried from prompt to prompt (`-lcd`), same
+    /// GGUF, prompt text and thread count; each is reported against llama.cpp's own greedy.
+    #[arg(long)]
+    llama: Option<PathBuf>,
     /// Parameters of the decoders (`--decoder` itself is ignored).
     #[command(flatten)]
     params: DecoderArgs,
@@ -78,6 +85,9 @@ struct Args {
 
 /// Per decoder (greedy first), per category.
 type Tallies = Vec<BTreeMap<String, Tally>>;
+
+/// Per category, llama.cpp's greedy and its lookup decoding with a dynamic cache.
+type LlamaTallies = BTreeMap<String, [Timed; 2]>;
 
 fn run<B: Backend>(device: B::Device, args: &Args) -> msn::Result<()> {
     let questions = match &args.humaneval {
@@ -110,8 +120,12 @@ fn run<B: Backend>(device: B::Device, args: &Args) -> msn::Result<()> {
         args.dtype,
         args.device,
     );
-    let tally = answer(&m, &chosen, decoders, &names, args)?;
-    report(&tally, &names, chosen.len(), args)
+    let (tally, llama) = answer(&m, &chosen, decoders, &names, args)?;
+    report(&tally, &names, chosen.len(), args)?;
+    if args.llama.is_some() {
+        report_llama(&tally[0], &llama, args)?;
+    }
+    Ok(())
 }
 
 /// The first `per_category` questions of each category (all where 0).
@@ -157,8 +171,13 @@ fn answer<B: Backend>(
     mut decoders: Vec<AnyDecoder>,
     names: &[String],
     args: &Args,
-) -> msn::Result<Tallies> {
+) -> msn::Result<(Tallies, LlamaTallies)> {
     std::fs::create_dir_all(&args.out).map_err(|e| msn::Error::io(&args.out, e))?;
+    let lookup_cache = args.out.join("llama_lookup.cache");
+    if lookup_cache.exists() {
+        std::fs::remove_file(&lookup_cache).map_err(|e| msn::Error::io(&lookup_cache, e))?;
+    }
+    let mut llama = LlamaTallies::new();
     let mut files = Vec::new();
     for n in names {
         let path = args.out.join(format!("{n}.jsonl"));
@@ -193,6 +212,20 @@ fn answer<B: Backend>(
                 &mut decoders,
                 &what,
             )?;
+            if let Some(dir) = &args.llama {
+                let both = llama.entry(q.category.clone()).or_default();
+                let threads = rayon::current_num_threads();
+                let n = args.max_new_tokens;
+                both[0].add(llama_cpp::completion(dir, &m.path, threads, n, &prompt)?.1);
+                both[1].add(llama_cpp::lookup(
+                    dir,
+                    &m.path,
+                    threads,
+                    n,
+                    &prompt,
+                    Some(&lookup_cache),
+                )?);
+            }
             messages.push(Message::new("assistant", &gens[0].text));
             for ((run, t), g) in runs.iter_mut().zip(tally.iter_mut()).zip(gens) {
                 t.entry(q.category.clone()).or_default().add(&g);
@@ -211,7 +244,7 @@ fn answer<B: Backend>(
         );
     }
     eprintln!();
-    Ok(tally)
+    Ok((tally, llama))
 }
 
 /// One question's answer line in Spec-Bench's format.
@@ -294,6 +327,53 @@ fn report(tally: &Tallies, names: &[String], questions: usize, args: &Args) -> m
     msn::bench::write_atomic(
         &args.out.join("summary.json"),
         serde_json::to_string_pretty(&summary)
+            .expect("json")
+            .as_bytes(),
+    )
+}
+
+/// llama.cpp beside msn, per category: each engine's greedy tokens/s and its drafting against
+/// its own greedy (msn: every decoder of the run; llama.cpp: `llama-lookup` with its dynamic
+/// cache); `llama_cpp.json`.
+fn report_llama(
+    greedy: &BTreeMap<String, Tally>,
+    llama: &LlamaTallies,
+    args: &Args,
+) -> msn::Result<()> {
+    println!(
+        "\n| category | llama.cpp greedy tok/s | llama-lookup -lcd tok/s | llama-lookup / llama.cpp greedy | msn greedy / llama.cpp greedy |\n|---|---|---|---|---|"
+    );
+    let mut all = [Timed::default(); 2];
+    let mut ours = Tally::default();
+    let mut rows = Vec::new();
+    let cats: Vec<Option<&String>> = llama.keys().map(Some).chain([None]).collect();
+    for c in cats {
+        let (both, g) = match c {
+            Some(c) => {
+                let both = llama[c];
+                all[0].add(both[0]);
+                all[1].add(both[1]);
+                ours = ours.plus(&greedy[c]);
+                (both, greedy[c].clone())
+            }
+            None => (all, ours.clone()),
+        };
+        let (lg, ll) = (both[0].tokens_per_s(), both[1].tokens_per_s());
+        let name = c.map_or("**overall**", |s| s.as_str());
+        println!(
+            "| {name} | {lg:.1} | {ll:.1} | {:.2}x | {:.2}x |",
+            ll / lg,
+            g.tokens_per_s() / lg
+        );
+        rows.push(
+            serde_json::json!({"category": c.map_or("overall", |s| s.as_str()),
+            "llama_greedy_tok_s": lg, "llama_lookup_tok_s": ll, "lookup_speedup": ll / lg,
+            "msn_greedy_tok_s": g.tokens_per_s()}),
+        );
+    }
+    msn::bench::write_atomic(
+        &args.out.join("llama_cpp.json"),
+        serde_json::to_string_pretty(&rows)
             .expect("json")
             .as_bytes(),
     )

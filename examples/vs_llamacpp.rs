@@ -19,6 +19,7 @@
 mod common;
 use burn::backend::Flex as B;
 use clap::Parser;
+use common::llama_cpp::{self, Timed, run};
 use common::{cold_start, plot};
 use msn::{CausalLm, Decoder, ForwardInput, GenerateConfig};
 use std::collections::BTreeMap;
@@ -295,44 +296,6 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Runs llama.cpp's `bin` on one prompt with the shared flags (model, threads, new tokens,
-/// greedy, context) and `extra`, returning its stdout (the text) and stderr (the timings).
-fn llama_run(
-    dir: &Path,
-    bin: &str,
-    gguf: &Path,
-    threads: usize,
-    max_new: usize,
-    extra: &[&str],
-    text: &str,
-) -> msn::Result<(String, String)> {
-    run(Command::new(dir.join(bin))
-        .arg("-m")
-        .arg(gguf)
-        .args(["-t", &threads.to_string(), "-n", &max_new.to_string()])
-        .args(["--temp", "0", "-c", "2048"])
-        .args(extra)
-        .args(["-p", text]))
-}
-
-/// Runs a command, returning its stdout; a failure is an error that names the command.
-fn run(cmd: &mut Command) -> msn::Result<(String, String)> {
-    let out = cmd
-        .output()
-        .map_err(|e| msn::Error::InvalidArgument(format!("{cmd:?}: {e}")))?;
-    let (so, se) = (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    );
-    if !out.status.success() {
-        let tail: String = se.lines().rev().take(5).collect::<Vec<_>>().join(" | ");
-        return Err(msn::Error::InvalidArgument(format!(
-            "{cmd:?} failed: {tail}"
-        )));
-    }
-    Ok((so, se))
-}
-
 /// llama-bench's pp128, tg128 and tg128 at depth 700 (tokens/s).
 fn llama_bench(dir: &Path, gguf: &Path, threads: usize) -> msn::Result<Round> {
     let mut r = Round::new();
@@ -412,28 +375,14 @@ fn llama_completion(
     prompts: &[(String, Vec<u32>)],
     max_new: usize,
 ) -> msn::Result<(Round, Vec<String>)> {
-    let (mut tokens, mut secs, mut texts) = (0.0, 0.0, Vec::new());
+    let (mut all, mut texts) = (Timed::default(), Vec::new());
     for (text, _) in prompts {
-        let (so, se) = llama_run(
-            dir,
-            "llama-completion",
-            gguf,
-            threads,
-            max_new,
-            &["--no-warmup", "-no-cnv", "--no-display-prompt"],
-            text,
-        )?;
-        let (n, s) = perf_line(&se, "eval time").ok_or_else(|| {
-            msn::Error::InvalidArgument("llama-completion printed no `eval time` line".into())
-        })?;
-        let (_, ps) = perf_line(&se, "prompt eval time").unwrap_or((0.0, 0.0));
-        // The first token comes from the prompt's pass: generated = eval runs + 1.
-        tokens += n + 1.0;
-        secs += s + ps;
+        let (so, t) = llama_cpp::completion(dir, gguf, threads, max_new, text)?;
+        all.add(t);
         texts.push(so);
     }
     Ok((
-        Round::from([("greedy end to end".into(), tokens / secs)]),
+        Round::from([("greedy end to end".into(), all.tokens_per_s())]),
         texts,
     ))
 }
@@ -462,46 +411,14 @@ fn llama_lookup(
     prompts: &[(String, Vec<u32>)],
     max_new: usize,
 ) -> msn::Result<Round> {
-    let (mut tokens, mut secs) = (0.0, 0.0);
+    let mut all = Timed::default();
     for (text, _) in prompts {
-        let (_, se) = llama_run(
-            dir,
-            "llama-lookup",
-            gguf,
-            threads,
-            max_new,
-            &["--spec-draft-n-max", "8"],
-            text,
-        )?;
-        let field = |what: &str| -> Option<(f64, f64)> {
-            let line = se.lines().find(|l| l.contains(what))?;
-            let mut w = line.split(what).nth(1)?.split_whitespace();
-            let n: f64 = w.next()?.parse().ok()?;
-            let s: f64 = w.nth(2)?.parse().ok()?;
-            Some((n, s))
-        };
-        let missing = || msn::Error::InvalidArgument("llama-lookup printed no speed lines".into());
-        let (n, ds) = field(" decoded ").ok_or_else(missing)?;
-        let (_, es) = field(" encoded ").ok_or_else(missing)?;
-        tokens += n;
-        secs += ds + es;
+        all.add(llama_cpp::lookup(dir, gguf, threads, max_new, text, None)?);
     }
     Ok(Round::from([(
         "PLD end to end (llama-lookup, draft 8)".into(),
-        tokens / secs,
+        all.tokens_per_s(),
     )]))
-}
-
-/// `(runs, seconds)` of llama.cpp's `... <what> = X ms / N runs` (or `tokens`) perf line.
-fn perf_line(stderr: &str, what: &str) -> Option<(f64, f64)> {
-    let line = stderr.lines().find(|l| {
-        l.contains(&format!(" {what} =")) && !(what == "eval time" && l.contains("prompt eval"))
-    })?;
-    let after = line.split('=').nth(1)?;
-    let mut words = after.split_whitespace();
-    let ms: f64 = words.next()?.parse().ok()?;
-    let n: f64 = words.nth(2)?.parse().ok()?;
-    Some((n, ms / 1000.0))
 }
 
 /// msn's greedy and, with `drafting`, its drafting decoders on every prompt, each output

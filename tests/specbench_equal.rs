@@ -46,9 +46,10 @@ fn every_decoder_equals_greedy_on_20_spec_bench_questions() {
     let mut decoders = [
         AnyDecoder::Greedy(Greedy),
         AnyDecoder::PromptLookup(PromptLookup::default()),
+        AnyDecoder::PromptLookup(PromptLookup::fixed(Default::default())),
         AnyDecoder::Jacobi(Jacobi::new(JacobiConfig::default())),
         AnyDecoder::Lookahead(Lookahead::new(LOOKAHEAD).unwrap()),
-        AnyDecoder::TrJacobi(TrJacobi::new(tr).unwrap()),
+        AnyDecoder::TrJacobi(TrJacobi::fixed(tr).unwrap()),
     ];
     let names: Vec<&str> = decoders.iter().map(|d| d.name()).collect();
     let cfg = GenerateConfig::new(128, &m.tokenizer);
@@ -91,7 +92,9 @@ fn every_decoder_equals_greedy_on_20_spec_bench_questions() {
             *t as f64 / *s as f64
         );
     }
-    // Drafting decoders must have saved forward passes overall (they never take more).
+    // Drafting decoders never take more forward passes than greedy; those that verify their
+    // whole drafts every step (the fixed ones) must have saved some. (The budgeted default
+    // decides from this machine's step times whether drafting pays, so may save none.)
     assert!((1..names.len()).all(|d| totals[d].1 <= totals[0].1));
-    assert!(totals[1].1 < totals[0].1 && totals[4].1 < totals[0].1);
+    assert!(totals[2].1 < totals[0].1 && totals[5].1 < totals[0].1);
 }

@@ -4,6 +4,7 @@
 
 pub mod cold_start;
 pub mod decoders;
+pub mod llama_cpp;
 pub mod plot;
 pub mod vs_greedy;
 

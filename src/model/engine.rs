@@ -147,61 +147,136 @@ struct Attn<'a> {
     capacity: usize,
 }
 
+/// Keys per block of the shared key range: a block's keys and values (16 KiB each at 64
+/// dimensions) stay in L1 while every query of the task passes over them.
+const KEY_BLOCK: usize = 64;
+
 impl Attn<'_> {
     /// `[batch * t, heads * hd]` attention outputs for queries `q` (same layout).
+    ///
+    /// One task per batch row, KV group and chunk of that group's queries (its `t` tokens times
+    /// the heads that share the group): the keys every query of the chunk sees first, in the
+    /// same order, are visited a block at a time by all of them (each key and value row read
+    /// from memory once per chunk instead of once per query); the rest query by query. Each
+    /// query's arithmetic is the same in any chunk: its scores key by key in groups of eight
+    /// along its own key list (the shared range is a multiple of eight), its softmax over its
+    /// whole list, its mixture accumulated in key order.
     fn run(&self, q: &[f32], k: &[f32], v: &[f32], kv: &HostKv) -> Vec<f32> {
         let c = self.c;
         let (h, hd, t) = (c.heads, c.head_dim, self.t);
         let rep = h / c.kv_heads;
-        let s = self.past + t;
-        let scale = (1.0 / (hd as f64).sqrt()) as f32;
-        // One task per (row, head): its `t` query rows, `[t, hd]`.
-        let outs: Vec<Mutex<Vec<f32>>> = (0..self.batch * h).map(|_| Mutex::default()).collect();
-        hot_pool::for_each(outs.len(), &|task| {
-            *outs[task].lock().unwrap_or_else(|e| e.into_inner()) = {
-                let (r, head) = (task / h, task % h);
-                let g = head / rep;
-                let base = kv.at(self.capacity, r, g, 0);
-                let mut out = vec![0f32; t * hd];
-                let mut keys: Vec<usize> = Vec::with_capacity(s);
-                let mut p: Vec<f32> = Vec::with_capacity(s);
-                for i in 0..t {
-                    keys.clear();
-                    match self.mask {
-                        Some(m) => {
-                            let mr = &m[(r * t + i) * s..(r * t + i + 1) * s];
-                            keys.extend((0..s).filter(|&j| !mr[j]));
-                        }
-                        None => keys.extend(0..=self.past + i),
-                    }
-                    if keys.is_empty() {
-                        continue; // a padding query that may see nothing: zeros
-                    }
-                    let qv = &q[((r * t + i) * h + head) * hd..][..hd];
-                    scores(qv, k, base, &keys, hd, scale, &mut p);
-                    let sum = softmax_numerators(&mut p);
-                    let o = &mut out[i * hd..(i + 1) * hd];
-                    mix(&p, v, base, &keys, hd, o);
-                    let inv = 1.0 / sum;
-                    o.iter_mut().for_each(|x| *x *= inv);
-                }
-                out
-            };
+        let per_group = t * rep;
+        let all = self.batch * c.kv_heads * per_group;
+        let chunk = (all / (4 * rayon::current_num_threads())).clamp(1, 8);
+        let chunks = per_group.div_ceil(chunk);
+        let tasks = self.batch * c.kv_heads * chunks;
+        let outs: Vec<Mutex<Vec<f32>>> = (0..tasks).map(|_| Mutex::default()).collect();
+        hot_pool::for_each(tasks, &|task| {
+            let (rg, ci) = (task / chunks, task % chunks);
+            let (r, g) = (rg / c.kv_heads, rg % c.kv_heads);
+            let queries = ci * chunk..((ci + 1) * chunk).min(per_group);
+            let out = self.chunk(q, k, v, kv, r, g, queries);
+            *outs[task].lock().unwrap_or_else(|e| e.into_inner()) = out;
         });
         let mut a = vec![0f32; self.batch * t * h * hd];
         for (task, out) in outs.into_iter().enumerate() {
             let out = out.into_inner().unwrap_or_else(|e| e.into_inner());
-            let (r, head) = (task / h, task % h);
-            for i in 0..t {
+            let (rg, ci) = (task / chunks, task % chunks);
+            let (r, g) = (rg / c.kv_heads, rg % c.kv_heads);
+            for (n, qi) in (ci * chunk..((ci + 1) * chunk).min(per_group)).enumerate() {
+                let (i, head) = (qi / rep, g * rep + qi % rep);
                 let dst = ((r * t + i) * h + head) * hd;
-                a[dst..dst + hd].copy_from_slice(&out[i * hd..(i + 1) * hd]);
+                a[dst..dst + hd].copy_from_slice(&out[n * hd..(n + 1) * hd]);
             }
         }
         a
     }
+
+    /// The keys query token `i` of batch row `r` sees, in order.
+    fn keys(&self, r: usize, i: usize) -> Vec<usize> {
+        let (t, s) = (self.t, self.past + self.t);
+        match self.mask {
+            Some(m) => {
+                let mr = &m[(r * t + i) * s..(r * t + i + 1) * s];
+                (0..s).filter(|&j| !mr[j]).collect()
+            }
+            None => (0..=self.past + i).collect(),
+        }
+    }
+
+    /// The outputs `[queries, hd]` of the group-`g` queries `queries` of batch row `r` (query
+    /// `qi` is token `qi / rep`, head `g * rep + qi % rep`); a query that may see no key (a
+    /// padding query) gets zeros.
+    #[allow(clippy::too_many_arguments)]
+    fn chunk(
+        &self,
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        kv: &HostKv,
+        r: usize,
+        g: usize,
+        queries: std::ops::Range<usize>,
+    ) -> Vec<f32> {
+        let c = self.c;
+        let (h, hd, t) = (c.heads, c.head_dim, self.t);
+        let rep = h / c.kv_heads;
+        let scale = (1.0 / (hd as f64).sqrt()) as f32;
+        let base = kv.at(self.capacity, r, g, 0);
+        let lists: Vec<Vec<usize>> = queries.clone().map(|qi| self.keys(r, qi / rep)).collect();
+        let qvs: Vec<&[f32]> = queries
+            .clone()
+            .map(|qi| &q[((r * t + qi / rep) * h + g * rep + qi % rep) * hd..][..hd])
+            .collect();
+        // The shared range: the longest common prefix of the key lists, in whole groups of 8.
+        let first = &lists[0];
+        let common = lists.iter().fold(first.len(), |n, l| {
+            n.min(l.iter().zip(first).take_while(|(a, b)| a == b).count())
+        }) / 8
+            * 8;
+        let mut ps: Vec<Vec<f32>> = lists.iter().map(|l| Vec::with_capacity(l.len())).collect();
+        for lo in (0..common).step_by(KEY_BLOCK) {
+            let keys = &first[lo..(lo + KEY_BLOCK).min(common)];
+            for (qv, p) in qvs.iter().zip(ps.iter_mut()) {
+                scores(qv, k, base, keys, hd, scale, p);
+            }
+        }
+        let mut out = vec![0f32; lists.len() * hd];
+        let mut sums = vec![0f32; lists.len()];
+        for (n, ((qv, p), l)) in qvs.iter().zip(ps.iter_mut()).zip(&lists).enumerate() {
+            scores(qv, k, base, &l[common..], hd, scale, p);
+            if !l.is_empty() {
+                sums[n] = softmax_numerators(p);
+            }
+        }
+        for lo in (0..common).step_by(KEY_BLOCK) {
+            let hi = (lo + KEY_BLOCK).min(common);
+            for (n, p) in ps.iter().enumerate() {
+                mix(
+                    &p[lo..hi],
+                    v,
+                    base,
+                    &first[lo..hi],
+                    hd,
+                    &mut out[n * hd..(n + 1) * hd],
+                );
+            }
+        }
+        for (n, (p, l)) in ps.iter().zip(&lists).enumerate() {
+            let o = &mut out[n * hd..(n + 1) * hd];
+            if l.is_empty() {
+                continue; // zeros
+            }
+            mix(&p[common..], v, base, &l[common..], hd, o);
+            let inv = 1.0 / sums[n];
+            o.iter_mut().for_each(|x| *x *= inv);
+        }
+        out
+    }
 }
 
-/// `out = [q . k_j * scale for j in keys]`, key `j` at `k[base + j * hd..][..hd]`.
+/// Appends `q . k_j * scale` for each of `keys` to `out`, key `j` at `k[base + j * hd..][..hd]`
+/// (a key's score is the same bits wherever it falls in `keys`).
 fn scores(
     q: &[f32],
     k: &[f32],
@@ -211,7 +286,6 @@ fn scores(
     scale: f32,
     out: &mut Vec<f32>,
 ) {
-    out.clear();
     assert!(
         keys.iter().all(|&j| base + (j + 1) * hd <= k.len()),
         "key index in range"
@@ -261,7 +335,9 @@ fn softmax_numerators(p: &mut [f32]) -> f32 {
     sum
 }
 
-/// `out = sum_j p_j * v_j` over `keys` in order (fixed summation order per output element).
+/// `out += sum_j p_j * v_j` over `keys` in order, each output element one chain of
+/// multiply-adds from its value in `out` (so a mixture split into consecutive calls is the same
+/// bits as one call).
 fn mix(p: &[f32], v: &[f32], base: usize, keys: &[usize], hd: usize, out: &mut [f32]) {
     assert!(
         keys.iter().all(|&j| base + (j + 1) * hd <= v.len()),
@@ -274,7 +350,6 @@ fn mix(p: &[f32], v: &[f32], base: usize, keys: &[usize], hd: usize, out: &mut [
         unsafe { avx2::mix(p, v, base, keys, hd, out) };
         return;
     }
-    out.iter_mut().for_each(|o| *o = 0.0);
     for (&j, &e) in keys.iter().zip(p) {
         let vr = &v[base + j * hd..base + (j + 1) * hd];
         for (o, &x) in out.iter_mut().zip(vr) {
@@ -505,6 +580,10 @@ mod avx2 {
         out: &mut [f32],
     ) {
         let mut acc = [_mm256_setzero_ps(); W];
+        for (l, a) in acc.iter_mut().enumerate() {
+            // SAFETY: `c0 + 8 * W <= hd == out.len()`.
+            *a = unsafe { _mm256_loadu_ps(out.as_ptr().add(c0 + 8 * l)) };
+        }
         for (&j, &e) in keys.iter().zip(p) {
             let ev = _mm256_set1_ps(e);
             // SAFETY: value row `j` is in range and `c0 + 8 * W <= hd`.
@@ -593,6 +672,7 @@ mod tests {
         scores(&q, &k, hd, &keys[..], hd, 0.125, &mut all);
         let mut one = Vec::new();
         for (i, &j) in keys.iter().enumerate() {
+            one.clear();
             scores(&q, &k, hd, &[j], hd, 0.125, &mut one);
             assert_eq!(all[i].to_bits(), one[0].to_bits(), "key {j}");
             // And it is the dot product (independent: f64).
@@ -601,6 +681,34 @@ mod tests {
                 .sum::<f64>()
                 * 0.125;
             assert!((f64::from(all[i]) - exact).abs() < 1e-5, "key {j}");
+        }
+    }
+
+    #[test]
+    fn a_mixture_split_at_any_key_is_the_same_bits_as_one_call() {
+        let hd = 72; // one 64-wide block and one 8-wide one
+        let mut rng = crate::rng::Rng::new(11);
+        let mut val = || (rng.next_u64() % 2001) as f32 / 1000.0 - 1.0;
+        let v: Vec<f32> = (0..40 * hd).map(|_| val()).collect();
+        let keys: Vec<usize> = (0..37).map(|i| (i * 7) % 40).collect();
+        let p: Vec<f32> = keys.iter().map(|_| val().abs()).collect();
+        let mut whole = vec![0f32; hd];
+        mix(&p, &v, 0, &keys, hd, &mut whole);
+        for cut in [0, 1, 8, 13, 36, 37] {
+            let mut split = vec![0f32; hd];
+            mix(&p[..cut], &v, 0, &keys[..cut], hd, &mut split);
+            mix(&p[cut..], &v, 0, &keys[cut..], hd, &mut split);
+            let bits = |x: &[f32]| x.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&whole), bits(&split), "cut at {cut}");
+        }
+        // And it is the weighted sum (independent: f64).
+        for c in 0..hd {
+            let exact: f64 = keys
+                .iter()
+                .zip(&p)
+                .map(|(&j, &e)| f64::from(e) * f64::from(v[j * hd + c]))
+                .sum();
+            assert!((f64::from(whole[c]) - exact).abs() < 1e-4, "element {c}");
         }
     }
 }
