@@ -305,6 +305,18 @@ fn report(tally: &Tallies, names: &[String], questions: usize, args: &Args) -> m
     // What a step costs on the host besides the forward (drafting, verification, bookkeeping),
     // and what it reads back from the device.
     let host_ms: Vec<f64> = all.iter().map(Tally::median_host_step_ms).collect();
+    // Prefill is the same work for every decoder, so it bounds the end-to-end ratio.
+    println!("\nseconds to the first tokens (prefill) and the decoding phase after them:");
+    let decoding = |t: &Tally| (t.secs - t.first_secs).max(1e-9);
+    for (n, t) in names.iter().zip(&all) {
+        println!(
+            "- {n}: prefill {:.1} s of {:.1} s ({:.0}%), decoding phase {:.2}x greedy's speed",
+            t.first_secs,
+            t.secs,
+            100.0 * t.first_secs / t.secs.max(1e-9),
+            decoding(&all[0]) / decoding(t)
+        );
+    }
     println!(
         "\nper decoding step: host time besides the forward (median), reads back from the device \
          and their bytes (most in any step):"

@@ -75,6 +75,9 @@ pub struct Generation {
     pub forward_tokens: Vec<usize>,
     /// Wall-clock seconds, prefill included.
     pub wall_time_s: f64,
+    /// Wall-clock seconds from the call to the first token, the prompt's forward pass (time to
+    /// first token; 0 when nothing was generated).
+    pub first_token_s: f64,
     /// Seconds spent building drafts (trees, retrieval, candidate tables), host side.
     pub draft_time_s: f64,
     /// Seconds spent in forward passes and verification (prefill included).

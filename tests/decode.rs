@@ -123,7 +123,6 @@ proptest! {
                 let tc = TrJacobiConfig {
                     template: random_template(&picks, top_k),
                     top_k,
-                    max_ngram,
                     retrieval_len: max_draft,
                     retrieval_chains: chains,
                     seed,
@@ -212,7 +211,6 @@ proptest! {
         let tc = TrJacobiConfig {
             template: random_template(&picks, top_k),
             top_k,
-            max_ngram: 3,
             retrieval_len,
             retrieval_chains: chains,
             seed,

@@ -31,7 +31,8 @@ pub struct DecoderArgs {
     /// PLD: most draft tokens per step.
     #[arg(long, default_value_t = 10)]
     pub max_draft: usize,
-    /// PLD / TR-Jacobi: longest n-gram matched for retrieval.
+    /// PLD: longest n-gram matched for retrieval (TR-Jacobi and suffix match the longest earlier
+    /// occurrence, up to 32 tokens).
     #[arg(long, default_value_t = 3)]
     pub max_ngram: usize,
     /// TR-Jacobi: candidates per depth (K).
@@ -85,7 +86,6 @@ impl DecoderArgs {
         Ok(TrJacobiConfig {
             template,
             top_k: self.top_k,
-            max_ngram: self.max_ngram,
             retrieval_len: self.retrieval_len,
             retrieval_chains: self.retrieval_chains,
             seed: 0,

@@ -33,7 +33,18 @@ pub fn llama_run(
     extra: &[&str],
     text: &str,
 ) -> msn::Result<(String, String)> {
+    // The programs link llama.cpp's shared libraries, which the build leaves beside them.
+    let libs = match std::env::var_os("LD_LIBRARY_PATH") {
+        Some(old) => {
+            let mut v = dir.as_os_str().to_owned();
+            v.push(":");
+            v.push(old);
+            v
+        }
+        None => dir.as_os_str().to_owned(),
+    };
     run(Command::new(dir.join(bin))
+        .env("LD_LIBRARY_PATH", libs)
         .arg("-m")
         .arg(gguf)
         .args(["-t", &threads.to_string(), "-n", &max_new.to_string()])

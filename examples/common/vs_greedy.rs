@@ -14,6 +14,8 @@ pub struct Tally {
     pub steps: usize,
     /// Wall-clock seconds (prefill included).
     pub secs: f64,
+    /// Of those, seconds to the first token (the prompt's forward pass).
+    pub first_secs: f64,
     /// Each decoding step's host time besides the forward (`Generation::host_step_s`).
     pub host_steps: Vec<f64>,
     /// The most reads back from the device, and their bytes, of any decoding step.
@@ -26,6 +28,7 @@ impl Tally {
         self.tokens += g.tokens.len();
         self.steps += g.steps;
         self.secs += g.wall_time_s;
+        self.first_secs += g.first_token_s;
         self.host_steps.extend(&g.host_step_s);
         let most = |v: &[usize]| v.iter().copied().max().unwrap_or(0);
         self.max_reads.0 = self.max_reads.0.max(most(&g.host_reads));
@@ -37,6 +40,7 @@ impl Tally {
         self.tokens += o.tokens;
         self.steps += o.steps;
         self.secs += o.secs;
+        self.first_secs += o.first_secs;
         self.host_steps.extend(&o.host_steps);
         self.max_reads = (
             self.max_reads.0.max(o.max_reads.0),

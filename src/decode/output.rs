@@ -56,6 +56,8 @@ pub(crate) struct Output<'a, 'c> {
     emitted: usize,
     accept_lengths: Vec<usize>,
     stop: Option<StopReason>,
+    /// When the first block (the prompt's forward pass) was committed.
+    first_at: Option<Instant>,
 }
 
 impl<'a, 'c> Output<'a, 'c> {
@@ -76,6 +78,7 @@ impl<'a, 'c> Output<'a, 'c> {
             detok: Detokenizer::default(),
             emitted: 0,
             accept_lengths: Vec::new(),
+            first_at: None,
             stop,
         }
     }
@@ -97,6 +100,7 @@ impl<'a, 'c> Output<'a, 'c> {
     /// [`crate::Error::Tokenizer`] when decoding fails, and whatever the streaming callback
     /// returns.
     pub fn push_block(&mut self, block: &[u32]) -> Result<usize> {
+        self.first_at.get_or_insert_with(Instant::now);
         let mut n = 0;
         for &t in block {
             if self.stop.is_some() {
@@ -192,6 +196,9 @@ impl<'a, 'c> Output<'a, 'c> {
                 .collect(),
             accept_lengths: self.accept_lengths,
             wall_time_s: started.elapsed().as_secs_f64(),
+            first_token_s: self
+                .first_at
+                .map_or(0.0, |t| t.duration_since(started).as_secs_f64()),
             draft_time_s: 0.0,
             verify_time_s: 0.0,
             host_step_s: Vec::new(),

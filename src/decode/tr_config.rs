@@ -11,9 +11,9 @@ pub struct TrJacobiConfig {
     pub template: TreeTemplate,
     /// Candidates kept per depth (`K`); at least the template's ranks.
     pub top_k: usize,
-    /// Longest n-gram to match for retrieval (tries `max_ngram..=1`).
-    pub max_ngram: usize,
-    /// Tokens per retrieval chain (0 disables retrieval).
+    /// Tokens per retrieval chain (0 disables retrieval). Retrieval matches the longest
+    /// suffix of the text that occurred before (in the request or the draft memory, up to 32
+    /// tokens) and follows what came after it.
     pub retrieval_len: usize,
     /// Retrieval chains per step.
     pub retrieval_chains: usize,
@@ -31,7 +31,6 @@ impl Default for TrJacobiConfig {
         Self {
             template: TreeTemplate::msn(),
             top_k: 10,
-            max_ngram: 3,
             retrieval_len: 10,
             retrieval_chains: 2,
             seed: 0,

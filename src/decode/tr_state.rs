@@ -290,8 +290,15 @@ impl Drafter for TrState<'_> {
         let k = self.cfg.top_k.max(self.cfg.template.ranks());
         match self.cfg.candidates {
             Candidates::Jacobi => (self.jacobi_rows(draft, v), k),
-            // Every node: each one's prediction goes into the token graph.
-            Candidates::Recycled | Candidates::Mixed => ((0..draft.len()).collect(), k),
+            // The accepted path (each node's prediction, from the real context, goes into the
+            // token graph), then the Jacobi rows. Rejected branches are not read: their
+            // predictions came from a context that did not happen, and each row read costs a
+            // scan of the vocabulary.
+            Candidates::Recycled | Candidates::Mixed => {
+                let mut rows = v.path.clone();
+                rows.extend(self.jacobi_rows(draft, v));
+                (rows, k)
+            }
         }
     }
 
@@ -311,16 +318,12 @@ impl Drafter for TrState<'_> {
         let mut rows: Vec<Vec<u32>> = match self.cfg.candidates {
             Candidates::Jacobi => top_k.to_vec(),
             Candidates::Recycled | Candidates::Mixed => {
-                // Accepted nodes last: their predictions came from the real context.
-                let on_path = |i: &usize| v.path.contains(i);
-                let (path, off): (Vec<usize>, Vec<usize>) = (0..draft.len()).partition(on_path);
-                for i in off.into_iter().chain(path) {
-                    self.graph.set(draft.tokens[i], top_k[i].clone());
+                // Rows as `top_k_rows` asked: the accepted path, then the Jacobi rows.
+                let (path, jacobi) = top_k.split_at(v.path.len().min(top_k.len()));
+                for (&i, row) in v.path.iter().zip(path) {
+                    self.graph.set(draft.tokens[i], row.clone());
                 }
-                self.jacobi_rows(draft, v)
-                    .into_iter()
-                    .map(|i| top_k[i].clone())
-                    .collect()
+                jacobi.to_vec()
             }
         };
         while rows.len() < depth {

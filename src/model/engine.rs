@@ -237,9 +237,7 @@ impl Attn<'_> {
         let mut ps: Vec<Vec<f32>> = lists.iter().map(|l| Vec::with_capacity(l.len())).collect();
         for lo in (0..common).step_by(KEY_BLOCK) {
             let keys = &first[lo..(lo + KEY_BLOCK).min(common)];
-            for (qv, p) in qvs.iter().zip(ps.iter_mut()) {
-                scores(qv, k, base, keys, hd, scale, p);
-            }
+            scores_shared(&qvs, k, base, keys, hd, scale, &mut ps);
         }
         let mut out = vec![0f32; lists.len() * hd];
         let mut sums = vec![0f32; lists.len()];
@@ -251,16 +249,8 @@ impl Attn<'_> {
         }
         for lo in (0..common).step_by(KEY_BLOCK) {
             let hi = (lo + KEY_BLOCK).min(common);
-            for (n, p) in ps.iter().enumerate() {
-                mix(
-                    &p[lo..hi],
-                    v,
-                    base,
-                    &first[lo..hi],
-                    hd,
-                    &mut out[n * hd..(n + 1) * hd],
-                );
-            }
+            let weights: Vec<&[f32]> = ps.iter().map(|p| &p[lo..hi]).collect();
+            mix_shared(&weights, v, base, &first[lo..hi], hd, &mut out);
         }
         for (n, (p, l)) in ps.iter().zip(&lists).enumerate() {
             let o = &mut out[n * hd..(n + 1) * hd];
@@ -358,6 +348,75 @@ fn mix(p: &[f32], v: &[f32], base: usize, keys: &[usize], hd: usize, out: &mut [
     }
 }
 
+/// [`scores`] for every query of `qs` over the same `keys`, appended to `ps` (one list per
+/// query): the same bits as one [`scores`] call per query, with each key row loaded once for
+/// two queries.
+fn scores_shared(
+    qs: &[&[f32]],
+    k: &[f32],
+    base: usize,
+    keys: &[usize],
+    hd: usize,
+    scale: f32,
+    ps: &mut [Vec<f32>],
+) {
+    assert!(
+        keys.iter().all(|&j| base + (j + 1) * hd <= k.len()),
+        "key index in range"
+    );
+    assert!(qs.len() == ps.len() && qs.iter().all(|q| q.len() == hd));
+    #[cfg(target_arch = "x86_64")]
+    if hd.is_multiple_of(8) && avx2::available() {
+        let pairs = qs.len() / 2 * 2;
+        let (two, rest) = ps.split_at_mut(pairs);
+        for (q, p) in qs[..pairs].chunks_exact(2).zip(two.chunks_exact_mut(2)) {
+            let [pa, pb] = p else { unreachable!() };
+            // SAFETY: AVX2 + FMA detected; every key row is in range and both queries are
+            // `hd` long (asserted above).
+            unsafe { avx2::scores_pair([q[0], q[1]], k, base, keys, hd, scale, [pa, pb]) };
+        }
+        for (q, p) in qs[pairs..].iter().zip(rest) {
+            scores(q, k, base, keys, hd, scale, p);
+        }
+        return;
+    }
+    for (q, p) in qs.iter().zip(ps) {
+        scores(q, k, base, keys, hd, scale, p);
+    }
+}
+
+/// [`mix`] for every query over the same `keys`, query `n`'s weights `ps[n]` into
+/// `out[n * hd..][..hd]`: the same bits as one [`mix`] call per query, with each value row
+/// loaded once for two queries.
+fn mix_shared(ps: &[&[f32]], v: &[f32], base: usize, keys: &[usize], hd: usize, out: &mut [f32]) {
+    assert!(
+        keys.iter().all(|&j| base + (j + 1) * hd <= v.len()),
+        "value index in range"
+    );
+    assert!(out.len() == ps.len() * hd && ps.iter().all(|p| p.len() == keys.len()));
+    #[cfg(target_arch = "x86_64")]
+    if hd.is_multiple_of(8) && avx2::available() {
+        let pairs = ps.len() / 2 * 2;
+        let (two, rest) = out.split_at_mut(pairs * hd);
+        for (p, o) in ps[..pairs]
+            .chunks_exact(2)
+            .zip(two.chunks_exact_mut(2 * hd))
+        {
+            let (oa, ob) = o.split_at_mut(hd);
+            // SAFETY: AVX2 + FMA detected; every value row is in range and the weights and
+            // outputs have the right lengths (asserted above).
+            unsafe { avx2::mix_pair([p[0], p[1]], v, base, keys, hd, [oa, ob]) };
+        }
+        for (p, o) in ps[pairs..].iter().zip(rest.chunks_exact_mut(hd)) {
+            mix(p, v, base, keys, hd, o);
+        }
+        return;
+    }
+    for (p, o) in ps.iter().zip(out.chunks_exact_mut(hd)) {
+        mix(p, v, base, keys, hd, o);
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use std::arch::x86_64::*;
@@ -429,6 +488,122 @@ mod avx2 {
                 let mut s = [0f32; 8];
                 _mm256_storeu_ps(s.as_mut_ptr(), _mm256_mul_ps(hsum8x8(&acc), sv));
                 out.extend_from_slice(&s[..g.len()]);
+            }
+        }
+    }
+
+    /// [`scores`] for two queries at once: four keys at a time (the last four padded with
+    /// copies of the group's first key), each (query, key) pair with its own accumulator in
+    /// exactly `scores`' order (a multiply, FMAs by chunk, [`hsum8x8`], the scale), so the
+    /// same bits; each key chunk is loaded once for both queries.
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn scores_pair(
+        q: [&[f32]; 2],
+        k: &[f32],
+        base: usize,
+        keys: &[usize],
+        hd: usize,
+        scale: f32,
+        out: [&mut Vec<f32>; 2],
+    ) {
+        let [oa, ob] = out;
+        let (qa, qb) = (q[0].as_ptr(), q[1].as_ptr());
+        let sv = _mm256_set1_ps(scale);
+        for g in keys.chunks(4) {
+            // SAFETY: the caller checked every key row and both query lengths; padding repeats
+            // a key of the group.
+            unsafe {
+                let kp = k.as_ptr().add(base);
+                let mut kr = [kp; 4];
+                for (i, r) in kr.iter_mut().enumerate() {
+                    *r = kp.add(g[if i < g.len() { i } else { 0 }] * hd);
+                }
+                let (a0, b0) = (_mm256_loadu_ps(qa), _mm256_loadu_ps(qb));
+                let mut acc = [_mm256_setzero_ps(); 8];
+                for i in 0..4 {
+                    let kv = _mm256_loadu_ps(kr[i]);
+                    acc[i] = _mm256_mul_ps(a0, kv);
+                    acc[4 + i] = _mm256_mul_ps(b0, kv);
+                }
+                let mut c = 8;
+                while c < hd {
+                    let (ac, bc) = (_mm256_loadu_ps(qa.add(c)), _mm256_loadu_ps(qb.add(c)));
+                    for i in 0..4 {
+                        let kv = _mm256_loadu_ps(kr[i].add(c));
+                        acc[i] = _mm256_fmadd_ps(ac, kv, acc[i]);
+                        acc[4 + i] = _mm256_fmadd_ps(bc, kv, acc[4 + i]);
+                    }
+                    c += 8;
+                }
+                let mut s = [0f32; 8];
+                _mm256_storeu_ps(s.as_mut_ptr(), _mm256_mul_ps(hsum8x8(&acc), sv));
+                oa.extend_from_slice(&s[..g.len()]);
+                ob.extend_from_slice(&s[4..4 + g.len()]);
+            }
+        }
+    }
+
+    /// [`mix`] for two queries at once, 32 output values of each at a time: each output
+    /// element is `mix`'s chain (from its value in `out`, one FMA per key in order), so the
+    /// same bits; each value chunk is loaded once for both queries.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn mix_pair(
+        p: [&[f32]; 2],
+        v: &[f32],
+        base: usize,
+        keys: &[usize],
+        hd: usize,
+        out: [&mut [f32]; 2],
+    ) {
+        let [oa, ob] = out;
+        let mut c0 = 0;
+        while c0 < hd {
+            // SAFETY: as the caller checked; `c0 + 8 * W <= hd`.
+            unsafe {
+                if hd - c0 >= 32 {
+                    pair_block::<4>(p, v, base, keys, hd, c0, [oa, ob]);
+                    c0 += 32;
+                } else {
+                    pair_block::<1>(p, v, base, keys, hd, c0, [oa, ob]);
+                    c0 += 8;
+                }
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn pair_block<const W: usize>(
+        p: [&[f32]; 2],
+        v: &[f32],
+        base: usize,
+        keys: &[usize],
+        hd: usize,
+        c0: usize,
+        out: [&mut [f32]; 2],
+    ) {
+        let [oa, ob] = out;
+        // SAFETY: value rows in range (the caller checked), `c0 + 8 * W <= hd` and both
+        // outputs are `hd` long.
+        unsafe {
+            let mut a = [_mm256_setzero_ps(); W];
+            let mut b = [_mm256_setzero_ps(); W];
+            for l in 0..W {
+                a[l] = _mm256_loadu_ps(oa.as_ptr().add(c0 + 8 * l));
+                b[l] = _mm256_loadu_ps(ob.as_ptr().add(c0 + 8 * l));
+            }
+            for ((&j, &ea), &eb) in keys.iter().zip(p[0]).zip(p[1]) {
+                let (ea, eb) = (_mm256_set1_ps(ea), _mm256_set1_ps(eb));
+                let vr = v.as_ptr().add(base + j * hd + c0);
+                for l in 0..W {
+                    let x = _mm256_loadu_ps(vr.add(8 * l));
+                    a[l] = _mm256_fmadd_ps(ea, x, a[l]);
+                    b[l] = _mm256_fmadd_ps(eb, x, b[l]);
+                }
+            }
+            for l in 0..W {
+                _mm256_storeu_ps(oa.as_mut_ptr().add(c0 + 8 * l), a[l]);
+                _mm256_storeu_ps(ob.as_mut_ptr().add(c0 + 8 * l), b[l]);
             }
         }
     }
@@ -709,6 +884,44 @@ mod tests {
                 .map(|(&j, &e)| f64::from(e) * f64::from(v[j * hd + c]))
                 .sum();
             assert!((f64::from(whole[c]) - exact).abs() < 1e-4, "element {c}");
+        }
+    }
+
+    #[test]
+    fn shared_scores_and_mixtures_are_the_same_bits_as_query_by_query() {
+        let hd = 72;
+        let mut rng = crate::rng::Rng::new(13);
+        let mut val = || (rng.next_u64() % 2001) as f32 / 1000.0 - 1.0;
+        let k: Vec<f32> = (0..30 * hd).map(|_| val()).collect();
+        let v: Vec<f32> = (0..30 * hd).map(|_| val()).collect();
+        let bits = |x: &[f32]| x.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        for n in 1..=5 {
+            for len in [0, 1, 3, 4, 7, 8, 9, 29] {
+                let keys: Vec<usize> = (0..len).map(|i| (i * 11) % 29).collect();
+                let qs: Vec<Vec<f32>> = (0..n).map(|_| (0..hd).map(|_| val()).collect()).collect();
+                let qr: Vec<&[f32]> = qs.iter().map(Vec::as_slice).collect();
+                let mut shared = vec![vec![0.5f32]; n]; // appended to, not replaced
+                scores_shared(&qr, &k, hd, &keys, hd, 0.125, &mut shared);
+                let ps: Vec<Vec<f32>> = (0..n)
+                    .map(|_| keys.iter().map(|_| val()).collect())
+                    .collect();
+                let pr: Vec<&[f32]> = ps.iter().map(Vec::as_slice).collect();
+                let mut out: Vec<f32> = (0..n * hd).map(|_| val()).collect();
+                let start = out.clone();
+                mix_shared(&pr, &v, 0, &keys, hd, &mut out);
+                for a in 0..n {
+                    let mut one = vec![0.5f32];
+                    scores(&qs[a], &k, hd, &keys, hd, 0.125, &mut one);
+                    assert_eq!(bits(&shared[a]), bits(&one), "{n} queries, {len} keys");
+                    let mut o = start[a * hd..(a + 1) * hd].to_vec();
+                    mix(&ps[a], &v, 0, &keys, hd, &mut o);
+                    assert_eq!(
+                        bits(&out[a * hd..(a + 1) * hd]),
+                        bits(&o),
+                        "{n} queries, {len} keys"
+                    );
+                }
+            }
         }
     }
 }

@@ -498,7 +498,7 @@ impl Panels {
         // SAFETY: as this function's.
         unsafe {
             #[cfg(target_arch = "x86_64")]
-            self.rows_by(x86::best(), first, n, x, out);
+            self.rows_by(x86::best_for(x.rows(), self.width()), first, n, x, out);
             #[cfg(not(target_arch = "x86_64"))]
             self.scalar_rows(first, n, x, out);
         }
