@@ -24,7 +24,7 @@ impl Timed {
 
 /// Runs llama.cpp's `bin` on one prompt with the shared flags (model, threads, new tokens,
 /// greedy, context) and `extra`, returning its stdout (the text) and stderr (the timings).
-pub fn llama_run(
+fn llama_run(
     dir: &Path,
     bin: &str,
     gguf: &Path,
@@ -73,7 +73,7 @@ pub fn run(cmd: &mut Command) -> msn::Result<(String, String)> {
 }
 
 /// `(runs, seconds)` of llama.cpp's `... <what> = X ms / N runs` (or `tokens`) perf line.
-pub fn perf_line(stderr: &str, what: &str) -> Option<(f64, f64)> {
+fn perf_line(stderr: &str, what: &str) -> Option<(f64, f64)> {
     let line = stderr.lines().find(|l| {
         l.contains(&format!(" {what} =")) && !(what == "eval time" && l.contains("prompt eval"))
     })?;

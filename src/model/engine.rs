@@ -170,20 +170,23 @@ impl Attn<'_> {
         let chunk = (all / (4 * rayon::current_num_threads())).clamp(1, 8);
         let chunks = per_group.div_ceil(chunk);
         let tasks = self.batch * c.kv_heads * chunks;
+        // Task -> (batch row, KV group, its queries).
+        let split = |task: usize| {
+            let (rg, ci) = (task / chunks, task % chunks);
+            let queries = ci * chunk..((ci + 1) * chunk).min(per_group);
+            (rg / c.kv_heads, rg % c.kv_heads, queries)
+        };
         let outs: Vec<Mutex<Vec<f32>>> = (0..tasks).map(|_| Mutex::default()).collect();
         hot_pool::for_each(tasks, &|task| {
-            let (rg, ci) = (task / chunks, task % chunks);
-            let (r, g) = (rg / c.kv_heads, rg % c.kv_heads);
-            let queries = ci * chunk..((ci + 1) * chunk).min(per_group);
+            let (r, g, queries) = split(task);
             let out = self.chunk(q, k, v, kv, r, g, queries);
             *outs[task].lock().unwrap_or_else(|e| e.into_inner()) = out;
         });
         let mut a = vec![0f32; self.batch * t * h * hd];
         for (task, out) in outs.into_iter().enumerate() {
             let out = out.into_inner().unwrap_or_else(|e| e.into_inner());
-            let (rg, ci) = (task / chunks, task % chunks);
-            let (r, g) = (rg / c.kv_heads, rg % c.kv_heads);
-            for (n, qi) in (ci * chunk..((ci + 1) * chunk).min(per_group)).enumerate() {
+            let (r, g, queries) = split(task);
+            for (n, qi) in queries.enumerate() {
                 let (i, head) = (qi / rep, g * rep + qi % rep);
                 let dst = ((r * t + i) * h + head) * hd;
                 a[dst..dst + hd].copy_from_slice(&out[n * hd..(n + 1) * hd]);
@@ -223,13 +226,21 @@ impl Attn<'_> {
         let rep = h / c.kv_heads;
         let scale = (1.0 / (hd as f64).sqrt()) as f32;
         let base = kv.at(self.capacity, r, g, 0);
-        let lists: Vec<Vec<usize>> = queries.clone().map(|qi| self.keys(r, qi / rep)).collect();
+        // The heads of a token see the same keys: one list per token, shared by its heads.
+        let first_token = queries.start / rep;
+        let token_keys: Vec<Vec<usize>> = (first_token..queries.end.div_ceil(rep))
+            .map(|i| self.keys(r, i))
+            .collect();
+        let lists: Vec<&[usize]> = queries
+            .clone()
+            .map(|qi| token_keys[qi / rep - first_token].as_slice())
+            .collect();
         let qvs: Vec<&[f32]> = queries
             .clone()
             .map(|qi| &q[((r * t + qi / rep) * h + g * rep + qi % rep) * hd..][..hd])
             .collect();
         // The shared range: the longest common prefix of the key lists, in whole groups of 8.
-        let first = &lists[0];
+        let first = lists[0];
         let common = lists.iter().fold(first.len(), |n, l| {
             n.min(l.iter().zip(first).take_while(|(a, b)| a == b).count())
         }) / 8

@@ -31,34 +31,55 @@ pub(crate) enum Isa {
     AvxVnni,
 }
 
-/// The path the products take: the one `MSN_HOST_ISA` names where it is set (and valid: the
-/// loader rejects the others with the list), else the best one this CPU runs; and whether it
-/// was chosen by detection.
-fn choice() -> (Option<Isa>, bool) {
-    static CHOICE: std::sync::OnceLock<(Option<Isa>, bool)> = std::sync::OnceLock::new();
-    *CHOICE.get_or_init(|| match super::isa_override() {
-        Some(name) => (chosen(&name).unwrap_or_else(|_| detected()), false),
-        None => (detected(), true),
+/// The paths the products take: the one `MSN_HOST_ISA` names where it is set (and valid: the
+/// loader rejects the others with the list) for every product, else the best ones this CPU
+/// runs (see [`best_for`]).
+#[derive(Clone, Copy)]
+struct Paths {
+    /// For one activation row, and for several rows over short weight rows.
+    one: Option<Isa>,
+    /// For several activation rows over weight rows at least [`WIDE_512`] values wide.
+    wide: Option<Isa>,
+}
+
+fn paths() -> Paths {
+    static PATHS: std::sync::OnceLock<Paths> = std::sync::OnceLock::new();
+    *PATHS.get_or_init(|| match super::isa_override() {
+        Some(name) => {
+            let isa = chosen(&name).unwrap_or_else(|_| detected());
+            Paths {
+                one: isa,
+                wide: isa,
+            }
+        }
+        None => {
+            let one = detected();
+            let wide =
+                if one == Some(Isa::Avx512Vnni256) && detected_all().contains(&Isa::Avx512Vnni) {
+                    Some(Isa::Avx512Vnni)
+                } else {
+                    one
+                };
+            Paths { one, wide }
+        }
     })
 }
 
-/// The path for a product of `rows` activation rows `width` values wide: [`choice`]'s, except that
-/// on AMD's AVX-512 CPUs (where [`detected`] takes the 256-bit path) a product of several rows
-/// over long weight rows takes the 512-bit tiles. Measured on Zen 4 (2 cores, 2026-12-04):
-/// one row is bound by memory and two streams at a time lose (1B Q4_0 decode 32.3 against
-/// 36.0 tok/s); several rows of 2048-wide weights gain (1B Q4_0 forwards of 2-64 tokens
+/// The path for a product of `rows` activation rows `width` values wide: the detected one,
+/// except that on AMD's AVX-512 CPUs (where [`detected`] takes the 256-bit path) a product of
+/// several rows over long weight rows takes the 512-bit tiles. Measured on Zen 4 (2 cores,
+/// 2026-12-04): one row is bound by memory and two streams at a time lose (1B Q4_0 decode 32.3
+/// against 36.0 tok/s); several rows of 2048-wide weights gain (1B Q4_0 forwards of 2-64 tokens
 /// 1.15-1.40x), while on SmolLM2's (576 and 1536 values wide) the 256-bit tiles stay as fast
 /// or faster (short panels, whose two streams never reach speed). Every path gives the same
 /// bits.
 pub(crate) fn best_for(rows: usize, width: usize) -> Option<Isa> {
-    let (isa, detected) = choice();
-    if detected && isa == Some(Isa::Avx512Vnni256) && rows > 1 && width >= WIDE_512 {
-        static ALL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        if *ALL.get_or_init(|| detected_all().contains(&Isa::Avx512Vnni)) {
-            return Some(Isa::Avx512Vnni);
-        }
+    let p = paths();
+    if rows > 1 && width >= WIDE_512 {
+        p.wide
+    } else {
+        p.one
     }
-    isa
 }
 
 /// Weight rows at least this wide take the 512-bit tiles for several activation rows on AMD
