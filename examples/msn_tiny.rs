@@ -213,6 +213,7 @@ fn run(
         eos_ids: vec![],
         stop_strings: vec![],
         sampling: None,
+        prompt_cache: None,
     };
     // Greedy, Jacobi, TR-Jacobi with the paper's candidates (what noisy training is meant to
     // improve).

@@ -3,6 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::model::Tokenizer;
+use crate::prompt_cache::PromptCache;
 use crate::sample::Sampling;
 
 /// Why generation ended.
@@ -31,6 +32,9 @@ pub struct GenerateConfig {
     /// Sample instead of taking the argmax (None, the default: greedy). Every decoder keeps the
     /// output distribution exactly the model's; see [`crate::Sampling`].
     pub sampling: Option<Sampling>,
+    /// Where to keep this generation's keys and values for the next prompt that starts the
+    /// same way (None, the default: every prompt runs in full); see [`PromptCache`].
+    pub prompt_cache: Option<PromptCache>,
 }
 
 impl GenerateConfig {
@@ -41,7 +45,15 @@ impl GenerateConfig {
             eos_ids: tokenizer.eos_ids.clone(),
             stop_strings: Vec::new(),
             sampling: None,
+            prompt_cache: None,
         }
+    }
+
+    /// Keeps each generation's keys and values in `cache` and starts the next from them
+    /// where its prompt begins with the same tokens (a conversation's next turn).
+    pub fn with_prompt_cache(mut self, cache: PromptCache) -> Self {
+        self.prompt_cache = Some(cache);
+        self
     }
 
     /// Samples with `sampling` instead of decoding greedily.
@@ -62,6 +74,9 @@ impl GenerateConfig {
 pub struct Generation {
     /// Tokens in the prompt.
     pub prompt_tokens: usize,
+    /// Tokens at the start of the prompt whose keys and values came from the
+    /// [`GenerateConfig::prompt_cache`] instead of a forward pass.
+    pub cached_prompt_tokens: usize,
     /// Generated token ids.
     pub tokens: Vec<u32>,
     /// Generated text (without a trailing EOS token's text, cut before a stop string).

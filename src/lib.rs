@@ -52,6 +52,7 @@ mod generation;
 mod load;
 mod logits;
 mod model;
+mod prompt_cache;
 pub mod noise;
 mod rng;
 mod sample;
@@ -70,6 +71,7 @@ pub use decode::{
 pub use device::check_device;
 pub use error::{Error, Result};
 pub use generation::{GenerateConfig, Generation, StopReason};
+pub use prompt_cache::PromptCache;
 pub use load::{HostKernels, LoadOptions, LoadedModel, WeightDtype, load, load_weights, load_with};
 pub use model::{
     CausalLm, ExportDtype, ForwardInput, KvCache, Llama, LlamaConfig, Message, ModelInfo,

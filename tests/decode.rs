@@ -105,7 +105,7 @@ proptest! {
         if host {
             m.enable_host_kernels(128);
         }
-        let cfg = GenerateConfig { max_new_tokens: max_new, eos_ids: eos.into_iter().collect(), stop_strings: vec![], sampling: None };
+        let cfg = GenerateConfig { max_new_tokens: max_new, eos_ids: eos.into_iter().collect(), stop_strings: vec![], sampling: None, prompt_cache: None };
         let g = run(Greedy, &m, &prompt, &cfg);
         let pld = PldConfig { max_ngram, max_draft };
         let p = match decoder {
@@ -207,7 +207,7 @@ proptest! {
         if host {
             m.enable_host_kernels(128);
         }
-        let cfg = GenerateConfig { max_new_tokens: max_new, eos_ids: eos.into_iter().collect(), stop_strings: vec![], sampling: None };
+        let cfg = GenerateConfig { max_new_tokens: max_new, eos_ids: eos.into_iter().collect(), stop_strings: vec![], sampling: None, prompt_cache: None };
         let tc = TrJacobiConfig {
             template: random_template(&picks, top_k),
             top_k,

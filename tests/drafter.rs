@@ -100,7 +100,7 @@ proptest! {
     ) {
         let m = model(seed);
         let prompt: Vec<u32> = phrase.iter().cycle().take(phrase.len() * reps).copied().collect();
-        let cfg = GenerateConfig { max_new_tokens: max_new, eos_ids: vec![], stop_strings: vec![], sampling: None };
+        let cfg = GenerateConfig { max_new_tokens: max_new, eos_ids: vec![], stop_strings: vec![], sampling: None, prompt_cache: None };
         let g = Greedy.generate(&m, None, &prompt, &cfg).unwrap();
         let mut d = DraftDecoder::new("bigrams", Bigrams::default());
         let b = d.generate(&m, None, &prompt, &cfg).unwrap();
@@ -126,6 +126,7 @@ fn a_drafter_that_breaks_the_rules_gets_a_typed_error() {
         eos_ids: vec![],
         stop_strings: vec![],
         sampling: None,
+        prompt_cache: None,
     };
     let err = DraftDecoder::new("bad", OutOfVocab)
         .generate(&m, None, &[1, 2, 3], &cfg)

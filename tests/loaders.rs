@@ -255,6 +255,7 @@ fn f16_weights_keep_greedy_output() {
             eos_ids: vec![],
             stop_strings: vec![],
             sampling: None,
+            prompt_cache: None,
         };
         let g = msn::Decoder::generate(&mut msn::Greedy, &m16.model, None, &prompt, &cfg).unwrap();
         assert_eq!(g.tokens, want);

@@ -225,6 +225,7 @@ fn continuation(m: &msn::LoadedModel<B>, prompt: &[u32], n: usize) -> Vec<u32> {
         eos_ids: vec![],
         stop_strings: vec![],
         sampling: None,
+        prompt_cache: None,
     };
     let g = Greedy
         .generate(&m.model, Some(&m.tokenizer), prompt, &cfg)

@@ -157,6 +157,7 @@ fn run(
             eos_ids: vec![],
             stop_strings: vec![],
             sampling: Some(Sampling { seed, ..*s }),
+            prompt_cache: None,
         };
         let g = dec.generate(m, None, prompt, &cfg).unwrap();
         assert_eq!(g.tokens.len(), NEW);
@@ -177,6 +178,7 @@ fn check(s: Sampling) {
         eos_ids: vec![],
         stop_strings: vec![],
         sampling: None,
+        prompt_cache: None,
     };
     let g = Greedy.generate(&m, None, &[3, 1, 4], &start).unwrap();
     let prompt = [&[3, 1, 4][..], &g.tokens].concat();
@@ -265,6 +267,7 @@ fn bad_sampling_parameters_are_typed_errors() {
             temperature: 0.0,
             ..Default::default()
         }),
+        prompt_cache: None,
     };
     for (_, mut dec) in decoders() {
         let e = dec.generate(&m, None, &[1, 2], &cfg).unwrap_err();

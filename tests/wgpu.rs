@@ -30,6 +30,7 @@ fn config(max_new_tokens: usize) -> GenerateConfig {
         eos_ids: vec![],
         stop_strings: vec![],
         sampling: None,
+        prompt_cache: None,
     }
 }
 

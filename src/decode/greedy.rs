@@ -2,7 +2,7 @@
 
 use crate::decode::output::Output;
 use crate::decode::step_log::StepLog;
-use crate::decode::tree_decode::prefill;
+use crate::decode::tree_decode::{keep_for_next, prefill};
 use crate::decode::{Decoder, OnText};
 use crate::error::Result;
 use crate::generation::{GenerateConfig, Generation};
@@ -49,6 +49,7 @@ impl Decoder for Greedy {
             out.push_block(&[next])?;
             log.end(step, t.elapsed().as_secs_f64());
         }
+        keep_for_next(config, prompt, out.tokens(), cache);
         let mut g = out.finish(prompt.len(), started);
         g.verify_time_s = g.wall_time_s;
         log.finish(&mut g);

@@ -58,6 +58,8 @@ pub(crate) struct Output<'a, 'c> {
     stop: Option<StopReason>,
     /// When the first block (the prompt's forward pass) was committed.
     first_at: Option<Instant>,
+    /// Prompt tokens taken from the prompt cache.
+    cached: usize,
 }
 
 impl<'a, 'c> Output<'a, 'c> {
@@ -80,7 +82,13 @@ impl<'a, 'c> Output<'a, 'c> {
             accept_lengths: Vec::new(),
             first_at: None,
             stop,
+            cached: 0,
         }
+    }
+
+    /// Records that the first `n` prompt tokens came from the prompt cache.
+    pub fn set_cached(&mut self, n: usize) {
+        self.cached = n;
     }
 
     /// True once a stop condition was met.
@@ -187,10 +195,11 @@ impl<'a, 'c> Output<'a, 'c> {
     pub fn finish(self, prompt_tokens: usize, started: Instant) -> Generation {
         Generation {
             prompt_tokens,
+            cached_prompt_tokens: self.cached,
             steps: self.accept_lengths.len(),
             tokens: self.tokens,
             text: self.text,
-            forward_tokens: std::iter::once(prompt_tokens)
+            forward_tokens: std::iter::once(prompt_tokens - self.cached)
                 .chain(std::iter::repeat(1))
                 .take(self.accept_lengths.len())
                 .collect(),
@@ -217,6 +226,7 @@ pub(crate) fn stream_text(tokenizer: &Tokenizer, ids: &[u32]) -> Result<(String,
         eos_ids: Vec::new(),
         stop_strings: Vec::new(),
         sampling: None,
+        prompt_cache: None,
     };
     let mut streamed = String::new();
     let mut sink = |s: &str| {

@@ -350,6 +350,7 @@ mod tests {
             eos_ids: vec![],
             stop_strings: vec![],
             sampling: None,
+            prompt_cache: None,
         };
         let prompt = [3, 9, 4, 3, 9, 4, 3, 9];
         let greedy = Greedy.generate(&m, None, &prompt, &cfg).unwrap();

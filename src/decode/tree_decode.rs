@@ -24,7 +24,9 @@ pub(crate) type Prefilled<B> = (
 );
 
 /// The start every decoder shares: checks the prompt, runs it through a fresh cache with room
-/// for `max_new_tokens + slack` more positions, and commits the first token (one step).
+/// for `max_new_tokens + slack` more positions (only the tokens after the prefix the
+/// [`GenerateConfig::prompt_cache`] holds, where it holds one), and commits the first token
+/// (one step).
 /// Returns the cache, the device and that token, or `None` when nothing is to be generated.
 ///
 /// # Errors
@@ -54,11 +56,30 @@ pub(crate) fn prefill<B: Backend, M: CausalLm<B>>(
     }
     let device = model.device();
     let capacity = (prompt.len() + config.max_new_tokens + slack).min(info.max_positions);
-    let mut cache = model.new_cache(1, capacity);
-    let logits = model.forward_last(ForwardInput::causal(prompt, 0, &device), &mut cache);
+    let fresh = model.new_cache(1, capacity);
+    let (mut cache, cached) = match &config.prompt_cache {
+        Some(pc) => pc.take(prompt, fresh),
+        None => (fresh, 0),
+    };
+    out.set_cached(cached);
+    let input = ForwardInput::causal(&prompt[cached..], cached, &device);
+    let logits = model.forward_last(input, &mut cache);
     let first = picker.pick_last(logits);
     out.push_block(&[first])?;
     Ok(Some((cache, device, first)))
+}
+
+/// Offers `cache`, which holds `prompt` and then `output` (as far as its length goes), to
+/// the config's prompt cache, if it has one.
+pub(crate) fn keep_for_next<B: Backend>(
+    config: &GenerateConfig,
+    prompt: &[u32],
+    output: &[u32],
+    cache: KvCache<B>,
+) {
+    if let Some(pc) = &config.prompt_cache {
+        pc.put(prompt, output, cache);
+    }
 }
 
 /// Decodes `prompt` with `drafter`'s drafts: greedily, or by sampling when `config.sampling`
@@ -123,6 +144,7 @@ pub(crate) fn tree_decode<B: Backend, M: CausalLm<B>>(
         log.end(step, before + after - top_s);
         drafter.timed(draft.tree.len(), t0.elapsed().as_secs_f64());
     }
+    keep_for_next(config, prompt, out.tokens(), cache);
     let mut g = out.finish(prompt.len(), started);
     g.forward_tokens.truncate(1);
     g.forward_tokens.extend(forward_tokens);

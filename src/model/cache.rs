@@ -48,6 +48,10 @@ pub struct KvCache<B: Backend> {
     capacity: usize,
     batch: usize,
     device: B::Device,
+    /// The weights whose keys and values these are, where the model says (the host engine's
+    /// weights' id): what lets a [`crate::PromptCache`] hand a cache only to the model that
+    /// filled it.
+    owner: Option<u64>,
 }
 
 impl<B: Backend> KvCache<B> {
@@ -75,6 +79,7 @@ impl<B: Backend> KvCache<B> {
             capacity,
             batch,
             device: device.clone(),
+            owner: None,
         }
     }
 
@@ -101,7 +106,51 @@ impl<B: Backend> KvCache<B> {
             capacity,
             batch,
             device: device.clone(),
+            owner: None,
         }
+    }
+
+    /// Marks the cache as filled by the weights `id` (see [`KvCache::owner`]).
+    pub(crate) fn with_owner(mut self, id: u64) -> Self {
+        self.owner = Some(id);
+        self
+    }
+
+    /// The id of the weights that fill this cache, where the model set one: a cache from one
+    /// owner holds, at each position, exactly the keys and values that owner computes for that
+    /// position's prefix, however the tokens were grouped into forward passes.
+    pub(crate) fn owner(&self) -> Option<u64> {
+        self.owner
+    }
+
+    /// Copies positions `0..n` of every layer from `src`, a host cache of the same shape and
+    /// owner (any capacity), and sets the length to `n`.
+    ///
+    /// # Panics
+    /// When either cache is not in host memory, the shapes differ, or `n` exceeds `src.len()`
+    /// or this cache's capacity.
+    pub(crate) fn copy_prefix_from(&mut self, src: &KvCache<B>, n: usize) {
+        assert!(n <= src.len && n <= self.capacity, "copy_prefix_from: {n} positions");
+        assert_eq!(self.batch, src.batch, "copy_prefix_from: batch");
+        let (cap_d, cap_s) = (self.capacity, src.capacity);
+        let (Store::Host(d), Store::Host(s)) = (&mut self.store, &src.store) else {
+            panic!("copy_prefix_from: host caches only");
+        };
+        assert_eq!(
+            (d.k.len(), d.kv_heads, d.head_dim),
+            (s.k.len(), s.kv_heads, s.head_dim),
+            "copy_prefix_from: shapes"
+        );
+        let (heads, hd) = (d.kv_heads, d.head_dim);
+        let w = n * hd;
+        for (dst, from) in d.k.iter_mut().zip(&s.k).chain(d.v.iter_mut().zip(&s.v)) {
+            for rg in 0..self.batch * heads {
+                let (a, b) = (rg * cap_d * hd, rg * cap_s * hd);
+                dst[a..a + w].copy_from_slice(&from[b..b + w]);
+            }
+        }
+        self.len = n;
+        self.owner = src.owner;
     }
 
     /// True for a cache in host memory ([`KvCache::new_host`]).

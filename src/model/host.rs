@@ -738,6 +738,16 @@ pub struct HostWeights {
     /// Embedding rows are rounded to f16, as burn's tensor of them is stored
     /// ([`crate::WeightDtype::F16`]).
     pub(crate) embed_f16: bool,
+    /// Unique to these values ([`next_weights_id`]): the owner of the caches they fill.
+    pub(crate) id: u64,
+}
+
+/// A fresh id for a set of host weights, never handed out before in this process: a cache
+/// marked with it was filled by those weights and no others.
+pub(crate) fn next_weights_id() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 impl HostWeights {
@@ -792,6 +802,7 @@ impl HostWeights {
         }
         quantize(&mut self.head);
         self.q8 = true;
+        self.id = next_weights_id();
     }
 }
 

@@ -5,7 +5,9 @@ use crate::error::{Error, Result};
 use crate::model::cache::KvCache;
 use crate::model::config::LlamaConfig;
 use crate::model::engine;
-use crate::model::host::{HostBlock, HostConsts, HostEmbed, HostMatrix, HostWeights};
+use crate::model::host::{
+    HostBlock, HostConsts, HostEmbed, HostMatrix, HostWeights, next_weights_id,
+};
 use crate::model::lora::{Lora, LoraConfig, LoraTarget};
 use crate::model::rope::{Rope, inv_frequencies};
 use crate::model::weights::{ParamSource, RandomInit, transpose};
@@ -474,6 +476,7 @@ impl<B: Backend> Llama<B> {
             q8: false,
             embed,
             embed_f16: native.embedding_f16(),
+            id: next_weights_id(),
         }));
         Ok(())
     }
@@ -899,19 +902,15 @@ impl<B: Backend> CausalLm<B> for Llama<B> {
 
     fn new_cache(&self, batch: usize, capacity: usize) -> KvCache<B> {
         let c = self.config();
-        let new = if self.host.is_some() {
-            KvCache::new_host
-        } else {
-            KvCache::new
-        };
-        new(
-            self.layers.len(),
-            batch,
-            c.kv_heads(),
-            capacity.min(c.max_position_embeddings),
-            c.head_dim(),
-            &self.device(),
-        )
+        let (layers, heads, head_dim) = (self.layers.len(), c.kv_heads(), c.head_dim());
+        let capacity = capacity.min(c.max_position_embeddings);
+        match self.host.as_deref() {
+            // The host engine computes each position's keys and values from its prefix alone,
+            // bit for bit, however the tokens are grouped: its caches carry the weights' id.
+            Some(w) => KvCache::new_host(layers, batch, heads, capacity, head_dim, &self.device())
+                .with_owner(w.id),
+            None => KvCache::new(layers, batch, heads, capacity, head_dim, &self.device()),
+        }
     }
 
     fn forward(&self, input: ForwardInput<B>, cache: &mut KvCache<B>) -> Tensor<B, 3> {
