@@ -19,7 +19,7 @@ use clap::Parser;
 use common::decoders::DecoderArgs;
 use common::llama_cpp::{self, Timed};
 use common::plot;
-use common::vs_greedy::{Tally, beside_greedy};
+use common::vs_greedy::{Tally, beside_greedy_each};
 use common::with_backend;
 use msn::AnyDecoder;
 
@@ -60,6 +60,11 @@ struct Args {
     /// tree budget, PLD's budget); by default that state carries over from question to question.
     #[arg(long)]
     fresh_state: bool,
+    /// Run every prompt in full. By default greedy and each decoder keep their own
+    /// `PromptCache` across turns and questions (a second turn runs only the tokens after the
+    /// first turn's prompt and answer; a question only those after the system prompt).
+    #[arg(long)]
+    no_prompt_cache: bool,
     /// New tokens per turn (Spec-Bench uses 1024; CPU runs cap it).
     #[arg(long, default_value_t = 128)]
     max_new_tokens: usize,
@@ -104,7 +109,7 @@ fn run<B: Backend>(device: B::Device, args: &Args) -> msn::Result<()> {
         .chain(args.decoders.iter().cloned())
         .collect();
     eprintln!(
-        "Spec-Bench subset: {} questions ({} per category{}), at most {} new tokens per turn, decoders {:?}, {} on {}",
+        "Spec-Bench subset: {} questions ({} per category{}), at most {} new tokens per turn, decoders {:?}, {} on {}, {}",
         chosen.len(),
         match args.per_category {
             0 => "all".to_string(),
@@ -119,6 +124,10 @@ fn run<B: Backend>(device: B::Device, args: &Args) -> msn::Result<()> {
         names,
         args.dtype,
         args.device,
+        match args.no_prompt_cache {
+            true => "every prompt in full",
+            false => "a prompt cache per decoder",
+        },
     );
     let (tally, llama) = answer(&m, &chosen, decoders, &names, args)?;
     report(&tally, &names, chosen.len(), args)?;
@@ -185,6 +194,13 @@ fn answer<B: Backend>(
     }
     let pristine = decoders.clone();
     let config = GenerateConfig::new(args.max_new_tokens, &m.tokenizer);
+    // One prompt cache per run (greedy's and each decoder's own).
+    let configs: Vec<GenerateConfig> = (0..names.len())
+        .map(|_| match args.no_prompt_cache {
+            true => config.clone(),
+            false => config.clone().with_prompt_cache(msn::PromptCache::new()),
+        })
+        .collect();
     let mut tally: Tallies = vec![BTreeMap::new(); names.len()];
     let started = std::time::Instant::now();
     for (qi, q) in chosen.iter().enumerate() {
@@ -204,11 +220,11 @@ fn answer<B: Backend>(
             let prompt = m.tokenizer.apply_chat_template(&messages, true)?;
             let ids = m.tokenizer.encode(&prompt)?;
             let what = format!("question {} turn {ti}", q.question_id);
-            let gens = beside_greedy(
+            let gens = beside_greedy_each(
                 &m.model,
                 Some(&m.tokenizer),
                 &ids,
-                &config,
+                &configs,
                 &mut decoders,
                 &what,
             )?;
@@ -310,10 +326,13 @@ fn report(tally: &Tallies, names: &[String], questions: usize, args: &Args) -> m
     let decoding = |t: &Tally| (t.secs - t.first_secs).max(1e-9);
     for (n, t) in names.iter().zip(&all) {
         println!(
-            "- {n}: prefill {:.1} s of {:.1} s ({:.0}%), decoding phase {:.2}x greedy's speed",
+            "- {n}: prefill {:.1} s of {:.1} s ({:.0}%; {} of {} prompt tokens from its prompt \
+             cache), decoding phase {:.2}x greedy's speed",
             t.first_secs,
             t.secs,
             100.0 * t.first_secs / t.secs.max(1e-9),
+            t.prompt_tokens.1,
+            t.prompt_tokens.0,
             decoding(&all[0]) / decoding(t)
         );
     }
@@ -329,6 +348,7 @@ fn report(tally: &Tallies, names: &[String], questions: usize, args: &Args) -> m
     let summary = serde_json::json!({
         "questions": questions, "per_category": args.per_category,
         "max_new_tokens": args.max_new_tokens, "device": args.device,
+        "prompt_cache": !args.no_prompt_cache,
         "dtype": format!("{}", args.dtype), "mismatches": 0,
         "per_step": names.iter().zip(&host_ms).zip(&all).map(|((n, ms), t)| serde_json::json!({"decoder": n, "median_host_ms": ms, "max_reads": t.max_reads.0, "max_read_bytes": t.max_reads.1})).collect::<Vec<_>>(),
         "categories": rows.iter().map(|(c, v)| serde_json::json!({

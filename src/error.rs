@@ -92,7 +92,7 @@ pub enum Error {
 
     /// The architecture is not a llama-family model.
     #[error(
-        "unsupported architecture `{0}`: this crate implements llama-family models (llama, mistral-style, SmolLM, Qwen2-style GQA without biases). Implement `CausalLm` for your own model to use the decoders."
+        "unsupported architecture `{0}`: this crate implements llama-family models (Llama 2 / 3, Mistral, SmolLM, Qwen 2 / 2.5, Qwen 3). Implement `CausalLm` for your own model to use the decoders."
     )]
     UnsupportedArchitecture(String),
 

@@ -52,8 +52,8 @@ mod generation;
 mod load;
 mod logits;
 mod model;
-mod prompt_cache;
 pub mod noise;
+mod prompt_cache;
 mod rng;
 mod sample;
 pub mod train;
@@ -71,10 +71,10 @@ pub use decode::{
 pub use device::check_device;
 pub use error::{Error, Result};
 pub use generation::{GenerateConfig, Generation, StopReason};
-pub use prompt_cache::PromptCache;
 pub use load::{HostKernels, LoadOptions, LoadedModel, WeightDtype, load, load_weights, load_with};
 pub use model::{
     CausalLm, ExportDtype, ForwardInput, KvCache, Llama, LlamaConfig, Message, ModelInfo,
     RopeScaling, Tokenizer,
 };
+pub use prompt_cache::PromptCache;
 pub use sample::Sampling;

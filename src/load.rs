@@ -461,7 +461,8 @@ pub(crate) fn config_from_gguf(h: &GgufHeader) -> Result<LlamaConfig> {
         .get("general.architecture")
         .and_then(MetaValue::as_str)
         .ok_or_else(|| Error::InvalidConfig("GGUF has no general.architecture".into()))?;
-    if arch != "llama" {
+    // llama.cpp's architecture names are Hugging Face's model types for these families.
+    if !matches!(arch, "llama" | "qwen2" | "qwen3") {
         return Err(Error::UnsupportedArchitecture(arch.to_string()));
     }
     let num = |k: &str| -> Result<u64> {
@@ -528,8 +529,17 @@ pub(crate) fn config_from_gguf(h: &GgufHeader) -> Result<LlamaConfig> {
             .get("tokenizer.ggml.eos_token_id")
             .and_then(MetaValue::as_u64)
             .map(|v| serde_json::json!(v)),
-        architectures: vec!["LlamaForCausalLM".into()],
-        model_type: "llama".into(),
+        architectures: vec![
+            match arch {
+                "qwen2" => "Qwen2ForCausalLM",
+                "qwen3" => "Qwen3ForCausalLM",
+                _ => "LlamaForCausalLM",
+            }
+            .into(),
+        ],
+        model_type: arch.into(),
+        // llama.cpp's llama has no biases; Qwen 2's follow from its type.
+        attention_bias: false,
     };
     config.validate()?;
     Ok(config)

@@ -78,7 +78,11 @@ impl PromptCache {
     /// shares a prefix with `prompt`, a cache holding that prefix's keys and values; with the
     /// number of prompt tokens it holds. Never all of `prompt`: its last token always runs,
     /// for the logits of the first new token. The slot is emptied either way.
-    pub(crate) fn take<B: Backend>(&self, prompt: &[u32], fresh: KvCache<B>) -> (KvCache<B>, usize) {
+    pub(crate) fn take<B: Backend>(
+        &self,
+        prompt: &[u32],
+        fresh: KvCache<B>,
+    ) -> (KvCache<B>, usize) {
         let Some(Held { tokens, cache }) = self.lock().take() else {
             return (fresh, 0);
         };
@@ -90,10 +94,12 @@ impl PromptCache {
         if !same_weights || !fresh.is_host() || !cache.is_host() || fresh.batch() != 1 {
             return (fresh, 0);
         }
-        let common = tokens.iter().zip(prompt).take_while(|(a, b)| a == b).count();
-        let n = common
-            .min(cache.len())
-            .min(prompt.len().saturating_sub(1));
+        let common = tokens
+            .iter()
+            .zip(prompt)
+            .take_while(|(a, b)| a == b)
+            .count();
+        let n = common.min(cache.len()).min(prompt.len().saturating_sub(1));
         if n == 0 {
             return (fresh, 0);
         }

@@ -4,9 +4,9 @@
 mod common;
 use common::{B, smollm2};
 use msn::{
-    AnyDecoder, CausalLm, DECODER_NAMES, Decoder, ForwardInput, GenerateConfig, Generation,
-    Greedy, Jacobi, JacobiConfig, Llama, Lookahead, LookaheadConfig, PldConfig, PromptCache,
-    PromptLookup, TrJacobi, TrJacobiConfig,
+    AnyDecoder, CausalLm, DECODER_NAMES, Decoder, ForwardInput, GenerateConfig, Generation, Greedy,
+    Jacobi, JacobiConfig, Llama, Lookahead, LookaheadConfig, PldConfig, PromptCache, PromptLookup,
+    TrJacobi, TrJacobiConfig,
 };
 use proptest::prelude::*;
 
@@ -16,7 +16,9 @@ use proptest::prelude::*;
 #[test]
 fn host_engine_logits_do_not_depend_on_how_the_prompt_is_split() {
     let m = smollm2();
-    let prompt = m.chat_prompt("Name three prime numbers and explain why.").unwrap();
+    let prompt = m
+        .chat_prompt("Name three prime numbers and explain why.")
+        .unwrap();
     let whole = common::last_logits(&m.model, &prompt);
     for split in [1, 2, 7, prompt.len() / 2, prompt.len() - 1] {
         let mut cache = m.model.new_cache(1, prompt.len());
@@ -24,8 +26,16 @@ fn host_engine_logits_do_not_depend_on_how_the_prompt_is_split() {
         m.model
             .forward(ForwardInput::causal(&prompt[..split], 0, &d), &mut cache);
         let rest = ForwardInput::causal(&prompt[split..], split, &d);
-        let got: Vec<f32> = m.model.forward_last(rest, &mut cache).into_data().to_vec().unwrap();
-        let same = got.iter().zip(&whole).all(|(a, b)| a.to_bits() == b.to_bits());
+        let got: Vec<f32> = m
+            .model
+            .forward_last(rest, &mut cache)
+            .into_data()
+            .to_vec()
+            .unwrap();
+        let same = got
+            .iter()
+            .zip(&whole)
+            .all(|(a, b)| a.to_bits() == b.to_bits());
         assert!(same, "split at {split} changed the logits");
     }
 }
@@ -36,7 +46,9 @@ fn host_engine_logits_do_not_depend_on_how_the_prompt_is_split() {
 #[test]
 fn every_decoder_continues_a_conversation_from_the_cache_with_greedys_output() {
     let m = smollm2();
-    let turn1 = m.chat_prompt("Write a Python function that reverses a list.").unwrap();
+    let turn1 = m
+        .chat_prompt("Write a Python function that reverses a list.")
+        .unwrap();
     let config = m.generate_config(48);
     let g1 = Greedy.generate(&m.model, None, &turn1, &config).unwrap();
     let follow = m
@@ -83,7 +95,13 @@ fn a_cache_filled_by_other_weights_or_off_the_host_engine_is_not_used() {
     // Other weights (same shapes): the prompt runs in full and the output is b's own.
     let got = Greedy.generate(&b, None, &prompt, &cfg).unwrap();
     assert_eq!(got.cached_prompt_tokens, 0);
-    assert_eq!(got.tokens, Greedy.generate(&b, None, &prompt, &config(12)).unwrap().tokens);
+    assert_eq!(
+        got.tokens,
+        Greedy
+            .generate(&b, None, &prompt, &config(12))
+            .unwrap()
+            .tokens
+    );
     // The backend's own matmuls (no host engine): no reuse, and nothing kept.
     let cfg = config(12).with_prompt_cache(PromptCache::new());
     Greedy.generate(&a, None, &prompt, &cfg).unwrap();
@@ -108,7 +126,10 @@ fn config(max_new_tokens: usize) -> GenerateConfig {
 }
 
 /// Decoder `which` of the fixed-draft decoders (no latency curve to measure).
-fn decoder(which: u8, seed: u64) -> Box<dyn FnMut(&Llama<B>, &[u32], &GenerateConfig) -> Generation> {
+fn decoder(
+    which: u8,
+    seed: u64,
+) -> Box<dyn FnMut(&Llama<B>, &[u32], &GenerateConfig) -> Generation> {
     fn boxed(
         mut d: impl Decoder + 'static,
     ) -> Box<dyn FnMut(&Llama<B>, &[u32], &GenerateConfig) -> Generation> {

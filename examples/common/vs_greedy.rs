@@ -16,6 +16,8 @@ pub struct Tally {
     pub secs: f64,
     /// Of those, seconds to the first token (the prompt's forward pass).
     pub first_secs: f64,
+    /// Prompt tokens, and of those the ones a prompt cache held (not run again).
+    pub prompt_tokens: (usize, usize),
     /// Each decoding step's host time besides the forward (`Generation::host_step_s`).
     pub host_steps: Vec<f64>,
     /// The most reads back from the device, and their bytes, of any decoding step.
@@ -29,6 +31,8 @@ impl Tally {
         self.steps += g.steps;
         self.secs += g.wall_time_s;
         self.first_secs += g.first_token_s;
+        self.prompt_tokens.0 += g.prompt_tokens;
+        self.prompt_tokens.1 += g.cached_prompt_tokens;
         self.host_steps.extend(&g.host_step_s);
         let most = |v: &[usize]| v.iter().copied().max().unwrap_or(0);
         self.max_reads.0 = self.max_reads.0.max(most(&g.host_reads));
@@ -41,6 +45,8 @@ impl Tally {
         self.steps += o.steps;
         self.secs += o.secs;
         self.first_secs += o.first_secs;
+        self.prompt_tokens.0 += o.prompt_tokens.0;
+        self.prompt_tokens.1 += o.prompt_tokens.1;
         self.host_steps.extend(&o.host_steps);
         self.max_reads = (
             self.max_reads.0.max(o.max_reads.0),
@@ -79,8 +85,23 @@ pub fn beside_greedy<B: Backend, M: CausalLm<B>>(
     decoders: &mut [AnyDecoder],
     what: &str,
 ) -> msn::Result<Vec<Generation>> {
-    let mut out = vec![Greedy.generate(model, tokenizer, prompt, config)?];
-    for d in decoders.iter_mut() {
+    let configs = vec![config.clone(); decoders.len() + 1];
+    beside_greedy_each(model, tokenizer, prompt, &configs, decoders, what)
+}
+
+/// [`beside_greedy`] with a config per run: `configs[0]` for greedy, then one per decoder (each
+/// with its own prompt cache, say, so that no decoder starts from another's).
+pub fn beside_greedy_each<B: Backend, M: CausalLm<B>>(
+    model: &M,
+    tokenizer: Option<&Tokenizer>,
+    prompt: &[u32],
+    configs: &[GenerateConfig],
+    decoders: &mut [AnyDecoder],
+    what: &str,
+) -> msn::Result<Vec<Generation>> {
+    assert_eq!(configs.len(), decoders.len() + 1, "a config per run");
+    let mut out = vec![Greedy.generate(model, tokenizer, prompt, &configs[0])?];
+    for (d, config) in decoders.iter_mut().zip(&configs[1..]) {
         let g = d.generate(model, tokenizer, prompt, config)?;
         if g.tokens != out[0].tokens {
             return Err(msn::Error::InvalidArgument(format!(

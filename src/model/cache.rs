@@ -130,7 +130,10 @@ impl<B: Backend> KvCache<B> {
     /// When either cache is not in host memory, the shapes differ, or `n` exceeds `src.len()`
     /// or this cache's capacity.
     pub(crate) fn copy_prefix_from(&mut self, src: &KvCache<B>, n: usize) {
-        assert!(n <= src.len && n <= self.capacity, "copy_prefix_from: {n} positions");
+        assert!(
+            n <= src.len && n <= self.capacity,
+            "copy_prefix_from: {n} positions"
+        );
         assert_eq!(self.batch, src.batch, "copy_prefix_from: batch");
         let (cap_d, cap_s) = (self.capacity, src.capacity);
         let (Store::Host(d), Store::Host(s)) = (&mut self.store, &src.store) else {

@@ -1,4 +1,6 @@
-//! Llama-family hyper-parameters, in the field names of Hugging Face `config.json`.
+//! Llama-family hyper-parameters, in the field names of Hugging Face `config.json`, with the
+//! families that differ from llama only in data: Qwen 2 / 2.5 (biases on q, k and v) and Qwen 3
+//! (a per-head RMSNorm of q and k).
 
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -79,9 +81,13 @@ pub struct LlamaConfig {
     /// Hugging Face architecture name.
     #[serde(default = "default_arch")]
     pub architectures: Vec<String>,
-    /// Hugging Face model type.
+    /// Hugging Face model type: `llama` (and llama-shaped: `mistral`), `qwen2`, `qwen3`.
     #[serde(default = "default_model_type")]
     pub model_type: String,
+    /// Biases on the q, k, v and output projections (Hugging Face `attention_bias`; Qwen 2 has
+    /// q, k and v biases without saying so, see [`LlamaConfig::qkv_bias`]).
+    #[serde(default)]
+    pub attention_bias: bool,
 }
 
 impl LlamaConfig {
@@ -104,8 +110,30 @@ impl LlamaConfig {
             eos_token_id: None,
             architectures: default_arch(),
             model_type: default_model_type(),
+            attention_bias: false,
         }
     }
+
+    /// Whether the q, k and v projections have biases: `attention_bias`, or a Qwen 2 model
+    /// (whose q, k, v always have them, and whose output projection never does).
+    pub fn qkv_bias(&self) -> bool {
+        self.attention_bias || self.model_type == "qwen2"
+    }
+
+    /// Whether the output projection has a bias (`attention_bias`).
+    pub fn o_bias(&self) -> bool {
+        self.attention_bias
+    }
+
+    /// Whether q and k pass through an RMSNorm over each head (of `head_dim` values, one gain
+    /// vector shared by the heads) before RoPE: Qwen 3.
+    pub fn qk_norm(&self) -> bool {
+        self.model_type == "qwen3"
+    }
+
+    /// The model types this crate builds: llama and the families that differ from it only in
+    /// the data above.
+    pub const MODEL_TYPES: [&'static str; 4] = ["llama", "mistral", "qwen2", "qwen3"];
 
     /// Key/value heads.
     pub fn kv_heads(&self) -> usize {

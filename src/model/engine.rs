@@ -73,9 +73,17 @@ pub(crate) fn forward(
     };
     for (l, blk) in w.blocks.iter().enumerate() {
         let h = rms_norm(&x, &c.attn_norm[l], c.eps, d);
-        let [mut q, mut k, v]: [Vec<f32>; 3] = matmul_many(&[&blk.q, &blk.k, &blk.v], &h, n)
+        let [mut q, mut k, mut v]: [Vec<f32>; 3] = matmul_many(&[&blk.q, &blk.k, &blk.v], &h, n)
             .try_into()
             .expect("three products");
+        let extra = &c.attn_extra[l];
+        add_bias(&mut q, extra.q_bias.as_deref());
+        add_bias(&mut k, extra.k_bias.as_deref());
+        add_bias(&mut v, extra.v_bias.as_deref());
+        if let (Some(qn), Some(kn)) = (&extra.q_norm, &extra.k_norm) {
+            q = rms_norm(&q, qn, c.eps, hd);
+            k = rms_norm(&k, kn, c.eps, hd);
+        }
         rope(&mut q, positions, c.heads, hd, &c.cos, &c.sin);
         rope(&mut k, positions, c.kv_heads, hd, &c.cos, &c.sin);
         for r in 0..batch {
@@ -90,7 +98,8 @@ pub(crate) fn forward(
             }
         }
         let a = attn.run(&q, &kv.k[l], &kv.v[l], kv);
-        let o = blk.o.matmul(&a, n);
+        let mut o = blk.o.matmul(&a, n);
+        add_bias(&mut o, extra.o_bias.as_deref());
         add(&mut x, &o);
         let h = rms_norm(&x, &c.mlp_norm[l], c.eps, d);
         let [mut g, u]: [Vec<f32>; 2] = matmul_many(&[&blk.gate, &blk.up], &h, n)
@@ -106,6 +115,15 @@ pub(crate) fn forward(
 fn add(x: &mut [f32], y: &[f32]) {
     for (a, b) in x.iter_mut().zip(y) {
         *a += b;
+    }
+}
+
+/// Adds `bias` (one value per column) to every row of `x`, if there is one.
+fn add_bias(x: &mut [f32], bias: Option<&[f32]>) {
+    if let Some(b) = bias {
+        for row in x.chunks_exact_mut(b.len()) {
+            add(row, b);
+        }
     }
 }
 

@@ -165,8 +165,9 @@ fn f32_values(name: &str, view: &safetensors::tensor::TensorView<'_>) -> Result<
 
 /// Reads `dir/config.json` as a llama config.
 ///
-/// A config that states what this crate's llama does not compute is an error, never a silent
-/// approximation: an activation other than SiLU, attention or MLP biases, a RoPE scaling type
+/// Llama, Mistral, Qwen 2 / 2.5 and Qwen 3 configs read (see [`LlamaConfig::MODEL_TYPES`]). A
+/// config that states what this crate does not compute is an error, never a silent
+/// approximation: an activation other than SiLU, MLP biases, a RoPE scaling type
 /// other than linear and llama3. A sliding attention window (Mistral 7B v0.1) limits the context
 /// to the window, within which sliding and full attention are the same.
 ///
@@ -185,14 +186,15 @@ pub fn read_config(dir: &Path) -> Result<LlamaConfig> {
     normalize_rope(&mut json)?;
     let mut config: LlamaConfig = serde_json::from_value(json.clone())
         .map_err(|e| Error::checkpoint(&path, format!("not a llama config.json: {e}")))?;
-    let arch_ok = config.model_type == "llama"
-        || config.model_type == "mistral"
+    let arch_ok = LlamaConfig::MODEL_TYPES.contains(&config.model_type.as_str())
         || config.architectures.iter().any(|a| a == "LlamaForCausalLM");
     if !arch_ok {
         return Err(Error::UnsupportedArchitecture(config.model_type.clone()));
     }
     check_llama_features(&json, &config.model_type)?;
-    if let Some(window) = json["sliding_window"].as_u64() {
+    // Qwen 2 and 3 state a window they use only with `use_sliding_window: true`.
+    let window_used = json["use_sliding_window"].as_bool() != Some(false);
+    if let Some(window) = json["sliding_window"].as_u64().filter(|_| window_used) {
         let window = usize::try_from(window).unwrap_or(usize::MAX);
         config.max_position_embeddings = config.max_position_embeddings.min(window);
     }
@@ -279,10 +281,8 @@ fn check_llama_features(json: &serde_json::Value, model_type: &str) -> Result<()
     {
         return unsupported(format!("hidden_act `{act}` (only `silu` is implemented)"));
     }
-    for key in ["attention_bias", "mlp_bias"] {
-        if json[key].as_bool() == Some(true) {
-            return unsupported(format!("`{key}: true` (biases are not implemented)"));
-        }
+    if json["mlp_bias"].as_bool() == Some(true) {
+        return unsupported("`mlp_bias: true` (MLP biases are not implemented)".into());
     }
     Ok(())
 }
@@ -340,14 +340,29 @@ pub fn named_tensors<B: Backend>(model: &Llama<B>) -> Vec<(String, Vec<usize>, V
         ] {
             let (shape, v) = mat(l.weight.val());
             out.push((format!("{p}{n}"), shape, v));
+            if let Some(bias) = &l.bias {
+                let v = vec1(bias.val());
+                let name = n.replace(".weight", ".bias");
+                out.push((format!("{p}{name}"), vec![v.len()], v));
+            }
         }
+        let head_norms = [
+            ("self_attn.q_norm.weight", &a.q_norm),
+            ("self_attn.k_norm.weight", &a.k_norm),
+        ];
+        let head_norms = head_norms
+            .into_iter()
+            .filter_map(|(n, g)| g.as_ref().map(|g| (n, &g.gamma)));
         for (n, g) in [
             ("input_layernorm.weight", &b.input_layernorm.gamma),
             (
                 "post_attention_layernorm.weight",
                 &b.post_attention_layernorm.gamma,
             ),
-        ] {
+        ]
+        .into_iter()
+        .chain(head_norms)
+        {
             let v = vec1(g.val());
             out.push((format!("{p}{n}"), vec![v.len()], v));
         }

@@ -809,6 +809,8 @@ impl HostWeights {
 /// Everything besides the matrices that the host engine needs.
 #[derive(Debug, Clone)]
 pub(crate) struct HostConsts {
+    /// Per layer, what its family adds to llama's attention.
+    pub(crate) attn_extra: Vec<AttnExtra>,
     pub(crate) attn_norm: Vec<Vec<f32>>,
     pub(crate) mlp_norm: Vec<Vec<f32>>,
     pub(crate) final_norm: Vec<f32>,
@@ -820,6 +822,17 @@ pub(crate) struct HostConsts {
     pub(crate) kv_heads: usize,
     pub(crate) head_dim: usize,
     pub(crate) hidden: usize,
+}
+
+/// A layer's attention biases (Qwen 2, `attention_bias`) and per-head q/k norm gains (Qwen 3).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct AttnExtra {
+    pub(crate) q_bias: Option<Vec<f32>>,
+    pub(crate) k_bias: Option<Vec<f32>>,
+    pub(crate) v_bias: Option<Vec<f32>>,
+    pub(crate) o_bias: Option<Vec<f32>>,
+    pub(crate) q_norm: Option<Vec<f32>>,
+    pub(crate) k_norm: Option<Vec<f32>>,
 }
 
 impl HostConsts {

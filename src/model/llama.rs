@@ -6,7 +6,7 @@ use crate::model::cache::KvCache;
 use crate::model::config::LlamaConfig;
 use crate::model::engine;
 use crate::model::host::{
-    HostBlock, HostConsts, HostEmbed, HostMatrix, HostWeights, next_weights_id,
+    AttnExtra, HostBlock, HostConsts, HostEmbed, HostMatrix, HostWeights, next_weights_id,
 };
 use crate::model::lora::{Lora, LoraConfig, LoraTarget};
 use crate::model::rope::{Rope, inv_frequencies};
@@ -31,6 +31,10 @@ pub struct Attention<B: Backend> {
     pub v_proj: Linear<B>,
     /// Output projection, `[heads * head_dim, hidden]`.
     pub o_proj: Linear<B>,
+    /// RMSNorm of each query head before RoPE (Qwen 3), over `head_dim` values.
+    pub q_norm: Option<RmsNorm<B>>,
+    /// RMSNorm of each key head before RoPE (Qwen 3).
+    pub k_norm: Option<RmsNorm<B>>,
     /// Adapters of q, k, v, o in that order (empty without LoRA).
     pub(crate) lora: Vec<Option<Lora<B>>>,
     n_heads: usize,
@@ -122,10 +126,6 @@ pub struct Llama<B: Backend> {
     host: Option<Arc<HostWeights>>,
 }
 
-fn linear<B: Backend>(weight: Tensor<B, 2>) -> Linear<B> {
-    linear_param(Param::from_tensor(weight))
-}
-
 fn linear_param<B: Backend>(weight: Param<Tensor<B, 2>>) -> Linear<B> {
     Linear { weight, bias: None }
 }
@@ -133,6 +133,23 @@ fn linear_param<B: Backend>(weight: Param<Tensor<B, 2>>) -> Linear<B> {
 /// `linear.forward(x)` computed in the weight's storage type (f16 weights stay f16 in memory and
 /// in the product); the result comes back in `x`'s type.
 fn project<B: Backend>(
+    linear: &Linear<B>,
+    x: Tensor<B, 3>,
+    host: Option<&HostMatrix>,
+) -> Tensor<B, 3> {
+    let y = product(linear, x, host);
+    match &linear.bias {
+        Some(bias) => {
+            let bias = bias.val().cast(y.dtype());
+            let o = bias.dims()[0];
+            y + bias.reshape([1, 1, o])
+        }
+        None => y,
+    }
+}
+
+/// [`project`] without the bias.
+fn product<B: Backend>(
     linear: &Linear<B>,
     x: Tensor<B, 3>,
     host: Option<&HostMatrix>,
@@ -175,7 +192,10 @@ fn merged<B: Backend>(linear: &Linear<B>, lora: &Lora<B>) -> Linear<B> {
     let w = linear.weight.val();
     let dtype = w.dtype();
     let m = (w.cast(FloatDType::F32) + lora.product()).cast(dtype);
-    self::linear(m.detach())
+    Linear {
+        weight: Param::from_tensor(m.detach()),
+        bias: linear.bias.clone(),
+    }
 }
 
 /// The projections of [`Attention`] and [`Mlp`] in the order of their `lora` vectors.
@@ -248,6 +268,53 @@ fn norm<B: Backend>(gamma: Tensor<B, 1>, epsilon: f64) -> RmsNorm<B> {
     }
 }
 
+impl<B: Backend> Attention<B> {
+    /// The attention of the block whose Hugging Face names start with `p`
+    /// (`model.layers.3.`), with the biases and norms `config`'s family has.
+    fn build(config: &LlamaConfig, p: &str, params: &mut dyn ParamSource<B>) -> Result<Self> {
+        let (d, hd) = (config.hidden_size, config.head_dim());
+        let (h, kv) = (config.num_attention_heads, config.kv_heads());
+        let mut proj = |name: &str, out: usize, inp: usize, bias: bool| -> Result<Linear<B>> {
+            let weight = params.matrix(&format!("{p}self_attn.{name}.weight"), out, inp)?;
+            let bias = match bias {
+                true => Some(Param::from_tensor(params.bias(
+                    &format!("{p}self_attn.{name}.bias"),
+                    out,
+                    inp,
+                )?)),
+                false => None,
+            };
+            Ok(Linear { weight, bias })
+        };
+        let qkv_bias = config.qkv_bias();
+        let q_proj = proj("q_proj", h * hd, d, qkv_bias)?;
+        let k_proj = proj("k_proj", kv * hd, d, qkv_bias)?;
+        let v_proj = proj("v_proj", kv * hd, d, qkv_bias)?;
+        let o_proj = proj("o_proj", d, h * hd, config.o_bias())?;
+        let mut head_norm = |name: &str| -> Result<Option<RmsNorm<B>>> {
+            config
+                .qk_norm()
+                .then(|| {
+                    let gamma = params.vector(&format!("{p}self_attn.{name}.weight"), hd)?;
+                    Ok(norm(gamma, config.rms_norm_eps))
+                })
+                .transpose()
+        };
+        Ok(Self {
+            q_proj,
+            k_proj,
+            v_proj,
+            o_proj,
+            q_norm: head_norm("q_norm")?,
+            k_norm: head_norm("k_norm")?,
+            lora: Vec::new(),
+            n_heads: h,
+            n_kv_heads: kv,
+            head_dim: hd,
+        })
+    }
+}
+
 impl<B: Backend> Llama<B> {
     /// A randomly initialised model (for training from scratch and tests).
     ///
@@ -276,12 +343,7 @@ impl<B: Backend> Llama<B> {
     ) -> Result<Self> {
         config.validate()?;
         let device = params.device();
-        let (d, hd, ff) = (
-            config.hidden_size,
-            config.head_dim(),
-            config.intermediate_size,
-        );
-        let (h, kv) = (config.num_attention_heads, config.kv_heads());
+        let (d, ff) = (config.hidden_size, config.intermediate_size);
         let eps = config.rms_norm_eps;
         let mut layers = Vec::with_capacity(config.num_hidden_layers);
         for i in 0..config.num_hidden_layers {
@@ -291,32 +353,7 @@ impl<B: Backend> Llama<B> {
                     params.vector(&format!("{p}input_layernorm.weight"), d)?,
                     eps,
                 ),
-                self_attn: Attention {
-                    q_proj: linear_param(params.matrix(
-                        &format!("{p}self_attn.q_proj.weight"),
-                        h * hd,
-                        d,
-                    )?),
-                    k_proj: linear_param(params.matrix(
-                        &format!("{p}self_attn.k_proj.weight"),
-                        kv * hd,
-                        d,
-                    )?),
-                    v_proj: linear_param(params.matrix(
-                        &format!("{p}self_attn.v_proj.weight"),
-                        kv * hd,
-                        d,
-                    )?),
-                    o_proj: linear_param(params.matrix(
-                        &format!("{p}self_attn.o_proj.weight"),
-                        d,
-                        h * hd,
-                    )?),
-                    lora: Vec::new(),
-                    n_heads: h,
-                    n_kv_heads: kv,
-                    head_dim: hd,
-                },
+                self_attn: Attention::build(config, &p, params)?,
                 post_attention_layernorm: norm(
                     params.vector(&format!("{p}post_attention_layernorm.weight"), d)?,
                     eps,
@@ -483,17 +520,32 @@ impl<B: Backend> Llama<B> {
 
     /// Norm gains, RoPE tables and shapes for the host engine.
     fn host_consts(&self) -> HostConsts {
-        let gamma = |n: &RmsNorm<B>| -> Vec<f32> {
-            n.gamma
-                .val()
-                .into_data()
+        let values = |t: Tensor<B, 1>| -> Vec<f32> {
+            t.into_data()
                 .convert::<f32>()
                 .into_vec()
-                .expect("f32 norm weights")
+                .expect("f32 vector")
         };
+        let gamma = |n: &RmsNorm<B>| values(n.gamma.val());
+        let bias = |l: &Linear<B>| l.bias.as_ref().map(|b| values(b.val()));
         let (cos, sin) = self.rope.host_tables();
         let c = &self.config;
         HostConsts {
+            attn_extra: self
+                .layers
+                .iter()
+                .map(|b| {
+                    let a = &b.self_attn;
+                    AttnExtra {
+                        q_bias: bias(&a.q_proj),
+                        k_bias: bias(&a.k_proj),
+                        v_bias: bias(&a.v_proj),
+                        o_bias: bias(&a.o_proj),
+                        q_norm: a.q_norm.as_ref().map(gamma),
+                        k_norm: a.k_norm.as_ref().map(gamma),
+                    }
+                })
+                .collect(),
             attn_norm: self
                 .layers
                 .iter()
@@ -834,8 +886,12 @@ impl<B: Backend> Attention<B> {
         let l = &self.lora;
         let q = project_adapted(&self.q_proj, l, 0, x.clone(), host.map(|h| &h.q));
         let k = project_adapted(&self.k_proj, l, 1, x.clone(), host.map(|h| &h.k));
-        let q = q.reshape([b, t, h, hd]);
-        let k = k.reshape([b, t, kv, hd]);
+        let mut q = q.reshape([b, t, h, hd]);
+        let mut k = k.reshape([b, t, kv, hd]);
+        if let (Some(qn), Some(kn)) = (&self.q_norm, &self.k_norm) {
+            q = qn.forward(q);
+            k = kn.forward(k);
+        }
         let v = project_adapted(&self.v_proj, l, 2, x, host.map(|h| &h.v))
             .reshape([b, t, kv, hd])
             .swap_dims(1, 2);

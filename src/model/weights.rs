@@ -23,6 +23,11 @@ pub(crate) trait ParamSource<B: Backend> {
     fn matrix(&mut self, name: &str, out: usize, inp: usize) -> Result<Param<Tensor<B, 2>>>;
     /// A norm's gain vector.
     fn vector(&mut self, name: &str, len: usize) -> Result<Tensor<B, 1>>;
+    /// A linear layer's bias, `[out]`, for a layer of `inp` inputs.
+    fn bias(&mut self, name: &str, out: usize, inp: usize) -> Result<Tensor<B, 1>> {
+        let _ = inp;
+        self.vector(name, out)
+    }
     /// The token embedding, `[vocab, hidden]`.
     fn embedding(&mut self, name: &str, vocab: usize, hidden: usize)
     -> Result<Param<Tensor<B, 2>>>;
@@ -55,6 +60,15 @@ impl<B: Backend> ParamSource<B> for RandomInit<B> {
     }
     fn vector(&mut self, _: &str, len: usize) -> Result<Tensor<B, 1>> {
         Ok(Tensor::ones([len], &self.device))
+    }
+    /// Uniform `±1/sqrt(in)`, as PyTorch initialises a linear layer's bias.
+    fn bias(&mut self, _: &str, out: usize, inp: usize) -> Result<Tensor<B, 1>> {
+        let k = 1.0 / (inp as f64).sqrt();
+        Ok(Tensor::random(
+            [out],
+            Distribution::Uniform(-k, k),
+            &self.device,
+        ))
     }
     fn embedding(&mut self, _: &str, vocab: usize, hidden: usize) -> Result<Param<Tensor<B, 2>>> {
         Ok(Param::from_tensor(Tensor::random(
@@ -324,6 +338,12 @@ pub fn gguf_name(hf: &str) -> Option<String> {
                 "self_attn.k_proj.weight" => "attn_k.weight",
                 "self_attn.v_proj.weight" => "attn_v.weight",
                 "self_attn.o_proj.weight" => "attn_output.weight",
+                "self_attn.q_proj.bias" => "attn_q.bias",
+                "self_attn.k_proj.bias" => "attn_k.bias",
+                "self_attn.v_proj.bias" => "attn_v.bias",
+                "self_attn.o_proj.bias" => "attn_output.bias",
+                "self_attn.q_norm.weight" => "attn_q_norm.weight",
+                "self_attn.k_norm.weight" => "attn_k_norm.weight",
                 "post_attention_layernorm.weight" => "ffn_norm.weight",
                 "mlp.gate_proj.weight" => "ffn_gate.weight",
                 "mlp.up_proj.weight" => "ffn_up.weight",
@@ -338,7 +358,12 @@ pub fn gguf_name(hf: &str) -> Option<String> {
 impl GgufSource {
     /// The heads whose rows GGUF stores in the interleaved-pair RoPE layout, when Hugging Face
     /// matrix `name` with `rows` rows is a Q or K projection of the expected size.
+    /// Only llama.cpp's `llama` architecture is stored so: its converter leaves the rows of
+    /// architectures with rotate-half RoPE (Qwen 2, Qwen 3) as Hugging Face has them.
     fn rope_heads(&self, name: &str, rows: usize) -> Option<usize> {
+        if self.config.model_type != "llama" {
+            return None;
+        }
         let heads = if name.ends_with("q_proj.weight") {
             self.config.num_attention_heads
         } else if name.ends_with("k_proj.weight") {

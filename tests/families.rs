@@ -1,0 +1,136 @@
+//! Model families beside llama, each against transformers itself: tiny random Qwen 2 (q, k, v
+//! biases) and Qwen 3 (per-head q/k RMSNorm, a head wider than hidden / heads) checkpoints saved
+//! by transformers, with its float64 logits and greedy tokens (`tools/make_family_fixtures.py`).
+
+mod common;
+use common::{B, fixture};
+use msn::{
+    AnyDecoder, CausalLm, DECODER_NAMES, Decoder, ForwardInput, GenerateConfig, Llama, WeightDtype,
+};
+use std::path::PathBuf;
+
+const FAMILIES: [&str; 2] = ["qwen2", "qwen3"];
+
+fn dir(family: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/transformers_{family}"))
+}
+
+fn reference(family: &str) -> (Vec<u32>, Vec<f64>, Vec<u32>) {
+    let want = fixture(&format!("transformers_{family}/logits.json"));
+    let logits = want["logits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|row| row.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()))
+        .collect();
+    (
+        common::ids(&want["ids"]),
+        logits,
+        common::ids(&want["greedy"]),
+    )
+}
+
+/// The model on burn's tensor operations, and on the host engine.
+fn both_engines(family: &str) -> [(&'static str, Llama<B>); 2] {
+    let m = msn::load_weights::<B>(&dir(family), &Default::default(), WeightDtype::F32).unwrap();
+    let mut host = m.clone();
+    host.enable_host_kernels(128);
+    [("burn", m), ("host engine", host)]
+}
+
+fn logits(m: &Llama<B>, ids: &[u32]) -> Vec<f32> {
+    let mut cache = m.new_cache(1, ids.len());
+    m.forward(
+        ForwardInput::causal(ids, 0, &Default::default()),
+        &mut cache,
+    )
+    .into_data()
+    .convert::<f32>()
+    .into_vec()
+    .unwrap()
+}
+
+#[test]
+fn each_family_matches_transformers_float64_logits() {
+    for family in FAMILIES {
+        let (ids, want, _) = reference(family);
+        let scale = want.iter().fold(0f64, |a, &b| a.max(b.abs()));
+        for (engine, m) in both_engines(family) {
+            assert_eq!(m.config().model_type, family);
+            let got = logits(&m, &ids);
+            assert_eq!(got.len(), want.len());
+            let worst = got
+                .iter()
+                .zip(&want)
+                .map(|(&g, &w)| (g as f64 - w).abs())
+                .fold(0.0, f64::max);
+            assert!(
+                worst < 1e-4 * scale.max(1.0),
+                "{family} on the {engine}: largest logit difference {worst} (scale {scale})"
+            );
+        }
+    }
+}
+
+/// Leaving out what a family adds (the biases, the q/k norms) moves the logits far past the
+/// tolerance above: the check above sees them.
+#[test]
+fn what_each_family_adds_changes_the_logits() {
+    for family in FAMILIES {
+        let (ids, want, _) = reference(family);
+        let [(_, mut m), _] = both_engines(family);
+        for b in &mut m.layers {
+            let a = &mut b.self_attn;
+            for l in [&mut a.q_proj, &mut a.k_proj, &mut a.v_proj, &mut a.o_proj] {
+                l.bias = None;
+            }
+            a.q_norm = None;
+            a.k_norm = None;
+        }
+        let got = logits(&m, &ids);
+        let worst = got
+            .iter()
+            .zip(&want)
+            .map(|(&g, &w)| (g as f64 - w).abs())
+            .fold(0.0, f64::max);
+        assert!(worst > 1e-2, "{family}: {worst}");
+    }
+}
+
+/// transformers' float64 greedy continuation, from every decoder by name on the host engine
+/// (each also equal to our greedy, which the decoders' own tests require).
+#[test]
+fn every_decoder_gives_transformers_greedy_tokens_on_each_family() {
+    for family in FAMILIES {
+        let (ids, _, want) = reference(family);
+        let [_, (_, m)] = both_engines(family);
+        let config = GenerateConfig {
+            max_new_tokens: want.len(),
+            eos_ids: vec![],
+            stop_strings: vec![],
+            sampling: None,
+            prompt_cache: None,
+        };
+        for name in DECODER_NAMES {
+            let mut d: AnyDecoder = name.parse().unwrap();
+            let g = d.generate(&m, None, &ids, &config).unwrap();
+            assert_eq!(g.tokens, want, "{family}, {name}");
+        }
+    }
+}
+
+/// Exported as a Hugging Face directory and loaded back: the same family and the same logits,
+/// bit for bit (biases and q/k norms included in the export).
+#[test]
+fn each_family_round_trips_through_an_export() {
+    for family in FAMILIES {
+        let (ids, _, _) = reference(family);
+        let m = msn::load::<B>(dir(family).to_str().unwrap(), &Default::default()).unwrap();
+        let out = tempfile::tempdir().unwrap();
+        m.save_hf(out.path(), msn::ExportDtype::F32).unwrap();
+        let back = msn::load::<B>(out.path().to_str().unwrap(), &Default::default()).unwrap();
+        let (m, back) = (m.model, back.model);
+        assert_eq!(back.config().model_type, family);
+        assert_eq!(logits(&back, &ids), logits(&m, &ids), "{family}");
+    }
+}
