@@ -134,3 +134,84 @@ fn each_family_round_trips_through_an_export() {
         assert_eq!(logits(&back, &ids), logits(&m, &ids), "{family}");
     }
 }
+
+/// The same checkpoints converted by llama.cpp's `convert_hf_to_gguf.py` (f32) and quantized by
+/// its `llama-quantize` (Q8_0; the 48-wide down projection falls back to f16), against
+/// transformers' float64 logits of the weights read back from each file by llama.cpp's `gguf`
+/// package (`tools/make_family_ggufs.py`): the loader reads llama.cpp's metadata and tensor
+/// names for each family, and its row layout (no RoPE permutation outside `llama`).
+#[test]
+fn each_family_from_llama_cpp_gguf_matches_its_float64_reference() {
+    use msn::HostKernels::{Native, NativeF32, Off};
+    for family in FAMILIES {
+        let refs = fixture(&format!("gguf_{family}/logits.json"));
+        let ids = common::ids(&refs["ids"]);
+        for file in ["model.f32.gguf", "model.q8_0.gguf"] {
+            let want: Vec<f64> = refs["logits"][file]
+                .as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|row| row.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()))
+                .collect();
+            let scale = want.iter().fold(0f64, |a, &b| a.max(b.abs()));
+            let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join(format!("tests/fixtures/gguf_{family}/{file}"));
+            // Exact products (the dequantized weights times f32 activations) within f32
+            // rounding; the default integer products quantize the activations to 16 bits.
+            for (host, tolerance) in [(NativeF32, 1e-4), (Off, 1e-4), (Native, 2e-3)] {
+                let options = msn::LoadOptions {
+                    host,
+                    dtype: WeightDtype::F32,
+                };
+                let m = msn::load_with::<B>(path.to_str().unwrap(), &Default::default(), options)
+                    .unwrap();
+                assert_eq!(m.model.config().model_type, family);
+                let got = logits(&m.model, &ids);
+                let worst = got
+                    .iter()
+                    .zip(&want)
+                    .map(|(&g, &w)| (g as f64 - w).abs())
+                    .fold(0.0, f64::max);
+                assert!(
+                    worst < tolerance * scale,
+                    "{family} {file} {host:?}: largest logit difference {worst} (scale {scale})"
+                );
+            }
+        }
+    }
+}
+
+/// Each family's tokenizer (byte-level BPE with Qwen 2's pre-tokenizer, ChatML specials) and
+/// chat template, from the Hugging Face directory and from llama.cpp's GGUF of it: transformers'
+/// own ids for unicode, code and whitespace, and its rendered chat prompt.
+#[test]
+fn each_family_tokenizes_and_renders_chat_as_transformers_does() {
+    for family in FAMILIES {
+        let want = fixture(&format!("transformers_{family}/logits.json"));
+        let gguf = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join(format!("tests/fixtures/gguf_{family}/model.f32.gguf"));
+        for path in [dir(family), gguf] {
+            let m = msn::load::<B>(path.to_str().unwrap(), &Default::default()).unwrap();
+            let texts = want["texts"].as_array().unwrap();
+            for (text, ids) in texts.iter().zip(want["text_ids"].as_array().unwrap()) {
+                let text = text.as_str().unwrap();
+                let got = m.tokenizer.encode(text).unwrap();
+                assert_eq!(got, common::ids(ids), "{family} {path:?}: {text:?}");
+                assert_eq!(m.tokenizer.decode(&got).unwrap(), text);
+            }
+            let user = want["chat_user"].as_str().unwrap();
+            let rendered = m
+                .tokenizer
+                .apply_chat_template(&[msn::Message::new("user", user)], true)
+                .unwrap();
+            assert_eq!(
+                rendered,
+                want["chat_text"].as_str().unwrap(),
+                "{family} {path:?}"
+            );
+            assert_eq!(m.chat_prompt(user).unwrap(), common::ids(&want["chat_ids"]));
+            let im_end = m.tokenizer.encode("<|im_end|>").unwrap();
+            assert_eq!(m.tokenizer.eos_ids, im_end, "{family} {path:?}: EOS");
+        }
+    }
+}

@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Writes tests/fixtures/transformers_qwen2/ and transformers_qwen3/: a tiny random Qwen 2 and
-Qwen 3 saved by transformers (`config.json`, `model.safetensors`), the word-level tokenizer of
-the llama fixture, and `logits.json`: transformers' float64 logits for 24 random ids and its
-float64 greedy continuation of them. Every bias, norm gain and per-head q/k norm gain is drawn
+Qwen 3 saved by transformers (`config.json`, `model.safetensors`), a byte-level BPE tokenizer
+with Qwen 2's own pre-tokenizer regex and ChatML special tokens (trained here on a few lines:
+Qwen's real vocabulary cannot be downloaded here) and a ChatML chat template, and `logits.json`:
+transformers' float64 logits for 24 random ids, its float64 greedy continuation of them, and its
+tokenizer's ids for texts (unicode, code) and a rendered chat prompt. Every bias, norm gain and per-head q/k norm gain is drawn
 at random (transformers initialises them to 0 and 1, which would hide a missing one). The Rust
 loaders are checked against code they share nothing with.
 
@@ -10,14 +12,45 @@ Usage: pip install torch transformers safetensors && python3 tools/make_family_f
 """
 import json
 import pathlib
-import shutil
 
 import torch
 import transformers
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+
+# Qwen 2's pre-tokenizer (its tokenizer.json; llama.cpp's `qwen2`).
+QWEN2_RE = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+            r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+CHATML = ("{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n' }}"
+          "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+TEXTS = [
+    "Hello world! The quick brown fox jumps over the lazy dog.",
+    "def fib(n):\n    return n if n < 2 else fib(n - 1) + fib(n - 2)\n",
+    "Ünïcödé: naïve café, 日本語のテキスト, emoji 🦀 and numbers 12345.",
+    "    for i in range(10):\n        print(i ** 2)  # squares\n",
+] * 8
+VOCAB = 320
+
+
+def bpe_tokenizer() -> transformers.PreTrainedTokenizerFast:
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN2_RE), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=VOCAB, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"])
+    tok.train_from_iterator(TEXTS, trainer)
+    fast = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    fast.chat_template = CHATML
+    return fast
+
 
 root = pathlib.Path(__file__).resolve().parent.parent / "tests/fixtures"
 common = dict(
-    vocab_size=64,
+    vocab_size=VOCAB,
     hidden_size=32,
     intermediate_size=48,
     num_hidden_layers=2,
@@ -50,9 +83,14 @@ for name, (Config, Model, kwargs) in families.items():
                 p.uniform_(0.5, 1.5)
     model.save_pretrained(out)
     (out / "generation_config.json").unlink(missing_ok=True)
-    for f in ["tokenizer.json", "tokenizer_config.json", "chat_template.jinja"]:
-        shutil.copy(root / "transformers_llama3" / f, out / f)
-    ids = [int(i) for i in torch.randint(0, 64, (24,), generator=torch.Generator().manual_seed(7))]
+    fast = bpe_tokenizer()
+    fast.save_pretrained(out)
+    texts = ["Hello world!", "def fib(n):\n    return n", "naïve café 日本語 🦀 42", "  spaces\tand\ttabs  "]
+    text_ids = [fast(t)["input_ids"] for t in texts]
+    chat = [{"role": "user", "content": "Say hi, café 🦀"}]
+    chat_text = fast.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
+    chat_ids = fast(chat_text)["input_ids"]
+    ids = [int(i) for i in torch.randint(0, VOCAB, (24,), generator=torch.Generator().manual_seed(7))]
     model = model.double()
     with torch.no_grad():
         logits = model(torch.tensor([ids])).logits[0]
@@ -63,6 +101,11 @@ for name, (Config, Model, kwargs) in families.items():
         "ids": ids,
         "logits": [[round(v, 9) for v in row] for row in logits.tolist()],
         "greedy": [int(t) for t in greedy],
+        "texts": texts,
+        "text_ids": text_ids,
+        "chat_user": chat[0]["content"],
+        "chat_text": chat_text,
+        "chat_ids": chat_ids,
     }))
     params = sorted(n for n, _ in model.named_parameters() if ".layers.0." in n)
     print(f"{name}: transformers {transformers.__version__}; layer 0: {params}")
