@@ -35,10 +35,10 @@ fn run(
 /// TR-Jacobi's candidate sources, indexed by the proptests' `candidates`.
 const CANDIDATES: [Candidates; 3] = [Candidates::Jacobi, Candidates::Recycled, Candidates::Mixed];
 
-fn random_model(vocab: usize, kv_heads: usize, seed: u64) -> Llama<B> {
+fn random_model(family: &str, vocab: usize, kv_heads: usize, seed: u64) -> Llama<B> {
     // Larger embeddings and head give well-separated logits (see the module doc) and outputs
     // that do not collapse to one repeated token.
-    common::random_llama(vocab, kv_heads, seed, 1.0)
+    common::random_family(family, vocab, kv_heads, seed, 1.0)
 }
 
 /// A random tree template: each pick names an earlier path (or the root) to extend with a rank
@@ -95,13 +95,15 @@ proptest! {
         candidates in 0usize..3,
         // The host kernels (CPU fast path) or the backend's matmuls.
         host in any::<bool>(),
+        // The model family: llama, Qwen 2 (q/k/v biases), Qwen 3 (q/k norms).
+        family in prop::sample::select(vec!["llama", "qwen2", "qwen3"]),
     ) {
         let mut prompt: Vec<u32> = phrase.iter().cycle().take(phrase.len() * reps).copied().collect();
         for &(at, t) in &edits {
             let i = at % prompt.len();
             prompt[i] = t;
         }
-        let mut m = random_model(160, kv_heads, seed);
+        let mut m = random_model(family, 160, kv_heads, seed);
         if host {
             m.enable_host_kernels(128);
         }
@@ -197,13 +199,14 @@ proptest! {
         candidates in 0usize..3,
         tr in any::<bool>(),
         host in any::<bool>(),
+        family in prop::sample::select(vec!["llama", "qwen2", "qwen3"]),
     ) {
         // Repeated phrases, so retrieval drafts exist.
         let prompts: Vec<Vec<u32>> = prompts
             .iter()
             .map(|p| p.iter().cycle().take(p.len() * reps).copied().collect())
             .collect();
-        let mut m = random_model(40, kv_heads, seed);
+        let mut m = random_model(family, 40, kv_heads, seed);
         if host {
             m.enable_host_kernels(128);
         }
@@ -324,7 +327,7 @@ fn jacobi_equals_greedy_on_smollm2() {
 
 #[test]
 fn latency_curves_are_cached_per_file_and_remeasured_when_stale() {
-    let m = random_model(64, 2, 3);
+    let m = random_model("llama", 64, 2, 3);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("curves/tiny.json");
     let a = LatencyCurve::measure_cached(&m, 16, &[1, 4, 8], 2, &path).unwrap();

@@ -18,8 +18,31 @@ pub fn random_llama(vocab: usize, kv_heads: usize, seed: u64, scale: f64) -> msn
     random_llama_on::<B>(vocab, kv_heads, seed, scale, &Default::default())
 }
 
+/// [`random_llama`] of a family (`llama`, `qwen2`: random q/k/v biases, `qwen3`: q/k norms).
+#[allow(dead_code)]
+pub fn random_family(
+    family: &str,
+    vocab: usize,
+    kv_heads: usize,
+    seed: u64,
+    scale: f64,
+) -> msn::Llama<B> {
+    random_model_on::<B>(family, vocab, kv_heads, seed, scale, &Default::default())
+}
+
 /// [`random_llama`] on any backend's `device`.
 pub fn random_llama_on<BB: burn::prelude::Backend>(
+    vocab: usize,
+    kv_heads: usize,
+    seed: u64,
+    scale: f64,
+    d: &BB::Device,
+) -> msn::Llama<BB> {
+    random_model_on::<BB>("llama", vocab, kv_heads, seed, scale, d)
+}
+
+fn random_model_on<BB: burn::prelude::Backend>(
+    family: &str,
     vocab: usize,
     kv_heads: usize,
     seed: u64,
@@ -36,6 +59,7 @@ pub fn random_llama_on<BB: burn::prelude::Backend>(
     let mut c = msn::LlamaConfig::tiny(vocab);
     c.num_key_value_heads = Some(kv_heads);
     c.tie_word_embeddings = false;
+    c.model_type = family.to_string();
     let mut m = msn::Llama::init(&c, d);
     let big =
         |w: Tensor<BB, 2>| Tensor::random(w.dims(), Distribution::Normal(0.0, scale), &w.device());
