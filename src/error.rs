@@ -28,6 +28,18 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// A model named by a Hugging Face id (`Qwen/Qwen2.5-0.5B-Instruct`) is not in the local
+    /// Hugging Face cache, and the name is not a file or directory either.
+    #[error(
+        "model `{id}` is neither a file or directory nor in the Hugging Face cache (looked in {looked}). Download it where there is network (`huggingface-cli download {id}`, into the same cache, or set HF_HUB_CACHE / HF_HOME to where it is), or pass the path of a .gguf file or a model directory."
+    )]
+    ModelNotFound {
+        /// The id as given.
+        id: String,
+        /// The cache folder searched.
+        looked: String,
+    },
+
     /// A GGUF file is malformed (truncated, wrong magic, impossible sizes).
     #[error(
         "malformed GGUF file: {0}. The file is truncated or not a GGUF model; re-download it (for the demo model: `msn::fetch::smollm2()`) or convert it again with llama.cpp's convert_hf_to_gguf.py."

@@ -49,6 +49,7 @@ mod device;
 mod error;
 mod fetch;
 mod generation;
+mod hub_cache;
 mod load;
 mod logits;
 mod model;

@@ -161,7 +161,9 @@ pub struct LoadedModel<B: Backend> {
 }
 
 /// Loads `spec`: a `.gguf` file, a Hugging Face directory (`config.json`, safetensors,
-/// `tokenizer.json`), or the word `smollm2` for the demo model. On CPU backends the model runs
+/// `tokenizer.json`), a Hugging Face model id (`Qwen/Qwen2.5-0.5B-Instruct`, or
+/// `owner/name@revision`) found in the local Hugging Face cache (`HF_HUB_CACHE`, `$HF_HOME/hub`
+/// or `~/.cache/huggingface/hub`; never downloaded), or the word `smollm2` for the demo model. On CPU backends the model runs
 /// on the host engine ([`HostKernels::Auto`]); elsewhere weights are held as f32 burn tensors.
 ///
 /// **Memory.** From a GGUF file on a CPU backend the weights are held once, in the form the host
@@ -180,6 +182,7 @@ pub struct LoadedModel<B: Backend> {
 /// # Errors
 /// Every loader error: [`Error::Io`], [`Error::MalformedGguf`], [`Error::UnsupportedDtype`],
 /// [`Error::InvalidCheckpoint`], [`Error::MissingTensor`], [`Error::UnusedTensors`],
+/// [`Error::ModelNotFound`] for a model id the Hugging Face cache does not hold,
 /// [`Error::ShapeMismatch`], ...
 pub fn load<B: Backend>(spec: &str, device: &B::Device) -> Result<LoadedModel<B>> {
     load_with(spec, device, WeightDtype::F32)
@@ -215,6 +218,8 @@ pub fn load_with<B: Backend>(
     }
     let path = if spec == "smollm2" {
         crate::fetch::smollm2()?
+    } else if !Path::new(spec).exists() && crate::hub_cache::looks_like_id(spec) {
+        crate::hub_cache::snapshot_in(&crate::hub_cache::hub_cache_dir(), spec)?
     } else {
         PathBuf::from(spec)
     };
