@@ -372,7 +372,7 @@ fn build_hf<B: Backend>(
     dtype: WeightDtype,
     host: bool,
 ) -> Result<Llama<B>> {
-    let source = Arc::new(SafetensorsDir::open(dir)?);
+    let source = Arc::new(SafetensorsDir::open(dir)?.with_config(config));
     let float = dtype.float_dtype();
     let mut params = match host {
         true => Loaded::<B>::deferred(source.clone(), device, float),
@@ -467,7 +467,7 @@ pub(crate) fn config_from_gguf(h: &GgufHeader) -> Result<LlamaConfig> {
         .and_then(MetaValue::as_str)
         .ok_or_else(|| Error::InvalidConfig("GGUF has no general.architecture".into()))?;
     // llama.cpp's architecture names are Hugging Face's model types for these families.
-    if !matches!(arch, "llama" | "qwen2" | "qwen3") {
+    if !matches!(arch, "llama" | "qwen2" | "qwen3" | "phi3") {
         return Err(Error::UnsupportedArchitecture(arch.to_string()));
     }
     let num = |k: &str| -> Result<u64> {
@@ -487,6 +487,14 @@ pub(crate) fn config_from_gguf(h: &GgufHeader) -> Result<LlamaConfig> {
             .ok_or_else(|| Error::InvalidConfig("GGUF states no vocabulary size".into()))?,
     };
     let head_dim = num("attention.key_length").ok().map(|v| v as usize);
+    let full_head = head_dim.unwrap_or(hidden / heads.max(1));
+    if let Ok(rotated) = num("rope.dimension_count")
+        && rotated as usize != full_head
+    {
+        return Err(Error::UnsupportedArchitecture(format!(
+            "{arch} with RoPE over {rotated} of each head's {full_head} values (partial rotary embedding is not implemented)"
+        )));
+    }
     let rope_scaling = match h
         .get(&format!("{arch}.rope.scaling.type"))
         .and_then(MetaValue::as_str)
@@ -538,6 +546,7 @@ pub(crate) fn config_from_gguf(h: &GgufHeader) -> Result<LlamaConfig> {
             match arch {
                 "qwen2" => "Qwen2ForCausalLM",
                 "qwen3" => "Qwen3ForCausalLM",
+                "phi3" => "Phi3ForCausalLM",
                 _ => "LlamaForCausalLM",
             }
             .into(),

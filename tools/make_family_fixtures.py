@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Writes tests/fixtures/transformers_qwen2/ and transformers_qwen3/: a tiny random Qwen 2 and
-Qwen 3 saved by transformers (`config.json`, `model.safetensors`), a byte-level BPE tokenizer
+"""Writes tests/fixtures/transformers_{qwen2,qwen3,phi3}/: a tiny random Qwen 2, Qwen 3 and
+Phi-3 saved by transformers (`config.json`, `model.safetensors`), a byte-level BPE tokenizer
 with Qwen 2's own pre-tokenizer regex and ChatML special tokens (trained here on a few lines:
 Qwen's real vocabulary cannot be downloaded here) and a ChatML chat template, and `logits.json`:
 transformers' float64 logits for 24 random ids, its float64 greedy continuation of them, and its
@@ -69,6 +69,10 @@ families = {
     # Qwen 3: per-head RMSNorm of q and k, a head wider than hidden / heads.
     "qwen3": (transformers.Qwen3Config, transformers.Qwen3ForCausalLM,
               dict(common, head_dim=16, attention_bias=False)),
+    # Phi-3: q, k, v fused into qkv_proj and gate, up into gate_up_proj (stored so).
+    "phi3": (transformers.Phi3Config, transformers.Phi3ForCausalLM,
+             dict(common, pad_token_id=0, bos_token_id=None, eos_token_id=None,
+                  original_max_position_embeddings=128, sliding_window=None)),
 }
 for name, (Config, Model, kwargs) in families.items():
     out = root / f"transformers_{name}"
@@ -96,6 +100,11 @@ for name, (Config, Model, kwargs) in families.items():
         logits = model(torch.tensor([ids])).logits[0]
         greedy = model.generate(torch.tensor([ids]), max_new_tokens=16, do_sample=False,
                                 eos_token_id=None, pad_token_id=0)[0, len(ids):]
+    if name == "phi3":
+        # llama.cpp's converter reads a Phi-3 vocabulary from tokenizer.model (SentencePiece)
+        # unless the config names the GPT-2 tokenizer, as Phi-4's does.
+        tc = json.loads((out / "tokenizer_config.json").read_text())
+        (out / "tokenizer_config.json").write_text(json.dumps({**tc, "tokenizer_class": "GPT2Tokenizer"}))
     (out / "logits.json").write_text(json.dumps({
         "transformers": transformers.__version__,
         "ids": ids,

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes tests/fixtures/gguf_qwen2/ and gguf_qwen3/: the transformers fixtures of
+"""Writes tests/fixtures/gguf_{qwen2,qwen3,phi3}/: the transformers fixtures of
 tools/make_family_fixtures.py converted by llama.cpp's own `convert_hf_to_gguf.py` (f32) and
 quantized by its `llama-quantize` (Q8_0), each with `logits.json`: transformers' float64 logits of
 the model whose weights are the GGUF's own, read back and dequantized by llama.cpp's `gguf`
@@ -76,7 +76,7 @@ def reference_logits(hf_dir: pathlib.Path, gguf_path: pathlib.Path, ids: list) -
         return model(torch.tensor([ids])).logits[0].tolist()
 
 
-for family in ["qwen2", "qwen3"]:
+for family in ["qwen2", "qwen3", "phi3"]:
     hf_dir = root / f"transformers_{family}"
     out = root / f"gguf_{family}"
     out.mkdir(exist_ok=True)

@@ -1,6 +1,6 @@
 //! Llama-family hyper-parameters, in the field names of Hugging Face `config.json`, with the
 //! families that differ from llama only in data: Qwen 2 / 2.5 (biases on q, k and v) and Qwen 3
-//! (a per-head RMSNorm of q and k).
+//! (a per-head RMSNorm of q and k), and Phi-3 (fused projections, split at load time).
 
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -131,9 +131,15 @@ impl LlamaConfig {
         self.model_type == "qwen3"
     }
 
+    /// Whether the checkpoint stores q, k, v as one `qkv_proj` and gate, up as one
+    /// `gate_up_proj` (rows stacked in that order): Phi-3. The loaders split them.
+    pub fn fused_projections(&self) -> bool {
+        self.model_type == "phi3"
+    }
+
     /// The model types this crate builds: llama and the families that differ from it only in
     /// the data above.
-    pub const MODEL_TYPES: [&'static str; 4] = ["llama", "mistral", "qwen2", "qwen3"];
+    pub const MODEL_TYPES: [&'static str; 5] = ["llama", "mistral", "qwen2", "qwen3", "phi3"];
 
     /// Key/value heads.
     pub fn kv_heads(&self) -> usize {

@@ -5,7 +5,7 @@ use crate::error::{Error, Result};
 use crate::model::config::{LlamaConfig, token_ids};
 use crate::model::llama::Llama;
 use crate::model::mapped;
-use crate::model::weights::{TensorSource, transpose};
+use crate::model::weights::{FusedPart, TensorSource, fused_part, take_rows, transpose};
 use crate::util::write_atomic;
 use burn::prelude::*;
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
@@ -18,6 +18,8 @@ pub struct SafetensorsDir {
     files: Vec<(PathBuf, memmap2::Mmap)>,
     /// Tensor name to index into `files`.
     index: HashMap<String, usize>,
+    /// The config, where its checkpoints fuse projections ([`SafetensorsDir::with_config`]).
+    fused: Option<LlamaConfig>,
 }
 
 impl std::fmt::Debug for SafetensorsDir {
@@ -89,11 +91,32 @@ impl SafetensorsDir {
             }
             files.push((path, mmap));
         }
-        Ok(Self { dir, files, index })
+        Ok(Self {
+            dir,
+            files,
+            index,
+            fused: None,
+        })
     }
 }
 
 impl SafetensorsDir {
+    /// The checkpoint of a model shaped by `config`: where it fuses projections (Phi-3's
+    /// `qkv_proj`, `gate_up_proj`), each projection a stored tensor lacks is read from its rows
+    /// of the fused one.
+    pub(crate) fn with_config(mut self, config: &LlamaConfig) -> Self {
+        self.fused = config.fused_projections().then(|| config.clone());
+        self
+    }
+
+    /// The fused matrix holding `name`, when the checkpoint stores it fused.
+    fn part(&self, name: &str) -> Option<FusedPart> {
+        if self.index.contains_key(name) {
+            return None;
+        }
+        fused_part(self.fused.as_ref()?, name)
+    }
+
     /// `f(view)` of tensor `name` in its file, or `Ok(None)` when there is none.
     fn view<T>(
         &self,
@@ -125,12 +148,21 @@ impl TensorSource for SafetensorsDir {
         self.index.keys().cloned().collect()
     }
     fn stored_name(&self, hf: &str) -> Option<String> {
-        Some(hf.to_string())
+        Some(self.part(hf).map_or_else(|| hf.to_string(), |p| p.fused))
     }
     fn shape(&self, name: &str) -> Result<Option<Vec<usize>>> {
+        if let Some(part) = self.part(name) {
+            let shape = self.view(&part.fused, |view| Ok(view.shape().to_vec()))?;
+            return Ok(shape.map(|s| [vec![part.rows.len()], s[1..].to_vec()].concat()));
+        }
         self.view(name, |view| Ok(view.shape().to_vec()))
     }
     fn tensor(&self, name: &str) -> Result<Option<(Vec<usize>, Vec<f32>)>> {
+        if let Some(part) = self.part(name) {
+            return Ok(self
+                .tensor(&part.fused)?
+                .and_then(|t| take_rows(t, &part.rows)));
+        }
         self.view(name, |view| {
             Ok((view.shape().to_vec(), f32_values(name, &view)?))
         })
@@ -280,6 +312,13 @@ fn check_llama_features(json: &serde_json::Value, model_type: &str) -> Result<()
         && act != "silu"
     {
         return unsupported(format!("hidden_act `{act}` (only `silu` is implemented)"));
+    }
+    if let Some(f) = json["partial_rotary_factor"].as_f64()
+        && f != 1.0
+    {
+        return unsupported(format!(
+            "`partial_rotary_factor: {f}` (RoPE over part of each head is not implemented)"
+        ));
     }
     if json["mlp_bias"].as_bool() == Some(true) {
         return unsupported("`mlp_bias: true` (MLP biases are not implemented)".into());

@@ -14,6 +14,7 @@ use burn::module::{Param, ParamId};
 use burn::prelude::*;
 use burn::tensor::{Distribution, FloatDType};
 use std::collections::HashSet;
+use std::ops::Range;
 use std::sync::Arc;
 
 /// Supplies parameters by Hugging Face name.
@@ -323,6 +324,55 @@ pub(crate) struct GgufSource {
     pub(crate) config: LlamaConfig,
 }
 
+/// Where a projection lives inside a fused matrix (Phi-3's `qkv_proj` and `gate_up_proj`): the
+/// fused matrix's Hugging Face name and the projection's rows in it.
+pub(crate) struct FusedPart {
+    pub(crate) fused: String,
+    pub(crate) rows: Range<usize>,
+}
+
+/// The part of a fused matrix that Hugging Face tensor `hf` is, for a config whose checkpoints
+/// fuse projections ([`LlamaConfig::fused_projections`]); `None` otherwise.
+pub(crate) fn fused_part(config: &LlamaConfig, hf: &str) -> Option<FusedPart> {
+    if !config.fused_projections() {
+        return None;
+    }
+    let rest = hf.strip_prefix("model.layers.")?;
+    let (i, rest) = rest.split_once('.')?;
+    let (q, kv) = (
+        config.num_attention_heads * config.head_dim(),
+        config.kv_heads() * config.head_dim(),
+    );
+    let ff = config.intermediate_size;
+    let (fused, rows) = match rest {
+        "self_attn.q_proj.weight" => ("self_attn.qkv_proj.weight", 0..q),
+        "self_attn.k_proj.weight" => ("self_attn.qkv_proj.weight", q..q + kv),
+        "self_attn.v_proj.weight" => ("self_attn.qkv_proj.weight", q + kv..q + 2 * kv),
+        "mlp.gate_proj.weight" => ("mlp.gate_up_proj.weight", 0..ff),
+        "mlp.up_proj.weight" => ("mlp.gate_up_proj.weight", ff..2 * ff),
+        _ => return None,
+    };
+    Some(FusedPart {
+        fused: format!("model.layers.{i}.{fused}"),
+        rows,
+    })
+}
+
+/// Rows `rows` of a row-major `[rows, cols]` tensor; `None` when it has fewer rows or another
+/// rank.
+pub(crate) fn take_rows(
+    (shape, data): (Vec<usize>, Vec<f32>),
+    rows: &Range<usize>,
+) -> Option<(Vec<usize>, Vec<f32>)> {
+    let [n, cols] = shape[..] else {
+        return None;
+    };
+    (rows.end <= n).then(|| {
+        let part = data[rows.start * cols..rows.end * cols].to_vec();
+        (vec![rows.len(), cols], part)
+    })
+}
+
 /// The GGUF name of a Hugging Face llama tensor name.
 pub fn gguf_name(hf: &str) -> Option<String> {
     Some(match hf {
@@ -343,6 +393,8 @@ pub fn gguf_name(hf: &str) -> Option<String> {
                 "self_attn.v_proj.bias" => "attn_v.bias",
                 "self_attn.o_proj.bias" => "attn_output.bias",
                 "self_attn.q_norm.weight" => "attn_q_norm.weight",
+                "self_attn.qkv_proj.weight" => "attn_qkv.weight",
+                "mlp.gate_up_proj.weight" => "ffn_up.weight",
                 "self_attn.k_norm.weight" => "attn_k_norm.weight",
                 "post_attention_layernorm.weight" => "ffn_norm.weight",
                 "mlp.gate_proj.weight" => "ffn_gate.weight",
@@ -387,16 +439,23 @@ impl GgufSource {
         products: Option<Products>,
         f16: bool,
     ) -> Result<Option<HostMatrix>> {
-        let Some(info) = gguf_name(name).and_then(|g| self.file.tensor_info(&g)) else {
+        let part = fused_part(&self.config, name);
+        let Some(info) = self
+            .stored_name(name)
+            .and_then(|g| self.file.tensor_info(&g))
+        else {
             return Ok(None);
         };
-        if info.shape() != [out, inp] {
+        let rows = part.as_ref().map_or(0..out, |p| p.rows.clone());
+        let fused_rows = part.as_ref().map_or(out, |_| info.shape()[0]);
+        if rows.len() != out || rows.end > fused_rows || info.shape() != [fused_rows, inp] {
             return Ok(None);
         }
         let Some(row_bytes) = info.dtype.bytes_for(inp) else {
             return Ok(None);
         };
-        let stored = self.file.tensor_bytes(info);
+        // A fused matrix's rows are whole blocks too: a part is a range of its bytes.
+        let stored = &self.file.tensor_bytes(info)[rows.start * row_bytes..rows.end * row_bytes];
         let moved;
         let bytes = match self.rope_heads(name, out) {
             Some(heads) => {
@@ -436,14 +495,31 @@ impl TensorSource for GgufSource {
             .collect()
     }
     fn stored_name(&self, hf: &str) -> Option<String> {
-        gguf_name(hf)
+        match fused_part(&self.config, hf) {
+            Some(part) => gguf_name(&part.fused),
+            None => gguf_name(hf),
+        }
     }
     fn shape(&self, name: &str) -> Result<Option<Vec<usize>>> {
-        Ok(gguf_name(name)
+        let shape = self
+            .stored_name(name)
             .and_then(|g| self.file.tensor_info(&g))
-            .map(|i| i.shape()))
+            .map(|i| i.shape());
+        Ok(match fused_part(&self.config, name) {
+            Some(part) => shape.map(|s| [vec![part.rows.len()], s[1..].to_vec()].concat()),
+            None => shape,
+        })
     }
     fn tensor(&self, name: &str) -> Result<Option<(Vec<usize>, Vec<f32>)>> {
+        if let Some(part) = fused_part(&self.config, name) {
+            let Some(g) = gguf_name(&part.fused) else {
+                return Ok(None);
+            };
+            return Ok(self
+                .file
+                .dequantize(&g)?
+                .and_then(|t| take_rows(t, &part.rows)));
+        }
         let Some(g) = gguf_name(name) else {
             return Ok(None);
         };
