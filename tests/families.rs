@@ -218,3 +218,26 @@ fn each_family_tokenizes_and_renders_chat_as_transformers_does() {
         }
     }
 }
+
+/// A SentencePiece vocabulary inside a GGUF (`tokenizer.ggml.model = llama`: Llama 2, Mistral,
+/// TinyLlama, Phi-3, Gemma): trained by `sentencepiece` in Llama 2's settings, written by
+/// llama.cpp's converter (`tools/make_spm_fixture.py`); sentencepiece's own ids (BOS first)
+/// for unicode the pieces do not cover (byte fallback), runs of spaces, code and digits, and
+/// the text back.
+#[test]
+fn a_sentencepiece_vocabulary_in_a_gguf_tokenizes_as_sentencepiece_does() {
+    let want = fixture("gguf_spm/ids.json");
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gguf_spm/vocab.f32.gguf");
+    let m = msn::load::<B>(path.to_str().unwrap(), &Default::default()).unwrap();
+    assert!(m.tokenizer.add_bos);
+    let bos = want["bos"].as_u64().unwrap() as u32;
+    let texts = want["texts"].as_array().unwrap();
+    for (text, ids) in texts.iter().zip(want["ids"].as_array().unwrap()) {
+        let text = text.as_str().unwrap();
+        let got = m.tokenizer.encode(text).unwrap();
+        let expect = [vec![bos], common::ids(ids)].concat();
+        assert_eq!(got, expect, "{text:?}");
+        assert_eq!(m.tokenizer.decode(&got[1..]).unwrap(), text, "{text:?}");
+    }
+}

@@ -20,6 +20,7 @@ pub(crate) mod lora;
 mod mapped;
 pub(crate) mod quant;
 pub(crate) mod rope;
+mod spm_vocab;
 pub(crate) mod tokenizer;
 pub(crate) mod weights;
 

@@ -3,6 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::model::gguf::{GgufHeader, MetaValue};
+use crate::model::spm_vocab::spm_tokenizer;
 use serde::Serialize;
 use std::path::Path;
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
@@ -111,6 +112,41 @@ fn strings(h: &GgufHeader, key: &str) -> Result<Vec<String>> {
         .collect()
 }
 
+/// A byte-level BPE vocabulary (`tokenizer.ggml.model = gpt2`) with its pre-tokenizer, and
+/// whether llama.cpp adds BOS when the file does not say (the Llama 3 group does).
+fn byte_level_bpe(h: &GgufHeader, tokens: &[String]) -> Result<(tokenizers::Tokenizer, bool)> {
+    let merges = strings(h, "tokenizer.ggml.merges")?;
+    let vocab: tokenizers::models::bpe::Vocab = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.clone(), i as u32))
+        .collect();
+    let merges = merges
+        .iter()
+        .map(|m| {
+            m.split_once(' ')
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .ok_or_else(|| Error::Tokenizer(format!("malformed merge `{m}`")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let pre = h
+        .get("tokenizer.ggml.pre")
+        .and_then(MetaValue::as_str)
+        .unwrap_or("");
+    // llama.cpp's Llama 3 group: a word already in the vocabulary is one token, whatever
+    // the merges say, and BOS is added unless the file says otherwise.
+    let llama3 = matches!(pre, "llama-bpe" | "llama3" | "llama-v3");
+    let bpe = BPE::builder()
+        .vocab_and_merges(vocab, merges)
+        .ignore_merges(llama3)
+        .build()
+        .map_err(tk_err)?;
+    let mut inner = tokenizers::Tokenizer::new(bpe);
+    inner.with_pre_tokenizer(Some(pre_tokenizer_for(pre)?));
+    inner.with_decoder(Some(ByteLevelDecoder::default()));
+    Ok((inner, llama3))
+}
+
 impl Tokenizer {
     /// Builds the tokenizer described by GGUF metadata (`tokenizer.ggml.*`).
     ///
@@ -125,46 +161,22 @@ impl Tokenizer {
             .get("tokenizer.ggml.model")
             .and_then(MetaValue::as_str)
             .unwrap_or("");
-        if model != "gpt2" {
-            return Err(Error::Tokenizer(format!(
-                "GGUF tokenizer model `{model}` is not supported (byte-level BPE `gpt2` is); load the Hugging Face directory with its tokenizer.json instead"
-            )));
-        }
         let tokens = strings(h, "tokenizer.ggml.tokens")?;
-        let merges = strings(h, "tokenizer.ggml.merges")?;
         let types: Vec<u64> = h
             .get("tokenizer.ggml.token_type")
             .and_then(MetaValue::as_array)
             .map(|a| a.iter().map(|v| v.as_u64().unwrap_or(1)).collect())
             .unwrap_or_default();
-        let vocab: tokenizers::models::bpe::Vocab = tokens
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.clone(), i as u32))
-            .collect();
-        let merges = merges
-            .iter()
-            .map(|m| {
-                m.split_once(' ')
-                    .map(|(a, b)| (a.to_string(), b.to_string()))
-                    .ok_or_else(|| Error::Tokenizer(format!("malformed merge `{m}`")))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let pre = h
-            .get("tokenizer.ggml.pre")
-            .and_then(MetaValue::as_str)
-            .unwrap_or("");
-        // llama.cpp's Llama 3 group: a word already in the vocabulary is one token, whatever
-        // the merges say, and BOS is added unless the file says otherwise.
-        let llama3 = matches!(pre, "llama-bpe" | "llama3" | "llama-v3");
-        let bpe = BPE::builder()
-            .vocab_and_merges(vocab, merges)
-            .ignore_merges(llama3)
-            .build()
-            .map_err(tk_err)?;
-        let mut inner = tokenizers::Tokenizer::new(bpe);
-        inner.with_pre_tokenizer(Some(pre_tokenizer_for(pre)?));
-        inner.with_decoder(Some(ByteLevelDecoder::default()));
+        // What llama.cpp does when the file does not say whether to add BOS.
+        let (mut inner, add_bos_default) = match model {
+            "gpt2" => byte_level_bpe(h, &tokens)?,
+            "llama" => (spm_tokenizer(h, &tokens, &types)?, true),
+            other => {
+                return Err(Error::Tokenizer(format!(
+                    "GGUF tokenizer model `{other}` is not supported (byte-level BPE `gpt2` and SentencePiece `llama` are); load the Hugging Face directory with its tokenizer.json instead"
+                )));
+            }
+        };
         let special: Vec<AddedToken> = tokens
             .iter()
             .zip(types.iter().chain(std::iter::repeat(&1)))
@@ -184,7 +196,7 @@ impl Tokenizer {
             add_bos: h
                 .get("tokenizer.ggml.add_bos_token")
                 .and_then(MetaValue::as_bool)
-                .unwrap_or(llama3),
+                .unwrap_or(add_bos_default),
             chat_template: h
                 .get("tokenizer.chat_template")
                 .and_then(MetaValue::as_str)
