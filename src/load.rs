@@ -467,7 +467,10 @@ pub(crate) fn config_from_gguf(h: &GgufHeader) -> Result<LlamaConfig> {
         .and_then(MetaValue::as_str)
         .ok_or_else(|| Error::InvalidConfig("GGUF has no general.architecture".into()))?;
     // llama.cpp's architecture names are Hugging Face's model types for these families.
-    if !matches!(arch, "llama" | "qwen2" | "qwen3" | "phi3") {
+    if !matches!(
+        arch,
+        "llama" | "qwen2" | "qwen3" | "phi3" | "gemma" | "gemma2" | "gemma3"
+    ) {
         return Err(Error::UnsupportedArchitecture(arch.to_string()));
     }
     let num = |k: &str| -> Result<u64> {
@@ -477,6 +480,7 @@ pub(crate) fn config_from_gguf(h: &GgufHeader) -> Result<LlamaConfig> {
     };
     let float = |k: &str| h.get(&format!("{arch}.{k}")).and_then(MetaValue::as_f64);
     let heads = num("attention.head_count")? as usize;
+    let layers = num("block_count")? as usize;
     let hidden = num("embedding_length")? as usize;
     let vocab = match num("vocab_size") {
         Ok(v) => v as usize,
@@ -521,7 +525,7 @@ pub(crate) fn config_from_gguf(h: &GgufHeader) -> Result<LlamaConfig> {
         vocab_size: vocab,
         hidden_size: hidden,
         intermediate_size: num("feed_forward_length")? as usize,
-        num_hidden_layers: num("block_count")? as usize,
+        num_hidden_layers: layers,
         num_attention_heads: heads,
         num_key_value_heads: Some(
             num("attention.head_count_kv")
@@ -547,16 +551,40 @@ pub(crate) fn config_from_gguf(h: &GgufHeader) -> Result<LlamaConfig> {
                 "qwen2" => "Qwen2ForCausalLM",
                 "qwen3" => "Qwen3ForCausalLM",
                 "phi3" => "Phi3ForCausalLM",
+                "gemma" => "GemmaForCausalLM",
+                "gemma2" => "Gemma2ForCausalLM",
+                "gemma3" => "Gemma3ForCausalLM",
                 _ => "LlamaForCausalLM",
             }
             .into(),
         ],
-        model_type: arch.into(),
+        model_type: match arch {
+            "gemma3" => "gemma3_text".into(),
+            _ => arch.into(),
+        },
         // llama.cpp's llama has no biases; Qwen 2's follow from its type.
         attention_bias: false,
+        query_pre_attn_scalar: gemma_query_scalar(arch, layers, hidden, heads),
+        attn_logit_softcapping: float("attn_logit_softcapping"),
+        final_logit_softcapping: float("final_logit_softcapping"),
+        sliding_window: num("attention.sliding_window").ok().map(|w| w as usize),
+        // llama.cpp's layer patterns (Gemma 2: even layers slide; Gemma 3: five of six).
+        layer_types: None,
+        sliding_window_pattern: (arch == "gemma3").then_some(6),
+        // llama.cpp's fixed base for Gemma 3's sliding layers.
+        rope_local_base_freq: (arch == "gemma3").then_some(10_000.0),
     };
     config.validate()?;
     Ok(config)
+}
+
+/// The attention scale llama.cpp gives Gemma 2 and 3 (the GGUF does not state it): by
+/// `hidden / heads` for the 27B models (46 and 62 layers), by the head width otherwise.
+fn gemma_query_scalar(arch: &str, layers: usize, hidden: usize, heads: usize) -> Option<f64> {
+    match (arch, layers) {
+        ("gemma2", 46) | ("gemma3", 62) => Some((hidden / heads.max(1)) as f64),
+        _ => None,
+    }
 }
 
 #[cfg(test)]

@@ -95,8 +95,8 @@ proptest! {
         candidates in 0usize..3,
         // The host kernels (CPU fast path) or the backend's matmuls.
         host in any::<bool>(),
-        // The model family: llama, Qwen 2 (q/k/v biases), Qwen 3 (q/k norms).
-        family in prop::sample::select(vec!["llama", "qwen2", "qwen3"]),
+        // The model family: llama, Qwen 2 (q/k/v biases), Qwen 3 (q/k norms), Gemma 2 / 3.
+        family in prop::sample::select(vec!["llama", "qwen2", "qwen3", "gemma2", "gemma3_text"]),
     ) {
         let mut prompt: Vec<u32> = phrase.iter().cycle().take(phrase.len() * reps).copied().collect();
         for &(at, t) in &edits {
@@ -199,7 +199,7 @@ proptest! {
         candidates in 0usize..3,
         tr in any::<bool>(),
         host in any::<bool>(),
-        family in prop::sample::select(vec!["llama", "qwen2", "qwen3"]),
+        family in prop::sample::select(vec!["llama", "qwen2", "qwen3", "gemma2", "gemma3_text"]),
     ) {
         // Repeated phrases, so retrieval drafts exist.
         let prompts: Vec<Vec<u32>> = prompts

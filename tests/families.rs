@@ -11,7 +11,7 @@ use msn::{
 };
 use std::path::PathBuf;
 
-const FAMILIES: [&str; 3] = ["qwen2", "qwen3", "phi3"];
+const FAMILIES: [&str; 5] = ["qwen2", "qwen3", "phi3", "gemma2", "gemma3_text"];
 
 fn dir(family: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/transformers_{family}"))
@@ -74,12 +74,13 @@ fn each_family_matches_transformers_float64_logits() {
     }
 }
 
-/// Leaving out what a family adds (Qwen 2's biases, Qwen 3's q/k norms) moves the logits far past
-/// the tolerance above: the check above sees them. (Phi-3 adds no arithmetic: its fused
-/// matrices are split at load time, and a wrong split fails the check above.)
+/// Leaving out what a family adds (Qwen 2's biases, Qwen 3's and Gemma 3's q/k norms, Gemma's
+/// norms of the sublayers' outputs) moves the logits far past the tolerance above: the check
+/// above sees them. (Phi-3 adds no arithmetic: its fused matrices are split at load time, and a
+/// wrong split fails the check above; Gemma's soft caps and windows are checked by mutation.)
 #[test]
 fn what_each_family_adds_changes_the_logits() {
-    for family in ["qwen2", "qwen3"] {
+    for family in ["qwen2", "qwen3", "gemma2", "gemma3_text"] {
         let (ids, want, _) = reference(family);
         let [(_, mut m), _] = both_engines(family);
         for b in &mut m.layers {
@@ -89,6 +90,8 @@ fn what_each_family_adds_changes_the_logits() {
             }
             a.q_norm = None;
             a.k_norm = None;
+            b.attn_out_norm = None;
+            b.mlp_out_norm = None;
         }
         let got = logits(&m, &ids);
         let worst = got

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Writes tests/fixtures/transformers_{qwen2,qwen3,phi3}/: a tiny random Qwen 2, Qwen 3 and
-Phi-3 saved by transformers (`config.json`, `model.safetensors`), a byte-level BPE tokenizer
+"""Writes tests/fixtures/transformers_{qwen2,qwen3,phi3,gemma2,gemma3_text}/: tiny random Qwen 2,
+Qwen 3, Phi-3, Gemma 2 and Gemma 3 models saved by transformers (`config.json`, `model.safetensors`), a byte-level BPE tokenizer
 with Qwen 2's own pre-tokenizer regex and ChatML special tokens (trained here on a few lines:
 Qwen's real vocabulary cannot be downloaded here) and a ChatML chat template, and `logits.json`:
 transformers' float64 logits for 24 random ids, its float64 greedy continuation of them, and its
@@ -73,12 +73,34 @@ families = {
     "phi3": (transformers.Phi3Config, transformers.Phi3ForCausalLM,
              dict(common, pad_token_id=0, bos_token_id=None, eos_token_id=None,
                   original_max_position_embeddings=128, sliding_window=None)),
+    # Gemma 2: (1 + w) norms, scaled embedding, GELU gate, norms around both sublayers, scores
+    # scaled by query_pre_attn_scalar and soft-capped, logits soft-capped, every other layer
+    # attending to a window of 4 positions (short, so the 24-token prompt crosses it).
+    "gemma2": (transformers.Gemma2Config, transformers.Gemma2ForCausalLM,
+               dict(common, num_hidden_layers=4, head_dim=16, query_pre_attn_scalar=12,
+                    attn_logit_softcapping=5.0, final_logit_softcapping=3.0, sliding_window=4,
+                    hidden_activation="gelu_pytorch_tanh", tie_word_embeddings=True,
+                    pad_token_id=0, bos_token_id=None, eos_token_id=None,
+                    # Gemma 2's base (llama.cpp's converter does not write one for Gemma 2).
+                    rope_parameters={"rope_type": "default", "rope_theta": 10000.0})),
+    # Gemma 3 (text): Gemma 2 without soft caps, with per-head q/k norms, five sliding layers of
+    # six, their own RoPE base, and linear RoPE scaling on the global layer.
+    "gemma3_text": (transformers.Gemma3TextConfig, transformers.Gemma3ForCausalLM,
+                    dict(common, num_hidden_layers=6, head_dim=16, query_pre_attn_scalar=16,
+                         sliding_window=4, hidden_activation="gelu_pytorch_tanh",
+                         tie_word_embeddings=True, pad_token_id=0, bos_token_id=None,
+                         eos_token_id=None, rope_parameters={
+                             "full_attention": {"rope_type": "linear", "factor": 8.0,
+                                                "rope_theta": 1000000.0},
+                             "sliding_attention": {"rope_type": "default",
+                                                   "rope_theta": 10000.0}})),
 }
 for name, (Config, Model, kwargs) in families.items():
     out = root / f"transformers_{name}"
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(2406_17404)
-    model = Model(Config(**kwargs)).eval()
+    model = Model._from_config(
+        Config(**kwargs), attn_implementation="eager").eval()
     with torch.no_grad():
         for pname, p in model.named_parameters():
             if pname.endswith(".bias"):

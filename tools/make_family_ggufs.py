@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes tests/fixtures/gguf_{qwen2,qwen3,phi3}/: the transformers fixtures of
+"""Writes tests/fixtures/gguf_{qwen2,qwen3,phi3,gemma2,gemma3_text}/: the transformers fixtures of
 tools/make_family_fixtures.py converted by llama.cpp's own `convert_hf_to_gguf.py` (f32) and
 quantized by its `llama-quantize` (Q8_0), each with `logits.json`: transformers' float64 logits of
 the model whose weights are the GGUF's own, read back and dequantized by llama.cpp's `gguf`
@@ -44,6 +44,8 @@ def no_sentencepiece(self):
     raise FileNotFoundError("no tokenizer.model")
 base.TextModel._set_vocab_sentencepiece = no_sentencepiece
 base.TextModel.get_vocab_base_pre = lambda self, tokenizer: "qwen2"
+from conversion import gemma
+gemma.Gemma2Model.set_vocab = base.TextModel._set_vocab_gpt2
 convert_hf_to_gguf.main()
 """
     subprocess.run([sys.executable, "-c", code], check=True, cwd=src)
@@ -51,7 +53,14 @@ convert_hf_to_gguf.main()
 
 def reference_logits(hf_dir: pathlib.Path, gguf_path: pathlib.Path, ids: list) -> list:
     """transformers' float64 logits with every weight replaced by the GGUF's, dequantized."""
-    model = transformers.AutoModelForCausalLM.from_pretrained(hf_dir).double().eval()
+    # llama.cpp scales Gemma's attention scores by head_dim^-1/2 (hidden / heads for the 27B
+    # models): the GGUF does not carry query_pre_attn_scalar, so its reference uses that.
+    config = transformers.AutoConfig.from_pretrained(hf_dir)
+    extra = {}
+    if config.model_type.startswith("gemma"):
+        extra["query_pre_attn_scalar"] = config.head_dim
+    model = transformers.AutoModelForCausalLM.from_pretrained(
+        hf_dir, attn_implementation="eager", **extra).double().eval()
     reader = gguf.GGUFReader(gguf_path)
     stored = {t.name: t for t in reader.tensors}
     arch = reader.fields["general.architecture"]
@@ -68,6 +77,8 @@ def reference_logits(hf_dir: pathlib.Path, gguf_path: pathlib.Path, ids: list) -
             raise SystemExit(f"{hf_name}: not in {gguf_path.name}")
         t = stored[f"{g}.{suffix}"]
         w = gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float64)
+        if model.config.model_type.startswith("gemma") and hf_name.endswith("norm.weight"):
+            w = w - 1.0  # llama.cpp stores Gemma's 1 + w
         state[hf_name] = torch.from_numpy(w.reshape(value.shape).copy())
     model.load_state_dict(state)
     if model.config.tie_word_embeddings:
@@ -76,7 +87,7 @@ def reference_logits(hf_dir: pathlib.Path, gguf_path: pathlib.Path, ids: list) -
         return model(torch.tensor([ids])).logits[0].tolist()
 
 
-for family in ["qwen2", "qwen3", "phi3"]:
+for family in ["qwen2", "qwen3", "phi3", "gemma2", "gemma3_text"]:
     hf_dir = root / f"transformers_{family}"
     out = root / f"gguf_{family}"
     out.mkdir(exist_ok=True)

@@ -88,6 +88,30 @@ pub struct LlamaConfig {
     /// q, k and v biases without saying so, see [`LlamaConfig::qkv_bias`]).
     #[serde(default)]
     pub attention_bias: bool,
+    /// Gemma 2 / 3: attention scores are scaled by `query_pre_attn_scalar^-1/2` instead of
+    /// `head_dim^-1/2`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query_pre_attn_scalar: Option<f64>,
+    /// Gemma 2: attention scores pass through `cap * tanh(score / cap)` before the softmax.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attn_logit_softcapping: Option<f64>,
+    /// Gemma 2: logits pass through `cap * tanh(logit / cap)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_logit_softcapping: Option<f64>,
+    /// Gemma 2 / 3: the attention window of the sliding layers ([`LlamaConfig::layer_window`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sliding_window: Option<usize>,
+    /// Per layer, `sliding_attention` or `full_attention` (transformers 5; Gemma 2 and 3 without
+    /// it: every other layer, and five of each six, slide).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layer_types: Option<Vec<String>>,
+    /// Gemma 3: one layer in this many attends globally (transformers 4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sliding_window_pattern: Option<usize>,
+    /// Gemma 3: the RoPE base of the sliding layers (the global ones use `rope_theta` and
+    /// `rope_scaling`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rope_local_base_freq: Option<f64>,
 }
 
 impl LlamaConfig {
@@ -111,6 +135,13 @@ impl LlamaConfig {
             architectures: default_arch(),
             model_type: default_model_type(),
             attention_bias: false,
+            query_pre_attn_scalar: None,
+            attn_logit_softcapping: None,
+            final_logit_softcapping: None,
+            sliding_window: None,
+            layer_types: None,
+            sliding_window_pattern: None,
+            rope_local_base_freq: None,
         }
     }
 
@@ -126,9 +157,9 @@ impl LlamaConfig {
     }
 
     /// Whether q and k pass through an RMSNorm over each head (of `head_dim` values, one gain
-    /// vector shared by the heads) before RoPE: Qwen 3.
+    /// vector shared by the heads) before RoPE: Qwen 3, Gemma 3.
     pub fn qk_norm(&self) -> bool {
-        self.model_type == "qwen3"
+        matches!(self.model_type.as_str(), "qwen3" | "gemma3_text")
     }
 
     /// Whether the checkpoint stores q, k, v as one `qkv_proj` and gate, up as one
@@ -137,9 +168,50 @@ impl LlamaConfig {
         self.model_type == "phi3"
     }
 
+    /// Gemma 1 / 2 / 3: RMSNorm gains stored as `w` and applied as `1 + w` in Hugging Face
+    /// checkpoints (llama.cpp's converter stores `1 + w`), the embedding scaled by
+    /// `sqrt(hidden_size)`, and a GELU (tanh) gate instead of SiLU.
+    pub fn gemma(&self) -> bool {
+        matches!(self.model_type.as_str(), "gemma" | "gemma2" | "gemma3_text")
+    }
+
+    /// Gemma 2 / 3: RMSNorms also after attention and after the MLP, before each residual add.
+    pub fn sandwich_norms(&self) -> bool {
+        matches!(self.model_type.as_str(), "gemma2" | "gemma3_text")
+    }
+
+    /// The factor on each attention score: `query_pre_attn_scalar^-1/2`, else `head_dim^-1/2`.
+    pub fn attn_scale(&self) -> f64 {
+        1.0 / self
+            .query_pre_attn_scalar
+            .unwrap_or(self.head_dim() as f64)
+            .sqrt()
+    }
+
+    /// The attention window of layer `layer` (a query sees the keys of the last `window`
+    /// positions, itself included), or `None` for global attention.
+    pub fn layer_window(&self, layer: usize) -> Option<usize> {
+        let window = self.sliding_window.filter(|_| self.sandwich_norms())?;
+        let sliding = match &self.layer_types {
+            Some(types) => types.get(layer).is_some_and(|t| t == "sliding_attention"),
+            None if self.model_type == "gemma2" => layer % 2 == 0,
+            None => !(layer + 1).is_multiple_of(self.sliding_window_pattern.unwrap_or(6).max(1)),
+        };
+        sliding.then_some(window)
+    }
+
     /// The model types this crate builds: llama and the families that differ from it only in
     /// the data above.
-    pub const MODEL_TYPES: [&'static str; 5] = ["llama", "mistral", "qwen2", "qwen3", "phi3"];
+    pub const MODEL_TYPES: [&'static str; 8] = [
+        "llama",
+        "mistral",
+        "qwen2",
+        "qwen3",
+        "phi3",
+        "gemma",
+        "gemma2",
+        "gemma3_text",
+    ];
 
     /// Key/value heads.
     pub fn kv_heads(&self) -> usize {

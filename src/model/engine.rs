@@ -18,6 +18,7 @@
 //! (there is no float near-tie that could flip an argmax between the two).
 
 use crate::model::cache::HostKv;
+use crate::model::family_ops::key_positions;
 use crate::model::host::{HostConsts, HostWeights, matmul_many};
 use crate::model::hot_pool;
 use std::sync::Mutex;
@@ -63,20 +64,29 @@ pub(crate) fn forward(
         "position id past the model's {} positions",
         c.max_positions()
     );
-    let attn = Attn {
-        c,
-        mask,
-        batch,
-        t,
-        past,
-        capacity,
-    };
+    if let Some(scale) = c.embed_scale {
+        x.iter_mut().for_each(|v| *v *= scale);
+    }
     for (l, blk) in w.blocks.iter().enumerate() {
+        let extra = &c.extra[l];
+        let attn = Attn {
+            c,
+            mask,
+            positions,
+            window: extra.window,
+            batch,
+            t,
+            past,
+            capacity,
+        };
+        let (cos, sin) = match (&c.local_rope, extra.window) {
+            (Some((cos, sin)), Some(_)) => (cos, sin),
+            _ => (&c.cos, &c.sin),
+        };
         let h = rms_norm(&x, &c.attn_norm[l], c.eps, d);
         let [mut q, mut k, mut v]: [Vec<f32>; 3] = matmul_many(&[&blk.q, &blk.k, &blk.v], &h, n)
             .try_into()
             .expect("three products");
-        let extra = &c.attn_extra[l];
         add_bias(&mut q, extra.q_bias.as_deref());
         add_bias(&mut k, extra.k_bias.as_deref());
         add_bias(&mut v, extra.v_bias.as_deref());
@@ -84,8 +94,8 @@ pub(crate) fn forward(
             q = rms_norm(&q, qn, c.eps, hd);
             k = rms_norm(&k, kn, c.eps, hd);
         }
-        rope(&mut q, positions, c.heads, hd, &c.cos, &c.sin);
-        rope(&mut k, positions, c.kv_heads, hd, &c.cos, &c.sin);
+        rope(&mut q, positions, c.heads, hd, cos, sin);
+        rope(&mut k, positions, c.kv_heads, hd, cos, sin);
         for r in 0..batch {
             for i in 0..t {
                 let row = r * t + i;
@@ -100,14 +110,17 @@ pub(crate) fn forward(
         let a = attn.run(&q, &kv.k[l], &kv.v[l], kv);
         let mut o = blk.o.matmul(&a, n);
         add_bias(&mut o, extra.o_bias.as_deref());
-        add(&mut x, &o);
+        add_normed(&mut x, o, extra.attn_out_norm.as_deref(), c.eps, d);
         let h = rms_norm(&x, &c.mlp_norm[l], c.eps, d);
         let [mut g, u]: [Vec<f32>; 2] = matmul_many(&[&blk.gate, &blk.up], &h, n)
             .try_into()
             .expect("two products");
-        swiglu(&mut g, &u);
+        match c.gelu {
+            true => geglu(&mut g, &u),
+            false => swiglu(&mut g, &u),
+        }
         let down = blk.down.matmul(&g, n);
-        add(&mut x, &down);
+        add_normed(&mut x, down, extra.mlp_out_norm.as_deref(), c.eps, d);
     }
     rms_norm(&x, &c.final_norm, c.eps, d)
 }
@@ -115,6 +128,26 @@ pub(crate) fn forward(
 fn add(x: &mut [f32], y: &[f32]) {
     for (a, b) in x.iter_mut().zip(y) {
         *a += b;
+    }
+}
+
+/// Adds `y` to `x`, through the RMSNorm of gains `norm` first where there is one (Gemma 2 / 3's
+/// norms of a sublayer's output).
+fn add_normed(x: &mut [f32], y: Vec<f32>, norm: Option<&[f32]>, eps: f64, d: usize) {
+    match norm {
+        Some(g) => add(x, &rms_norm(&y, g, eps, d)),
+        None => add(x, &y),
+    }
+}
+
+/// `g = gelu_tanh(g) * u` (Gemma's gate), elementwise: PyTorch's `gelu(approximate="tanh")`,
+/// `0.5 g (1 + tanh(sqrt(2 / pi) (g + 0.044715 g^3)))`.
+fn geglu(g: &mut [f32], u: &[f32]) {
+    assert_eq!(g.len(), u.len());
+    let k = (2.0 / std::f64::consts::PI).sqrt() as f32;
+    for (a, &b) in g.iter_mut().zip(u) {
+        let x = *a;
+        *a = 0.5 * x * (1.0 + (k * (x + 0.044715 * x * x * x)).tanh()) * b;
     }
 }
 
@@ -159,6 +192,10 @@ fn rope(x: &mut [f32], positions: &[usize], heads: usize, hd: usize, cos: &[f32]
 struct Attn<'a> {
     c: &'a HostConsts,
     mask: Option<&'a [bool]>,
+    /// Position of each new token, `[batch * t]`.
+    positions: &'a [usize],
+    /// A sliding layer's window: keys this many positions or more behind a query are hidden.
+    window: Option<usize>,
     batch: usize,
     t: usize,
     past: usize,
@@ -215,14 +252,20 @@ impl Attn<'_> {
 
     /// The keys query token `i` of batch row `r` sees, in order.
     fn keys(&self, r: usize, i: usize) -> Vec<usize> {
-        let (t, s) = (self.t, self.past + self.t);
-        match self.mask {
+        let (t, s, past) = (self.t, self.past + self.t, self.past);
+        let mut keys: Vec<usize> = match self.mask {
             Some(m) => {
                 let mr = &m[(r * t + i) * s..(r * t + i + 1) * s];
                 (0..s).filter(|&j| !mr[j]).collect()
             }
-            None => (0..=self.past + i).collect(),
+            None => (0..=past + i).collect(),
+        };
+        if let Some(w) = self.window {
+            let pos = &self.positions[r * t..(r + 1) * t];
+            let mut at = key_positions(pos, past);
+            keys.retain(|&j| pos[i] < at(j) + w);
         }
+        keys
     }
 
     /// The outputs `[queries, hd]` of the group-`g` queries `queries` of batch row `r` (query
@@ -242,7 +285,7 @@ impl Attn<'_> {
         let c = self.c;
         let (h, hd, t) = (c.heads, c.head_dim, self.t);
         let rep = h / c.kv_heads;
-        let scale = (1.0 / (hd as f64).sqrt()) as f32;
+        let scale = c.attn_scale;
         let base = kv.at(self.capacity, r, g, 0);
         // The heads of a token see the same keys: one list per token, shared by its heads.
         let first_token = queries.start / rep;
@@ -272,6 +315,9 @@ impl Attn<'_> {
         let mut sums = vec![0f32; lists.len()];
         for (n, ((qv, p), l)) in qvs.iter().zip(ps.iter_mut()).zip(&lists).enumerate() {
             scores(qv, k, base, &l[common..], hd, scale, p);
+            if let Some(cap) = c.softcap {
+                p.iter_mut().for_each(|x| *x = cap * (*x / cap).tanh());
+            }
             if !l.is_empty() {
                 sums[n] = softmax_numerators(p);
             }

@@ -20,6 +20,8 @@ pub struct SafetensorsDir {
     index: HashMap<String, usize>,
     /// The config, where its checkpoints fuse projections ([`SafetensorsDir::with_config`]).
     fused: Option<LlamaConfig>,
+    /// Gemma: norm gains are stored as `w` for `1 + w`; read as `1 + w`.
+    norm_shift: bool,
 }
 
 impl std::fmt::Debug for SafetensorsDir {
@@ -96,6 +98,7 @@ impl SafetensorsDir {
             files,
             index,
             fused: None,
+            norm_shift: false,
         })
     }
 }
@@ -106,6 +109,7 @@ impl SafetensorsDir {
     /// of the fused one.
     pub(crate) fn with_config(mut self, config: &LlamaConfig) -> Self {
         self.fused = config.fused_projections().then(|| config.clone());
+        self.norm_shift = config.gemma();
         self
     }
 
@@ -163,8 +167,13 @@ impl TensorSource for SafetensorsDir {
                 .tensor(&part.fused)?
                 .and_then(|t| take_rows(t, &part.rows)));
         }
+        let shift = self.norm_shift && name.ends_with("norm.weight");
         self.view(name, |view| {
-            Ok((view.shape().to_vec(), f32_values(name, &view)?))
+            let mut v = f32_values(name, &view)?;
+            if shift {
+                v.iter_mut().for_each(|x| *x += 1.0);
+            }
+            Ok((view.shape().to_vec(), v))
         })
     }
 }
@@ -224,8 +233,10 @@ pub fn read_config(dir: &Path) -> Result<LlamaConfig> {
         return Err(Error::UnsupportedArchitecture(config.model_type.clone()));
     }
     check_llama_features(&json, &config.model_type)?;
-    // Qwen 2 and 3 state a window they use only with `use_sliding_window: true`.
-    let window_used = json["use_sliding_window"].as_bool() != Some(false);
+    // Qwen 2 and 3 state a window they use only with `use_sliding_window: true`; Gemma 2 and 3
+    // slide some layers only, which the model does itself (`LlamaConfig::layer_window`).
+    let window_used =
+        json["use_sliding_window"].as_bool() != Some(false) && !config.sandwich_norms();
     if let Some(window) = json["sliding_window"].as_u64().filter(|_| window_used) {
         let window = usize::try_from(window).unwrap_or(usize::MAX);
         config.max_position_embeddings = config.max_position_embeddings.min(window);
@@ -255,6 +266,23 @@ pub(crate) fn generation_eos_ids(dir: &Path) -> Result<Vec<u32>> {
 /// a top-level `rope_theta` and `rope_scaling`; both layouts read the same, and a config stating
 /// both must agree. A `rope_type` of `"default"` means no scaling.
 fn normalize_rope(json: &mut serde_json::Value) -> Result<()> {
+    // Gemma 3 in transformers 5: one set per layer type; the global layers' is the model's,
+    // the sliding layers' base is `rope_local_base_freq` (their scaling must be none).
+    if let Some(by_type) = json["rope_parameters"]
+        .as_object()
+        .filter(|o| o.contains_key("full_attention"))
+        .cloned()
+    {
+        if let Some(local) = by_type.get("sliding_attention") {
+            if rope_type(local).is_some_and(|t| t != "default") {
+                return Err(Error::InvalidConfig(format!(
+                    "RoPE scaling on sliding layers is not implemented: {local}"
+                )));
+            }
+            json["rope_local_base_freq"] = local["rope_theta"].clone();
+        }
+        json["rope_parameters"] = by_type["full_attention"].clone();
+    }
     let params = json["rope_parameters"].take();
     if !params.is_null() {
         let Some(obj) = params.as_object().filter(|o| o.contains_key("rope_type")) else {
@@ -308,10 +336,22 @@ fn check_llama_features(json: &serde_json::Value, model_type: &str) -> Result<()
             "{model_type} with {what}"
         )))
     };
-    if let Some(act) = json["hidden_act"].as_str()
-        && act != "silu"
-    {
-        return unsupported(format!("hidden_act `{act}` (only `silu` is implemented)"));
+    let gemma = model_type.starts_with("gemma");
+    for key in ["hidden_act", "hidden_activation"] {
+        let Some(act) = json[key].as_str() else {
+            continue;
+        };
+        // Gemma's gate is GELU with the tanh approximation (transformers uses it for Gemma
+        // whatever `hidden_act` says).
+        let ok = match gemma {
+            true => act.starts_with("gelu"),
+            false => act == "silu",
+        };
+        if !ok {
+            return unsupported(format!(
+                "{key} `{act}` (implemented: silu; gelu_pytorch_tanh for Gemma)"
+            ));
+        }
     }
     if let Some(f) = json["partial_rotary_factor"].as_f64()
         && f != 1.0
@@ -385,22 +425,27 @@ pub fn named_tensors<B: Backend>(model: &Llama<B>) -> Vec<(String, Vec<usize>, V
                 out.push((format!("{p}{name}"), vec![v.len()], v));
             }
         }
-        let head_norms = [
+        // Gemma 2 / 3 name the norm before the MLP `pre_feedforward_layernorm`, and the one
+        // after attention `post_attention_layernorm`.
+        let pre_mlp = match b.attn_out_norm.is_some() {
+            true => "pre_feedforward_layernorm.weight",
+            false => "post_attention_layernorm.weight",
+        };
+        let optional = [
             ("self_attn.q_norm.weight", &a.q_norm),
             ("self_attn.k_norm.weight", &a.k_norm),
+            ("post_attention_layernorm.weight", &b.attn_out_norm),
+            ("post_feedforward_layernorm.weight", &b.mlp_out_norm),
         ];
-        let head_norms = head_norms
+        let optional = optional
             .into_iter()
             .filter_map(|(n, g)| g.as_ref().map(|g| (n, &g.gamma)));
         for (n, g) in [
             ("input_layernorm.weight", &b.input_layernorm.gamma),
-            (
-                "post_attention_layernorm.weight",
-                &b.post_attention_layernorm.gamma,
-            ),
+            (pre_mlp, &b.post_attention_layernorm.gamma),
         ]
         .into_iter()
-        .chain(head_norms)
+        .chain(optional)
         {
             let v = vec1(g.val());
             out.push((format!("{p}{n}"), vec![v.len()], v));
@@ -411,6 +456,14 @@ pub fn named_tensors<B: Backend>(model: &Llama<B>) -> Vec<(String, Vec<usize>, V
     if let Some(head) = &model.lm_head {
         let (shape, v) = mat(head.weight.val());
         out.push(("lm_head.weight".into(), shape, v));
+    }
+    if model.config().gemma() {
+        // Gemma checkpoints store a norm's gain `g` as `g - 1` (applied as `1 + w`).
+        for (name, _, v) in &mut out {
+            if name.ends_with("norm.weight") {
+                v.iter_mut().for_each(|x| *x -= 1.0);
+            }
+        }
     }
     out
 }

@@ -809,8 +809,18 @@ impl HostWeights {
 /// Everything besides the matrices that the host engine needs.
 #[derive(Debug, Clone)]
 pub(crate) struct HostConsts {
-    /// Per layer, what its family adds to llama's attention.
-    pub(crate) attn_extra: Vec<AttnExtra>,
+    /// Per layer, what its family adds to a llama layer.
+    pub(crate) extra: Vec<LayerExtra>,
+    /// Gemma: the embedding's factor, `sqrt(hidden)`.
+    pub(crate) embed_scale: Option<f32>,
+    /// The factor on attention scores.
+    pub(crate) attn_scale: f32,
+    /// Gemma 2: the soft cap of attention scores.
+    pub(crate) softcap: Option<f32>,
+    /// Gemma: GELU (tanh) gate instead of SiLU.
+    pub(crate) gelu: bool,
+    /// Gemma 3: RoPE tables of the sliding layers.
+    pub(crate) local_rope: Option<(Vec<f32>, Vec<f32>)>,
     pub(crate) attn_norm: Vec<Vec<f32>>,
     pub(crate) mlp_norm: Vec<Vec<f32>>,
     pub(crate) final_norm: Vec<f32>,
@@ -824,9 +834,14 @@ pub(crate) struct HostConsts {
     pub(crate) hidden: usize,
 }
 
-/// A layer's attention biases (Qwen 2, `attention_bias`) and per-head q/k norm gains (Qwen 3).
+/// What a family adds to a llama layer: attention biases (Qwen 2, `attention_bias`), per-head
+/// q/k norm gains (Qwen 3, Gemma 3), norms of the sublayers' outputs (Gemma 2 / 3), the
+/// attention window (Gemma 2 / 3's sliding layers).
 #[derive(Debug, Clone, Default)]
-pub(crate) struct AttnExtra {
+pub(crate) struct LayerExtra {
+    pub(crate) attn_out_norm: Option<Vec<f32>>,
+    pub(crate) mlp_out_norm: Option<Vec<f32>>,
+    pub(crate) window: Option<usize>,
     pub(crate) q_bias: Option<Vec<f32>>,
     pub(crate) k_bias: Option<Vec<f32>>,
     pub(crate) v_bias: Option<Vec<f32>>,

@@ -5,8 +5,9 @@ use crate::error::{Error, Result};
 use crate::model::cache::KvCache;
 use crate::model::config::LlamaConfig;
 use crate::model::engine;
+use crate::model::family_ops::{gate_act, softcap, window_mask};
 use crate::model::host::{
-    AttnExtra, HostBlock, HostConsts, HostEmbed, HostMatrix, HostWeights, next_weights_id,
+    HostBlock, HostConsts, HostEmbed, HostMatrix, HostWeights, LayerExtra, next_weights_id,
 };
 use crate::model::lora::{Lora, LoraConfig, LoraTarget};
 use crate::model::rope::{Rope, inv_frequencies};
@@ -17,7 +18,7 @@ use burn::module::Param;
 use burn::nn::{Embedding, Linear, RmsNorm};
 use burn::prelude::*;
 use burn::tensor::FloatDType;
-use burn::tensor::activation::{silu, softmax};
+use burn::tensor::activation::softmax;
 use std::sync::Arc;
 
 /// Attention with grouped key/value heads.
@@ -62,10 +63,15 @@ pub struct Block<B: Backend> {
     pub input_layernorm: RmsNorm<B>,
     /// Attention.
     pub self_attn: Attention<B>,
-    /// Norm before the MLP.
+    /// Norm before the MLP (Gemma 2 / 3: `pre_feedforward_layernorm`).
     pub post_attention_layernorm: RmsNorm<B>,
     /// Feed-forward.
     pub mlp: Mlp<B>,
+    /// Gemma 2 / 3: norm of the attention's output before the residual add (their
+    /// `post_attention_layernorm`).
+    pub attn_out_norm: Option<RmsNorm<B>>,
+    /// Gemma 2 / 3: norm of the MLP's output before the residual add.
+    pub mlp_out_norm: Option<RmsNorm<B>>,
 }
 
 /// Where [`Llama::enable_host_kernels_from`] takes the host engine's matrices from instead of
@@ -119,6 +125,8 @@ pub struct Llama<B: Backend> {
     /// Separate LM head `[hidden, vocab]`; `None` when tied to `embed_tokens`.
     pub lm_head: Option<Linear<B>>,
     rope: Rope<B>,
+    /// Gemma 3: the tables of the sliding layers (their own RoPE base).
+    rope_local: Option<Rope<B>>,
     #[module(skip)]
     config: LlamaConfig,
     /// Host copies of the matrices for few-row products on CPU backends.
@@ -268,6 +276,54 @@ fn norm<B: Backend>(gamma: Tensor<B, 1>, epsilon: f64) -> RmsNorm<B> {
     }
 }
 
+impl<B: Backend> Block<B> {
+    /// The block whose Hugging Face names start with `p` (`model.layers.3.`).
+    fn build(config: &LlamaConfig, p: &str, params: &mut dyn ParamSource<B>) -> Result<Self> {
+        let (d, ff, eps) = (
+            config.hidden_size,
+            config.intermediate_size,
+            config.rms_norm_eps,
+        );
+        let mut norm_of = |name: &str| -> Result<RmsNorm<B>> {
+            Ok(norm(params.vector(&format!("{p}{name}.weight"), d)?, eps))
+        };
+        let sandwich = config.sandwich_norms();
+        let input_layernorm = norm_of("input_layernorm")?;
+        // Gemma 2 / 3 call the norm after attention `post_attention_layernorm` and the one
+        // before the MLP `pre_feedforward_layernorm`; llama's `post_attention_layernorm` is
+        // the one before the MLP.
+        let (attn_out_norm, pre_mlp, mlp_out_norm) = match sandwich {
+            true => (
+                Some(norm_of("post_attention_layernorm")?),
+                norm_of("pre_feedforward_layernorm")?,
+                Some(norm_of("post_feedforward_layernorm")?),
+            ),
+            false => (None, norm_of("post_attention_layernorm")?, None),
+        };
+        let mut proj = |name: &str, out: usize, inp: usize| -> Result<Linear<B>> {
+            Ok(linear_param(params.matrix(
+                &format!("{p}mlp.{name}.weight"),
+                out,
+                inp,
+            )?))
+        };
+        let mlp = Mlp {
+            gate_proj: proj("gate_proj", ff, d)?,
+            up_proj: proj("up_proj", ff, d)?,
+            down_proj: proj("down_proj", d, ff)?,
+            lora: Vec::new(),
+        };
+        Ok(Self {
+            input_layernorm,
+            self_attn: Attention::build(config, p, params)?,
+            post_attention_layernorm: pre_mlp,
+            mlp,
+            attn_out_norm,
+            mlp_out_norm,
+        })
+    }
+}
+
 impl<B: Backend> Attention<B> {
     /// The attention of the block whose Hugging Face names start with `p`
     /// (`model.layers.3.`), with the biases and norms `config`'s family has.
@@ -343,40 +399,10 @@ impl<B: Backend> Llama<B> {
     ) -> Result<Self> {
         config.validate()?;
         let device = params.device();
-        let (d, ff) = (config.hidden_size, config.intermediate_size);
-        let eps = config.rms_norm_eps;
+        let (d, eps) = (config.hidden_size, config.rms_norm_eps);
         let mut layers = Vec::with_capacity(config.num_hidden_layers);
         for i in 0..config.num_hidden_layers {
-            let p = format!("model.layers.{i}.");
-            layers.push(Block {
-                input_layernorm: norm(
-                    params.vector(&format!("{p}input_layernorm.weight"), d)?,
-                    eps,
-                ),
-                self_attn: Attention::build(config, &p, params)?,
-                post_attention_layernorm: norm(
-                    params.vector(&format!("{p}post_attention_layernorm.weight"), d)?,
-                    eps,
-                ),
-                mlp: Mlp {
-                    gate_proj: linear_param(params.matrix(
-                        &format!("{p}mlp.gate_proj.weight"),
-                        ff,
-                        d,
-                    )?),
-                    up_proj: linear_param(params.matrix(
-                        &format!("{p}mlp.up_proj.weight"),
-                        ff,
-                        d,
-                    )?),
-                    down_proj: linear_param(params.matrix(
-                        &format!("{p}mlp.down_proj.weight"),
-                        d,
-                        ff,
-                    )?),
-                    lora: Vec::new(),
-                },
-            });
+            layers.push(Block::build(config, &format!("model.layers.{i}."), params)?);
         }
         let embed_tokens = Embedding {
             weight: params.embedding("model.embed_tokens.weight", config.vocab_size, d)?,
@@ -400,6 +426,18 @@ impl<B: Backend> Llama<B> {
                 config.max_position_embeddings,
                 &device,
             ),
+            rope_local: config.rope_local_base_freq.map(|theta| {
+                let local = LlamaConfig {
+                    rope_theta: theta,
+                    rope_scaling: None,
+                    ..config.clone()
+                };
+                Rope::new(
+                    &inv_frequencies(&local, None),
+                    config.max_position_embeddings,
+                    &device,
+                )
+            }),
             config: config.clone(),
             host: None,
         })
@@ -531,12 +569,16 @@ impl<B: Backend> Llama<B> {
         let (cos, sin) = self.rope.host_tables();
         let c = &self.config;
         HostConsts {
-            attn_extra: self
+            extra: self
                 .layers
                 .iter()
-                .map(|b| {
+                .enumerate()
+                .map(|(i, b)| {
                     let a = &b.self_attn;
-                    AttnExtra {
+                    LayerExtra {
+                        attn_out_norm: b.attn_out_norm.as_ref().map(gamma),
+                        mlp_out_norm: b.mlp_out_norm.as_ref().map(gamma),
+                        window: c.layer_window(i),
                         q_bias: bias(&a.q_proj),
                         k_bias: bias(&a.k_proj),
                         v_bias: bias(&a.v_proj),
@@ -557,6 +599,11 @@ impl<B: Backend> Llama<B> {
                 .map(|b| gamma(&b.post_attention_layernorm))
                 .collect(),
             final_norm: gamma(&self.norm),
+            embed_scale: c.gemma().then(|| (c.hidden_size as f32).sqrt()),
+            attn_scale: c.attn_scale() as f32,
+            softcap: c.attn_logit_softcapping.map(|x| x as f32),
+            gelu: c.gemma(),
+            local_rope: self.rope_local.as_ref().map(Rope::host_tables),
             eps: self.norm.epsilon,
             cos,
             sin,
@@ -690,27 +737,63 @@ impl<B: Backend> Llama<B> {
             return self.hidden_host(w, tokens, positions, mask, cache);
         }
         let past = cache.len();
-        let mask = mask.or_else(|| (t > 1).then(|| causal_mask::<B>(b, t, past, &tokens.device())));
-        let (h, kv) = (self.config.num_attention_heads, self.config.kv_heads());
-        let shared = LayerShared {
-            rope_q: self.rope.angles(positions.clone(), h),
-            rope_k: self.rope.angles(positions, kv),
-            bias: mask.map(|m| attention_bias(m, kv, h / kv)),
-        };
+        let (global, sliding) = self.layer_shared(b, t, past, positions, mask);
         let host = self.host.as_deref().filter(|h| b * t <= h.max_rows);
         let mut x = self.embed_tokens.forward(tokens).cast(FloatDType::F32);
+        if self.config.gemma() {
+            x = x * (self.config.hidden_size as f32).sqrt();
+        }
+        let gelu = self.config.gemma();
         for (i, block) in self.layers.iter().enumerate() {
             let hb = host.map(|h| &h.blocks[i]);
+            let (rope, shared) = match (self.config.layer_window(i), &sliding) {
+                (Some(_), Some(s)) => (self.rope_local.as_ref().unwrap_or(&self.rope), s),
+                _ => (&self.rope, &global),
+            };
             let h = block.input_layernorm.forward(x.clone());
-            let a = block
-                .self_attn
-                .forward(h, &self.rope, &shared, cache, i, hb);
-            x = x + a;
+            let a = block.self_attn.forward(h, rope, shared, cache, i, hb);
+            x = x + out_norm(&block.attn_out_norm, a);
             let h = block.post_attention_layernorm.forward(x.clone());
-            x = x + block.mlp.forward(h, hb);
+            x = x + out_norm(&block.mlp_out_norm, block.mlp.forward(h, hb, gelu));
         }
         cache.advance(t);
         self.norm.forward(x)
+    }
+
+    /// What the layers of one forward share: for the global layers, and for the sliding ones
+    /// where the model has them (their own RoPE tables and the window in the mask).
+    fn layer_shared(
+        &self,
+        b: usize,
+        t: usize,
+        past: usize,
+        positions: Tensor<B, 2, Int>,
+        mask: Option<Tensor<B, 3, Bool>>,
+    ) -> (LayerShared<B>, Option<LayerShared<B>>) {
+        let device = positions.device();
+        let c = &self.config;
+        let (h, kv) = (c.num_attention_heads, c.kv_heads());
+        let window = (0..c.num_hidden_layers).find_map(|l| c.layer_window(l));
+        let mask = mask.or_else(|| (t > 1).then(|| causal_mask::<B>(b, t, past, &device)));
+        let shared = |rope: &Rope<B>, mask: Option<Tensor<B, 3, Bool>>| LayerShared {
+            rope_q: rope.angles(positions.clone(), h),
+            rope_k: rope.angles(positions.clone(), kv),
+            bias: mask.map(|m| attention_bias(m, kv, h / kv)),
+            scale: c.attn_scale(),
+            softcap: c.attn_logit_softcapping,
+        };
+        let sliding = window.map(|w| {
+            let pos: Vec<usize> = positions
+                .clone()
+                .into_data()
+                .iter::<i64>()
+                .map(|p| p.max(0) as usize)
+                .collect();
+            let rows: Vec<Vec<usize>> = pos.chunks(t.max(1)).map(<[usize]>::to_vec).collect();
+            let m = window_mask(mask.clone(), &rows, past, w, &device);
+            shared(self.rope_local.as_ref().unwrap_or(&self.rope), Some(m))
+        });
+        (shared(&self.rope, mask), sliding)
     }
 
     /// [`Llama::hidden`] on the host engine (host kernels and a host cache): one transfer in
@@ -793,6 +876,14 @@ impl<B: Backend> Llama<B> {
 
     /// Logits from hidden states, `[batch, t, vocab]`.
     pub fn logits(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
+        softcap(
+            self.logits_uncapped(hidden),
+            self.config.final_logit_softcapping,
+        )
+    }
+
+    /// [`Llama::logits`] before Gemma 2's final soft cap.
+    fn logits_uncapped(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
         // With host kernels on, the head always runs on the host (long inputs in passes of
         // `host::ROWS_PER_PASS` rows): a token's logits must not depend on how many rows share
         // the call.
@@ -832,12 +923,22 @@ fn causal_mask<B: Backend>(
 }
 
 /// What every layer of one forward shares: the rotary angles laid out for the query and the
-/// key heads, and the attention mask as an additive bias.
+/// key heads, the attention mask as an additive bias, the scores' scale and soft cap.
 struct LayerShared<B: Backend> {
     rope_q: (Tensor<B, 4>, Tensor<B, 4>),
     rope_k: (Tensor<B, 4>, Tensor<B, 4>),
     /// `[b, kv, rep * t, s]`, contiguous: 0 where a query may attend, -1e30 where masked.
     bias: Option<Tensor<B, 4>>,
+    scale: f64,
+    softcap: Option<f64>,
+}
+
+/// `x` through `norm` when there is one (Gemma 2 / 3's norms of a sublayer's output).
+fn out_norm<B: Backend>(norm: &Option<RmsNorm<B>>, x: Tensor<B, 3>) -> Tensor<B, 3> {
+    match norm {
+        Some(n) => n.forward(x),
+        None => x,
+    }
 }
 
 /// A `[b, t, s]` mask (true = masked) as the additive bias of [`LayerShared::bias`], laid out
@@ -905,7 +1006,7 @@ impl<B: Backend> Attention<B> {
         // Query heads of one KV group are stacked along the row axis, so each KV head is read
         // once for `rep * t` query rows: no repeated K/V in memory.
         let q = q.reshape([b, kv, rep * t, hd]);
-        let scores = q.matmul(k.swap_dims(2, 3)) * (1.0 / (hd as f64).sqrt());
+        let scores = softcap(q.matmul(k.swap_dims(2, 3)) * shared.scale, shared.softcap);
         let scores = match &shared.bias {
             Some(bias) => scores + bias.clone(),
             None => scores,
@@ -929,15 +1030,12 @@ impl<B: Backend> Mlp<B> {
         [&mut self.gate_proj, &mut self.up_proj, &mut self.down_proj]
     }
 
-    fn forward(&self, x: Tensor<B, 3>, host: Option<&HostBlock>) -> Tensor<B, 3> {
+    fn forward(&self, x: Tensor<B, 3>, host: Option<&HostBlock>, gelu: bool) -> Tensor<B, 3> {
         let l = &self.lora;
-        let g = silu(project_adapted(
-            &self.gate_proj,
-            l,
-            0,
-            x.clone(),
-            host.map(|h| &h.gate),
-        ));
+        let g = gate_act(
+            project_adapted(&self.gate_proj, l, 0, x.clone(), host.map(|h| &h.gate)),
+            gelu,
+        );
         let u = project_adapted(&self.up_proj, l, 1, x, host.map(|h| &h.up));
         project_adapted(&self.down_proj, l, 2, g * u, host.map(|h| &h.down))
     }

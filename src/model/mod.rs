@@ -10,6 +10,7 @@ pub(crate) mod adapter;
 pub(crate) mod cache;
 pub(crate) mod config;
 mod engine;
+mod family_ops;
 pub(crate) mod gguf;
 pub(crate) mod hf;
 pub(crate) mod host;

@@ -397,6 +397,8 @@ pub fn gguf_name(hf: &str) -> Option<String> {
                 "mlp.gate_up_proj.weight" => "ffn_up.weight",
                 "self_attn.k_norm.weight" => "attn_k_norm.weight",
                 "post_attention_layernorm.weight" => "ffn_norm.weight",
+                "pre_feedforward_layernorm.weight" => "ffn_norm.weight",
+                "post_feedforward_layernorm.weight" => "post_ffw_norm.weight",
                 "mlp.gate_proj.weight" => "ffn_gate.weight",
                 "mlp.up_proj.weight" => "ffn_up.weight",
                 "mlp.down_proj.weight" => "ffn_down.weight",
@@ -495,10 +497,17 @@ impl TensorSource for GgufSource {
             .collect()
     }
     fn stored_name(&self, hf: &str) -> Option<String> {
-        match fused_part(&self.config, hf) {
-            Some(part) => gguf_name(&part.fused),
-            None => gguf_name(hf),
+        if let Some(part) = fused_part(&self.config, hf) {
+            return gguf_name(&part.fused);
         }
+        // Gemma 2 / 3's `post_attention_layernorm` follows attention (llama's precedes the MLP).
+        if self.config.sandwich_norms()
+            && let Some(block) = hf.strip_suffix(".post_attention_layernorm.weight")
+        {
+            let i = block.strip_prefix("model.layers.")?;
+            return Some(format!("blk.{i}.post_attention_norm.weight"));
+        }
+        gguf_name(hf)
     }
     fn shape(&self, name: &str) -> Result<Option<Vec<usize>>> {
         let shape = self
@@ -520,7 +529,7 @@ impl TensorSource for GgufSource {
                 .dequantize(&g)?
                 .and_then(|t| take_rows(t, &part.rows)));
         }
-        let Some(g) = gguf_name(name) else {
+        let Some(g) = self.stored_name(name) else {
             return Ok(None);
         };
         let Some((shape, data)) = self.file.dequantize(&g)? else {

@@ -18,7 +18,8 @@ pub fn random_llama(vocab: usize, kv_heads: usize, seed: u64, scale: f64) -> msn
     random_llama_on::<B>(vocab, kv_heads, seed, scale, &Default::default())
 }
 
-/// [`random_llama`] of a family (`llama`, `qwen2`: random q/k/v biases, `qwen3`: q/k norms).
+/// [`random_llama`] of a family (`llama`, `qwen2`: random q/k/v biases, `qwen3`: q/k norms,
+/// `gemma2` / `gemma3_text`: a 5-position window on sliding layers, soft caps, local RoPE).
 #[allow(dead_code)]
 pub fn random_family(
     family: &str,
@@ -60,6 +61,19 @@ fn random_model_on<BB: burn::prelude::Backend>(
     c.num_key_value_heads = Some(kv_heads);
     c.tie_word_embeddings = false;
     c.model_type = family.to_string();
+    if family.starts_with("gemma") {
+        // A window shorter than the prompts, so sliding layers hide keys in every test.
+        c.sliding_window = Some(5);
+        c.query_pre_attn_scalar = Some(12.0);
+    }
+    if family == "gemma2" {
+        c.attn_logit_softcapping = Some(8.0);
+        c.final_logit_softcapping = Some(30.0);
+    }
+    if family == "gemma3_text" {
+        c.rope_local_base_freq = Some(10_000.0);
+        c.rope_theta = 1_000_000.0;
+    }
     let mut m = msn::Llama::init(&c, d);
     let big =
         |w: Tensor<BB, 2>| Tensor::random(w.dims(), Distribution::Normal(0.0, scale), &w.device());
