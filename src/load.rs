@@ -456,6 +456,18 @@ impl<B: Backend> LoadedModel<B> {
     }
 }
 
+/// llama.cpp's architectures this crate builds: (`general.architecture`, Hugging Face model
+/// type, Hugging Face class).
+const GGUF_ARCHITECTURES: [(&str, &str, &str); 7] = [
+    ("llama", "llama", "LlamaForCausalLM"),
+    ("qwen2", "qwen2", "Qwen2ForCausalLM"),
+    ("qwen3", "qwen3", "Qwen3ForCausalLM"),
+    ("phi3", "phi3", "Phi3ForCausalLM"),
+    ("gemma", "gemma", "GemmaForCausalLM"),
+    ("gemma2", "gemma2", "Gemma2ForCausalLM"),
+    ("gemma3", "gemma3_text", "Gemma3ForCausalLM"),
+];
+
 /// The llama config stated by GGUF metadata.
 ///
 /// # Errors
@@ -466,13 +478,9 @@ pub(crate) fn config_from_gguf(h: &GgufHeader) -> Result<LlamaConfig> {
         .get("general.architecture")
         .and_then(MetaValue::as_str)
         .ok_or_else(|| Error::InvalidConfig("GGUF has no general.architecture".into()))?;
-    // llama.cpp's architecture names are Hugging Face's model types for these families.
-    if !matches!(
-        arch,
-        "llama" | "qwen2" | "qwen3" | "phi3" | "gemma" | "gemma2" | "gemma3"
-    ) {
+    let Some(&(_, model_type, class)) = GGUF_ARCHITECTURES.iter().find(|a| a.0 == arch) else {
         return Err(Error::UnsupportedArchitecture(arch.to_string()));
-    }
+    };
     let num = |k: &str| -> Result<u64> {
         h.get(&format!("{arch}.{k}"))
             .and_then(MetaValue::as_u64)
@@ -492,35 +500,10 @@ pub(crate) fn config_from_gguf(h: &GgufHeader) -> Result<LlamaConfig> {
     };
     let head_dim = num("attention.key_length").ok().map(|v| v as usize);
     let full_head = head_dim.unwrap_or(hidden / heads.max(1));
-    if let Ok(rotated) = num("rope.dimension_count")
-        && rotated as usize != full_head
-    {
-        return Err(Error::UnsupportedArchitecture(format!(
-            "{arch} with RoPE over {rotated} of each head's {full_head} values (partial rotary embedding is not implemented)"
-        )));
+    if let Ok(rotated) = num("rope.dimension_count") {
+        check_full_rotary(arch, rotated as usize, full_head)?;
     }
-    let rope_scaling = match h
-        .get(&format!("{arch}.rope.scaling.type"))
-        .and_then(MetaValue::as_str)
-    {
-        None | Some("none") => None,
-        Some("linear") => Some(RopeScaling {
-            rope_type: "linear".into(),
-            factor: float("rope.scaling.factor").ok_or_else(|| {
-                Error::InvalidConfig(format!(
-                    "GGUF states linear RoPE scaling but no `{arch}.rope.scaling.factor`"
-                ))
-            })?,
-            low_freq_factor: None,
-            high_freq_factor: None,
-            original_max_position_embeddings: None,
-        }),
-        Some(other) => {
-            return Err(Error::InvalidConfig(format!(
-                "GGUF RoPE scaling `{other}` is not implemented (only `linear`): positions would be encoded wrongly"
-            )));
-        }
-    };
+    let rope_scaling = gguf_rope_scaling(h, arch)?;
     let config = LlamaConfig {
         vocab_size: vocab,
         hidden_size: hidden,
@@ -546,36 +529,61 @@ pub(crate) fn config_from_gguf(h: &GgufHeader) -> Result<LlamaConfig> {
             .get("tokenizer.ggml.eos_token_id")
             .and_then(MetaValue::as_u64)
             .map(|v| serde_json::json!(v)),
-        architectures: vec![
-            match arch {
-                "qwen2" => "Qwen2ForCausalLM",
-                "qwen3" => "Qwen3ForCausalLM",
-                "phi3" => "Phi3ForCausalLM",
-                "gemma" => "GemmaForCausalLM",
-                "gemma2" => "Gemma2ForCausalLM",
-                "gemma3" => "Gemma3ForCausalLM",
-                _ => "LlamaForCausalLM",
-            }
-            .into(),
-        ],
-        model_type: match arch {
-            "gemma3" => "gemma3_text".into(),
-            _ => arch.into(),
-        },
+        architectures: vec![class.into()],
+        model_type: model_type.into(),
         // llama.cpp's llama has no biases; Qwen 2's follow from its type.
         attention_bias: false,
         query_pre_attn_scalar: gemma_query_scalar(arch, layers, hidden, heads),
         attn_logit_softcapping: float("attn_logit_softcapping"),
         final_logit_softcapping: float("final_logit_softcapping"),
         sliding_window: num("attention.sliding_window").ok().map(|w| w as usize),
-        // llama.cpp's layer patterns (Gemma 2: even layers slide; Gemma 3: five of six).
+        // llama.cpp's layer patterns (Gemma 2: even layers slide; Gemma 3: five of six) and
+        // its fixed base for Gemma 3's sliding layers.
         layer_types: None,
         sliding_window_pattern: (arch == "gemma3").then_some(6),
-        // llama.cpp's fixed base for Gemma 3's sliding layers.
         rope_local_base_freq: (arch == "gemma3").then_some(10_000.0),
     };
     config.validate()?;
     Ok(config)
+}
+
+/// The RoPE scaling GGUF metadata states (`{arch}.rope.scaling.*`).
+///
+/// # Errors
+/// [`Error::InvalidConfig`] for a scaling other than linear, or linear without its factor.
+fn gguf_rope_scaling(h: &GgufHeader, arch: &str) -> Result<Option<RopeScaling>> {
+    let key = |k: &str| format!("{arch}.rope.scaling.{k}");
+    match h.get(&key("type")).and_then(MetaValue::as_str) {
+        None | Some("none") => Ok(None),
+        Some("linear") => Ok(Some(RopeScaling {
+            rope_type: "linear".into(),
+            factor: h
+                .get(&key("factor"))
+                .and_then(MetaValue::as_f64)
+                .ok_or_else(|| {
+                    Error::InvalidConfig(format!(
+                        "GGUF states linear RoPE scaling but no `{}`",
+                        key("factor")
+                    ))
+                })?,
+            low_freq_factor: None,
+            high_freq_factor: None,
+            original_max_position_embeddings: None,
+        })),
+        Some(other) => Err(Error::InvalidConfig(format!(
+            "GGUF RoPE scaling `{other}` is not implemented (only `linear`): positions would be encoded wrongly"
+        ))),
+    }
+}
+
+/// Rejects RoPE over part of each head (Phi-2 style): not implemented.
+fn check_full_rotary(arch: &str, rotated: usize, head: usize) -> Result<()> {
+    match rotated == head {
+        true => Ok(()),
+        false => Err(Error::UnsupportedArchitecture(format!(
+            "{arch} with RoPE over {rotated} of each head's {head} values (partial rotary embedding is not implemented)"
+        ))),
+    }
 }
 
 /// The attention scale llama.cpp gives Gemma 2 and 3 (the GGUF does not state it): by

@@ -369,7 +369,7 @@ fn configs_with_unimplemented_features_are_typed_errors() {
     let good = std::fs::read_to_string(dir.path().join("config.json")).unwrap();
     let cases: [(&str, serde_json::Value, &str); 4] = [
         ("hidden_act", "gelu".into(), "gelu"),
-        ("attention_bias", true.into(), "attention_bias"),
+        ("partial_rotary_factor", 0.5.into(), "partial_rotary_factor"),
         ("mlp_bias", true.into(), "mlp_bias"),
         (
             "rope_scaling",
@@ -389,6 +389,15 @@ fn configs_with_unimplemented_features_are_typed_errors() {
             "{key}: {err}"
         );
     }
+    // Attention biases are computed (Qwen 2, `attention_bias`): a checkpoint that states them
+    // must hold them.
+    std::fs::write(dir.path().join("config.json"), &good).unwrap();
+    edit_config(dir.path(), |v| v["attention_bias"] = true.into());
+    let err = load_err(dir.path());
+    assert!(
+        matches!(err, Error::MissingTensor(ref m) if m.contains("q_proj.bias")),
+        "{err}"
+    );
     // What is stated but changes nothing loads: SiLU, no biases, "default" RoPE scaling.
     std::fs::write(dir.path().join("config.json"), &good).unwrap();
     edit_config(dir.path(), |v| {

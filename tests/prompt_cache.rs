@@ -125,14 +125,12 @@ fn config(max_new_tokens: usize) -> GenerateConfig {
     }
 }
 
+/// A decoder run: model, prompt, config in; its generation out.
+type Run = Box<dyn FnMut(&Llama<B>, &[u32], &GenerateConfig) -> Generation>;
+
 /// Decoder `which` of the fixed-draft decoders (no latency curve to measure).
-fn decoder(
-    which: u8,
-    seed: u64,
-) -> Box<dyn FnMut(&Llama<B>, &[u32], &GenerateConfig) -> Generation> {
-    fn boxed(
-        mut d: impl Decoder + 'static,
-    ) -> Box<dyn FnMut(&Llama<B>, &[u32], &GenerateConfig) -> Generation> {
+fn decoder(which: u8, seed: u64) -> Run {
+    fn boxed(mut d: impl Decoder + 'static) -> Run {
         Box::new(move |m, p, c| d.generate(m, None, p, c).unwrap())
     }
     let pld = PldConfig {

@@ -194,7 +194,7 @@ impl LlamaConfig {
         let window = self.sliding_window.filter(|_| self.sandwich_norms())?;
         let sliding = match &self.layer_types {
             Some(types) => types.get(layer).is_some_and(|t| t == "sliding_attention"),
-            None if self.model_type == "gemma2" => layer % 2 == 0,
+            None if self.model_type == "gemma2" => layer.is_multiple_of(2),
             None => !(layer + 1).is_multiple_of(self.sliding_window_pattern.unwrap_or(6).max(1)),
         };
         sliding.then_some(window)

@@ -19,7 +19,7 @@
 
 use crate::model::cache::HostKv;
 use crate::model::family_ops::key_positions;
-use crate::model::host::{HostConsts, HostWeights, matmul_many};
+use crate::model::host::{HostBlock, HostConsts, HostWeights, LayerExtra, matmul_many};
 use crate::model::hot_pool;
 use std::sync::Mutex;
 
@@ -79,23 +79,8 @@ pub(crate) fn forward(
             past,
             capacity,
         };
-        let (cos, sin) = match (&c.local_rope, extra.window) {
-            (Some((cos, sin)), Some(_)) => (cos, sin),
-            _ => (&c.cos, &c.sin),
-        };
         let h = rms_norm(&x, &c.attn_norm[l], c.eps, d);
-        let [mut q, mut k, mut v]: [Vec<f32>; 3] = matmul_many(&[&blk.q, &blk.k, &blk.v], &h, n)
-            .try_into()
-            .expect("three products");
-        add_bias(&mut q, extra.q_bias.as_deref());
-        add_bias(&mut k, extra.k_bias.as_deref());
-        add_bias(&mut v, extra.v_bias.as_deref());
-        if let (Some(qn), Some(kn)) = (&extra.q_norm, &extra.k_norm) {
-            q = rms_norm(&q, qn, c.eps, hd);
-            k = rms_norm(&k, kn, c.eps, hd);
-        }
-        rope(&mut q, positions, c.heads, hd, cos, sin);
-        rope(&mut k, positions, c.kv_heads, hd, cos, sin);
+        let [q, k, v] = qkv(c, blk, extra, &h, positions);
         for r in 0..batch {
             for i in 0..t {
                 let row = r * t + i;
@@ -112,17 +97,53 @@ pub(crate) fn forward(
         add_bias(&mut o, extra.o_bias.as_deref());
         add_normed(&mut x, o, extra.attn_out_norm.as_deref(), c.eps, d);
         let h = rms_norm(&x, &c.mlp_norm[l], c.eps, d);
-        let [mut g, u]: [Vec<f32>; 2] = matmul_many(&[&blk.gate, &blk.up], &h, n)
-            .try_into()
-            .expect("two products");
-        match c.gelu {
-            true => geglu(&mut g, &u),
-            false => swiglu(&mut g, &u),
-        }
-        let down = blk.down.matmul(&g, n);
+        let down = mlp(c, blk, &h, n);
         add_normed(&mut x, down, extra.mlp_out_norm.as_deref(), c.eps, d);
     }
     rms_norm(&x, &c.final_norm, c.eps, d)
+}
+
+/// A layer's queries, keys and values for the normed input `h` (one row per token at
+/// `positions`): the products, the family's biases and per-head norms, RoPE (a sliding layer's
+/// own tables where the model has them).
+fn qkv(
+    c: &HostConsts,
+    blk: &HostBlock,
+    extra: &LayerExtra,
+    h: &[f32],
+    positions: &[usize],
+) -> [Vec<f32>; 3] {
+    let (n, hd) = (positions.len(), c.head_dim);
+    let [mut q, mut k, mut v]: [Vec<f32>; 3] = matmul_many(&[&blk.q, &blk.k, &blk.v], h, n)
+        .try_into()
+        .expect("three products");
+    add_bias(&mut q, extra.q_bias.as_deref());
+    add_bias(&mut k, extra.k_bias.as_deref());
+    add_bias(&mut v, extra.v_bias.as_deref());
+    if let (Some(qn), Some(kn)) = (&extra.q_norm, &extra.k_norm) {
+        q = rms_norm(&q, qn, c.eps, hd);
+        k = rms_norm(&k, kn, c.eps, hd);
+    }
+    let (cos, sin) = match (&c.local_rope, extra.window) {
+        (Some((cos, sin)), Some(_)) => (cos, sin),
+        _ => (&c.cos, &c.sin),
+    };
+    rope(&mut q, positions, c.heads, hd, cos, sin);
+    rope(&mut k, positions, c.kv_heads, hd, cos, sin);
+    [q, k, v]
+}
+
+/// The gated MLP of `n` normed rows `h`: `down(act(gate h) * up h)`, the activation SiLU or
+/// (Gemma) GELU-tanh.
+fn mlp(c: &HostConsts, blk: &HostBlock, h: &[f32], n: usize) -> Vec<f32> {
+    let [mut g, u]: [Vec<f32>; 2] = matmul_many(&[&blk.gate, &blk.up], h, n)
+        .try_into()
+        .expect("two products");
+    match c.gelu {
+        true => geglu(&mut g, &u),
+        false => swiglu(&mut g, &u),
+    }
+    blk.down.matmul(&g, n)
 }
 
 fn add(x: &mut [f32], y: &[f32]) {

@@ -70,9 +70,9 @@ pub(crate) fn window_mask<B: Backend>(
             let row = &mut data[(r * t + i) * s..(r * t + i + 1) * s];
             let mut at = key_positions(pos, past);
             // Only visible keys are asked their position (which counts the committed ones).
-            for j in 0..s {
-                if !row[j] && outside_window(q, at(j), window) {
-                    row[j] = true;
+            for (j, hidden) in row.iter_mut().enumerate() {
+                if !*hidden && outside_window(q, at(j), window) {
+                    *hidden = true;
                 }
             }
         }

@@ -3,7 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::model::config::{LlamaConfig, token_ids};
-use crate::model::llama::Llama;
+use crate::model::llama::{Block, Llama};
 use crate::model::mapped;
 use crate::model::weights::{FusedPart, TensorSource, fused_part, take_rows, transpose};
 use crate::util::write_atomic;
@@ -379,77 +379,14 @@ pub enum ExportDtype {
 /// Every parameter of `model` by Hugging Face name, row-major `[out, in]` for linears.
 pub fn named_tensors<B: Backend>(model: &Llama<B>) -> Vec<(String, Vec<usize>, Vec<f32>)> {
     let mut out = Vec::new();
-    let vec1 = |t: Tensor<B, 1>| {
-        t.into_data()
-            .convert::<f32>()
-            .into_vec::<f32>()
-            .expect("f32 data")
-    };
-    let mat = |t: Tensor<B, 2>| {
-        // burn stores [in, out]; checkpoints store [out, in].
-        let [i, o] = t.dims();
-        let v = t
-            .into_data()
-            .convert::<f32>()
-            .into_vec::<f32>()
-            .expect("f32 data");
-        (vec![o, i], transpose(&v, i, o))
-    };
     let emb = model.embed_tokens.weight.val();
-    let dims = emb.dims().to_vec();
     out.push((
         "model.embed_tokens.weight".to_string(),
-        dims,
-        emb.into_data()
-            .convert::<f32>()
-            .into_vec::<f32>()
-            .expect("f32 data"),
+        emb.dims().to_vec(),
+        vec2(emb),
     ));
     for (i, b) in model.layers.iter().enumerate() {
-        let p = format!("model.layers.{i}.");
-        let a = &b.self_attn;
-        for (n, l) in [
-            ("self_attn.q_proj.weight", &a.q_proj),
-            ("self_attn.k_proj.weight", &a.k_proj),
-            ("self_attn.v_proj.weight", &a.v_proj),
-            ("self_attn.o_proj.weight", &a.o_proj),
-            ("mlp.gate_proj.weight", &b.mlp.gate_proj),
-            ("mlp.up_proj.weight", &b.mlp.up_proj),
-            ("mlp.down_proj.weight", &b.mlp.down_proj),
-        ] {
-            let (shape, v) = mat(l.weight.val());
-            out.push((format!("{p}{n}"), shape, v));
-            if let Some(bias) = &l.bias {
-                let v = vec1(bias.val());
-                let name = n.replace(".weight", ".bias");
-                out.push((format!("{p}{name}"), vec![v.len()], v));
-            }
-        }
-        // Gemma 2 / 3 name the norm before the MLP `pre_feedforward_layernorm`, and the one
-        // after attention `post_attention_layernorm`.
-        let pre_mlp = match b.attn_out_norm.is_some() {
-            true => "pre_feedforward_layernorm.weight",
-            false => "post_attention_layernorm.weight",
-        };
-        let optional = [
-            ("self_attn.q_norm.weight", &a.q_norm),
-            ("self_attn.k_norm.weight", &a.k_norm),
-            ("post_attention_layernorm.weight", &b.attn_out_norm),
-            ("post_feedforward_layernorm.weight", &b.mlp_out_norm),
-        ];
-        let optional = optional
-            .into_iter()
-            .filter_map(|(n, g)| g.as_ref().map(|g| (n, &g.gamma)));
-        for (n, g) in [
-            ("input_layernorm.weight", &b.input_layernorm.gamma),
-            (pre_mlp, &b.post_attention_layernorm.gamma),
-        ]
-        .into_iter()
-        .chain(optional)
-        {
-            let v = vec1(g.val());
-            out.push((format!("{p}{n}"), vec![v.len()], v));
-        }
+        block_tensors(&format!("model.layers.{i}."), b, &mut out);
     }
     let v = vec1(model.norm.gamma.val());
     out.push(("model.norm.weight".into(), vec![v.len()], v));
@@ -466,6 +403,74 @@ pub fn named_tensors<B: Backend>(model: &Llama<B>) -> Vec<(String, Vec<usize>, V
         }
     }
     out
+}
+
+/// A vector's values.
+fn vec1<B: Backend>(t: Tensor<B, 1>) -> Vec<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .expect("f32 data")
+}
+
+/// A linear weight as checkpoints store it: `[out, in]` (burn stores `[in, out]`).
+fn mat<B: Backend>(t: Tensor<B, 2>) -> (Vec<usize>, Vec<f32>) {
+    let [i, o] = t.dims();
+    (vec![o, i], transpose(&vec2(t), i, o))
+}
+
+fn vec2<B: Backend>(t: Tensor<B, 2>) -> Vec<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .expect("f32 data")
+}
+
+/// The tensors of block `b`, named with prefix `p` (`model.layers.3.`), appended to `out`.
+fn block_tensors<B: Backend>(p: &str, b: &Block<B>, out: &mut Vec<(String, Vec<usize>, Vec<f32>)>) {
+    let a = &b.self_attn;
+    for (n, l) in [
+        ("self_attn.q_proj.weight", &a.q_proj),
+        ("self_attn.k_proj.weight", &a.k_proj),
+        ("self_attn.v_proj.weight", &a.v_proj),
+        ("self_attn.o_proj.weight", &a.o_proj),
+        ("mlp.gate_proj.weight", &b.mlp.gate_proj),
+        ("mlp.up_proj.weight", &b.mlp.up_proj),
+        ("mlp.down_proj.weight", &b.mlp.down_proj),
+    ] {
+        let (shape, v) = mat(l.weight.val());
+        out.push((format!("{p}{n}"), shape, v));
+        if let Some(bias) = &l.bias {
+            let v = vec1(bias.val());
+            let name = n.replace(".weight", ".bias");
+            out.push((format!("{p}{name}"), vec![v.len()], v));
+        }
+    }
+    // Gemma 2 / 3 name the norm before the MLP `pre_feedforward_layernorm`, and the one
+    // after attention `post_attention_layernorm`.
+    let pre_mlp = match b.attn_out_norm.is_some() {
+        true => "pre_feedforward_layernorm.weight",
+        false => "post_attention_layernorm.weight",
+    };
+    let optional = [
+        ("self_attn.q_norm.weight", &a.q_norm),
+        ("self_attn.k_norm.weight", &a.k_norm),
+        ("post_attention_layernorm.weight", &b.attn_out_norm),
+        ("post_feedforward_layernorm.weight", &b.mlp_out_norm),
+    ];
+    let optional = optional
+        .into_iter()
+        .filter_map(|(n, g)| g.as_ref().map(|g| (n, &g.gamma)));
+    for (n, g) in [
+        ("input_layernorm.weight", &b.input_layernorm.gamma),
+        (pre_mlp, &b.post_attention_layernorm.gamma),
+    ]
+    .into_iter()
+    .chain(optional)
+    {
+        let v = vec1(g.val());
+        out.push((format!("{p}{n}"), vec![v.len()], v));
+    }
 }
 
 /// Writes `(name, shape, little-endian bytes)` tensors of one type as a safetensors file.
