@@ -104,7 +104,7 @@ pub enum Error {
 
     /// The architecture is not a llama-family model.
     #[error(
-        "unsupported architecture `{0}`: this crate implements llama-family models (Llama 2 / 3, Mistral, SmolLM, Qwen 2 / 2.5, Qwen 3). Implement `CausalLm` for your own model to use the decoders."
+        "unsupported architecture `{0}`: this crate implements llama-family models (Llama 2 / 3, Mistral, SmolLM, Qwen 2 / 2.5, Qwen 3, Phi-3, Gemma 1 / 2 / 3 text). Implement `CausalLm` for your own model to use the decoders."
     )]
     UnsupportedArchitecture(String),
 
@@ -199,6 +199,11 @@ impl Error {
             path: path.into(),
             source,
         }
+    }
+
+    /// [`Error::Tokenizer`] from the `tokenizers` crate's (or any) error.
+    pub(crate) fn tokenizer(e: impl std::fmt::Display) -> Self {
+        Error::Tokenizer(e.to_string())
     }
 
     pub(crate) fn checkpoint(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {

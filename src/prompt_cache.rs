@@ -90,8 +90,9 @@ impl PromptCache {
             return (fresh, 0);
         };
         let mut cache = *cache;
+        // Only host caches carry an owner (see `KvCache::owner`).
         let same_weights = fresh.owner().is_some() && cache.owner() == fresh.owner();
-        if !same_weights || !fresh.is_host() || !cache.is_host() || fresh.batch() != 1 {
+        if !same_weights || fresh.batch() != 1 {
             return (fresh, 0);
         }
         let common = tokens
@@ -115,7 +116,7 @@ impl PromptCache {
     /// Keeps `cache` for the next prompt: its positions hold the keys and values of `prompt`
     /// followed by `output`, as far as its length goes.
     pub(crate) fn put<B: Backend>(&self, prompt: &[u32], output: &[u32], mut cache: KvCache<B>) {
-        if cache.owner().is_none() || !cache.is_host() || cache.batch() != 1 {
+        if cache.owner().is_none() || cache.batch() != 1 {
             return;
         }
         let tokens: Vec<u32> = prompt.iter().chain(output).copied().collect();

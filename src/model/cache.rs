@@ -110,8 +110,10 @@ impl<B: Backend> KvCache<B> {
         }
     }
 
-    /// Marks the cache as filled by the weights `id` (see [`KvCache::owner`]).
+    /// Marks a host cache as filled by the weights `id` (see [`KvCache::owner`]); only host
+    /// caches carry an owner, which is what lets a [`crate::PromptCache`] reuse one.
     pub(crate) fn with_owner(mut self, id: u64) -> Self {
+        assert!(self.is_host(), "only host caches have an owner");
         self.owner = Some(id);
         self
     }

@@ -18,7 +18,7 @@
 //! (there is no float near-tie that could flip an argmax between the two).
 
 use crate::model::cache::HostKv;
-use crate::model::family_ops::key_positions;
+use crate::model::family_ops::{key_positions, outside_window};
 use crate::model::host::{HostBlock, HostConsts, HostWeights, LayerExtra, matmul_many};
 use crate::model::hot_pool;
 use std::sync::Mutex;
@@ -284,7 +284,7 @@ impl Attn<'_> {
         if let Some(w) = self.window {
             let pos = &self.positions[r * t..(r + 1) * t];
             let mut at = key_positions(pos, past);
-            keys.retain(|&j| pos[i] < at(j) + w);
+            keys.retain(|&j| !outside_window(pos[i], at(j), w));
         }
         keys
     }

@@ -47,10 +47,10 @@ pub(crate) fn key_positions(positions: &[usize], past: usize) -> impl FnMut(usiz
     }
 }
 
-/// `mask` (`[b, t, past + t]`, true = masked; `None`: causal) with every key outside the
-/// window of its query also masked (key positions from [`key_positions`]).
+/// `mask` (`[b, t, past + t]`, true = masked) with every key outside the window of its query
+/// also masked (key positions from [`key_positions`]).
 pub(crate) fn window_mask<B: Backend>(
-    mask: Option<Tensor<B, 3, Bool>>,
+    mask: Tensor<B, 3, Bool>,
     positions: &[Vec<usize>],
     past: usize,
     window: usize,
@@ -58,13 +58,7 @@ pub(crate) fn window_mask<B: Backend>(
 ) -> Tensor<B, 3, Bool> {
     let (b, t) = (positions.len(), positions.first().map_or(0, Vec::len));
     let s = past + t;
-    let base: Vec<bool> = match mask {
-        Some(m) => m.into_data().iter::<bool>().collect(),
-        None => (0..b * t * s)
-            .map(|x| (x % s) > past + (x / s) % t)
-            .collect(),
-    };
-    let mut data = base;
+    let mut data: Vec<bool> = mask.into_data().iter::<bool>().collect();
     for (r, pos) in positions.iter().enumerate() {
         for (i, &q) in pos.iter().enumerate() {
             let row = &mut data[(r * t + i) * s..(r * t + i + 1) * s];

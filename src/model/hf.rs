@@ -18,10 +18,9 @@ pub struct SafetensorsDir {
     files: Vec<(PathBuf, memmap2::Mmap)>,
     /// Tensor name to index into `files`.
     index: HashMap<String, usize>,
-    /// The config, where its checkpoints fuse projections ([`SafetensorsDir::with_config`]).
-    fused: Option<LlamaConfig>,
-    /// Gemma: norm gains are stored as `w` for `1 + w`; read as `1 + w`.
-    norm_shift: bool,
+    /// The config of the model read ([`SafetensorsDir::with_config`]): where its checkpoints
+    /// fuse projections (Phi-3), and whether they store norm gains as `w` for `1 + w` (Gemma).
+    config: Option<LlamaConfig>,
 }
 
 impl std::fmt::Debug for SafetensorsDir {
@@ -97,8 +96,7 @@ impl SafetensorsDir {
             dir,
             files,
             index,
-            fused: None,
-            norm_shift: false,
+            config: None,
         })
     }
 }
@@ -106,10 +104,9 @@ impl SafetensorsDir {
 impl SafetensorsDir {
     /// The checkpoint of a model shaped by `config`: where it fuses projections (Phi-3's
     /// `qkv_proj`, `gate_up_proj`), each projection a stored tensor lacks is read from its rows
-    /// of the fused one.
+    /// of the fused one; Gemma's norm gains are read as the `1 + w` they apply.
     pub(crate) fn with_config(mut self, config: &LlamaConfig) -> Self {
-        self.fused = config.fused_projections().then(|| config.clone());
-        self.norm_shift = config.gemma();
+        self.config = Some(config.clone());
         self
     }
 
@@ -118,7 +115,7 @@ impl SafetensorsDir {
         if self.index.contains_key(name) {
             return None;
         }
-        fused_part(self.fused.as_ref()?, name)
+        fused_part(self.config.as_ref()?, name)
     }
 
     /// `f(view)` of tensor `name` in its file, or `Ok(None)` when there is none.
@@ -167,7 +164,8 @@ impl TensorSource for SafetensorsDir {
                 .tensor(&part.fused)?
                 .and_then(|t| take_rows(t, &part.rows)));
         }
-        let shift = self.norm_shift && name.ends_with("norm.weight");
+        let shift =
+            self.config.as_ref().is_some_and(LlamaConfig::gemma) && name.ends_with("norm.weight");
         self.view(name, |view| {
             let mut v = f32_values(name, &view)?;
             if shift {
@@ -206,7 +204,8 @@ fn f32_values(name: &str, view: &safetensors::tensor::TensorView<'_>) -> Result<
 
 /// Reads `dir/config.json` as a llama config.
 ///
-/// Llama, Mistral, Qwen 2 / 2.5 and Qwen 3 configs read (see [`LlamaConfig::MODEL_TYPES`]). A
+/// Llama, Mistral, Qwen 2 / 2.5, Qwen 3, Phi-3 and Gemma 1 / 2 / 3 (text) configs read (see
+/// [`LlamaConfig::MODEL_TYPES`]). A
 /// config that states what this crate does not compute is an error, never a silent
 /// approximation: an activation other than SiLU, MLP biases, a RoPE scaling type
 /// other than linear and llama3. A sliding attention window (Mistral 7B v0.1) limits the context
@@ -383,12 +382,12 @@ pub fn named_tensors<B: Backend>(model: &Llama<B>) -> Vec<(String, Vec<usize>, V
     out.push((
         "model.embed_tokens.weight".to_string(),
         emb.dims().to_vec(),
-        vec2(emb),
+        values(emb),
     ));
     for (i, b) in model.layers.iter().enumerate() {
         block_tensors(&format!("model.layers.{i}."), b, &mut out);
     }
-    let v = vec1(model.norm.gamma.val());
+    let v = values(model.norm.gamma.val());
     out.push(("model.norm.weight".into(), vec![v.len()], v));
     if let Some(head) = &model.lm_head {
         let (shape, v) = mat(head.weight.val());
@@ -405,8 +404,8 @@ pub fn named_tensors<B: Backend>(model: &Llama<B>) -> Vec<(String, Vec<usize>, V
     out
 }
 
-/// A vector's values.
-fn vec1<B: Backend>(t: Tensor<B, 1>) -> Vec<f32> {
+/// A tensor's values, row-major, as f32.
+fn values<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
     t.into_data()
         .convert::<f32>()
         .into_vec::<f32>()
@@ -416,14 +415,7 @@ fn vec1<B: Backend>(t: Tensor<B, 1>) -> Vec<f32> {
 /// A linear weight as checkpoints store it: `[out, in]` (burn stores `[in, out]`).
 fn mat<B: Backend>(t: Tensor<B, 2>) -> (Vec<usize>, Vec<f32>) {
     let [i, o] = t.dims();
-    (vec![o, i], transpose(&vec2(t), i, o))
-}
-
-fn vec2<B: Backend>(t: Tensor<B, 2>) -> Vec<f32> {
-    t.into_data()
-        .convert::<f32>()
-        .into_vec::<f32>()
-        .expect("f32 data")
+    (vec![o, i], transpose(&values(t), i, o))
 }
 
 /// The tensors of block `b`, named with prefix `p` (`model.layers.3.`), appended to `out`.
@@ -441,7 +433,7 @@ fn block_tensors<B: Backend>(p: &str, b: &Block<B>, out: &mut Vec<(String, Vec<u
         let (shape, v) = mat(l.weight.val());
         out.push((format!("{p}{n}"), shape, v));
         if let Some(bias) = &l.bias {
-            let v = vec1(bias.val());
+            let v = values(bias.val());
             let name = n.replace(".weight", ".bias");
             out.push((format!("{p}{name}"), vec![v.len()], v));
         }
@@ -468,7 +460,7 @@ fn block_tensors<B: Backend>(p: &str, b: &Block<B>, out: &mut Vec<(String, Vec<u
     .into_iter()
     .chain(optional)
     {
-        let v = vec1(g.val());
+        let v = values(g.val());
         out.push((format!("{p}{n}"), vec![v.len()], v));
     }
 }

@@ -32,9 +32,9 @@ pub struct Attention<B: Backend> {
     pub v_proj: Linear<B>,
     /// Output projection, `[heads * head_dim, hidden]`.
     pub o_proj: Linear<B>,
-    /// RMSNorm of each query head before RoPE (Qwen 3), over `head_dim` values.
+    /// RMSNorm of each query head before RoPE (Qwen 3, Gemma 3), over `head_dim` values.
     pub q_norm: Option<RmsNorm<B>>,
-    /// RMSNorm of each key head before RoPE (Qwen 3).
+    /// RMSNorm of each key head before RoPE (Qwen 3, Gemma 3).
     pub k_norm: Option<RmsNorm<B>>,
     /// Adapters of q, k, v, o in that order (empty without LoRA).
     pub(crate) lora: Vec<Option<Lora<B>>>,
@@ -790,7 +790,10 @@ impl<B: Backend> Llama<B> {
                 .map(|p| p.max(0) as usize)
                 .collect();
             let rows: Vec<Vec<usize>> = pos.chunks(t.max(1)).map(<[usize]>::to_vec).collect();
-            let m = window_mask(mask.clone(), &rows, past, w, &device);
+            let mask = mask
+                .clone()
+                .unwrap_or_else(|| causal_mask::<B>(b, t, past, &device));
+            let m = window_mask(mask, &rows, past, w, &device);
             shared(self.rope_local.as_ref().unwrap_or(&self.rope), Some(m))
         });
         (shared(&self.rope, mask), sliding)

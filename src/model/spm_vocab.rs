@@ -19,10 +19,6 @@ use tokenizers::{DecoderWrapper, NormalizerWrapper};
 /// unused 5, byte 6).
 const NORMAL: u64 = 1;
 
-fn tk_err(e: impl std::fmt::Display) -> Error {
-    Error::Tokenizer(e.to_string())
-}
-
 /// The tokenizer of a SentencePiece vocabulary: `tokens` with their `types`, scores from
 /// `tokenizer.ggml.scores`.
 ///
@@ -65,7 +61,7 @@ pub(crate) fn spm_tokenizer(
     if let Some(unk) = unk {
         bpe = bpe.unk_token(unk);
     }
-    let mut inner = tokenizers::Tokenizer::new(bpe.build().map_err(tk_err)?);
+    let mut inner = tokenizers::Tokenizer::new(bpe.build().map_err(Error::tokenizer)?);
     let prefix = h
         .get("tokenizer.ggml.add_space_prefix")
         .and_then(MetaValue::as_bool)
@@ -74,10 +70,10 @@ pub(crate) fn spm_tokenizer(
     if prefix {
         normalizers.push(Prepend::new("▁".into()).into());
     }
-    normalizers.push(Replace::new(" ", "▁").map_err(tk_err)?.into());
+    normalizers.push(Replace::new(" ", "▁").map_err(Error::tokenizer)?.into());
     inner.with_normalizer(Some(NormalizerSequence::new(normalizers)));
     let mut decoders: Vec<DecoderWrapper> = vec![
-        Replace::new("▁", " ").map_err(tk_err)?.into(),
+        Replace::new("▁", " ").map_err(Error::tokenizer)?.into(),
         ByteFallback::new().into(),
         Fuse::new().into(),
     ];

@@ -57,10 +57,6 @@ impl std::fmt::Debug for Tokenizer {
     }
 }
 
-fn tk_err(e: impl std::fmt::Display) -> Error {
-    Error::Tokenizer(e.to_string())
-}
-
 /// The pre-tokenizer regex of llama.cpp's named `tokenizer.ggml.pre` values (byte-level BPE).
 fn pre_tokenizer_for(pre: &str) -> Result<PreTokenizerWrapper> {
     const GPT2: &str =
@@ -73,7 +69,7 @@ fn pre_tokenizer_for(pre: &str) -> Result<PreTokenizerWrapper> {
             SplitDelimiterBehavior::Isolated,
             false,
         )
-        .map_err(tk_err)?
+        .map_err(Error::tokenizer)?
         .into())
     };
     let byte_level = |regex: bool| PreTokenizerWrapper::from(ByteLevel::new(false, true, regex));
@@ -140,7 +136,7 @@ fn byte_level_bpe(h: &GgufHeader, tokens: &[String]) -> Result<(tokenizers::Toke
         .vocab_and_merges(vocab, merges)
         .ignore_merges(llama3)
         .build()
-        .map_err(tk_err)?;
+        .map_err(Error::tokenizer)?;
     let mut inner = tokenizers::Tokenizer::new(bpe);
     inner.with_pre_tokenizer(Some(pre_tokenizer_for(pre)?));
     inner.with_decoder(Some(ByteLevelDecoder::default()));
@@ -249,7 +245,7 @@ impl Tokenizer {
     /// # Errors
     /// [`Error::Io`] / [`Error::Tokenizer`].
     pub fn save_hf_dir(&self, dir: &Path) -> Result<()> {
-        let json = self.inner.to_string(true).map_err(tk_err)?;
+        let json = self.inner.to_string(true).map_err(Error::tokenizer)?;
         crate::util::write_atomic(&dir.join("tokenizer.json"), json.as_bytes())?;
         let name = |id: Option<u32>| id.and_then(|i| self.inner.id_to_token(i));
         let cfg = serde_json::json!({
@@ -270,7 +266,7 @@ impl Tokenizer {
     /// # Errors
     /// [`Error::Tokenizer`].
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        let enc = self.inner.encode(text, false).map_err(tk_err)?;
+        let enc = self.inner.encode(text, false).map_err(Error::tokenizer)?;
         let mut ids = Vec::with_capacity(enc.len() + 1);
         if self.add_bos && enc.get_ids().first() != self.bos_id.as_ref() {
             ids.extend(self.bos_id);
@@ -284,7 +280,7 @@ impl Tokenizer {
     /// # Errors
     /// [`Error::Tokenizer`].
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
-        self.inner.decode(ids, false).map_err(tk_err)
+        self.inner.decode(ids, false).map_err(Error::tokenizer)
     }
 
     /// Vocabulary size including added tokens.
@@ -362,8 +358,8 @@ fn post_processor_adds(inner: &tokenizers::Tokenizer, bos: Option<u32>) -> Resul
     let Some(bos) = bos else {
         return Ok(false);
     };
-    let with = inner.encode("", true).map_err(tk_err)?;
-    let without = inner.encode("", false).map_err(tk_err)?;
+    let with = inner.encode("", true).map_err(Error::tokenizer)?;
+    let without = inner.encode("", false).map_err(Error::tokenizer)?;
     Ok(with.get_ids().first() == Some(&bos) && without.get_ids().first() != Some(&bos))
 }
 
