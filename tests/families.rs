@@ -6,9 +6,7 @@
 
 mod common;
 use common::{B, fixture};
-use msn::{
-    AnyDecoder, CausalLm, DECODER_NAMES, Decoder, ForwardInput, GenerateConfig, Llama, WeightDtype,
-};
+use msn::{AnyDecoder, DECODER_NAMES, Decoder, Llama, WeightDtype};
 use std::path::PathBuf;
 
 const FAMILIES: [&str; 5] = ["qwen2", "qwen3", "phi3", "gemma2", "gemma3_text"];
@@ -19,15 +17,9 @@ fn dir(family: &str) -> PathBuf {
 
 fn reference(family: &str) -> (Vec<u32>, Vec<f64>, Vec<u32>) {
     let want = fixture(&format!("transformers_{family}/logits.json"));
-    let logits = want["logits"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|row| row.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()))
-        .collect();
     (
         common::ids(&want["ids"]),
-        logits,
+        common::f64_rows(&want["logits"]),
         common::ids(&want["greedy"]),
     )
 }
@@ -40,18 +32,6 @@ fn both_engines(family: &str) -> [(&'static str, Llama<B>); 2] {
     [("burn", m), ("host engine", host)]
 }
 
-fn logits(m: &Llama<B>, ids: &[u32]) -> Vec<f32> {
-    let mut cache = m.new_cache(1, ids.len());
-    m.forward(
-        ForwardInput::causal(ids, 0, &Default::default()),
-        &mut cache,
-    )
-    .into_data()
-    .convert::<f32>()
-    .into_vec()
-    .unwrap()
-}
-
 #[test]
 fn each_family_matches_transformers_float64_logits() {
     for family in FAMILIES {
@@ -59,13 +39,9 @@ fn each_family_matches_transformers_float64_logits() {
         let scale = want.iter().fold(0f64, |a, &b| a.max(b.abs()));
         for (engine, m) in both_engines(family) {
             assert_eq!(m.config().model_type, family);
-            let got = logits(&m, &ids);
+            let got = common::all_logits(&m, &ids);
             assert_eq!(got.len(), want.len());
-            let worst = got
-                .iter()
-                .zip(&want)
-                .map(|(&g, &w)| (g as f64 - w).abs())
-                .fold(0.0, f64::max);
+            let worst = common::max_difference(&got, &want);
             assert!(
                 worst < 1e-4 * scale.max(1.0),
                 "{family} on the {engine}: largest logit difference {worst} (scale {scale})"
@@ -93,12 +69,8 @@ fn what_each_family_adds_changes_the_logits() {
             b.attn_out_norm = None;
             b.mlp_out_norm = None;
         }
-        let got = logits(&m, &ids);
-        let worst = got
-            .iter()
-            .zip(&want)
-            .map(|(&g, &w)| (g as f64 - w).abs())
-            .fold(0.0, f64::max);
+        let got = common::all_logits(&m, &ids);
+        let worst = common::max_difference(&got, &want);
         assert!(worst > 1e-2, "{family}: {worst}");
     }
 }
@@ -110,13 +82,7 @@ fn every_decoder_gives_transformers_greedy_tokens_on_each_family() {
     for family in FAMILIES {
         let (ids, _, want) = reference(family);
         let [_, (_, m)] = both_engines(family);
-        let config = GenerateConfig {
-            max_new_tokens: want.len(),
-            eos_ids: vec![],
-            stop_strings: vec![],
-            sampling: None,
-            prompt_cache: None,
-        };
+        let config = common::plain_config(want.len());
         for name in DECODER_NAMES {
             let mut d: AnyDecoder = name.parse().unwrap();
             let g = d.generate(&m, None, &ids, &config).unwrap();
@@ -137,7 +103,11 @@ fn each_family_round_trips_through_an_export() {
         let back = msn::load::<B>(out.path().to_str().unwrap(), &Default::default()).unwrap();
         let (m, back) = (m.model, back.model);
         assert_eq!(back.config().model_type, family);
-        assert_eq!(logits(&back, &ids), logits(&m, &ids), "{family}");
+        assert_eq!(
+            common::all_logits(&back, &ids),
+            common::all_logits(&m, &ids),
+            "{family}"
+        );
     }
 }
 
@@ -153,12 +123,7 @@ fn each_family_from_llama_cpp_gguf_matches_its_float64_reference() {
         let refs = fixture(&format!("gguf_{family}/logits.json"));
         let ids = common::ids(&refs["ids"]);
         for file in ["model.f32.gguf", "model.q8_0.gguf"] {
-            let want: Vec<f64> = refs["logits"][file]
-                .as_array()
-                .unwrap()
-                .iter()
-                .flat_map(|row| row.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()))
-                .collect();
+            let want = common::f64_rows(&refs["logits"][file]);
             let scale = want.iter().fold(0f64, |a, &b| a.max(b.abs()));
             let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
                 .join(format!("tests/fixtures/gguf_{family}/{file}"));
@@ -172,12 +137,8 @@ fn each_family_from_llama_cpp_gguf_matches_its_float64_reference() {
                 let m = msn::load_with::<B>(path.to_str().unwrap(), &Default::default(), options)
                     .unwrap();
                 assert_eq!(m.model.config().model_type, family);
-                let got = logits(&m.model, &ids);
-                let worst = got
-                    .iter()
-                    .zip(&want)
-                    .map(|(&g, &w)| (g as f64 - w).abs())
-                    .fold(0.0, f64::max);
+                let got = common::all_logits(&m.model, &ids);
+                let worst = common::max_difference(&got, &want);
                 assert!(
                     worst < tolerance * scale,
                     "{family} {file} {host:?}: largest logit difference {worst} (scale {scale})"

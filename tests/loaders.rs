@@ -5,7 +5,6 @@ mod common;
 use common::{B, fixture, temp_file, tiny_gguf, tiny_gguf_with};
 use msn::__internal::{GgmlType, GgufHeader, MetaValue, dequantize};
 use msn::ExportDtype;
-use msn::{CausalLm, ForwardInput};
 use msn::{Error, WeightDtype};
 
 #[test]
@@ -161,19 +160,6 @@ fn wrong_architecture_and_missing_file_are_typed_errors() {
     assert!(matches!(err, Error::Io { .. }), "{err}");
 }
 
-fn all_logits(m: &msn::LoadedModel<B>, prompt: &[u32]) -> Vec<f32> {
-    let mut cache = m.model.new_cache(1, prompt.len());
-    m.model
-        .forward(
-            ForwardInput::causal(prompt, 0, &Default::default()),
-            &mut cache,
-        )
-        .into_data()
-        .convert::<f32>()
-        .into_vec()
-        .unwrap()
-}
-
 #[test]
 fn tiny_hf_export_round_trip_is_exact() {
     let f = temp_file(&tiny_gguf(&[], vec![]));
@@ -182,7 +168,10 @@ fn tiny_hf_export_round_trip_is_exact() {
     m.save_hf(dir.path(), ExportDtype::F32).unwrap();
     let back = msn::load::<B>(dir.path().to_str().unwrap(), &Default::default()).unwrap();
     let prompt = [3, 4, 5, 6, 7, 3];
-    assert_eq!(all_logits(&m, &prompt), all_logits(&back, &prompt));
+    assert_eq!(
+        common::all_logits(&m.model, &prompt),
+        common::all_logits(&back.model, &prompt)
+    );
     assert_eq!(
         back.tokenizer.encode("ab a").unwrap(),
         m.tokenizer.encode("ab a").unwrap()
@@ -230,7 +219,10 @@ fn smollm2_hf_round_trip_gives_identical_logits() {
     m.save_hf(dir.path(), ExportDtype::F32).unwrap();
     let back = msn::load::<B>(dir.path().to_str().unwrap(), &Default::default()).unwrap();
     let prompt = m.tokenizer.encode("def fib(n):\n    return n").unwrap();
-    assert_eq!(all_logits(m, &prompt), all_logits(&back, &prompt));
+    assert_eq!(
+        common::all_logits(&m.model, &prompt),
+        common::all_logits(&back.model, &prompt)
+    );
     // The exported tokenizer and chat template are the same.
     let msgs = [msn::Message::new("user", "Hi")];
     assert_eq!(
@@ -350,7 +342,10 @@ fn tensors_transformers_ignores_are_ignored() {
     );
     let back = msn::load::<B>(dir.path().to_str().unwrap(), &Default::default()).unwrap();
     let prompt = [3, 4, 5, 6, 7, 3];
-    assert_eq!(all_logits(&m, &prompt), all_logits(&back, &prompt));
+    assert_eq!(
+        common::all_logits(&m.model, &prompt),
+        common::all_logits(&back.model, &prompt)
+    );
 }
 
 /// Rewrites `dir/config.json` with `edit` applied to its JSON.
@@ -408,7 +403,10 @@ fn configs_with_unimplemented_features_are_typed_errors() {
     });
     let back = msn::load::<B>(dir.path().to_str().unwrap(), &Default::default()).unwrap();
     let prompt = [3, 4, 5, 6, 7, 3];
-    assert_eq!(all_logits(&m, &prompt), all_logits(&back, &prompt));
+    assert_eq!(
+        common::all_logits(&m.model, &prompt),
+        common::all_logits(&back.model, &prompt)
+    );
 }
 
 /// A sliding attention window shorter than the context (Mistral 7B v0.1) limits the context to
@@ -423,7 +421,10 @@ fn a_sliding_window_limits_the_context() {
     let back = msn::load::<B>(dir.path().to_str().unwrap(), &Default::default()).unwrap();
     assert_eq!(back.model.config().max_position_embeddings, 8);
     let prompt = [3, 4, 5, 6, 7, 3];
-    assert_eq!(all_logits(&m, &prompt), all_logits(&back, &prompt));
+    assert_eq!(
+        common::all_logits(&m.model, &prompt),
+        common::all_logits(&back.model, &prompt)
+    );
     let cfg = back.generate_config(3);
     let err =
         msn::Decoder::generate(&mut msn::Greedy, &back.model, None, &prompt, &cfg).unwrap_err();
@@ -461,28 +462,8 @@ fn a_transformers_5_checkpoint_matches_transformers() {
     let want = fixture("transformers_llama3/logits.json");
     let ids = common::ids(&want["ids"]);
     let model = msn::load_weights::<B>(&dir, &Default::default(), WeightDtype::F32).unwrap();
-    let mut cache = model.new_cache(1, ids.len());
-    let got: Vec<f32> = model
-        .forward(
-            ForwardInput::causal(&ids, 0, &Default::default()),
-            &mut cache,
-        )
-        .into_data()
-        .convert::<f32>()
-        .into_vec()
-        .unwrap();
-    let want: Vec<f64> = want["logits"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|row| row.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()))
-        .collect();
-    assert_eq!(got.len(), want.len());
-    let worst = got
-        .iter()
-        .zip(&want)
-        .map(|(&g, &w)| (g as f64 - w).abs())
-        .fold(0.0, f64::max);
+    let got = common::all_logits(&model, &ids);
+    let worst = common::max_difference(&got, &common::f64_rows(&want["logits"]));
     // f32 against f64 (4.4e-6 measured); reading RoPE wrongly moves the logits by up to 8.3.
     assert!(worst < 1e-4, "largest logit difference {worst}");
 }
@@ -632,7 +613,10 @@ fn gguf_weights_are_held_once_and_built_on_demand_equal() {
         let prompt = [3, 4, 5, 6, 7, 3];
         let cfg = msn::GenerateConfig::new(6, &lazy.tokenizer);
         let g = msn::Decoder::generate(&mut msn::Greedy, &lazy.model, None, &prompt, &cfg).unwrap();
-        assert_eq!(all_logits(&lazy, &prompt), all_logits(&eager, &prompt));
+        assert_eq!(
+            common::all_logits(&lazy.model, &prompt),
+            common::all_logits(&eager.model, &prompt)
+        );
         let e = msn::Decoder::generate(&mut msn::Greedy, &eager.model, None, &prompt, &cfg);
         assert_eq!(g.tokens, e.unwrap().tokens);
         let (lazy_p, eager_p) = (dense_params(&lazy.model), dense_params(&eager.model));

@@ -116,13 +116,7 @@ fn a_cache_filled_by_other_weights_or_off_the_host_engine_is_not_used() {
 }
 
 fn config(max_new_tokens: usize) -> GenerateConfig {
-    GenerateConfig {
-        max_new_tokens,
-        eos_ids: vec![],
-        stop_strings: vec![],
-        sampling: None,
-        prompt_cache: None,
-    }
+    common::plain_config(max_new_tokens)
 }
 
 /// A decoder run: model, prompt, config in; its generation out.

@@ -25,13 +25,7 @@ fn device() -> Option<burn::backend::wgpu::WgpuDevice> {
 }
 
 fn config(max_new_tokens: usize) -> GenerateConfig {
-    GenerateConfig {
-        max_new_tokens,
-        eos_ids: vec![],
-        stop_strings: vec![],
-        sampling: None,
-        prompt_cache: None,
-    }
+    common::plain_config(max_new_tokens)
 }
 
 #[test]

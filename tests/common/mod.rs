@@ -84,6 +84,58 @@ fn random_model_on<BB: burn::prelude::Backend>(
     m
 }
 
+/// The logits of every position of `ids` from one plain causal pass (a fresh cache),
+/// `[ids.len() * vocab]`.
+#[allow(dead_code)]
+pub fn all_logits<M: msn::CausalLm<B>>(m: &M, ids: &[u32]) -> Vec<f32> {
+    let mut cache = m.new_cache(1, ids.len());
+    m.forward(
+        msn::ForwardInput::causal(ids, 0, &Default::default()),
+        &mut cache,
+    )
+    .into_data()
+    .convert::<f32>()
+    .into_vec()
+    .unwrap()
+}
+
+/// `max_new_tokens` new tokens, no EOS, no stop strings, greedy, every prompt in full.
+#[allow(dead_code)]
+pub fn plain_config(max_new_tokens: usize) -> msn::GenerateConfig {
+    msn::GenerateConfig {
+        max_new_tokens,
+        eos_ids: vec![],
+        stop_strings: vec![],
+        sampling: None,
+        prompt_cache: None,
+    }
+}
+
+/// A JSON array of rows of numbers (a fixture's reference logits), flattened.
+#[allow(dead_code)]
+pub fn f64_rows(v: &serde_json::Value) -> Vec<f64> {
+    v.as_array()
+        .expect("an array of rows")
+        .iter()
+        .flat_map(|row| {
+            row.as_array()
+                .expect("a row")
+                .iter()
+                .map(|x| x.as_f64().unwrap())
+        })
+        .collect()
+}
+
+/// The largest absolute difference between `got` and its float64 reference `want`.
+#[allow(dead_code)]
+pub fn max_difference(got: &[f32], want: &[f64]) -> f64 {
+    assert_eq!(got.len(), want.len(), "as many values as the reference");
+    got.iter()
+        .zip(want)
+        .map(|(&g, &w)| (g as f64 - w).abs())
+        .fold(0.0, f64::max)
+}
+
 /// The logits after `prefix` from one plain causal pass (a fresh cache).
 pub fn last_logits<M: msn::CausalLm<B>>(m: &M, prefix: &[u32]) -> Vec<f32> {
     let mut cache = m.new_cache(1, prefix.len());
