@@ -53,6 +53,7 @@ fn host_matmul(c: &mut Criterion) {
         let options = msn::LoadOptions {
             dtype: msn::WeightDtype::F16,
             host,
+            ..Default::default()
         };
         let m = msn::load_with::<B>("smollm2", &device, options).expect("load SmolLM2");
         let (layer, head) =

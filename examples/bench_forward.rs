@@ -72,7 +72,15 @@ fn run<B: Backend>(
     dtype: msn::WeightDtype,
     host: msn::HostKernels,
 ) -> msn::Result<serde_json::Value> {
-    let m = msn::load_with::<B>(&args.model, &device, msn::LoadOptions { dtype, host })?;
+    let m = msn::load_with::<B>(
+        &args.model,
+        &device,
+        msn::LoadOptions {
+            dtype,
+            host,
+            ..Default::default()
+        },
+    )?;
     let host_storage = m.model.host_storage().unwrap_or_else(|| "none".into());
     let model = &m.model;
     let vocab = model.info().vocab_size as u32;

@@ -63,6 +63,10 @@ struct Args {
     /// Q8_0: faster, logits within ~1 of exact), native-f32, native-int8, converted or off.
     #[arg(long, default_value = "auto")]
     host_kernels: msn::HostKernels,
+    /// Positions the model serves, prompt and output (default: what the checkpoint states;
+    /// Phi-3.5: its 4096-token pre-training context, more selects its long-context RoPE).
+    #[arg(long)]
+    context: Option<usize>,
     /// A LoRA adapter directory (PEFT's layout) merged into the model's weights first, e.g.
     /// `results/msn_scale/adapter`: SmolLM2 after MSN fine-tuning.
     #[arg(long)]
@@ -101,6 +105,7 @@ fn run<B: Backend>(device: B::Device, args: &Args) -> msn::Result<()> {
     let options = msn::LoadOptions {
         dtype: args.dtype,
         host: args.host_kernels,
+        context: args.context,
     };
     let m = common::load_with_adapter::<B>(&args.model, &device, options, args.lora.as_deref())?;
     let mut config = GenerateConfig::new(args.max_new_tokens, &m.tokenizer);

@@ -92,6 +92,7 @@ fn run<B: Backend>(device: B::Device, args: &Args) -> msn::Result<()> {
     let options = msn::LoadOptions {
         dtype: args.dtype,
         host: args.host_kernels,
+        ..Default::default()
     };
     let m = common::load_with_adapter::<B>(&args.model, &device, options, args.lora.as_deref())?;
     let mut decoder = args.decoder.build(&m.model)?;

@@ -138,6 +138,14 @@ pub struct LoadOptions {
     pub dtype: WeightDtype,
     /// Whether to run on the host engine.
     pub host: HostKernels,
+    /// How many positions (prompt and output) the model serves; `None`: as many as the
+    /// checkpoint states (`max_position_embeddings`, GGUF `context_length`), except for Phi-3's
+    /// long-context checkpoints (longrope), which serve their pre-training context by default
+    /// (4096 for Phi-3.5-mini: what transformers and llama.cpp compute for prompts that
+    /// short); a longer context gives every position the long-context RoPE factors, as
+    /// llama.cpp does. The RoPE tables hold this many positions, so a short context also saves
+    /// memory on models that state 131072. More than the checkpoint states is an error.
+    pub context: Option<usize>,
 }
 
 impl From<WeightDtype> for LoadOptions {
@@ -242,10 +250,10 @@ pub fn load_with<B: Backend>(
     // once) for every mode with products (all but `Converted`, copies of eagerly built
     // tensors, and `Off`).
     let mut loaded = if path.is_dir() {
-        load_hf(&path, device, dtype, native)?
+        load_hf(&path, device, options, native)?
     } else {
         // The GGUF's own blocks are taken while the file is open.
-        gguf_model(&path, device, dtype, products)?
+        gguf_model(&path, device, options, products)?
     };
     if host == HostKernels::Converted {
         loaded.model.enable_host_kernels(HOST_MAX_ROWS);
@@ -267,11 +275,14 @@ pub(crate) const HOST_MAX_ROWS: usize = 128;
 fn gguf_model<B: Backend>(
     path: &Path,
     device: &B::Device,
-    dtype: WeightDtype,
+    options: LoadOptions,
     native_host: Option<Products>,
 ) -> Result<LoadedModel<B>> {
+    let dtype = options.dtype;
     let file = Arc::new(GgufFile::open(path)?);
-    let config = config_from_gguf(&file.header)?;
+    let mut config = config_from_gguf(&file.header)?;
+    gguf_longrope(&file, &mut config)?;
+    serve_context(&mut config, options.context)?;
     let tokenizer = Tokenizer::from_gguf(&file.header)?;
     let rope_factors = file.dequantize("rope_freqs.weight")?.map(|(_, v)| v);
     let source = Arc::new(GgufSource {
@@ -284,8 +295,8 @@ fn gguf_model<B: Backend>(
         None => Loaded::<B>::new(source.clone(), device, float),
     };
     let mut model = Llama::build(&config, rope_factors.as_deref(), &mut params)?;
-    // llama3 RoPE factors are read above, outside the builder.
-    params.check_all_read(|name| name == "rope_freqs.weight")?;
+    // RoPE factors are read above, outside the builder.
+    params.check_all_read(|name| ROPE_FACTOR_TENSORS.contains(&name))?;
     if let Some(products) = native_host {
         let native = GgufNative {
             source: &source,
@@ -329,10 +340,12 @@ impl NativeMatrices for GgufNative<'_> {
 fn load_hf<B: Backend>(
     dir: &Path,
     device: &B::Device,
-    dtype: WeightDtype,
+    options: LoadOptions,
     host: bool,
 ) -> Result<LoadedModel<B>> {
-    let config = hf::read_config(dir)?;
+    let dtype = options.dtype;
+    let mut config = hf::read_config(dir)?;
+    serve_context(&mut config, options.context)?;
     let mut eos = config.eos_ids();
     for id in hf::generation_eos_ids(dir)? {
         if !eos.contains(&id) {
@@ -359,7 +372,36 @@ pub fn load_weights<B: Backend>(
     device: &B::Device,
     dtype: WeightDtype,
 ) -> Result<Llama<B>> {
-    build_hf(dir, &hf::read_config(dir)?, device, dtype, false)
+    let mut config = hf::read_config(dir)?;
+    serve_context(&mut config, None)?;
+    build_hf(dir, &config, device, dtype, false)
+}
+
+/// Sets how many positions `config` serves ([`LoadOptions::context`]).
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for no positions or more than the checkpoint states.
+fn serve_context(config: &mut LlamaConfig, context: Option<usize>) -> Result<()> {
+    let stated = config.max_position_embeddings;
+    let default = match &config.rope_scaling {
+        Some(s) if s.rope_type == "longrope" => s
+            .original_max_position_embeddings
+            .map_or(stated, |o| o.min(stated)),
+        _ => stated,
+    };
+    let served = context.unwrap_or(default);
+    if served == 0 || served > stated {
+        return Err(Error::InvalidArgument(format!(
+            "a context of {served} positions: this checkpoint serves 1 to {stated}"
+        )));
+    }
+    if served < stated && context.is_none() {
+        log::info!(
+            "serving {served} of the checkpoint's {stated} positions with short-context RoPE factors (LoadOptions::context for more)"
+        );
+    }
+    config.max_position_embeddings = served;
+    Ok(())
 }
 
 /// The network of `dir`'s safetensors, shaped by `config`; with `host`, on the host engine
@@ -555,10 +597,9 @@ fn gguf_rope_scaling(h: &GgufHeader, arch: &str) -> Result<Option<RopeScaling>> 
     let key = |k: &str| format!("{arch}.rope.scaling.{k}");
     match h.get(&key("type")).and_then(MetaValue::as_str) {
         None | Some("none") => Ok(None),
-        Some("linear") => Ok(Some(RopeScaling {
-            rope_type: "linear".into(),
-            factor: h
-                .get(&key("factor"))
+        Some("linear") => Ok(Some(RopeScaling::new(
+            "linear",
+            h.get(&key("factor"))
                 .and_then(MetaValue::as_f64)
                 .ok_or_else(|| {
                     Error::InvalidConfig(format!(
@@ -566,14 +607,69 @@ fn gguf_rope_scaling(h: &GgufHeader, arch: &str) -> Result<Option<RopeScaling>> 
                         key("factor")
                     ))
                 })?,
-            low_freq_factor: None,
-            high_freq_factor: None,
-            original_max_position_embeddings: None,
-        })),
+        ))),
         Some(other) => Err(Error::InvalidConfig(format!(
             "GGUF RoPE scaling `{other}` is not implemented (only `linear`): positions would be encoded wrongly"
         ))),
     }
+}
+
+/// The GGUF tensors that hold RoPE factors (llama3's, Phi-3 longrope's), read outside the
+/// model builder.
+const ROPE_FACTOR_TENSORS: [&str; 3] = [
+    "rope_freqs.weight",
+    "rope_factors_long.weight",
+    "rope_factors_short.weight",
+];
+
+/// Phi-3's long-context RoPE as llama.cpp's converter writes it: the long and short factors as
+/// tensors, the pre-training context and the attention factor as metadata (no scaling type).
+///
+/// # Errors
+/// [`Error::InvalidConfig`] when only one factor tensor is present or the metadata is missing;
+/// [`Error::MalformedGguf`] for an unreadable tensor.
+fn gguf_longrope(file: &GgufFile, config: &mut LlamaConfig) -> Result<()> {
+    let long = file.dequantize("rope_factors_long.weight")?;
+    let short = file.dequantize("rope_factors_short.weight")?;
+    let (long, short) = match (long, short) {
+        (None, None) => return Ok(()),
+        (Some((_, l)), Some((_, s))) => (l, s),
+        _ => {
+            return Err(Error::InvalidConfig(
+                "GGUF has one of rope_factors_long / rope_factors_short but not the other".into(),
+            ));
+        }
+    };
+    let arch = file
+        .header
+        .get("general.architecture")
+        .and_then(MetaValue::as_str)
+        .unwrap_or_default();
+    let key = |k: &str| format!("{arch}.rope.scaling.{k}");
+    let original = file
+        .header
+        .get(&key("original_context_length"))
+        .and_then(MetaValue::as_u64)
+        .ok_or_else(|| {
+            Error::InvalidConfig(format!(
+                "GGUF has long-context RoPE factors but no `{}`",
+                key("original_context_length")
+            ))
+        })? as usize;
+    let widen = |v: Vec<f32>| Some(v.into_iter().map(f64::from).collect());
+    let mut scaling = RopeScaling::new(
+        "longrope",
+        config.max_position_embeddings as f64 / original.max(1) as f64,
+    );
+    scaling.original_max_position_embeddings = Some(original);
+    scaling.long_factor = widen(long);
+    scaling.short_factor = widen(short);
+    scaling.attention_factor = file
+        .header
+        .get(&key("attn_factor"))
+        .and_then(MetaValue::as_f64);
+    config.rope_scaling = Some(scaling);
+    config.validate()
 }
 
 /// Rejects RoPE over part of each head (Phi-2 style): not implemented.

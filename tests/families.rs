@@ -6,10 +6,43 @@
 
 mod common;
 use common::{B, fixture};
-use msn::{AnyDecoder, DECODER_NAMES, Decoder, Llama, WeightDtype};
+use msn::{AnyDecoder, DECODER_NAMES, Decoder, Greedy, Llama};
 use std::path::PathBuf;
 
-const FAMILIES: [&str; 5] = ["qwen2", "qwen3", "phi3", "gemma2", "gemma3_text"];
+const FAMILIES: [&str; 7] = [
+    "qwen2",
+    "qwen3",
+    "phi3",
+    "phi3_longrope",
+    "gemma",
+    "gemma2",
+    "gemma3_text",
+];
+
+/// The `model_type` a fixture states (`phi3_longrope` is a Phi-3 with long-context RoPE).
+fn model_type(family: &str) -> &str {
+    family.trim_end_matches("_longrope")
+}
+
+/// The options the fixtures load with: the longrope model serves 128 positions (its checkpoint
+/// states 128, pre-trained on 16: long RoPE factors, as transformers uses for the 24-token
+/// prompt), every other model what its checkpoint states.
+fn options(family: &str, host: msn::HostKernels) -> msn::LoadOptions {
+    msn::LoadOptions {
+        host,
+        context: (family == "phi3_longrope").then_some(128),
+        ..Default::default()
+    }
+}
+
+fn load(path: &std::path::Path, family: &str, host: msn::HostKernels) -> msn::LoadedModel<B> {
+    msn::load_with::<B>(
+        path.to_str().unwrap(),
+        &Default::default(),
+        options(family, host),
+    )
+    .unwrap()
+}
 
 fn dir(family: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/transformers_{family}"))
@@ -26,7 +59,7 @@ fn reference(family: &str) -> (Vec<u32>, Vec<f64>, Vec<u32>) {
 
 /// The model on burn's tensor operations, and on the host engine.
 fn both_engines(family: &str) -> [(&'static str, Llama<B>); 2] {
-    let m = msn::load_weights::<B>(&dir(family), &Default::default(), WeightDtype::F32).unwrap();
+    let m = load(&dir(family), family, msn::HostKernels::Off).model;
     let mut host = m.clone();
     host.enable_host_kernels(128);
     [("burn", m), ("host engine", host)]
@@ -38,7 +71,7 @@ fn each_family_matches_transformers_float64_logits() {
         let (ids, want, _) = reference(family);
         let scale = want.iter().fold(0f64, |a, &b| a.max(b.abs()));
         for (engine, m) in both_engines(family) {
-            assert_eq!(m.config().model_type, family);
+            assert_eq!(m.config().model_type, model_type(family));
             let got = common::all_logits(&m, &ids);
             assert_eq!(got.len(), want.len());
             let worst = common::max_difference(&got, &want);
@@ -97,12 +130,12 @@ fn every_decoder_gives_transformers_greedy_tokens_on_each_family() {
 fn each_family_round_trips_through_an_export() {
     for family in FAMILIES {
         let (ids, _, _) = reference(family);
-        let m = msn::load::<B>(dir(family).to_str().unwrap(), &Default::default()).unwrap();
+        let m = load(&dir(family), family, msn::HostKernels::Auto);
         let out = tempfile::tempdir().unwrap();
         m.save_hf(out.path(), msn::ExportDtype::F32).unwrap();
-        let back = msn::load::<B>(out.path().to_str().unwrap(), &Default::default()).unwrap();
+        let back = load(out.path(), family, msn::HostKernels::Auto);
         let (m, back) = (m.model, back.model);
-        assert_eq!(back.config().model_type, family);
+        assert_eq!(back.config().model_type, model_type(family));
         assert_eq!(
             common::all_logits(&back, &ids),
             common::all_logits(&m, &ids),
@@ -130,13 +163,8 @@ fn each_family_from_llama_cpp_gguf_matches_its_float64_reference() {
             // Exact products (the dequantized weights times f32 activations) within f32
             // rounding; the default integer products quantize the activations to 16 bits.
             for (host, tolerance) in [(NativeF32, 1e-4), (Off, 1e-4), (Native, 2e-3)] {
-                let options = msn::LoadOptions {
-                    host,
-                    dtype: WeightDtype::F32,
-                };
-                let m = msn::load_with::<B>(path.to_str().unwrap(), &Default::default(), options)
-                    .unwrap();
-                assert_eq!(m.model.config().model_type, family);
+                let m = load(&path, family, host);
+                assert_eq!(m.model.config().model_type, model_type(family));
                 let got = common::all_logits(&m.model, &ids);
                 let worst = common::max_difference(&got, &want);
                 assert!(
@@ -158,7 +186,7 @@ fn each_family_tokenizes_and_renders_chat_as_transformers_does() {
         let gguf = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .join(format!("tests/fixtures/gguf_{family}/model.f32.gguf"));
         for path in [dir(family), gguf] {
-            let m = msn::load::<B>(path.to_str().unwrap(), &Default::default()).unwrap();
+            let m = load(&path, family, msn::HostKernels::Auto);
             let texts = want["texts"].as_array().unwrap();
             for (text, ids) in texts.iter().zip(want["text_ids"].as_array().unwrap()) {
                 let text = text.as_str().unwrap();
@@ -180,6 +208,56 @@ fn each_family_tokenizes_and_renders_chat_as_transformers_does() {
             let im_end = m.tokenizer.encode("<|im_end|>").unwrap();
             assert_eq!(m.tokenizer.eos_ids, im_end, "{family} {path:?}: EOS");
         }
+    }
+}
+
+/// Phi-3.5's long-context RoPE by default serves the pre-training context (16 positions here)
+/// with the short factors: transformers' logits for a 12-token prompt, from the Hugging Face
+/// directory on both engines and from llama.cpp's GGUF of it; a longer prompt is a typed error,
+/// and so is a context longer than the checkpoint's. (With `context` 128 the long factors give
+/// transformers' logits for 24 tokens: the checks above.)
+#[test]
+fn longrope_serves_its_pretraining_context_with_the_short_factors_by_default() {
+    let want = fixture("transformers_phi3_longrope/logits.json");
+    let ids = common::ids(&want["short_ids"]);
+    let want = common::f64_rows(&want["short_logits"]);
+    let scale = want.iter().fold(0f64, |a, &b| a.max(b.abs()));
+    let gguf = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/gguf_phi3_longrope/model.f32.gguf");
+    for (path, host) in [
+        (dir("phi3_longrope"), msn::HostKernels::Off),
+        (dir("phi3_longrope"), msn::HostKernels::Auto),
+        (gguf.clone(), msn::HostKernels::NativeF32),
+    ] {
+        let m = msn::load_with::<B>(
+            path.to_str().unwrap(),
+            &Default::default(),
+            msn::LoadOptions {
+                host,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(m.model.config().max_position_embeddings, 16);
+        let worst = common::max_difference(&common::all_logits(&m.model, &ids), &want);
+        assert!(
+            worst < 1e-4 * scale,
+            "{path:?} {host:?}: {worst} (scale {scale})"
+        );
+        let long: Vec<u32> = ids.iter().chain(&ids).copied().collect();
+        let err = Greedy
+            .generate(&m.model, None, &long, &common::plain_config(4))
+            .unwrap_err();
+        assert!(err.to_string().contains("context"), "{err}");
+    }
+    for path in [dir("phi3_longrope"), gguf] {
+        let too_long = msn::LoadOptions {
+            context: Some(129),
+            ..Default::default()
+        };
+        let err =
+            msn::load_with::<B>(path.to_str().unwrap(), &Default::default(), too_long).unwrap_err();
+        assert!(matches!(err, msn::Error::InvalidArgument(_)), "{err}");
     }
 }
 

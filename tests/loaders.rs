@@ -362,7 +362,9 @@ fn edit_config(dir: &std::path::Path, edit: impl FnOnce(&mut serde_json::Value))
 fn configs_with_unimplemented_features_are_typed_errors() {
     let (m, dir) = tiny_hf();
     let good = std::fs::read_to_string(dir.path().join("config.json")).unwrap();
-    let cases: [(&str, serde_json::Value, &str); 4] = [
+    // The tiny model's heads are 4 wide: longrope needs 2 divisors of each kind.
+    let two = serde_json::json!([1.0, 1.5]);
+    let cases: [(&str, serde_json::Value, &str); 8] = [
         ("hidden_act", "gelu".into(), "gelu"),
         ("partial_rotary_factor", 0.5.into(), "partial_rotary_factor"),
         ("mlp_bias", true.into(), "mlp_bias"),
@@ -370,6 +372,31 @@ fn configs_with_unimplemented_features_are_typed_errors() {
             "rope_scaling",
             serde_json::json!({"rope_type": "yarn", "factor": 4.0}),
             "yarn",
+        ),
+        (
+            "rope_scaling",
+            serde_json::json!({"rope_type": "longrope", "short_factor": two,
+                "long_factor": two}),
+            "original_max_position_embeddings",
+        ),
+        (
+            "rope_scaling",
+            serde_json::json!({"rope_type": "longrope", "short_factor": two,
+                "original_max_position_embeddings": 16}),
+            "long_factor",
+        ),
+        (
+            "rope_scaling",
+            serde_json::json!({"rope_type": "longrope", "short_factor": [1.0, 2.0, 3.0],
+                "long_factor": two, "original_max_position_embeddings": 16}),
+            "short_factor",
+        ),
+        (
+            "rope_scaling",
+            serde_json::json!({"rope_type": "longrope", "short_factor": two,
+                "long_factor": two, "original_max_position_embeddings": 16,
+                "partial_rotary_factor": 0.5}),
+            "partial_rotary_factor",
         ),
     ];
     for (key, value, says) in cases {
@@ -608,6 +635,7 @@ fn gguf_weights_are_held_once_and_built_on_demand_equal() {
         let options = LoadOptions {
             dtype,
             host: HostKernels::Converted,
+            ..Default::default()
         };
         let eager = msn::load_with::<B>(path, &d, options).unwrap();
         let prompt = [3, 4, 5, 6, 7, 3];

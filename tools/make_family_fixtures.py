@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Writes tests/fixtures/transformers_{qwen2,qwen3,phi3,gemma2,gemma3_text}/: tiny random Qwen 2,
-Qwen 3, Phi-3, Gemma 2 and Gemma 3 models saved by transformers (`config.json`, `model.safetensors`), a byte-level BPE tokenizer
+"""Writes tests/fixtures/transformers_{qwen2,qwen3,phi3,phi3_longrope,gemma,gemma2,gemma3_text}/:
+tiny random Qwen 2, Qwen 3, Phi-3 (also with Phi-3.5's long-context RoPE), Gemma 1, 2 and 3 models saved by transformers (`config.json`, `model.safetensors`), a byte-level BPE tokenizer
 with Qwen 2's own pre-tokenizer regex and ChatML special tokens (trained here on a few lines:
 Qwen's real vocabulary cannot be downloaded here) and a ChatML chat template, and `logits.json`:
 transformers' float64 logits for 24 random ids, its float64 greedy continuation of them, and its
@@ -8,10 +8,11 @@ tokenizer's ids for texts (unicode, code) and a rendered chat prompt. Every bias
 at random (transformers initialises them to 0 and 1, which would hide a missing one). The Rust
 loaders are checked against code they share nothing with.
 
-Usage: pip install torch transformers safetensors && python3 tools/make_family_fixtures.py
+Usage: pip install torch transformers safetensors && python3 tools/make_family_fixtures.py [FAMILY...]
 """
 import json
 import pathlib
+import sys
 
 import torch
 import transformers
@@ -73,6 +74,23 @@ families = {
     "phi3": (transformers.Phi3Config, transformers.Phi3ForCausalLM,
              dict(common, pad_token_id=0, bos_token_id=None, eos_token_id=None,
                   original_max_position_embeddings=128, sliding_window=None)),
+    # Phi-3.5's long context (longrope): random short and long divisors per frequency, a
+    # pre-training context of 16 positions stretched to 128 (attention factor from the ratio).
+    # The 24-token prompt is longer than 16, so transformers uses the long divisors for it;
+    # `short_ids` (12 tokens) get the short ones.
+    "phi3_longrope": (transformers.Phi3Config, transformers.Phi3ForCausalLM,
+                      dict(common, pad_token_id=0, bos_token_id=None, eos_token_id=None,
+                           original_max_position_embeddings=16, sliding_window=None,
+                           rope_parameters={
+                               "rope_type": "longrope", "rope_theta": 10000.0,
+                               "short_factor": [1.0, 1.3, 2.1, 3.7],
+                               "long_factor": [1.2, 2.9, 7.5, 19.0]})),
+    # Gemma 1: (1 + w) norms, scaled embedding, GELU gate; nothing around the sublayers.
+    "gemma": (transformers.GemmaConfig, transformers.GemmaForCausalLM,
+              dict(common, head_dim=16, hidden_activation="gelu_pytorch_tanh",
+                   tie_word_embeddings=True, pad_token_id=0, bos_token_id=None,
+                   eos_token_id=None,
+                   rope_parameters={"rope_type": "default", "rope_theta": 10000.0})),
     # Gemma 2: (1 + w) norms, scaled embedding, GELU gate, norms around both sublayers, scores
     # scaled by query_pre_attn_scalar and soft-capped, logits soft-capped, every other layer
     # attending to a window of 4 positions (short, so the 24-token prompt crosses it).
@@ -95,7 +113,10 @@ families = {
                              "sliding_attention": {"rope_type": "default",
                                                    "rope_theta": 10000.0}})),
 }
+only = sys.argv[1:]  # family names to write (default: all)
 for name, (Config, Model, kwargs) in families.items():
+    if only and name not in only:
+        continue
     out = root / f"transformers_{name}"
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(2406_17404)
@@ -122,7 +143,13 @@ for name, (Config, Model, kwargs) in families.items():
         logits = model(torch.tensor([ids])).logits[0]
         greedy = model.generate(torch.tensor([ids]), max_new_tokens=16, do_sample=False,
                                 eos_token_id=None, pad_token_id=0)[0, len(ids):]
-    if name == "phi3":
+    short = {}
+    if name == "phi3_longrope":
+        with torch.no_grad():
+            short_logits = model(torch.tensor([ids[:12]])).logits[0]
+        short = {"short_ids": ids[:12],
+                 "short_logits": [[round(v, 9) for v in row] for row in short_logits.tolist()]}
+    if name.startswith("phi3"):
         # llama.cpp's converter reads a Phi-3 vocabulary from tokenizer.model (SentencePiece)
         # unless the config names the GPT-2 tokenizer, as Phi-4's does.
         tc = json.loads((out / "tokenizer_config.json").read_text())
@@ -137,6 +164,7 @@ for name, (Config, Model, kwargs) in families.items():
         "chat_user": chat[0]["content"],
         "chat_text": chat_text,
         "chat_ids": chat_ids,
+        **short,
     }))
     params = sorted(n for n, _ in model.named_parameters() if ".layers.0." in n)
     print(f"{name}: transformers {transformers.__version__}; layer 0: {params}")

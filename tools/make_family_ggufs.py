@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes tests/fixtures/gguf_{qwen2,qwen3,phi3,gemma2,gemma3_text}/: the transformers fixtures of
+"""Writes tests/fixtures/gguf_{qwen2,qwen3,phi3,phi3_longrope,gemma,gemma2,gemma3_text}/: the transformers fixtures of
 tools/make_family_fixtures.py converted by llama.cpp's own `convert_hf_to_gguf.py` (f32) and
 quantized by its `llama-quantize` (Q8_0), each with `logits.json`: transformers' float64 logits of
 the model whose weights are the GGUF's own, read back and dequantized by llama.cpp's `gguf`
@@ -9,7 +9,7 @@ against llama.cpp's converter, its quantizer and its tensor names.
 The fixtures' word-level tokenizer is no BPE vocabulary llama.cpp knows, so the converter is told
 the pre-tokenizer (`qwen2`) instead of hashing it; the tokenizer is not what these files test.
 
-Usage: python3 tools/make_family_ggufs.py LLAMA_CPP_SOURCE LLAMA_QUANTIZE
+Usage: python3 tools/make_family_ggufs.py LLAMA_CPP_SOURCE LLAMA_QUANTIZE [FAMILY...]
   LLAMA_CPP_SOURCE: llama.cpp's source tree (the `vendor/llama.cpp` of the llama-cpp-python
   source distribution scripts/vs_llamacpp.sh downloads); LLAMA_QUANTIZE: its built binary.
 Needs: pip install torch transformers safetensors sentencepiece
@@ -46,6 +46,7 @@ base.TextModel._set_vocab_sentencepiece = no_sentencepiece
 base.TextModel.get_vocab_base_pre = lambda self, tokenizer: "qwen2"
 from conversion import gemma
 gemma.Gemma2Model.set_vocab = base.TextModel._set_vocab_gpt2
+gemma.GemmaModel.set_vocab = base.TextModel._set_vocab_gpt2
 convert_hf_to_gguf.main()
 """
     subprocess.run([sys.executable, "-c", code], check=True, cwd=src)
@@ -57,7 +58,7 @@ def reference_logits(hf_dir: pathlib.Path, gguf_path: pathlib.Path, ids: list) -
     # models): the GGUF does not carry query_pre_attn_scalar, so its reference uses that.
     config = transformers.AutoConfig.from_pretrained(hf_dir)
     extra = {}
-    if config.model_type.startswith("gemma"):
+    if config.model_type in ("gemma2", "gemma3_text"):
         extra["query_pre_attn_scalar"] = config.head_dim
     model = transformers.AutoModelForCausalLM.from_pretrained(
         hf_dir, attn_implementation="eager", **extra).double().eval()
@@ -87,7 +88,8 @@ def reference_logits(hf_dir: pathlib.Path, gguf_path: pathlib.Path, ids: list) -
         return model(torch.tensor([ids])).logits[0].tolist()
 
 
-for family in ["qwen2", "qwen3", "phi3", "gemma2", "gemma3_text"]:
+FAMILIES = ["qwen2", "qwen3", "phi3", "phi3_longrope", "gemma", "gemma2", "gemma3_text"]
+for family in sys.argv[3:] or FAMILIES:
     hf_dir = root / f"transformers_{family}"
     out = root / f"gguf_{family}"
     out.mkdir(exist_ok=True)

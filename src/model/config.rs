@@ -8,11 +8,12 @@ use serde::{Deserialize, Serialize};
 /// RoPE frequency scaling (Hugging Face `rope_scaling`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RopeScaling {
-    /// `"linear"` or `"llama3"` (older configs call the key `type`); other types are errors
-    /// ([`LlamaConfig::validate`]).
+    /// `"linear"`, `"llama3"` or `"longrope"` (older configs call the key `type`); other types
+    /// are errors ([`LlamaConfig::validate`]).
     #[serde(alias = "type")]
     pub rope_type: String,
-    /// Scaling factor.
+    /// Scaling factor (longrope: the context extension, `max_position_embeddings /
+    /// original_max_position_embeddings` where the checkpoint does not state it).
     pub factor: f64,
     /// llama3: low-frequency factor.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -20,9 +21,81 @@ pub struct RopeScaling {
     /// llama3: high-frequency factor.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub high_freq_factor: Option<f64>,
-    /// llama3: the context the model was pre-trained with.
+    /// llama3 and longrope: the context the model was pre-trained with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub original_max_position_embeddings: Option<usize>,
+    /// longrope (Phi-3 / 3.5 long-context): per-frequency divisors used while the model serves
+    /// at most `original_max_position_embeddings` positions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub short_factor: Option<Vec<f64>>,
+    /// longrope: the divisors used when the model serves more positions than that (every
+    /// position then uses them, as llama.cpp does for a context that long).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub long_factor: Option<Vec<f64>>,
+    /// longrope: the factor cosines and sines are multiplied by; by default
+    /// `sqrt(1 + ln(factor) / ln(original_max_position_embeddings))` (1 for a factor up to 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attention_factor: Option<f64>,
+}
+
+impl RopeScaling {
+    /// Plain scaling of type `rope_type` by `factor`, without the optional parameters.
+    pub fn new(rope_type: impl Into<String>, factor: f64) -> Self {
+        Self {
+            rope_type: rope_type.into(),
+            factor,
+            low_freq_factor: None,
+            high_freq_factor: None,
+            original_max_position_embeddings: None,
+            short_factor: None,
+            long_factor: None,
+            attention_factor: None,
+        }
+    }
+
+    /// longrope: the factor cosines and sines are multiplied by (1 for other types).
+    pub fn attention_scaling(&self) -> f64 {
+        if self.rope_type != "longrope" {
+            return 1.0;
+        }
+        self.attention_factor.unwrap_or_else(|| {
+            let original = self.original_max_position_embeddings.unwrap_or(1) as f64;
+            match self.factor > 1.0 && original > 1.0 {
+                true => (1.0 + self.factor.ln() / original.ln()).sqrt(),
+                false => 1.0,
+            }
+        })
+    }
+
+    /// Checks a longrope scaling for a head of `head_dim` values.
+    fn validate_longrope(&self, head_dim: usize) -> std::result::Result<(), String> {
+        if self.original_max_position_embeddings.is_none_or(|o| o == 0) {
+            return Err(
+                "longrope RoPE scaling needs a positive `original_max_position_embeddings`".into(),
+            );
+        }
+        for (key, factors) in [
+            ("short_factor", &self.short_factor),
+            ("long_factor", &self.long_factor),
+        ] {
+            let Some(f) = factors else {
+                return Err(format!("longrope RoPE scaling needs `{key}`"));
+            };
+            if f.len() != head_dim / 2 || f.iter().any(|x| !x.is_finite() || *x <= 0.0) {
+                return Err(format!(
+                    "longrope `{key}` must hold {} positive numbers (half the head width), not {:?}",
+                    head_dim / 2,
+                    f
+                ));
+            }
+        }
+        match self.attention_factor {
+            Some(a) if !a.is_finite() || a <= 0.0 => Err(format!(
+                "longrope `attention_factor` must be positive, not {a}"
+            )),
+            _ => Ok(()),
+        }
+    }
 }
 
 fn default_theta() -> f64 {
@@ -257,9 +330,9 @@ impl LlamaConfig {
             return bad("rope_theta and rms_norm_eps must be positive".into());
         }
         if let Some(s) = &self.rope_scaling {
-            if !matches!(s.rope_type.as_str(), "linear" | "llama3") {
+            if !matches!(s.rope_type.as_str(), "linear" | "llama3" | "longrope") {
                 return bad(format!(
-                    "rope_scaling type `{}` is not implemented: use `linear` or `llama3`, or no rope_scaling (positions would be encoded wrongly otherwise)",
+                    "rope_scaling type `{}` is not implemented: use `linear`, `llama3` or `longrope`, or no rope_scaling (positions would be encoded wrongly otherwise)",
                     s.rope_type
                 ));
             }
@@ -268,6 +341,9 @@ impl LlamaConfig {
                     "rope_scaling factor must be positive, not {}",
                     s.factor
                 ));
+            }
+            if s.rope_type == "longrope" {
+                s.validate_longrope(self.head_dim()).or_else(bad)?;
             }
         }
         Ok(())

@@ -306,7 +306,44 @@ fn normalize_rope(json: &mut serde_json::Value) -> Result<()> {
     if rope_type(&json["rope_scaling"]) == Some("default") {
         json["rope_scaling"] = serde_json::Value::Null;
     }
+    complete_longrope(json);
     Ok(())
+}
+
+/// Phi-3's long-context RoPE as transformers reads it: older checkpoints call it `su` (or
+/// `yarn`), the pre-training context is a top-level key, and a missing `factor` is the context
+/// extension `max_position_embeddings / original_max_position_embeddings` (which sets the
+/// default attention factor, so it is fixed here, before a load serves fewer positions).
+fn complete_longrope(json: &mut serde_json::Value) {
+    let phi3 = json["model_type"].as_str() == Some("phi3");
+    let ty = rope_type(&json["rope_scaling"]).map(str::to_owned);
+    let longrope = match ty.as_deref() {
+        Some("longrope") => true,
+        Some("su" | "yarn") => phi3,
+        _ => false,
+    };
+    if !longrope {
+        return;
+    }
+    let original = json["original_max_position_embeddings"].clone();
+    let max = json["max_position_embeddings"].as_f64();
+    let scaling = &mut json["rope_scaling"];
+    scaling["rope_type"] = "longrope".into();
+    if let Some(o) = scaling.as_object_mut() {
+        o.remove("type");
+    }
+    if scaling["original_max_position_embeddings"].is_null() {
+        scaling["original_max_position_embeddings"] = original;
+    }
+    let original = scaling["original_max_position_embeddings"].as_f64();
+    if scaling["factor"].is_null() {
+        // Without a pre-training context validation names the missing key.
+        let factor = match (max, original.filter(|&o| o > 0.0)) {
+            (Some(max), Some(original)) => max / original,
+            _ => 1.0,
+        };
+        scaling["factor"] = factor.into();
+    }
 }
 
 /// The type of a `rope_scaling` object (older configs call the key `type`).
@@ -352,8 +389,13 @@ fn check_llama_features(json: &serde_json::Value, model_type: &str) -> Result<()
             ));
         }
     }
-    if let Some(f) = json["partial_rotary_factor"].as_f64()
-        && f != 1.0
+    let partial = [
+        &json["partial_rotary_factor"],
+        &json["rope_scaling"]["partial_rotary_factor"],
+    ];
+    if let Some(f) = partial
+        .into_iter()
+        .find_map(|f| f.as_f64().filter(|&f| f != 1.0))
     {
         return unsupported(format!(
             "`partial_rotary_factor: {f}` (RoPE over part of each head is not implemented)"

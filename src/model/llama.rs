@@ -3,7 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::model::cache::KvCache;
-use crate::model::config::LlamaConfig;
+use crate::model::config::{LlamaConfig, RopeScaling};
 use crate::model::engine;
 use crate::model::family_ops::{gate_act, softcap, window_mask};
 use crate::model::host::{
@@ -424,6 +424,10 @@ impl<B: Backend> Llama<B> {
             rope: Rope::new(
                 &inv_frequencies(config, rope_factors),
                 config.max_position_embeddings,
+                config
+                    .rope_scaling
+                    .as_ref()
+                    .map_or(1.0, RopeScaling::attention_scaling),
                 &device,
             ),
             rope_local: config.rope_local_base_freq.map(|theta| {
@@ -435,6 +439,7 @@ impl<B: Backend> Llama<B> {
                 Rope::new(
                     &inv_frequencies(&local, None),
                     config.max_position_embeddings,
+                    1.0,
                     &device,
                 )
             }),

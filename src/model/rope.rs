@@ -32,6 +32,20 @@ pub fn inv_frequencies(config: &LlamaConfig, factors: Option<&[f32]>) -> Vec<f64
                     }
                 }
             }
+            // Phi-3's long context: the short divisors while the model serves no more positions
+            // than it was pre-trained with, the long ones for every position otherwise
+            // (llama.cpp's rule for its context size; transformers switches per call).
+            "longrope" => {
+                let original = s.original_max_position_embeddings.unwrap_or(usize::MAX);
+                let long = config.max_position_embeddings > original;
+                let divisors = match long {
+                    true => s.long_factor.as_deref(),
+                    false => s.short_factor.as_deref(),
+                };
+                for (f, k) in inv.iter_mut().zip(divisors.unwrap_or_default()) {
+                    *f /= *k;
+                }
+            }
             // `LlamaConfig::validate`, which every model build runs, admits no other type.
             other => unreachable!("rope_scaling type `{other}` passed validation"),
         }
@@ -56,8 +70,9 @@ pub struct Rope<B: Backend> {
 }
 
 impl<B: Backend> Rope<B> {
-    /// Builds the tables for `max_positions` positions.
-    pub fn new(inv_freq: &[f64], max_positions: usize, device: &B::Device) -> Self {
+    /// Builds the tables for `max_positions` positions, cosines and sines multiplied by
+    /// `scale` (longrope's attention factor; 1 otherwise).
+    pub fn new(inv_freq: &[f64], max_positions: usize, scale: f64, device: &B::Device) -> Self {
         let half = inv_freq.len();
         let d = 2 * half;
         let mut cos = vec![0f32; max_positions * d];
@@ -67,8 +82,8 @@ impl<B: Backend> Rope<B> {
                 let a = p as f64 * f;
                 let (s, c) = a.sin_cos();
                 for j in [i, i + half] {
-                    cos[p * d + j] = c as f32;
-                    sin[p * d + j] = s as f32;
+                    cos[p * d + j] = (c * scale) as f32;
+                    sin[p * d + j] = (s * scale) as f32;
                 }
             }
         }
