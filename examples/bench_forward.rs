@@ -72,6 +72,7 @@ fn run<B: Backend>(
     dtype: msn::WeightDtype,
     host: msn::HostKernels,
 ) -> msn::Result<serde_json::Value> {
+    common::demo_model::resolve(&args.model)?;
     let m = msn::load_with::<B>(
         &args.model,
         &device,

@@ -428,6 +428,7 @@ fn measure_only(args: &Args, dir: &std::path::Path, e: &EvalSet, before: Measure
     let device = Default::default();
     // host kernels are on (load_with), and rebuilt from the merged weights by the adapter
     let model = if dir.join("adapter_config.json").is_file() {
+        common::demo_model::resolve(&args.model)?;
         let base = msn::load_with::<B>(&args.model, &device, msn::WeightDtype::F32)?;
         base.model.apply_lora_adapter(dir)?
     } else {
@@ -492,6 +493,7 @@ fn go(args: &Args) -> Result<()> {
     }
     let device = Default::default();
     std::fs::create_dir_all(&args.out).map_err(|e| msn::Error::io(&args.out, e))?;
+    common::demo_model::resolve(&args.model)?;
     let loaded = msn::load_with::<AB>(&args.model, &device, msn::WeightDtype::F32)?;
     let tok = loaded.tokenizer.clone();
     let base = inference(&loaded.model);

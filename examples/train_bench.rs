@@ -55,6 +55,7 @@ fn main() -> msn::Result<()> {
     let args = Args::parse();
     let reuse = !args.default_allocator && msn::train::reuse_freed_memory();
     let device = Default::default();
+    common::demo_model::resolve(&args.model)?;
     let m = msn::load_with::<AB>(&args.model, &device, msn::WeightDtype::F32)?;
     let vocab = m.model.config().vocab_size;
     let params: usize = msn::__internal::named_tensors(&m.model)

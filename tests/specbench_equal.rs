@@ -25,7 +25,7 @@ const LOOKAHEAD: LookaheadConfig = LookaheadConfig {
 
 #[test]
 fn every_decoder_equals_greedy_on_20_spec_bench_questions() {
-    let m = msn::load_with::<B>("smollm2", &Default::default(), WeightDtype::F16).unwrap();
+    let m = msn::load_with::<B>(common::demo(), &Default::default(), WeightDtype::F16).unwrap();
     let path =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/spec_bench/question.jsonl");
     let questions = msn::bench::read_spec_bench(&path).unwrap();

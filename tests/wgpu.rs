@@ -117,7 +117,7 @@ fn against_reference(
 #[test]
 fn smollm2_on_wgpu_matches_the_float64_reference_and_decodes_as_greedy() {
     let Some(d) = device() else { return };
-    let m = msn::load_with::<W>("smollm2", &d, msn::WeightDtype::F32).unwrap();
+    let m = msn::load_with::<W>(common::demo(), &d, msn::WeightDtype::F32).unwrap();
     let refs = common::fixture("reference_logits.json");
     let case = &refs["cases"][0];
     let (prompt, worst) = against_reference(&m, &d, case);
@@ -141,7 +141,7 @@ fn smollm2_on_wgpu_matches_the_float64_reference_and_decodes_as_greedy() {
 #[test]
 fn smollm2_in_f16_on_wgpu_stays_near_the_reference_where_the_adapter_has_f16() {
     let Some(d) = device() else { return };
-    let m = match msn::load_with::<W>("smollm2", &d, msn::WeightDtype::F16) {
+    let m = match msn::load_with::<W>(common::demo(), &d, msn::WeightDtype::F16) {
         Ok(m) => m,
         Err(e) => {
             eprintln!("f16 not run on this adapter: {e}");

@@ -4,6 +4,7 @@
 
 pub mod cold_start;
 pub mod decoders;
+pub mod demo_model;
 pub mod llama_cpp;
 pub mod plot;
 pub mod vs_greedy;
@@ -28,6 +29,7 @@ pub fn load_with_adapter<B: burn::prelude::Backend>(
     options: msn::LoadOptions,
     lora: Option<&std::path::Path>,
 ) -> msn::Result<msn::LoadedModel<B>> {
+    demo_model::resolve(model)?;
     let mut m = msn::load_with::<B>(model, device, options)?;
     if let Some(dir) = lora {
         m.model = m.model.apply_lora_adapter(dir)?;

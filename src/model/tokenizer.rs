@@ -207,7 +207,7 @@ impl Tokenizer {
     /// [`Error::Io`] / [`Error::Tokenizer`] when the files are missing or invalid.
     pub fn from_hf_dir(dir: &Path, config_eos: &[u32]) -> Result<Self> {
         let path = dir.join("tokenizer.json");
-        let inner = tokenizers::Tokenizer::from_file(&path)
+        let inner = guarded(|| tokenizers::Tokenizer::from_file(&path))?
             .map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())))?;
         let cfg_path = dir.join("tokenizer_config.json");
         let cfg: serde_json::Value = match std::fs::read_to_string(&cfg_path) {
@@ -266,7 +266,7 @@ impl Tokenizer {
     /// # Errors
     /// [`Error::Tokenizer`].
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        let enc = self.inner.encode(text, false).map_err(Error::tokenizer)?;
+        let enc = guarded(|| self.inner.encode(text, false))?.map_err(Error::tokenizer)?;
         let mut ids = Vec::with_capacity(enc.len() + 1);
         if self.add_bos && enc.get_ids().first() != self.bos_id.as_ref() {
             ids.extend(self.bos_id);
@@ -280,7 +280,7 @@ impl Tokenizer {
     /// # Errors
     /// [`Error::Tokenizer`].
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
-        self.inner.decode(ids, false).map_err(Error::tokenizer)
+        guarded(|| self.inner.decode(ids, false))?.map_err(Error::tokenizer)
     }
 
     /// Vocabulary size including added tokens.
@@ -358,8 +358,8 @@ fn post_processor_adds(inner: &tokenizers::Tokenizer, bos: Option<u32>) -> Resul
     let Some(bos) = bos else {
         return Ok(false);
     };
-    let with = inner.encode("", true).map_err(Error::tokenizer)?;
-    let without = inner.encode("", false).map_err(Error::tokenizer)?;
+    let with = guarded(|| inner.encode("", true))?.map_err(Error::tokenizer)?;
+    let without = guarded(|| inner.encode("", false))?.map_err(Error::tokenizer)?;
     Ok(with.get_ids().first() == Some(&bos) && without.get_ids().first() != Some(&bos))
 }
 
@@ -381,5 +381,21 @@ fn hf_chat_template(dir: &Path, cfg: &serde_json::Value) -> Result<Option<String
             .and_then(|t| t["template"].as_str())
             .map(str::to_string),
         _ => None,
+    })
+}
+
+/// Runs a call into the `tokenizers` crate, which panics on some malformed `tokenizer.json`
+/// files (an `expect` in its decoder deserializer, found by fuzzing): a panic becomes
+/// [`Error::Tokenizer`].
+fn guarded<T>(f: impl FnOnce() -> T) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|panic| {
+        let what = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("a panic");
+        Error::Tokenizer(format!(
+            "the tokenizer files are malformed (the tokenizers crate failed: {what}); use the checkpoint's original tokenizer.json"
+        ))
     })
 }

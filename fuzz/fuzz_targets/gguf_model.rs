@@ -1,0 +1,28 @@
+//! Fuzzes loading a GGUF model of any family the crate reads (llama, qwen2, qwen3, phi3, gemma,
+//! gemma2, gemma3): metadata to configuration, vocabulary to tokenizer, tensors to the host
+//! engine's panels. Any input must load or return an error, never panic, hang or allocate
+//! without bound (run with `-rss_limit_mb` / `-malloc_limit_mb`); a model that loads runs one
+//! forward of two tokens and tokenizes a text. Seeds: the Q8_0 fixtures (`fuzz/make_seeds.py`).
+#![no_main]
+
+#[path = "scratch.rs"]
+mod scratch;
+
+use burn::backend::NdArray;
+use libfuzzer_sys::fuzz_target;
+use msn::{CausalLm, ForwardInput};
+
+fuzz_target!(|data: &[u8]| {
+    let path = scratch::dir("gguf").join("model.gguf");
+    std::fs::write(&path, data).unwrap();
+    let device = Default::default();
+    let Ok(m) = msn::load::<NdArray>(path.to_str().unwrap(), &device) else {
+        return;
+    };
+    let _ = m.tokenizer.encode("Hello world! naïve café 🦀");
+    let vocab = m.model.config().vocab_size as u32;
+    let n = m.model.config().max_position_embeddings.min(2);
+    let ids = [1 % vocab, 2 % vocab];
+    let mut cache = m.model.new_cache(1, n);
+    let _ = m.model.forward(ForwardInput::causal(&ids[..n], 0, &device), &mut cache);
+});
