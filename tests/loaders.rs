@@ -696,3 +696,24 @@ fn a_tokenizer_file_the_tokenizers_crate_panics_on_is_a_typed_error() {
         "{err}"
     );
 }
+
+/// A Phi-3 GGUF whose fused qkv matrix holds fewer rows than its metadata's heads need (found
+/// by `fuzz/fuzz_targets/gguf_model.rs`): a shape error at load, never a panic when a lazily
+/// built tensor reads it later.
+#[test]
+fn a_fused_matrix_too_short_for_its_parts_is_a_shape_error_at_load_on_every_path() {
+    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/hostile/phi3_fused_rows_short.gguf");
+    for host in [msn::HostKernels::Auto, msn::HostKernels::Off] {
+        let options = msn::LoadOptions {
+            host,
+            ..Default::default()
+        };
+        let err =
+            msn::load_with::<B>(path.to_str().unwrap(), &Default::default(), options).unwrap_err();
+        assert!(
+            matches!(err, Error::ShapeMismatch { .. }),
+            "{host:?}: {err}"
+        );
+    }
+}

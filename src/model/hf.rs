@@ -5,7 +5,9 @@ use crate::error::{Error, Result};
 use crate::model::config::{LlamaConfig, token_ids};
 use crate::model::llama::{Block, Llama};
 use crate::model::mapped;
-use crate::model::weights::{FusedPart, TensorSource, fused_part, take_rows, transpose};
+use crate::model::weights::{
+    FusedPart, TensorSource, fused_part, part_shape, take_rows, transpose,
+};
 use crate::util::write_atomic;
 use burn::prelude::*;
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
@@ -154,7 +156,7 @@ impl TensorSource for SafetensorsDir {
     fn shape(&self, name: &str) -> Result<Option<Vec<usize>>> {
         if let Some(part) = self.part(name) {
             let shape = self.view(&part.fused, |view| Ok(view.shape().to_vec()))?;
-            return Ok(shape.map(|s| [vec![part.rows.len()], s[1..].to_vec()].concat()));
+            return Ok(shape.map(|s| part_shape(&part, &s)));
         }
         self.view(name, |view| Ok(view.shape().to_vec()))
     }

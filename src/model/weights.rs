@@ -175,6 +175,11 @@ impl<B: Backend> Loaded<B> {
 
     fn fetch(&mut self, name: &str, expected: &[usize]) -> Result<Vec<f32>> {
         let (shape, data) = self.source.tensor(name)?.unzip();
+        // A part of a fused matrix that cannot hold it reads as nothing: report its shape.
+        let shape = match shape {
+            None => self.source.shape(name)?,
+            found => found,
+        };
         self.check_shape(name, shape, expected)?;
         Ok(data.expect("a tensor whose shape was checked"))
     }
@@ -360,6 +365,17 @@ pub(crate) fn fused_part(config: &LlamaConfig, hf: &str) -> Option<FusedPart> {
 
 /// Rows `rows` of a row-major `[rows, cols]` tensor; `None` when it has fewer rows or another
 /// rank.
+/// The shape of `part` inside a fused tensor of shape `fused`: its rows, or none when the fused
+/// tensor is too short to hold them (the caller's shape check then names the tensor, instead of
+/// a later read failing).
+pub(crate) fn part_shape(part: &FusedPart, fused: &[usize]) -> Vec<usize> {
+    match *fused {
+        [n, cols] if n >= part.rows.end => vec![part.rows.len(), cols],
+        [_, cols] => vec![0, cols],
+        _ => fused.to_vec(),
+    }
+}
+
 pub(crate) fn take_rows(
     (shape, data): (Vec<usize>, Vec<f32>),
     rows: &Range<usize>,
@@ -515,7 +531,7 @@ impl TensorSource for GgufSource {
             .and_then(|g| self.file.tensor_info(&g))
             .map(|i| i.shape());
         Ok(match fused_part(&self.config, name) {
-            Some(part) => shape.map(|s| [vec![part.rows.len()], s[1..].to_vec()].concat()),
+            Some(part) => shape.map(|s| part_shape(&part, &s)),
             None => shape,
         })
     }
