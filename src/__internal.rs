@@ -3,7 +3,7 @@
 //! hidden from the documentation and free to change in any release.
 
 pub use crate::model::gguf::{GgufHeader, MetaValue, write_gguf};
-pub use crate::model::hf::named_tensors;
+pub use crate::model::hf::{named_tensors, read_config};
 pub use crate::model::quant::{GgmlType, dequantize};
 
 /// The text of `ids` as the decoders build it (incrementally, one token at a time) and as they

@@ -422,11 +422,14 @@ fn build_hf<B: Backend>(
         false => Loaded::<B>::new(source.clone(), device, float),
     };
     let mut model = Llama::build(config, None, &mut params)?;
+    use crate::model::weights::TensorSource;
     // Older checkpoints keep RoPE's inverse frequencies as buffers (the config states them);
     // with tied embeddings transformers ignores a stored head, and so does this loader.
     params.check_all_read(|name| {
         name.ends_with(".rotary_emb.inv_freq")
-            || (config.tie_word_embeddings && name == "lm_head.weight")
+            || (config.tie_word_embeddings
+                && source.stored_name("lm_head.weight").as_deref() == Some(name))
+            || source.other_modality(name)
     })?;
     if host {
         let native = HfNative {

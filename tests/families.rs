@@ -9,7 +9,7 @@ use common::{B, fixture};
 use msn::{AnyDecoder, DECODER_NAMES, Decoder, Greedy, Llama};
 use std::path::PathBuf;
 
-const FAMILIES: [&str; 7] = [
+const FAMILIES: [&str; 8] = [
     "qwen2",
     "qwen3",
     "phi3",
@@ -17,11 +17,20 @@ const FAMILIES: [&str; 7] = [
     "gemma",
     "gemma2",
     "gemma3_text",
+    "gemma3_mm",
 ];
+
+/// The families with a GGUF of llama.cpp's (`gemma3_mm`'s text model is `gemma3_text`'s kind).
+fn with_gguf(family: &&str) -> bool {
+    *family != "gemma3_mm"
+}
 
 /// The `model_type` a fixture states (`phi3_longrope` is a Phi-3 with long-context RoPE).
 fn model_type(family: &str) -> &str {
-    family.trim_end_matches("_longrope")
+    match family {
+        "gemma3_mm" => "gemma3_text",
+        other => other.trim_end_matches("_longrope"),
+    }
 }
 
 /// The options the fixtures load with: the longrope model serves 128 positions (its checkpoint
@@ -152,7 +161,7 @@ fn each_family_round_trips_through_an_export() {
 #[test]
 fn each_family_from_llama_cpp_gguf_matches_its_float64_reference() {
     use msn::HostKernels::{Native, NativeF32, Off};
-    for family in FAMILIES {
+    for family in FAMILIES.into_iter().filter(with_gguf) {
         let refs = fixture(&format!("gguf_{family}/logits.json"));
         let ids = common::ids(&refs["ids"]);
         for file in ["model.f32.gguf", "model.q8_0.gguf"] {
@@ -185,7 +194,11 @@ fn each_family_tokenizes_and_renders_chat_as_transformers_does() {
         let want = fixture(&format!("transformers_{family}/logits.json"));
         let gguf = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .join(format!("tests/fixtures/gguf_{family}/model.f32.gguf"));
-        for path in [dir(family), gguf] {
+        let paths = match with_gguf(&family) {
+            true => vec![dir(family), gguf],
+            false => vec![dir(family)],
+        };
+        for path in paths {
             let m = load(&path, family, msn::HostKernels::Auto);
             let texts = want["texts"].as_array().unwrap();
             for (text, ids) in texts.iter().zip(want["text_ids"].as_array().unwrap()) {
@@ -259,6 +272,71 @@ fn longrope_serves_its_pretraining_context_with_the_short_factors_by_default() {
             msn::load_with::<B>(path.to_str().unwrap(), &Default::default(), too_long).unwrap_err();
         assert!(matches!(err, msn::Error::InvalidArgument(_)), "{err}");
     }
+}
+
+/// A Gemma 3 4B `config.json` as transformers 4.50 saved it (`text_config` holds only what
+/// differs from the defaults) reads as transformers itself resolves it
+/// (`tools/make_family_fixtures.py`): sizes, heads, norms, RoPE bases and scaling, the window
+/// and which layers slide, the end-of-turn ids.
+#[test]
+fn a_sparse_gemma3_multimodal_config_reads_as_transformers_resolves_it() {
+    let f = fixture("gemma3_sparse_config.json");
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("config.json"), f["config"].to_string()).unwrap();
+    let c = msn::__internal::read_config(d.path()).unwrap();
+    let r = &f["resolved"];
+    let n = |k: &str| r[k].as_u64().unwrap() as usize;
+    let sizes = [
+        c.vocab_size,
+        c.hidden_size,
+        c.intermediate_size,
+        c.num_hidden_layers,
+        c.num_attention_heads,
+        c.kv_heads(),
+        c.head_dim(),
+        c.max_position_embeddings,
+        c.sliding_window.unwrap(),
+    ];
+    let want = [
+        "vocab_size",
+        "hidden_size",
+        "intermediate_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "num_key_value_heads",
+        "head_dim",
+        "max_position_embeddings",
+        "sliding_window",
+    ]
+    .map(n);
+    assert_eq!(sizes, want);
+    assert_eq!(c.model_type, "gemma3_text");
+    assert_eq!(c.rms_norm_eps, r["rms_norm_eps"].as_f64().unwrap());
+    assert_eq!(c.query_pre_attn_scalar, r["query_pre_attn_scalar"].as_f64());
+    assert_eq!(
+        c.tie_word_embeddings,
+        r["tie_word_embeddings"].as_bool().unwrap()
+    );
+    let rope = &r["rope_parameters"];
+    assert_eq!(
+        c.rope_theta,
+        rope["full_attention"]["rope_theta"].as_f64().unwrap()
+    );
+    assert_eq!(
+        c.rope_local_base_freq,
+        rope["sliding_attention"]["rope_theta"].as_f64()
+    );
+    let scaling = c.rope_scaling.as_ref().unwrap();
+    assert_eq!(scaling.rope_type, "linear");
+    assert_eq!(
+        scaling.factor,
+        rope["full_attention"]["factor"].as_f64().unwrap()
+    );
+    for (i, t) in r["layer_types"].as_array().unwrap().iter().enumerate() {
+        let sliding = t.as_str() == Some("sliding_attention");
+        assert_eq!(c.layer_window(i).is_some(), sliding, "layer {i}");
+    }
+    assert_eq!(c.eos_ids(), [1, 106]);
 }
 
 /// A SentencePiece vocabulary inside a GGUF (`tokenizer.ggml.model = llama`: Llama 2, Mistral,

@@ -112,8 +112,21 @@ families = {
                                                 "rope_theta": 1000000.0},
                              "sliding_attention": {"rope_type": "default",
                                                    "rope_theta": 10000.0}})),
+    # Gemma 3 4B and up: the Gemma 3 text model inside Gemma3ForConditionalGeneration (its
+    # config under `text_config`, its tensors under `language_model.`), with a tiny SigLIP vision
+    # tower the text model must not read. Built below from `gemma3_text`'s settings.
+    "gemma3_mm": None,
 }
 only = sys.argv[1:]  # family names to write (default: all)
+text3 = families["gemma3_text"][2]
+families["gemma3_mm"] = (
+    transformers.Gemma3Config, transformers.Gemma3ForConditionalGeneration,
+    dict(text_config=transformers.Gemma3TextConfig(**text3).to_dict(),
+         vision_config=transformers.SiglipVisionConfig(
+             hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+             image_size=28, patch_size=14).to_dict(),
+         mm_tokens_per_image=4, image_token_index=VOCAB, boi_token_index=VOCAB - 2,
+         eoi_token_index=VOCAB - 1, tie_word_embeddings=True))
 for name, (Config, Model, kwargs) in families.items():
     if only and name not in only:
         continue
@@ -168,3 +181,27 @@ for name, (Config, Model, kwargs) in families.items():
     }))
     params = sorted(n for n, _ in model.named_parameters() if ".layers.0." in n)
     print(f"{name}: transformers {transformers.__version__}; layer 0: {params}")
+
+# A Gemma 3 4B config.json as transformers 4.50 saved it: `text_config` holds only what differs
+# from Gemma3TextConfig's defaults. `resolved`: the text config transformers makes of it.
+SPARSE_GEMMA3 = {
+    "architectures": ["Gemma3ForConditionalGeneration"], "boi_token_index": 255999,
+    "eoi_token_index": 256000, "eos_token_id": [1, 106], "image_token_index": 262144,
+    "initializer_range": 0.02, "mm_tokens_per_image": 256, "model_type": "gemma3",
+    "text_config": {"hidden_size": 2560, "intermediate_size": 10240, "model_type": "gemma3_text",
+                    "num_hidden_layers": 34, "rope_scaling": {"factor": 8.0, "rope_type": "linear"},
+                    "sliding_window": 1024},
+    "torch_dtype": "bfloat16", "transformers_version": "4.50.0.dev0",
+    "vision_config": {"hidden_size": 1152, "image_size": 896, "intermediate_size": 4304,
+                      "model_type": "siglip_vision_model", "num_attention_heads": 16,
+                      "num_hidden_layers": 27, "patch_size": 14, "vision_use_head": False}}
+if not only or "gemma3_sparse" in only:
+    resolved = transformers.Gemma3Config(
+        **{k: v for k, v in SPARSE_GEMMA3.items() if k != "model_type"}).text_config.to_dict()
+    keep = ["vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+            "num_attention_heads", "num_key_value_heads", "head_dim", "rms_norm_eps",
+            "max_position_embeddings", "query_pre_attn_scalar", "sliding_window",
+            "tie_word_embeddings", "rope_parameters", "layer_types", "hidden_activation"]
+    (root / "gemma3_sparse_config.json").write_text(json.dumps({
+        "transformers": transformers.__version__, "config": SPARSE_GEMMA3,
+        "resolved": {k: resolved[k] for k in keep}}, indent=1))

@@ -5,6 +5,7 @@ use crate::error::{Error, Result};
 use crate::model::config::{LlamaConfig, token_ids};
 use crate::model::llama::{Block, Llama};
 use crate::model::mapped;
+use crate::model::multimodal::{self, Layout};
 use crate::model::weights::{
     FusedPart, TensorSource, fused_part, part_shape, take_rows, transpose,
 };
@@ -18,8 +19,10 @@ use std::path::{Path, PathBuf};
 pub struct SafetensorsDir {
     dir: PathBuf,
     files: Vec<(PathBuf, memmap2::Mmap)>,
-    /// Tensor name to index into `files`.
+    /// Tensor name (as stored) to index into `files`.
     index: HashMap<String, usize>,
+    /// Where the causal LM's tensors are (a multimodal checkpoint prefixes them).
+    layout: Layout,
     /// The config of the model read ([`SafetensorsDir::with_config`]): where its checkpoints
     /// fuse projections (Phi-3), and whether they store norm gains as `w` for `1 + w` (Gemma).
     config: Option<LlamaConfig>,
@@ -96,6 +99,7 @@ impl SafetensorsDir {
         }
         Ok(Self {
             dir,
+            layout: Layout::of(index.keys()),
             files,
             index,
             config: None,
@@ -114,7 +118,7 @@ impl SafetensorsDir {
 
     /// The fused matrix holding `name`, when the checkpoint stores it fused.
     fn part(&self, name: &str) -> Option<FusedPart> {
-        if self.index.contains_key(name) {
+        if self.index.contains_key(&self.layout.stored(name)) {
             return None;
         }
         fused_part(self.config.as_ref()?, name)
@@ -126,16 +130,23 @@ impl SafetensorsDir {
         name: &str,
         f: impl FnOnce(safetensors::tensor::TensorView<'_>) -> Result<T>,
     ) -> Result<Option<T>> {
-        let Some(&i) = self.index.get(name) else {
+        let stored = self.layout.stored(name);
+        let Some(&i) = self.index.get(&stored) else {
             return Ok(None);
         };
         let (path, mmap) = &self.files[i];
         let st = SafeTensors::deserialize(mmap)
             .map_err(|e| Error::checkpoint(path, format!("not valid safetensors: {e}")))?;
         let view = st
-            .tensor(name)
+            .tensor(&stored)
             .map_err(|e| Error::checkpoint(path, format!("{name}: {e}")))?;
         f(view).map(Some)
+    }
+
+    /// Whether stored tensor `name` belongs to another modality of a multimodal checkpoint (a
+    /// vision tower), which the text model does not read.
+    pub(crate) fn other_modality(&self, name: &str) -> bool {
+        self.layout.other_modality(name)
     }
 
     /// Drops every file's pages from this process's resident memory ([`mapped::release`]).
@@ -151,7 +162,8 @@ impl TensorSource for SafetensorsDir {
         self.index.keys().cloned().collect()
     }
     fn stored_name(&self, hf: &str) -> Option<String> {
-        Some(self.part(hf).map_or_else(|| hf.to_string(), |p| p.fused))
+        let name = self.part(hf).map_or_else(|| hf.to_string(), |p| p.fused);
+        Some(self.layout.stored(&name))
     }
     fn shape(&self, name: &str) -> Result<Option<Vec<usize>>> {
         if let Some(part) = self.part(name) {
@@ -224,6 +236,10 @@ pub fn read_config(dir: &Path) -> Result<LlamaConfig> {
         .map_err(|e| Error::checkpoint(&path, format!("not valid JSON: {e}")))?;
     if !json.is_object() {
         return Err(Error::checkpoint(&path, "not a JSON object"));
+    }
+    multimodal::text_half(&mut json);
+    if let Some(config) = json.as_object_mut() {
+        multimodal::fill_defaults(config);
     }
     normalize_rope(&mut json)?;
     let mut config: LlamaConfig = serde_json::from_value(json.clone())

@@ -19,6 +19,7 @@ pub(crate) mod int_panels;
 pub(crate) mod llama;
 pub(crate) mod lora;
 mod mapped;
+mod multimodal;
 pub(crate) mod quant;
 pub(crate) mod rope;
 mod spm_vocab;
