@@ -15,7 +15,7 @@ use burn::module::AutodiffModule;
 use clap::Parser;
 use msn::noise::Rng;
 use msn::noise::{AheadNoise, NoNoise};
-use msn::train::{LoraConfig, MsnTrainer, TrainConfig, TrainSample, Trainer};
+use msn::train::{LoraConfig, TrainConfig, TrainReport, TrainSample, Trainer, train_data_parallel};
 
 type AB = Autodiff<Flex>;
 
@@ -49,6 +49,10 @@ struct Args {
     /// measure what that setting is worth.
     #[arg(long)]
     default_allocator: bool,
+    /// Data-parallel workers (threads, `collective` feature): each step is this many
+    /// micro-batches, timed once on one worker and once split over the workers.
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
 }
 
 fn main() -> msn::Result<()> {
@@ -74,7 +78,8 @@ fn main() -> msn::Result<()> {
     }
     // Fixed-length samples of random tokens: throughput does not depend on the text.
     let mut rng = Rng::new(1);
-    let samples: Vec<TrainSample> = (0..args.batch_size * (args.steps + 1))
+    let w = args.workers.max(1);
+    let samples: Vec<TrainSample> = (0..args.batch_size * w * (args.steps + 1))
         .map(|_| TrainSample {
             tokens: (0..args.seq_len).map(|_| rng.below(vocab) as u32).collect(),
             response: args.seq_len / 2..args.seq_len,
@@ -85,34 +90,49 @@ fn main() -> msn::Result<()> {
         warmup_steps: 1,
         steps,
         batch_size: args.batch_size,
+        grad_accum: w,
         progress: true,
         lora: (args.lora_rank > 0).then(|| LoraConfig::with_rank(args.lora_rank)),
         ..Default::default()
     };
-    let run = |model, steps: usize| -> msn::Result<f64> {
+    let devices = vec![device; w];
+    // Seconds and report of a run of `steps` on `workers` workers.
+    let run = |model, steps: usize, workers: usize| -> msn::Result<(f64, TrainReport)> {
         let started = std::time::Instant::now();
         let report = if args.no_noise {
-            Trainer {
+            let t = Trainer {
                 config: config(steps),
                 noise: NoNoise,
-            }
-            .train(model, &samples, &[])?
-            .1
+            };
+            train_data_parallel(&t, model, &devices[..workers], &samples, &[])?.1
         } else {
-            Trainer {
+            let t = Trainer {
                 config: config(steps),
                 noise: AheadNoise::default(),
-            }
-            .train(model, &samples, &[])?
-            .1
+            };
+            train_data_parallel(&t, model, &devices[..workers], &samples, &[])?.1
         };
         assert!(report.losses.iter().all(|l| l.is_finite()));
-        Ok(started.elapsed().as_secs_f64())
+        Ok((started.elapsed().as_secs_f64(), report))
     };
     // One warm-up step (allocations, first-call costs), then the timed run.
-    run(m.model.clone(), 1)?;
-    let secs = run(m.model, args.steps)?;
-    let tokens = args.steps * args.batch_size * args.seq_len;
+    run(m.model.clone(), 1, 1)?;
+    let (secs, _) = run(m.model.clone(), args.steps, 1)?;
+    let tokens = args.steps * args.batch_size * w * args.seq_len;
+    let parallel = match w {
+        1 => serde_json::Value::Null,
+        _ => {
+            run(m.model.clone(), 1, w)?;
+            let (s, report) = run(m.model, args.steps, w)?;
+            serde_json::json!({
+                "workers": w,
+                "tokens_per_s": tokens as f64 / s,
+                "speedup": secs / s,
+                "all_reduce_share": report.all_reduce_s / s,
+                "all_reduce_bytes_per_step": report.all_reduce_bytes,
+            })
+        }
+    };
     let out = serde_json::json!({
         "model": args.model,
         "parameters": params,
@@ -126,6 +146,8 @@ fn main() -> msn::Result<()> {
         "peak_rss_mib_after_load": after_load,
         "peak_rss_mib": common::peak_rss_mib(),
         "reuse_freed_memory": reuse,
+        "micro_batches_per_step": w,
+        "data_parallel": parallel,
     });
     println!("{out}");
     Ok(())

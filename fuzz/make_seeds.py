@@ -3,7 +3,7 @@
 
 - gguf_header, gguf_model: llama.cpp's own GGUFs of each family (tests/fixtures/gguf_*).
 - hf_checkpoint: each family's `config.json`, a NUL byte, `model.safetensors`, shrunk to a few
-  kilobytes (8 wide, 2 layers, 16 tokens: random weights saved by transformers) so that the
+  kilobytes (8 wide, 2 layers, the fixtures' 320 tokens: random weights saved by transformers) so that the
   fuzzer mutates headers, not weights.
 - hf_tokenizer: each fixture's `tokenizer.json`, a NUL byte, `tokenizer_config.json` with its
   chat template inside.
@@ -33,7 +33,7 @@ for gguf in sorted(fixtures.glob("gguf_*/*.gguf")):
 for hf in sorted(fixtures.glob("transformers_*")):
     config = json.loads((hf / "config.json").read_text())
     small = dict(config, hidden_size=8, intermediate_size=8, num_attention_heads=2,
-                 num_key_value_heads=1, head_dim=4, num_hidden_layers=2, vocab_size=16)
+                 num_key_value_heads=1, head_dim=4, num_hidden_layers=2, vocab_size=320)
     if "layer_types" in small:
         small["layer_types"] = small["layer_types"][-2:]
     rope = small.get("rope_parameters") or {}

@@ -162,6 +162,20 @@ pub enum Error {
     #[error("{0}")]
     Fetch(String),
 
+    /// A worker of a data-parallel training run failed (or could not reach the others); the
+    /// run stopped. Resume it from its last checkpoint.
+    #[error(
+        "training worker {worker} of {workers} failed: {reason}. The run stopped; start it again to resume from the last checkpoint."
+    )]
+    Worker {
+        /// The failing worker's rank.
+        worker: usize,
+        /// Workers in the run.
+        workers: usize,
+        /// What went wrong.
+        reason: String,
+    },
+
     /// A line of a JSONL input file is malformed.
     #[error("{path}:{line}: {reason}")]
     MalformedInput {

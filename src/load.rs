@@ -138,13 +138,14 @@ pub struct LoadOptions {
     pub dtype: WeightDtype,
     /// Whether to run on the host engine.
     pub host: HostKernels,
-    /// How many positions (prompt and output) the model serves; `None`: as many as the
+    /// At most how many positions (prompt and output) the model serves; `None`: as many as the
     /// checkpoint states (`max_position_embeddings`, GGUF `context_length`), except for Phi-3's
     /// long-context checkpoints (longrope), which serve their pre-training context by default
     /// (4096 for Phi-3.5-mini: what transformers and llama.cpp compute for prompts that
     /// short); a longer context gives every position the long-context RoPE factors, as
     /// llama.cpp does. The RoPE tables hold this many positions, so a short context also saves
-    /// memory on models that state 131072. More than the checkpoint states is an error.
+    /// memory on models that state 131072 (8 MB per 8192 positions of a 128-wide head,
+    /// twice). Never more than the checkpoint states; 0 is an error.
     pub context: Option<usize>,
 }
 
@@ -381,7 +382,7 @@ pub fn load_weights<B: Backend>(
 /// Sets how many positions `config` serves ([`LoadOptions::context`]).
 ///
 /// # Errors
-/// [`Error::InvalidArgument`] for no positions or more than the checkpoint states.
+/// [`Error::InvalidArgument`] for no positions.
 fn serve_context(config: &mut LlamaConfig, context: Option<usize>) -> Result<()> {
     let stated = config.max_position_embeddings;
     let default = match &config.rope_scaling {
@@ -390,11 +391,11 @@ fn serve_context(config: &mut LlamaConfig, context: Option<usize>) -> Result<()>
             .map_or(stated, |o| o.min(stated)),
         _ => stated,
     };
-    let served = context.unwrap_or(default);
-    if served == 0 || served > stated {
-        return Err(Error::InvalidArgument(format!(
-            "a context of {served} positions: this checkpoint serves 1 to {stated}"
-        )));
+    let served = context.map_or(default, |c| c.min(stated));
+    if served == 0 {
+        return Err(Error::InvalidArgument(
+            "a context of 0 positions: give at least 1".into(),
+        ));
     }
     if served < stated && context.is_none() {
         log::info!(

@@ -717,3 +717,32 @@ fn a_fused_matrix_too_short_for_its_parts_is_a_shape_error_at_load_on_every_path
         );
     }
 }
+
+/// Counts a file states are not allocated before what they count exists (found by
+/// `fuzz/fuzz_targets/gguf_model.rs`: a block count of 2^60 aborted the process), and an
+/// absurd context is refused before its RoPE tables are built.
+#[test]
+fn absurd_layer_counts_and_contexts_are_typed_errors_before_allocating() {
+    let many_layers = tiny_gguf(&[], vec![("llama.block_count", MetaValue::U64(1 << 60))]);
+    let f = temp_file(&many_layers);
+    let err = msn::load::<B>(f.path().to_str().unwrap(), &Default::default()).unwrap_err();
+    assert!(
+        matches!(err, Error::MissingTensor(ref n) if n.contains("layers.2.")),
+        "{err}"
+    );
+    let long = tiny_gguf(&[], vec![("llama.context_length", MetaValue::U64(1 << 40))]);
+    let f = temp_file(&long);
+    let err = msn::load::<B>(f.path().to_str().unwrap(), &Default::default()).unwrap_err();
+    assert!(
+        matches!(err, Error::InvalidConfig(ref m) if m.contains("context")),
+        "{err}"
+    );
+    // A context asked for below the stated one builds tables for that many positions only.
+    let options = msn::LoadOptions {
+        context: Some(16),
+        ..Default::default()
+    };
+    let f = temp_file(&tiny_gguf(&[], vec![]));
+    let m = msn::load_with::<B>(f.path().to_str().unwrap(), &Default::default(), options).unwrap();
+    assert_eq!(m.model.config().max_position_embeddings, 16);
+}

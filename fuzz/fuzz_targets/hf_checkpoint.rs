@@ -9,15 +9,27 @@ mod scratch;
 
 use burn::backend::NdArray;
 use libfuzzer_sys::fuzz_target;
-use msn::{CausalLm, ForwardInput, WeightDtype};
+use msn::{CausalLm, ForwardInput};
+
+/// A valid tokenizer beside the fuzzed files (the tokenizer has its own target).
+const TOKENIZER: &[u8] = include_bytes!("../../tests/fixtures/transformers_qwen2/tokenizer.json");
 
 fuzz_target!(|data: &[u8]| {
     let (config, weights) = scratch::split(data);
     let dir = scratch::dir("hf");
     std::fs::write(dir.join("config.json"), config).unwrap();
     std::fs::write(dir.join("model.safetensors"), weights).unwrap();
+    std::fs::write(dir.join("tokenizer.json"), TOKENIZER).unwrap();
     let device = Default::default();
-    if let Ok(mut m) = msn::load_weights::<NdArray>(&dir, &device, WeightDtype::F32) {
+    // burn's path only (the host engine is turned on below); the RoPE tables hold every served
+    // position, so the context is capped as in gguf_model.
+    let options = msn::LoadOptions {
+        host: msn::HostKernels::Off,
+        context: Some(256),
+        ..Default::default()
+    };
+    if let Ok(loaded) = msn::load_with::<NdArray>(dir.to_str().unwrap(), &device, options) {
+        let mut m = loaded.model;
         let vocab = m.config().vocab_size as u32;
         let n = m.config().max_position_embeddings.min(2);
         let ids = [1 % vocab, 2 % vocab];

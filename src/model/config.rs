@@ -98,6 +98,10 @@ impl RopeScaling {
     }
 }
 
+/// The longest context a configuration may state (2^24 positions; the longest models state
+/// 10M). The RoPE tables hold every position a model serves ([`crate::LoadOptions::context`]).
+pub(crate) const MAX_POSITIONS: usize = 1 << 24;
+
 fn default_theta() -> f64 {
     10_000.0
 }
@@ -311,6 +315,12 @@ impl LlamaConfig {
             || self.max_position_embeddings == 0
         {
             return bad("sizes must be positive".into());
+        }
+        if self.max_position_embeddings > MAX_POSITIONS {
+            return bad(format!(
+                "a context of {} positions is beyond any model's ({MAX_POSITIONS} at most): the file is damaged",
+                self.max_position_embeddings
+            ));
         }
         let kv = self.kv_heads();
         if kv == 0 || !self.num_attention_heads.is_multiple_of(kv) {

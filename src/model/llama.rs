@@ -400,7 +400,8 @@ impl<B: Backend> Llama<B> {
         config.validate()?;
         let device = params.device();
         let (d, eps) = (config.hidden_size, config.rms_norm_eps);
-        let mut layers = Vec::with_capacity(config.num_hidden_layers);
+        // The layer count comes from the file: no allocation by it before the layers exist.
+        let mut layers = Vec::new();
         for i in 0..config.num_hidden_layers {
             layers.push(Block::build(config, &format!("model.layers.{i}."), params)?);
         }

@@ -9,12 +9,14 @@
 
 mod checkpoint;
 mod data;
+mod data_parallel;
 mod distill;
 mod memory;
 mod trainer;
 
 pub use crate::model::{LoraConfig, LoraTarget};
 pub use data::{Dataset, TrainSample, load_jsonl, sample_from_messages, windows};
+pub use data_parallel::{World, train_data_parallel};
 pub use distill::{DistillRun, Distilled, self_distill};
 pub use memory::reuse_freed_memory;
 pub use trainer::{

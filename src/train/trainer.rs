@@ -4,6 +4,7 @@ use crate::noise::NoiseAugmenter;
 use crate::rng::Rng;
 use crate::train::TrainSample;
 use crate::train::checkpoint::{self, TrainerState};
+use crate::train::data_parallel::{self, World};
 use burn::grad_clipping::GradientClippingConfig;
 use burn::module::AutodiffModule;
 use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, Optimizer};
@@ -55,6 +56,10 @@ pub struct TrainConfig {
     /// to `out_dir/adapter` in PEFT's layout ([`Llama::apply_lora_adapter`] reads it back).
     /// `None`: full fine-tuning.
     pub lora: Option<LoraConfig>,
+    /// This process's place in a data-parallel run ([`World`]); the default, one worker, is a
+    /// plain run. [`train_data_parallel`](crate::train::train_data_parallel) sets it for each
+    /// worker it starts.
+    pub world: World,
 }
 
 impl Default for TrainConfig {
@@ -76,6 +81,7 @@ impl Default for TrainConfig {
             progress: false,
             stop_at: None,
             lora: None,
+            world: World::default(),
         }
     }
 }
@@ -110,7 +116,7 @@ impl TrainConfig {
         if let Some(l) = &self.lora {
             l.check()?;
         }
-        Ok(())
+        self.world.check(self.grad_accum)
     }
 }
 
@@ -130,6 +136,14 @@ pub struct TrainReport {
     pub tokens: usize,
     /// The step a checkpoint was resumed from, if any.
     pub resumed_from: Option<usize>,
+    /// Data-parallel runs: seconds this worker spent in the all-reduce of gradients (including
+    /// waiting for the slowest worker), in this process.
+    #[serde(default)]
+    pub all_reduce_s: f64,
+    /// Data-parallel runs: bytes of gradients each worker contributes to the all-reduce per
+    /// step (f32; with LoRA only the adapters').
+    #[serde(default)]
+    pub all_reduce_bytes: usize,
 }
 
 /// Trains a model with noise-augmented inputs and clean labels.
@@ -376,6 +390,8 @@ impl<N: NoiseAugmenter> Trainer<N> {
             let g = step * c.grad_accum + a;
             let idx = micro_batch(g, train.len(), c.batch_size, c.seed, lengths);
             let samples: Vec<&TrainSample> = idx.iter().map(|&i| &train[i]).collect();
+            // Every worker draws the noise of every micro-batch, so that each sample gets the
+            // noise a single worker would give it; each computes its own share of the batches.
             let inputs: Vec<Vec<u32>> = samples
                 .iter()
                 .map(|s| {
@@ -384,6 +400,9 @@ impl<N: NoiseAugmenter> Trainer<N> {
                         .input
                 })
                 .collect();
+            if !c.world.computes(a) {
+                continue;
+            }
             let batch = make_batch::<B>(&inputs, &samples, &device);
             tokens += batch.tokens;
             let loss = batch_loss(model, batch) / c.grad_accum as f64;
@@ -412,7 +431,11 @@ impl<B: AutodiffBackend, N: NoiseAugmenter> MsnTrainer<B> for Trainer<N> {
             adam = adam.with_grad_clipping(Some(GradientClippingConfig::Norm(g)));
         }
         let (mut model, mut optim, mut state) = resume(&c, model, adam.init::<B, Llama<B>>())?;
-        let mut metrics = open_metrics(c.out_dir.as_deref())?;
+        let _member = data_parallel::join::<B>(&c.world, &model)?;
+        let mut metrics = match c.world.leads() {
+            true => open_metrics(c.out_dir.as_deref())?,
+            false => None,
+        };
         let started = Instant::now();
         let first_step = state.step;
         let mut tokens_seen = 0usize;
@@ -423,20 +446,24 @@ impl<B: AutodiffBackend, N: NoiseAugmenter> MsnTrainer<B> for Trainer<N> {
         while state.step < last {
             let step = state.step;
             let lr = c.lr_at(step);
-            let (grads, step_loss, tokens) = self.step_gradients(
+            let local = self.step_gradients(
                 &model,
                 train,
                 lengths.as_deref(),
                 step,
                 &mut state.noise_rng,
             );
+            // The workers' shares summed: every worker then takes the same optimizer step.
+            let (grads, step_loss, tokens) =
+                data_parallel::all_reduce(&model, local, &c.world, &mut state.report)?;
             tokens_seen += tokens;
             state.report.tokens += tokens;
             model = optim.step(lr, model, grads);
             state.step += 1;
             state.report.losses.push(step_loss);
             let mut eval_now = None;
-            if !eval.is_empty()
+            if c.world.leads()
+                && !eval.is_empty()
                 && ((c.eval_every > 0 && state.step.is_multiple_of(c.eval_every))
                     || state.step == c.steps)
             {
@@ -451,7 +478,7 @@ impl<B: AutodiffBackend, N: NoiseAugmenter> MsnTrainer<B> for Trainer<N> {
                     "tokens_per_s": rate, "eval_loss": eval_now});
                 writeln!(f, "{line}").map_err(|e| Error::io("metrics.jsonl", e))?;
             }
-            if c.progress {
+            if c.progress && c.world.leads() {
                 let done = state.step - first_step;
                 let eta = secs / done as f64 * (last - state.step) as f64;
                 let eval = eval_now.map_or(String::new(), |l| format!("  eval {l:.4}"));
@@ -463,11 +490,11 @@ impl<B: AutodiffBackend, N: NoiseAugmenter> MsnTrainer<B> for Trainer<N> {
             }
             let due = (c.checkpoint_every > 0 && state.step.is_multiple_of(c.checkpoint_every))
                 || state.step == last;
-            if let (Some(dir), true) = (&c.out_dir, due) {
+            if let (Some(dir), true, true) = (&c.out_dir, due, c.world.leads()) {
                 checkpoint::save(dir, &model, &optim, &state)?;
             }
         }
-        if c.progress {
+        if c.progress && c.world.leads() {
             eprintln!();
         }
         state.report.steps = state.step;
@@ -495,7 +522,9 @@ fn resume<B: AutodiffBackend, O: Optimizer<Llama<B>, B> + Clone>(
     match checkpoint::load_latest(dir, model.clone(), optim.clone(), &device)? {
         Some((model, optim, mut state)) => {
             state.report.resumed_from = Some(state.step);
-            checkpoint::trim_metrics(dir, state.step)?;
+            if c.world.leads() {
+                checkpoint::trim_metrics(dir, state.step)?;
+            }
             Ok((model, optim, state))
         }
         None => Ok((model, optim, fresh)),
@@ -508,7 +537,7 @@ fn finish_lora<B: Backend>(model: Llama<B>, c: &TrainConfig) -> Result<Llama<B>>
     let Some(l) = c.lora.as_ref().filter(|_| model.has_lora()) else {
         return Ok(model);
     };
-    if let Some(dir) = &c.out_dir {
+    if let (Some(dir), true) = (&c.out_dir, c.world.leads()) {
         crate::model::adapter::save_adapter(&model, l, &dir.join("adapter"))?;
     }
     Ok(model.merge_lora())

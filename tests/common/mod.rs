@@ -3,6 +3,8 @@
 
 use std::sync::OnceLock;
 
+pub mod training;
+
 /// The CPU backend the tests run on.
 pub type B = burn::backend::Flex;
 
