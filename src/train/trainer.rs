@@ -479,14 +479,8 @@ impl<B: AutodiffBackend, N: NoiseAugmenter> MsnTrainer<B> for Trainer<N> {
                 writeln!(f, "{line}").map_err(|e| Error::io("metrics.jsonl", e))?;
             }
             if c.progress && c.world.leads() {
-                let done = state.step - first_step;
-                let eta = secs / done as f64 * (last - state.step) as f64;
-                let eval = eval_now.map_or(String::new(), |l| format!("  eval {l:.4}"));
-                let (step, steps) = (state.step, c.steps);
-                eprint!(
-                    "\r[{step:>5}/{steps}] {} loss {step_loss:.4}{eval}  {rate:.0} tok/s  ETA {eta:.0}s   ",
-                    bar(step, steps)
-                );
+                let eta = secs / (state.step - first_step) as f64 * (last - state.step) as f64;
+                progress(state.step, c.steps, step_loss, eval_now, rate, eta);
             }
             let due = (c.checkpoint_every > 0 && state.step.is_multiple_of(c.checkpoint_every))
                 || state.step == last;
@@ -556,6 +550,15 @@ fn open_metrics(out_dir: Option<&std::path::Path>) -> Result<Option<std::fs::Fil
         .open(&p)
         .map_err(|e| Error::io(&p, e))?;
     Ok(Some(f))
+}
+
+/// The progress line after optimizer step `step` of `steps`.
+fn progress(step: usize, steps: usize, loss: f32, eval: Option<f32>, rate: f64, eta: f64) {
+    let eval = eval.map_or(String::new(), |l| format!("  eval {l:.4}"));
+    eprint!(
+        "\r[{step:>5}/{steps}] {} loss {loss:.4}{eval}  {rate:.0} tok/s  ETA {eta:.0}s   ",
+        bar(step, steps)
+    );
 }
 
 fn bar(done: usize, total: usize) -> String {

@@ -849,7 +849,9 @@ unsafe fn tile<K: Kernel, const T: u8, const M: usize>(
                     lo[k]
                 };
                 if offset != 0 {
-                    s = K::L::isub(s, offset * *xs[k].isum.get_unchecked(b));
+                    // Wrapping: non-finite activations quantize to i32::MIN lanes (the
+                    // result is NaN through their scale either way), which must not panic.
+                    s = K::L::isub(s, offset.wrapping_mul(*xs[k].isum.get_unchecked(b)));
                 }
                 let dd = K::L::mul(dw, K::L::splat(*xs[k].d.get_unchecked(b)));
                 acc[k] = K::L::fma(dd, K::L::cvt(s), acc[k]);
@@ -925,9 +927,9 @@ unsafe fn tile_k<K: Kernel, const T: u8, const M: usize>(
                     let dhi = K::L::mul(d, K::L::bytes_f32(sc.add(PANEL), stride, true));
                     for k in 0..M {
                         let ilo = *xs[k].ilo.get_unchecked(b);
-                        let ihi = *xs[k].isum.get_unchecked(b) - ilo;
-                        let slo = K::L::isub(lo[k], 32 * ilo);
-                        let shi = K::L::isub(hi[k], 32 * ihi);
+                        let ihi = xs[k].isum.get_unchecked(b).wrapping_sub(ilo);
+                        let slo = K::L::isub(lo[k], ilo.wrapping_mul(32));
+                        let shi = K::L::isub(hi[k], ihi.wrapping_mul(32));
                         let dx = K::L::splat(*xs[k].d.get_unchecked(b));
                         acc[k] = K::L::fma(K::L::mul(dlo, dx), K::L::cvt(slo), acc[k]);
                         acc[k] = K::L::fma(K::L::mul(dhi, dx), K::L::cvt(shi), acc[k]);
