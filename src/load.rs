@@ -662,10 +662,9 @@ fn gguf_longrope(file: &GgufFile, config: &mut LlamaConfig) -> Result<()> {
             ))
         })? as usize;
     let widen = |v: Vec<f32>| Some(v.into_iter().map(f64::from).collect());
-    let mut scaling = RopeScaling::new(
-        "longrope",
-        config.max_position_embeddings as f64 / original.max(1) as f64,
-    );
+    let max = config.max_position_embeddings as f64;
+    let factor = RopeScaling::longrope_factor(max, Some(original as f64));
+    let mut scaling = RopeScaling::new("longrope", factor);
     scaling.original_max_position_embeddings = Some(original);
     scaling.long_factor = widen(long);
     scaling.short_factor = widen(short);

@@ -10,7 +10,6 @@ mod scratch;
 
 use burn::backend::NdArray;
 use libfuzzer_sys::fuzz_target;
-use msn::{CausalLm, ForwardInput};
 
 fuzz_target!(|data: &[u8]| {
     let path = scratch::dir("gguf").join("model.gguf");
@@ -26,9 +25,5 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let _ = m.tokenizer.encode("Hello world! naïve café 🦀");
-    let vocab = m.model.config().vocab_size as u32;
-    let n = m.model.config().max_position_embeddings.min(2);
-    let ids = [1 % vocab, 2 % vocab];
-    let mut cache = m.model.new_cache(1, n);
-    let _ = m.model.forward(ForwardInput::causal(&ids[..n], 0, &device), &mut cache);
+    scratch::forward_two(&m.model);
 });

@@ -9,7 +9,6 @@ mod scratch;
 
 use burn::backend::NdArray;
 use libfuzzer_sys::fuzz_target;
-use msn::{CausalLm, ForwardInput};
 
 /// A valid tokenizer beside the fuzzed files (the tokenizer has its own target).
 const TOKENIZER: &[u8] = include_bytes!("../../tests/fixtures/transformers_qwen2/tokenizer.json");
@@ -30,15 +29,8 @@ fuzz_target!(|data: &[u8]| {
     };
     if let Ok(loaded) = msn::load_with::<NdArray>(dir.to_str().unwrap(), &device, options) {
         let mut m = loaded.model;
-        let vocab = m.config().vocab_size as u32;
-        let n = m.config().max_position_embeddings.min(2);
-        let ids = [1 % vocab, 2 % vocab];
-        for host in [false, true] {
-            if host {
-                m.enable_host_kernels(8);
-            }
-            let mut cache = m.new_cache(1, n);
-            let _ = m.forward(ForwardInput::causal(&ids[..n], 0, &device), &mut cache);
-        }
+        scratch::forward_two(&m);
+        m.enable_host_kernels(8);
+        scratch::forward_two(&m);
     }
 });

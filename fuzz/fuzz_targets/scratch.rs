@@ -19,3 +19,15 @@ pub fn split(data: &[u8]) -> (&[u8], &[u8]) {
         None => (data, &[]),
     }
 }
+
+#[allow(dead_code)] // the tokenizer and header targets run no model
+/// One forward pass of (at most) two tokens on a fresh cache; errors are fine, panics are not.
+pub fn forward_two(m: &msn::Llama<burn::backend::NdArray>) {
+    use msn::{CausalLm, ForwardInput};
+    let device = Default::default();
+    let vocab = m.config().vocab_size as u32;
+    let n = m.config().max_position_embeddings.min(2);
+    let ids = [1 % vocab, 2 % vocab];
+    let mut cache = m.new_cache(1, n);
+    let _ = m.forward(ForwardInput::causal(&ids[..n], 0, &device), &mut cache);
+}

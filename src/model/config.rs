@@ -53,6 +53,15 @@ impl RopeScaling {
         }
     }
 
+    /// longrope's `factor` where a checkpoint leaves it out: the context extension over
+    /// pre-training, `max_positions / original` (1 without a positive pre-training context).
+    pub(crate) fn longrope_factor(max_positions: f64, original: Option<f64>) -> f64 {
+        match original.filter(|&o| o > 0.0) {
+            Some(original) => max_positions / original,
+            None => 1.0,
+        }
+    }
+
     /// longrope: the factor cosines and sines are multiplied by (1 for other types).
     pub fn attention_scaling(&self) -> f64 {
         if self.rope_type != "longrope" {

@@ -2,7 +2,7 @@
 //! `model.safetensors.index.json`, and writing the same layout back (export).
 
 use crate::error::{Error, Result};
-use crate::model::config::{LlamaConfig, token_ids};
+use crate::model::config::{LlamaConfig, RopeScaling, token_ids};
 use crate::model::llama::{Block, Llama};
 use crate::model::mapped;
 use crate::model::multimodal::{self, Layout};
@@ -356,10 +356,7 @@ fn complete_longrope(json: &mut serde_json::Value) {
     let original = scaling["original_max_position_embeddings"].as_f64();
     if scaling["factor"].is_null() {
         // Without a pre-training context validation names the missing key.
-        let factor = match (max, original.filter(|&o| o > 0.0)) {
-            (Some(max), Some(original)) => max / original,
-            _ => 1.0,
-        };
+        let factor = max.map_or(1.0, |max| RopeScaling::longrope_factor(max, original));
         scaling["factor"] = factor.into();
     }
 }

@@ -8,65 +8,11 @@
 use crate::error::{Error, Result};
 use crate::model::Llama;
 use crate::noise::NoiseAugmenter;
+use crate::train::world::World;
 use crate::train::{MsnTrainer, TrainReport, TrainSample, Trainer};
 use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
-
-/// A process's place in a data-parallel run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct World {
-    /// Workers in the run; each computes `grad_accum / workers` micro-batches of every step.
-    pub workers: usize,
-    /// This worker's index, `0..workers`; worker 0 evaluates, writes metrics, checkpoints and
-    /// the LoRA adapter, and prints progress.
-    pub rank: usize,
-}
-
-impl Default for World {
-    /// One worker: a plain run.
-    fn default() -> Self {
-        Self {
-            workers: 1,
-            rank: 0,
-        }
-    }
-}
-
-impl World {
-    /// Checks the world against the run's micro-batches per step.
-    pub(crate) fn check(&self, grad_accum: usize) -> Result<()> {
-        let bad = |m: String| Err(Error::InvalidArgument(m));
-        if self.workers == 0 || self.rank >= self.workers {
-            return bad(format!(
-                "worker {} of {}: the rank must be below the number of workers",
-                self.rank, self.workers
-            ));
-        }
-        if !grad_accum.is_multiple_of(self.workers) {
-            return bad(format!(
-                "grad_accum {grad_accum} is not a multiple of {} workers: each worker computes an equal share of every step's micro-batches",
-                self.workers
-            ));
-        }
-        if self.workers > 1 && !cfg!(feature = "collective") {
-            return bad(
-                "data-parallel training needs msn's `collective` feature (burn's collective operations)".into(),
-            );
-        }
-        Ok(())
-    }
-
-    /// Whether this worker computes micro-batch `micro` of a step.
-    pub(crate) fn computes(&self, micro: usize) -> bool {
-        micro % self.workers == self.rank
-    }
-
-    /// Whether this worker writes the run's files and reports.
-    pub(crate) fn leads(&self) -> bool {
-        self.rank == 0
-    }
-}
 
 /// Trains one worker per device in this process (threads; the same device repeated for CPU
 /// threads) and returns worker 0's model and report (its `tokens` and `tokens_per_s` count
@@ -104,7 +50,11 @@ where
             .enumerate()
             .map(|(rank, device)| {
                 let mut t = trainer.clone();
-                t.config.world = World { workers, rank };
+                t.config.world = World {
+                    workers,
+                    rank,
+                    network: None,
+                };
                 let m = model.clone().fork(device);
                 s.spawn(move || worker::<B, N>(t, m, train, eval))
             })
@@ -159,7 +109,7 @@ fn worker<B: AutodiffBackend, N: NoiseAugmenter>(
     if !matches!(out, Ok(Ok(_))) {
         collective::release_peers::<B>();
     }
-    let w = trainer.config.world;
+    let w = &trainer.config.world;
     match out {
         Ok(result) => Outcome {
             // Only the collective reports `Error::Worker` inside a worker: a peer's failure.
@@ -173,7 +123,7 @@ fn worker<B: AutodiffBackend, N: NoiseAugmenter>(
     }
 }
 
-fn worker_error(worker: usize, workers: usize, reason: String) -> Error {
+pub(crate) fn worker_error(worker: usize, workers: usize, reason: String) -> Error {
     Error::Worker {
         worker,
         workers,
@@ -191,7 +141,7 @@ pub(crate) struct Member<B: AutodiffBackend> {
 
 impl<B: AutodiffBackend> Drop for Member<B> {
     fn drop(&mut self) {
-        collective::finish::<B>(self.world);
+        collective::finish::<B>(&self.world);
     }
 }
 
@@ -206,9 +156,9 @@ pub(crate) fn join<B: AutodiffBackend>(
     if world.workers == 1 {
         return Ok(None);
     }
-    collective::register::<B>(*world, model)?;
+    collective::register::<B>(world, model)?;
     Ok(Some(Member {
-        world: *world,
+        world: world.clone(),
         backend: std::marker::PhantomData,
     }))
 }
@@ -227,147 +177,40 @@ pub(crate) fn all_reduce<B: AutodiffBackend>(
         return Ok((grads, loss, tokens));
     }
     let started = std::time::Instant::now();
-    let (grads, loss, tokens, bytes) = collective::sum::<B>(model, grads, loss, tokens, *world)?;
+    let (grads, loss, tokens, bytes) = collective::sum::<B>(model, grads, loss, tokens, world)?;
     report.all_reduce_s += started.elapsed().as_secs_f64();
     report.all_reduce_bytes = bytes;
     Ok((grads, loss, tokens))
 }
 
 #[cfg(feature = "collective")]
-mod collective {
-    use super::{World, worker_error};
-    use crate::error::Result;
-    use crate::model::Llama;
-    use burn::module::{Module, ModuleVisitor, Param};
-    use burn::optim::GradientsParams;
-    use burn::prelude::*;
-    use burn::tensor::TensorPrimitive;
-    use burn::tensor::backend::AutodiffBackend;
-    use burn_collective::{CollectiveConfig, PeerId, ReduceOperation};
+use super::collective;
 
-    type Inner<B> = <B as AutodiffBackend>::InnerBackend;
-
-    fn peer(world: World) -> PeerId {
-        PeerId::from(world.rank as u32)
-    }
-
-    fn failed(world: World, what: &str, e: burn_collective::CollectiveError) -> crate::Error {
-        worker_error(world.rank, world.workers, format!("{what}: {e:?}"))
-    }
-
-    /// The device of the model's inner (non-autodiff) tensors.
-    fn inner_device<B: AutodiffBackend>(model: &Llama<B>) -> burn::tensor::Device<Inner<B>> {
-        model.embed_tokens.weight.val().inner().device()
-    }
-
-    pub(super) fn register<B: AutodiffBackend>(world: World, model: &Llama<B>) -> Result<()> {
-        let config = CollectiveConfig::default().with_num_devices(world.workers);
-        burn_collective::register::<Inner<B>>(peer(world), inner_device(model), config)
-            .map_err(|e| failed(world, "joining the other workers", e))
-    }
-
-    pub(super) fn finish<B: AutodiffBackend>(world: World) {
-        let _ = burn_collective::finish_collective::<Inner<B>>(peer(world));
-    }
-
-    /// Forgets every pending operation, so that workers waiting on a failed one get an error.
-    pub(super) fn release_peers<B: AutodiffBackend>() {
-        burn_collective::reset_collective::<Inner<B>>();
-    }
-
-    /// Sums every gradient over the workers, parameter by parameter in the model's own order
-    /// (the same on every worker, whatever its parameter ids), then the loss and tokens.
-    pub(super) fn sum<B: AutodiffBackend>(
-        model: &Llama<B>,
-        mut grads: GradientsParams,
-        loss: f32,
-        tokens: usize,
-        world: World,
-    ) -> Result<(GradientsParams, f32, usize, usize)> {
-        let mut visitor = SumGrads::<B> {
-            grads: &mut grads,
-            peer: peer(world),
-            error: None,
-            bytes: 0,
-            backend: std::marker::PhantomData,
-        };
-        model.visit(&mut visitor);
-        if let Some(e) = visitor.error {
-            return Err(failed(world, "summing gradients", e));
-        }
-        let bytes = visitor.bytes;
-        let scalars =
-            Tensor::<Inner<B>, 1>::from_floats([loss, tokens as f32], &inner_device(model));
-        let summed = burn_collective::all_reduce::<Inner<B>>(
-            peer(world),
-            scalars.into_primitive().tensor(),
-            ReduceOperation::Sum,
-        )
-        .map_err(|e| failed(world, "summing the loss", e))?;
-        let v: Vec<f32> = Tensor::<Inner<B>, 1>::from_primitive(TensorPrimitive::Float(summed))
-            .into_data()
-            .convert::<f32>()
-            .into_vec()
-            .expect("f32 values");
-        Ok((grads, v[0], v[1].round() as usize, bytes))
-    }
-
-    struct SumGrads<'a, B: AutodiffBackend> {
-        grads: &'a mut GradientsParams,
-        peer: PeerId,
-        error: Option<burn_collective::CollectiveError>,
-        /// f32 bytes sent in.
-        bytes: usize,
-        backend: std::marker::PhantomData<B>,
-    }
-
-    impl<B: AutodiffBackend> ModuleVisitor<B> for SumGrads<'_, B> {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-            if self.error.is_some() {
-                return;
-            }
-            let Some(g) = self.grads.remove::<Inner<B>, D>(param.id) else {
-                return;
-            };
-            self.bytes += g.shape().num_elements() * 4;
-            let reduced = burn_collective::all_reduce::<Inner<B>>(
-                self.peer,
-                g.into_primitive().tensor(),
-                ReduceOperation::Sum,
-            );
-            match reduced {
-                Ok(t) => self.grads.register::<Inner<B>, D>(
-                    param.id,
-                    Tensor::from_primitive(TensorPrimitive::Float(t)),
-                ),
-                Err(e) => self.error = Some(e),
-            }
-        }
-    }
-}
-
-/// Without the `collective` feature a run has one worker ([`World::check`] refuses more).
+/// Without the `collective` feature a run has one worker ([`World::check`] refuses more, and
+/// one worker never reaches these).
 #[cfg(not(feature = "collective"))]
 mod collective {
     use super::World;
-    use crate::error::Result;
+    use crate::error::{Error, Result};
     use crate::model::Llama;
     use burn::optim::GradientsParams;
     use burn::tensor::backend::AutodiffBackend;
 
-    pub(super) fn register<B: AutodiffBackend>(world: World, _: &Llama<B>) -> Result<()> {
-        World::check(&world, world.workers)
+    fn needed() -> Error {
+        Error::InvalidArgument("more than one worker needs msn's `collective` feature".into())
     }
-    pub(super) fn finish<B: AutodiffBackend>(_: World) {}
+    pub(super) fn register<B: AutodiffBackend>(_: &World, _: &Llama<B>) -> Result<()> {
+        Err(needed())
+    }
+    pub(super) fn finish<B: AutodiffBackend>(_: &World) {}
     pub(super) fn release_peers<B: AutodiffBackend>() {}
     pub(super) fn sum<B: AutodiffBackend>(
         _: &Llama<B>,
-        grads: GradientsParams,
-        loss: f32,
-        tokens: usize,
-        world: World,
+        _: GradientsParams,
+        _: f32,
+        _: usize,
+        _: &World,
     ) -> Result<(GradientsParams, f32, usize, usize)> {
-        World::check(&world, world.workers)?;
-        Ok((grads, loss, tokens, 0))
+        Err(needed())
     }
 }
