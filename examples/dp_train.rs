@@ -388,28 +388,20 @@ fn read_samples(
             "--data FILE is needed (for instance results/msn_scale/distilled.jsonl)".into(),
         ));
     };
-    let text = std::fs::read_to_string(path).map_err(|e| msn::Error::io(path, e))?;
-    let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+    // The format from the first non-empty line (each reader below reads the whole file).
+    let file = std::fs::File::open(path).map_err(|e| msn::Error::io(path, e))?;
+    let first = std::io::BufRead::lines(std::io::BufReader::new(file))
+        .map_while(std::io::Result::ok)
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or_default();
     if !first.contains("\"tokens\"") {
         return Ok(msn::train::load_jsonl(path, tokenizer, max_len, false)?.samples);
     }
-    let mut samples = Vec::new();
-    for (i, line) in text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-    {
-        let mut s: TrainSample =
-            serde_json::from_str(line).map_err(|e| msn::Error::MalformedInput {
-                path: path.to_path_buf(),
-                line: i + 1,
-                reason: e.to_string(),
-            })?;
+    let mut samples = common::distilled::read(path, tokenizer.vocab_size())?;
+    for s in &mut samples {
         s.tokens.truncate(max_len);
         s.response.end = s.response.end.min(s.tokens.len());
-        if s.response.start < s.response.end {
-            samples.push(s);
-        }
     }
+    samples.retain(|s| s.response.start < s.response.end);
     Ok(samples)
 }

@@ -338,37 +338,6 @@ fn distill(
     ))
 }
 
-/// Reads `distilled.jsonl`; a malformed line is an error naming the file and line.
-/// Also written by `distill`: TrainSample's own serde form.
-fn read_distilled(path: &std::path::Path, vocab: usize) -> Result<Vec<TrainSample>> {
-    let text = std::fs::read_to_string(path).map_err(|e| msn::Error::io(path, e))?;
-    let mut out = Vec::new();
-    for (i, line) in text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-    {
-        let s: TrainSample = serde_json::from_str(line).map_err(|e| {
-            msn::Error::InvalidArgument(format!(
-                "{}:{}: not a distilled sample ({e}); delete the file to distil again",
-                path.display(),
-                i + 1
-            ))
-        })?;
-        let bad_range = s.response.start >= s.response.end || s.response.end > s.tokens.len();
-        if bad_range || s.tokens.iter().any(|&t| t as usize >= vocab) {
-            return Err(msn::Error::InvalidArgument(format!(
-                "{}:{}: response range outside the tokens, or a token outside the vocabulary \
-                 (written for another model?)",
-                path.display(),
-                i + 1
-            )));
-        }
-        out.push(s);
-    }
-    Ok(out)
-}
-
 fn main() {
     let args = Args::parse();
     msn::train::reuse_freed_memory();
@@ -501,7 +470,7 @@ fn go(args: &Args) -> Result<()> {
     // 1-2. Self-distilled answers (or an earlier run's).
     let (samples, distill_rate) = match &args.distilled {
         Some(path) => {
-            let samples = read_distilled(path, tok.vocab_size())?;
+            let samples = common::distilled::read(path, tok.vocab_size())?;
             eprintln!(
                 "{} self-distilled samples from {}",
                 samples.len(),

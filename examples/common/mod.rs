@@ -5,6 +5,7 @@
 pub mod cold_start;
 pub mod decoders;
 pub mod demo_model;
+pub mod distilled;
 pub mod llama_cpp;
 pub mod plot;
 pub mod vs_greedy;

@@ -1,11 +1,12 @@
 //! The workers' meeting through burn's collective operations (`burn-collective`, msn's
 //! `collective` feature): registration, one all-reduce of a step's gradients, loss and tokens,
 //! and the end of a run. Threads of one process meet in burn's local server; processes through
-//! its global orchestrator, with every wait bounded by [`Network::timeout`], since a process
-//! that died never answers.
+//! its global orchestrator, with every wait bounded by
+//! [`Network::timeout`](crate::train::Network::timeout), since a process that died never
+//! answers.
 
 use super::data_parallel::worker_error;
-use super::world::{Network, World};
+use super::world::World;
 use crate::error::Result;
 use crate::model::Llama;
 use burn::module::{Module, ModuleVisitor, Param};
@@ -34,13 +35,12 @@ fn failed(world: &World, what: &str, e: burn_collective::CollectiveError) -> cra
 /// The error of a worker process that lost the others: the run's only other worker when
 /// there are two (a process that died cannot report itself), else this one.
 fn lost(world: &World, what: &str) -> crate::Error {
-    let worker = match world.workers {
-        2 => 1 - world.rank,
-        _ => world.rank,
-    };
-    let whom = match world.workers {
-        2 => format!("worker {}", world.rank),
-        _ => format!("worker {} (one of the others is gone)", world.rank),
+    let (worker, whom) = match world.workers {
+        2 => (1 - world.rank, format!("worker {}", world.rank)),
+        _ => (
+            world.rank,
+            format!("worker {} (one of the others is gone)", world.rank),
+        ),
     };
     crate::Error::Worker {
         worker,
@@ -74,7 +74,7 @@ fn inner_device<B: AutodiffBackend>(model: &Llama<B>) -> burn::tensor::Device<In
 
 pub(super) fn register<B: AutodiffBackend>(world: &World, model: &Llama<B>) -> Result<()> {
     let (peer, device, config) = (peer(world), inner_device(model), config(world)?);
-    let joined = bounded(world, move || {
+    let joined = bounded(timeout(world), move || {
         burn_collective::register::<Inner<B>>(peer, device, config)
     });
     match joined {
@@ -87,31 +87,33 @@ pub(super) fn register<B: AutodiffBackend>(world: &World, model: &Llama<B>) -> R
 /// gone).
 pub(super) fn finish<B: AutodiffBackend>(world: &World) {
     let peer = peer(world);
-    let short = World {
-        network: world.network.clone().map(|n| Network {
-            timeout: n.timeout.min(Duration::from_secs(2)),
-            ..n
-        }),
-        ..world.clone()
-    };
-    let _ = bounded(&short, move || {
+    let short = timeout(world).map(|t| t.min(Duration::from_secs(2)));
+    let _ = bounded(short, move || {
         burn_collective::finish_collective::<Inner<B>>(peer)
     });
 }
 
-/// Runs `op`, on a thread of its own for a worker process, and waits at most its network
-/// timeout for it; `None` when it did not finish in time or panicked (burn's global client
-/// panics on a connection a dead peer closed). Threads of one process wait unbounded: a
-/// failed thread releases the others ([`release_peers`]).
-fn bounded<T: Send + 'static>(world: &World, op: impl FnOnce() -> T + Send + 'static) -> Option<T> {
-    let Some(net) = &world.network else {
+/// How long a worker waits for the others: unbounded for threads of one process (a failed
+/// thread releases the others, [`release_peers`]), the network timeout for a process.
+fn timeout(world: &World) -> Option<Duration> {
+    world.network.as_ref().map(|n| n.timeout)
+}
+
+/// Runs `op`, with a `timeout` on a thread of its own, and waits at most that long for it;
+/// `None` when it did not finish in time or panicked (burn's global client panics on a
+/// connection a dead peer closed).
+fn bounded<T: Send + 'static>(
+    timeout: Option<Duration>,
+    op: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    let Some(timeout) = timeout else {
         return Some(op());
     };
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let _ = tx.send(op());
     });
-    rx.recv_timeout(net.timeout).ok()
+    rx.recv_timeout(timeout).ok()
 }
 
 /// Forgets every pending operation, so that workers waiting on a failed one get an error.
@@ -185,7 +187,7 @@ fn chunks(n: usize, size: usize) -> impl Iterator<Item = std::ops::Range<usize>>
 /// One all-reduce (sum) of `flat` over the workers.
 fn all_reduce<B: Backend>(world: &World, flat: Tensor<B, 1>) -> Result<Tensor<B, 1>> {
     let (peer, flat) = (peer(world), flat.into_primitive().tensor());
-    let summed = bounded(world, move || {
+    let summed = bounded(timeout(world), move || {
         burn_collective::all_reduce::<B>(peer, flat, ReduceOperation::Sum)
     })
     .ok_or_else(|| lost(world, "at a step's all-reduce"))?
