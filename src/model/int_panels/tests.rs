@@ -277,7 +277,8 @@ fn every_path<Q: PanelAct>() {
 }
 
 /// Kernel throughput on one core (not a test: `cargo test --release --lib kernel_speed --
-/// --ignored --nocapture`; `MSN_KERNEL_ROWS` output rows, `MSN_KERNEL_TYPES` e.g. `Q4_1,Q4_K`).
+/// --ignored --nocapture`; `MSN_KERNEL_ROWS` output rows, `MSN_KERNEL_WIDTH` values per row,
+/// `MSN_KERNEL_TYPES` e.g. `Q4_1,Q4_K`).
 #[test]
 #[ignore]
 fn kernel_speed() {
@@ -288,10 +289,11 @@ fn kernel_speed() {
             .into_iter()
             .find(|t| GgmlType::name_of_id(t.id()) == name)
             .unwrap_or_else(|| panic!("{name}: one of {TYPES:?}"));
-        // 768 values per row: 24 blocks of 32, 3 super-blocks.
-        let nb = 768 / ty.block_size();
+        // 768 values per row unless `MSN_KERNEL_WIDTH` says (a multiple of 256).
+        let width: usize = std::env::var("MSN_KERNEL_WIDTH").map_or(768, |v| v.parse().unwrap());
+        let nb = width / ty.block_size();
         let w = random_blocks(ty, n * nb, 3);
-        eprintln!("{name}: {n} rows of 768");
+        eprintln!("{name}: {n} rows of {width}");
         speed::<i16>(ty, n, nb, &w, false);
         speed::<i8>(ty, n, nb, &w, true);
     }

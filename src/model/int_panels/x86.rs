@@ -207,6 +207,13 @@ trait Kernel {
     unsafe fn ubytes(p: *const u8, stride: usize) -> Iv<Self>;
     /// `acc` plus the products of unsigned weights `w` (below 16) with activations `x`.
     unsafe fn dp(acc: Iv<Self>, w: Iv<Self>, x: Iv<Self>) -> Iv<Self>;
+    /// [`Self::dp`] with the activation group at `x` in every lane (one instruction that
+    /// broadcasts from memory where the instruction set has one).
+    #[inline(always)]
+    unsafe fn dp_at(acc: Iv<Self>, w: Iv<Self>, x: *const Self::Q) -> Iv<Self> {
+        // SAFETY (callers): a group of activations readable at `x`; the features enabled.
+        unsafe { Self::dp(acc, w, Self::L::group(x)) }
+    }
     /// `acc` plus the products of Q8_0 chunks from [`Self::bytes`] with activations `x`
     /// (offset by [`Self::Q8_OFFSET`] per activation).
     unsafe fn dp_q8(acc: Iv<Self>, w: Iv<Self>, x: Iv<Self>) -> Iv<Self>;
@@ -220,7 +227,7 @@ type Fv<K> = <<K as Kernel>::L as Lanes>::F;
 /// 16-bit activations in 256-bit registers: chunks of 16 bytes, zero- or sign-extended to 16
 /// bits.
 macro_rules! kernel16 {
-    ($name:ident, $dp:expr, $dual:expr) => {
+    ($name:ident, $dp:expr, $dp_at:expr, $dual:expr) => {
         struct $name;
         impl Kernel for $name {
             type Q = i16;
@@ -253,6 +260,11 @@ macro_rules! kernel16 {
             unsafe fn dp(acc: __m256i, w: __m256i, x: __m256i) -> __m256i {
                 // SAFETY (callers): the instruction set enabled.
                 unsafe { $dp(acc, w, x) }
+            }
+            #[inline(always)]
+            unsafe fn dp_at(acc: __m256i, w: __m256i, x: *const i16) -> __m256i {
+                // SAFETY (callers): 4 readable bytes at `x`; the instruction set enabled.
+                unsafe { $dp_at(acc, w, x) }
             }
             #[inline(always)]
             unsafe fn dp_q8(acc: __m256i, w: __m256i, x: __m256i) -> __m256i {
@@ -387,9 +399,9 @@ unsafe fn dpwssd512(mut acc: __m512i, w: __m512i, x: __m512i) -> __m512i {
     acc
 }
 
-kernel16!(Avx2x16, madd16, 0);
-kernel16!(Vnni512x16, dpwssd256, 4);
-kernel16!(VexX16, dpwssd_vex, 4);
+kernel16!(Avx2x16, madd16, madd16_at, 0);
+kernel16!(Vnni512x16, dpwssd256, dpwssd256_at, 4);
+kernel16!(VexX16, dpwssd_vex, dpwssd_vex_at, 4);
 kernel8!(Avx2x8, maddubs8, 0, same, signed8, 0);
 kernel8!(
     Vnni512x8,
@@ -407,6 +419,46 @@ kernel8!(
     _mm256_dpbusd_avx_epi32,
     4
 );
+
+/// [`madd16`] with the group at `x` broadcast.
+#[inline(always)]
+unsafe fn madd16_at(acc: __m256i, w: __m256i, x: *const i16) -> __m256i {
+    // SAFETY (callers): 4 readable bytes at `x`; AVX2 enabled.
+    unsafe { madd16(acc, w, Y::group(x)) }
+}
+
+/// [`dpwssd_vex`] with the group at `x` broadcast (AVX-VNNI has no broadcasting form).
+#[target_feature(enable = "avxvnni")]
+#[inline]
+unsafe fn dpwssd_vex_at(acc: __m256i, w: __m256i, x: *const i16) -> __m256i {
+    // SAFETY (callers): 4 readable bytes at `x`.
+    unsafe { dpwssd_vex(acc, w, Y::group(x)) }
+}
+
+/// [`dpwssd256`] of the 32-bit group at `x` in every lane, broadcast by the instruction itself
+/// (EVEX `{1to8}`): no separate broadcast, which on Zen 4 takes a vector pipe.
+#[target_feature(enable = "avx512f,avx512vl,avx512vnni")]
+#[inline]
+unsafe fn dpwssd256_at(mut acc: __m256i, w: __m256i, x: *const i16) -> __m256i {
+    // SAFETY (callers): 4 readable bytes at `x`; the features are enabled.
+    unsafe {
+        asm!("vpdpwssd {a}, {w}, dword ptr [{x}]{{1to8}}", a = inout(ymm_reg) acc,
+            w = in(ymm_reg) w, x = in(reg) x, options(pure, readonly, nostack, preserves_flags));
+    }
+    acc
+}
+
+/// As [`dpwssd256_at`] in 512 bits (`{1to16}`).
+#[target_feature(enable = "avx512f,avx512vnni")]
+#[inline]
+unsafe fn dpwssd512_at(mut acc: __m512i, w: __m512i, x: *const i16) -> __m512i {
+    // SAFETY (callers): 4 readable bytes at `x`; the features are enabled.
+    unsafe {
+        asm!("vpdpwssd {a}, {w}, dword ptr [{x}]{{1to16}}", a = inout(zmm_reg) acc,
+            w = in(zmm_reg) w, x = in(reg) x, options(pure, readonly, nostack, preserves_flags));
+    }
+    acc
+}
 
 /// 16-bit activations over two panels in 512-bit registers (AVX-512 BW and VNNI).
 struct Zmm16;
@@ -441,6 +493,11 @@ impl Kernel for Zmm16 {
     unsafe fn dp(acc: __m512i, w: __m512i, x: __m512i) -> __m512i {
         // SAFETY (callers): AVX-512 VNNI enabled.
         unsafe { dpwssd512(acc, w, x) }
+    }
+    #[inline(always)]
+    unsafe fn dp_at(acc: __m512i, w: __m512i, x: *const i16) -> __m512i {
+        // SAFETY (callers): 4 readable bytes at `x`; AVX-512 VNNI enabled.
+        unsafe { dpwssd512_at(acc, w, x) }
     }
     #[inline(always)]
     unsafe fn dp_q8(acc: __m512i, w: __m512i, x: __m512i) -> __m512i {
@@ -751,11 +808,11 @@ unsafe fn nibble_block<K: Kernel, const M: usize>(
         for c in 0..QK / 2 / unit {
             let (wl, wh) = K::nibbles(w.add(chunk * c), stride);
             for k in 0..M {
-                lo[k] = K::dp(lo[k], wl, K::L::group(xq[k].add(unit * c)));
+                lo[k] = K::dp_at(lo[k], wl, xq[k].add(unit * c));
                 if dual {
-                    hi[k] = K::dp(hi[k], wh, K::L::group(xq[k].add(QK / 2 + unit * c)));
+                    hi[k] = K::dp_at(hi[k], wh, xq[k].add(QK / 2 + unit * c));
                 } else {
-                    lo[k] = K::dp(lo[k], wh, K::L::group(xq[k].add(QK / 2 + unit * c)));
+                    lo[k] = K::dp_at(lo[k], wh, xq[k].add(QK / 2 + unit * c));
                 }
             }
         }
@@ -912,11 +969,11 @@ unsafe fn tile_k<K: Kernel, const T: u8, const M: usize>(
                             dual && c % 2 == 1
                         };
                         for k in 0..M {
-                            let xv = K::L::group(xq[k].add(unit * c));
+                            let xv = xq[k].add(unit * c);
                             if upper {
-                                hi[k] = K::dp(hi[k], wv, xv);
+                                hi[k] = K::dp_at(hi[k], wv, xv);
                             } else {
-                                lo[k] = K::dp(lo[k], wv, xv);
+                                lo[k] = K::dp_at(lo[k], wv, xv);
                             }
                         }
                     }
