@@ -67,20 +67,25 @@ fn paths() -> Paths {
 
 /// The path for a product of `rows` activation rows `width` values wide: the detected one,
 /// except that on AMD's AVX-512 CPUs (where [`detected`] takes the 256-bit path) a product of
-/// several rows over long weight rows takes the 512-bit tiles. Measured on Zen 4 (2 cores,
-/// 2026-12-04): one row is bound by memory and two streams at a time lose (1B Q4_0 decode 32.3
-/// against 36.0 tok/s); several rows of 2048-wide weights gain (1B Q4_0 forwards of 2-64 tokens
-/// 1.15-1.40x), while on SmolLM2's (576 and 1536 values wide) the 256-bit tiles stay as fast
-/// or faster (short panels, whose two streams never reach speed). Every path gives the same
-/// bits.
+/// [`ROWS_512`] or more rows over long weight rows takes the 512-bit tiles. Measured on Zen 4
+/// (2 cores, 2026-12-04, 1B Q4_0, forwards into an empty cache, best of 10-12): one or two
+/// rows are bound by memory, where the 512-bit tiles' two streams lose (two rows 28.2-28.5
+/// against 30.5-31.3 ms); from three rows over 2048-wide weights they gain (3 / 4 / 8 / 16 / 64
+/// rows 1.13x / 1.28x / 1.34x / 1.31x / 1.34x), while on SmolLM2's (576 and 1536 values wide)
+/// the 256-bit tiles stay as fast or faster (short panels, whose two streams never reach
+/// speed). Every path gives the same bits.
 pub(crate) fn best_for(rows: usize, width: usize) -> Option<Isa> {
     let p = paths();
-    if rows > 1 && width >= WIDE_512 {
+    if rows >= ROWS_512 && width >= WIDE_512 {
         p.wide
     } else {
         p.one
     }
 }
+
+/// Products of at least this many activation rows take the 512-bit tiles on AMD (see
+/// [`best_for`]).
+const ROWS_512: usize = 3;
 
 /// Weight rows at least this wide take the 512-bit tiles for several activation rows on AMD
 /// (see [`best_for`]).
