@@ -732,7 +732,7 @@ const fn super_bytes(t: u8) -> usize {
 /// Tiles over the output, `K::L::PANELS` panels at a time (each panel a memory stream of its
 /// own; tiles over 4+ panels measured up to 2x slower from memory on a Zen 4 EPYC, the 512-bit
 /// tiles' 2 are not yet measured there): `M`
-/// activation rows per tile, the tail by tiles of 4, 2 and 1; each weight chunk is unpacked once
+/// activation rows per tile, the tail by tiles of 4, 3, 2 and 1; each weight chunk is unpacked once
 /// per tile and each activation group broadcast once per tile.
 ///
 /// # Safety
@@ -760,6 +760,9 @@ unsafe fn rows_of<K: Kernel, const T: u8, const M: usize>(
                 } else if M > 4 && left >= 4 {
                     put::<K, 4>(a, p, j, &any_tile::<K, T, 4>(w, pb, nb, x, j));
                     4
+                } else if M > 4 && left == 3 {
+                    put::<K, 3>(a, p, j, &any_tile::<K, T, 3>(w, pb, nb, x, j));
+                    3
                 } else if left >= 2 {
                     put::<K, 2>(a, p, j, &any_tile::<K, T, 2>(w, pb, nb, x, j));
                     2
