@@ -849,6 +849,44 @@ unsafe fn nibble_block<K: Kernel, const M: usize>(
     }
 }
 
+/// `count` (even) chunks of unsigned bytes from chunk `from` of the block at `w` (and `w +
+/// stride`) times the activations at `xq`: into `a`, or with `dual` the odd ones into `b`. Two
+/// chunks a step, so that the choice of sum is fixed in the code rather than a branch per chunk
+/// (LLVM left the one-chunk loop rolled, with that branch, in the Q5_K and Q6_K tiles).
+///
+/// # Safety
+/// The enabled features cover `K`; `w` holds the chunks, each `xq` the activations.
+#[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
+#[inline(always)]
+unsafe fn byte_chunks<K: Kernel, const M: usize>(
+    w: *const u8,
+    stride: usize,
+    xq: &[*const K::Q; M],
+    from: usize,
+    count: usize,
+    dual: bool,
+    a: &mut [Iv<K>; M],
+    b: &mut [Iv<K>; M],
+) {
+    let (unit, chunk) = (K::UNIT, PANEL * K::UNIT);
+    // SAFETY (callers): as above.
+    unsafe {
+        for i in 0..count / 2 {
+            let c = from + 2 * i;
+            let w0 = K::ubytes(w.add(chunk * c), stride);
+            let w1 = K::ubytes(w.add(chunk * (c + 1)), stride);
+            for k in 0..M {
+                a[k] = K::dp_at(a[k], w0, xq[k].add(unit * c));
+                if dual {
+                    b[k] = K::dp_at(b[k], w1, xq[k].add(unit * (c + 1)));
+                } else {
+                    a[k] = K::dp_at(a[k], w1, xq[k].add(unit * (c + 1)));
+                }
+            }
+        }
+    }
+}
+
 /// [`tile`] or [`tile_k`], as `T` is.
 ///
 /// # Safety
@@ -971,7 +1009,7 @@ unsafe fn tile_k<K: Kernel, const T: u8, const M: usize>(
     let xs = rows_at::<K::Q, M>(x, j);
     let q6 = T == Q6K;
     let (vb, head) = (value_bytes(T == Q4K), heads(q6));
-    let (unit, chunk) = (K::UNIT, PANEL * K::UNIT);
+    let unit = K::UNIT;
     let dual = dual::<K>(M);
     // SAFETY (callers): a panel of nb / 8 super-blocks at `w`; the activation rows are nb
     // blocks wide.
@@ -989,24 +1027,13 @@ unsafe fn tile_k<K: Kernel, const T: u8, const M: usize>(
                 let mut hi = [K::L::izero(); M];
                 if T == Q4K {
                     nibble_block::<K, M>(vals, stride, &xq, dual, &mut lo, &mut hi);
+                } else if q6 {
+                    // The second half apart.
+                    let half = QK / unit / 2;
+                    byte_chunks::<K, M>(vals, stride, &xq, 0, half, false, &mut lo, &mut hi);
+                    byte_chunks::<K, M>(vals, stride, &xq, half, half, false, &mut hi, &mut lo);
                 } else {
-                    for c in 0..QK / unit {
-                        let wv = K::ubytes(vals.add(chunk * c), stride);
-                        // Q6_K: the second half apart; Q5_K: two chains for small tiles.
-                        let upper = if q6 {
-                            c >= QK / 2 / unit
-                        } else {
-                            dual && c % 2 == 1
-                        };
-                        for k in 0..M {
-                            let xv = xq[k].add(unit * c);
-                            if upper {
-                                hi[k] = K::dp_at(hi[k], wv, xv);
-                            } else {
-                                lo[k] = K::dp_at(lo[k], wv, xv);
-                            }
-                        }
-                    }
+                    byte_chunks::<K, M>(vals, stride, &xq, 0, QK / unit, dual, &mut lo, &mut hi);
                 }
                 if q6 {
                     let sc = blk.add(2 * PANEL + 2 * PANEL * sub);
