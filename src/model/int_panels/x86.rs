@@ -849,16 +849,33 @@ unsafe fn nibble_block<K: Kernel, const M: usize>(
     }
 }
 
-/// `count` (even) chunks of unsigned bytes from chunk `from` of the block at `w` (and `w +
-/// stride`) times the activations at `xq`: into `a`, or with `dual` the odd ones into `b`. Two
-/// chunks a step, so that the choice of sum is fixed in the code rather than a branch per chunk
-/// (LLVM left the one-chunk loop rolled, with that branch, in the Q5_K and Q6_K tiles).
+/// [`Kernel::dp_q8`] of the group at `x` where `Q8`, else [`Kernel::dp_at`].
+///
+/// # Safety
+/// As theirs.
+#[inline(always)]
+unsafe fn dp_any<K: Kernel, const Q8: bool>(acc: Iv<K>, w: Iv<K>, x: *const K::Q) -> Iv<K> {
+    // SAFETY (callers): as theirs.
+    unsafe {
+        if Q8 {
+            K::dp_q8(acc, w, K::L::group(x))
+        } else {
+            K::dp_at(acc, w, x)
+        }
+    }
+}
+
+/// `count` (even) chunks of bytes from chunk `from` of the block at `w` (and `w + stride`) times
+/// the activations at `xq`: into `a`, or with `dual` the odd ones into `b`; Q8_0 chunks
+/// ([`Kernel::bytes`], [`Kernel::dp_q8`]) where `Q8`, else unsigned ones. Two chunks a step, so
+/// that the choice of sum is fixed in the code rather than a branch per chunk (LLVM left the
+/// one-chunk loops rolled, with that branch, in the Q8_0, Q5_K and Q6_K tiles).
 ///
 /// # Safety
 /// The enabled features cover `K`; `w` holds the chunks, each `xq` the activations.
 #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
 #[inline(always)]
-unsafe fn byte_chunks<K: Kernel, const M: usize>(
+unsafe fn byte_chunks<K: Kernel, const M: usize, const Q8: bool>(
     w: *const u8,
     stride: usize,
     xq: &[*const K::Q; M],
@@ -873,14 +890,19 @@ unsafe fn byte_chunks<K: Kernel, const M: usize>(
     unsafe {
         for i in 0..count / 2 {
             let c = from + 2 * i;
-            let w0 = K::ubytes(w.add(chunk * c), stride);
-            let w1 = K::ubytes(w.add(chunk * (c + 1)), stride);
+            let (p0, p1) = (w.add(chunk * c), w.add(chunk * (c + 1)));
+            let (w0, w1) = if Q8 {
+                (K::bytes(p0, stride), K::bytes(p1, stride))
+            } else {
+                (K::ubytes(p0, stride), K::ubytes(p1, stride))
+            };
             for k in 0..M {
-                a[k] = K::dp_at(a[k], w0, xq[k].add(unit * c));
+                let (x0, x1) = (xq[k].add(unit * c), xq[k].add(unit * (c + 1)));
+                a[k] = dp_any::<K, Q8>(a[k], w0, x0);
                 if dual {
-                    b[k] = K::dp_at(b[k], w1, xq[k].add(unit * (c + 1)));
+                    b[k] = dp_any::<K, Q8>(b[k], w1, x1);
                 } else {
-                    a[k] = K::dp_at(a[k], w1, xq[k].add(unit * (c + 1)));
+                    a[k] = dp_any::<K, Q8>(a[k], w1, x1);
                 }
             }
         }
@@ -929,7 +951,7 @@ unsafe fn tile<K: Kernel, const T: u8, const M: usize>(
     let xs = rows_at::<K::Q, M>(x, j);
     let bs = block_bytes(T);
     let heads = if T == Q4_1 { 32 } else { 16 };
-    let (unit, chunk) = (K::UNIT, PANEL * K::UNIT);
+    let unit = K::UNIT;
     // Per block, the integer sum is corrected by this times the activations' integer sum.
     let offset = match T {
         Q4_0 => 8,
@@ -947,17 +969,8 @@ unsafe fn tile<K: Kernel, const T: u8, const M: usize>(
             let xq = starts(&xs, b);
             let blk = w.add(b * bs);
             if T == Q8_0 {
-                for c in 0..QK / unit {
-                    let wv = K::bytes(blk.add(heads + chunk * c), stride);
-                    for k in 0..M {
-                        let xv = K::L::group(xq[k].add(unit * c));
-                        if dual && c % 2 == 1 {
-                            hi[k] = K::dp_q8(hi[k], wv, xv);
-                        } else {
-                            lo[k] = K::dp_q8(lo[k], wv, xv);
-                        }
-                    }
-                }
+                let (w, n) = (blk.add(heads), QK / unit);
+                byte_chunks::<K, M, true>(w, stride, &xq, 0, n, dual, &mut lo, &mut hi);
             } else {
                 nibble_block::<K, M>(blk.add(heads), stride, &xq, dual, &mut lo, &mut hi);
             }
@@ -1030,10 +1043,21 @@ unsafe fn tile_k<K: Kernel, const T: u8, const M: usize>(
                 } else if q6 {
                     // The second half apart.
                     let half = QK / unit / 2;
-                    byte_chunks::<K, M>(vals, stride, &xq, 0, half, false, &mut lo, &mut hi);
-                    byte_chunks::<K, M>(vals, stride, &xq, half, half, false, &mut hi, &mut lo);
+                    byte_chunks::<K, M, false>(vals, stride, &xq, 0, half, false, &mut lo, &mut hi);
+                    byte_chunks::<K, M, false>(
+                        vals, stride, &xq, half, half, false, &mut hi, &mut lo,
+                    );
                 } else {
-                    byte_chunks::<K, M>(vals, stride, &xq, 0, QK / unit, dual, &mut lo, &mut hi);
+                    byte_chunks::<K, M, false>(
+                        vals,
+                        stride,
+                        &xq,
+                        0,
+                        QK / unit,
+                        dual,
+                        &mut lo,
+                        &mut hi,
+                    );
                 }
                 if q6 {
                     let sc = blk.add(2 * PANEL + 2 * PANEL * sub);
