@@ -232,7 +232,21 @@ type Fv<K> = <<K as Kernel>::L as Lanes>::F;
 /// 16-bit activations in 256-bit registers: chunks of 16 bytes, zero- or sign-extended to 16
 /// bits.
 macro_rules! kernel16 {
+    // Without a broadcasting form: the trait's `dp_at` (a separate broadcast).
+    ($name:ident, $dp:expr, $dual:expr) => {
+        kernel16!(@impl $name, $dp, $dual, {});
+    };
+    // With one: `dp_at` is `$dp_at`.
     ($name:ident, $dp:expr, $dp_at:expr, $dual:expr) => {
+        kernel16!(@impl $name, $dp, $dual, {
+            #[inline(always)]
+            unsafe fn dp_at(acc: __m256i, w: __m256i, x: *const i16) -> __m256i {
+                // SAFETY (callers): 4 readable bytes at `x`; the instruction set enabled.
+                unsafe { $dp_at(acc, w, x) }
+            }
+        });
+    };
+    (@impl $name:ident, $dp:expr, $dual:expr, { $($dp_at:item)? }) => {
         struct $name;
         impl Kernel for $name {
             type Q = i16;
@@ -260,11 +274,7 @@ macro_rules! kernel16 {
                 // SAFETY (callers): the instruction set enabled.
                 unsafe { $dp(acc, w, x) }
             }
-            #[inline(always)]
-            unsafe fn dp_at(acc: __m256i, w: __m256i, x: *const i16) -> __m256i {
-                // SAFETY (callers): 4 readable bytes at `x`; the instruction set enabled.
-                unsafe { $dp_at(acc, w, x) }
-            }
+            $($dp_at)?
             #[inline(always)]
             unsafe fn dp_q8(acc: __m256i, w: __m256i, x: __m256i) -> __m256i {
                 // SAFETY (callers): the instruction set enabled.
@@ -426,9 +436,10 @@ unsafe fn dpwssd512(mut acc: __m512i, w: __m512i, x: __m512i) -> __m512i {
     acc
 }
 
-kernel16!(Avx2x16, madd16, madd16_at, 0);
+kernel16!(Avx2x16, madd16, 0);
 kernel16!(Vnni512x16, dpwssd256, dpwssd256_at, 4);
-kernel16!(VexX16, dpwssd_vex, dpwssd_vex_at, 4);
+// AVX-VNNI has no broadcasting form.
+kernel16!(VexX16, dpwssd_vex, 4);
 kernel8!(Avx2x8, maddubs8, 0, same, signed8, 0);
 kernel8!(
     Vnni512x8,
@@ -446,21 +457,6 @@ kernel8!(
     _mm256_dpbusd_avx_epi32,
     4
 );
-
-/// [`madd16`] with the group at `x` broadcast.
-#[inline(always)]
-unsafe fn madd16_at(acc: __m256i, w: __m256i, x: *const i16) -> __m256i {
-    // SAFETY (callers): 4 readable bytes at `x`; AVX2 enabled.
-    unsafe { madd16(acc, w, Y::group(x)) }
-}
-
-/// [`dpwssd_vex`] with the group at `x` broadcast (AVX-VNNI has no broadcasting form).
-#[target_feature(enable = "avxvnni")]
-#[inline]
-unsafe fn dpwssd_vex_at(acc: __m256i, w: __m256i, x: *const i16) -> __m256i {
-    // SAFETY (callers): 4 readable bytes at `x`.
-    unsafe { dpwssd_vex(acc, w, Y::group(x)) }
-}
 
 /// [`dpwssd256`] of the 32-bit group at `x` in every lane, broadcast by the instruction itself
 /// (EVEX `{1to8}`): no separate broadcast, which on Zen 4 takes a vector pipe.
@@ -731,9 +727,9 @@ const fn super_bytes(t: u8) -> usize {
 
 /// Tiles over the output, `K::L::PANELS` panels at a time (each panel a memory stream of its
 /// own; tiles over 4+ panels measured up to 2x slower from memory on a Zen 4 EPYC, the 512-bit
-/// tiles' 2 are not yet measured there): `M`
-/// activation rows per tile, the tail by tiles of 4, 3, 2 and 1; each weight chunk is unpacked once
-/// per tile and each activation group broadcast once per tile.
+/// tiles' 2 are not yet measured there): `M` activation rows per tile, the tail by tiles of 4,
+/// 3, 2 and 1; each weight chunk is unpacked once per tile and each activation group broadcast
+/// once per tile.
 ///
 /// # Safety
 /// As [`rows16`], for the panels `panels` (a multiple of `K::L::PANELS` of them, all within the
