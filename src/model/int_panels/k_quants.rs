@@ -10,8 +10,10 @@
 //! sub-block scales unpacked to one byte each, sub-block by sub-block (8 rows' bytes together,
 //! so one 8-byte load gives a sub-block's 8 lanes), then the values sub-block by sub-block,
 //! interleaved `unit` bytes per row like the other types: Q4_K as nibbles (value `i` low, value
-//! `16 + i` high, as Q4_0 within a block), Q5_K and Q6_K one byte per value (the kernels'
-//! multiply-adds take bytes; the high bits would cost more instructions than they save memory).
+//! `16 + i` high, as Q4_0 within a block), Q5_K one byte per value (its one high bit would cost
+//! more instructions than it saves memory), Q6_K in its own 6.5 bits per value (see
+//! [`q6_bytes`]): stored a byte per value, its panels were 1.3x the GGUF's, and a one-token
+//! product of them ran at the speed of memory (Q6_K 1B shape, Zen 4: 0.8x llama.cpp's decode).
 //! Q6_K's values are stored unsigned (`q`, not `q - 32`) and the kernels subtract `32 x` each
 //! half's activation sum.
 
@@ -55,14 +57,65 @@ pub(super) const fn heads(q6: bool) -> usize {
     }
 }
 
-/// Bytes of one row's values per sub-block in a panel.
-pub(super) const fn value_bytes(q4: bool) -> usize {
-    if q4 { QK / 2 } else { QK }
+/// Bytes of one row's values per sub-block in a panel: Q4_K's nibbles, Q6_K's nibbles and high
+/// bits, Q5_K's bytes.
+pub(super) const fn value_bytes(q4: bool, q6: bool) -> usize {
+    if q4 {
+        QK / 2
+    } else if q6 {
+        QK / 2 + QK / 4
+    } else {
+        QK
+    }
 }
 
 /// Bytes of one panel per super-block.
 pub(super) fn panel_super_bytes(ty: GgmlType) -> usize {
-    heads(ty == GgmlType::Q6K) + SUBS * PANEL * value_bytes(ty == GgmlType::Q4K)
+    let (q4, q6) = (ty == GgmlType::Q4K, ty == GgmlType::Q6K);
+    heads(q6) + SUBS * PANEL * value_bytes(q4, q6)
+}
+
+/// Where a Q6_K sub-block's value bytes of the row at `lane` lie in its panel (offsets from the
+/// sub-block's start, `unit` bytes per row per chunk), with each byte's value: pairs of nibble
+/// chunks as Q4_K's (chunk `c`, byte `k` of a row: value `i = c * unit + k` low, `16 + i` high),
+/// each pair followed by one chunk of their high bits (byte `k`: bits 0-1 and 2-3 the high bits
+/// of chunk `2p`'s values `i` and `16 + i`, bits 4-5 and 6-7 those of chunk `2p + 1`'s). The
+/// kernels merge a pair and its high bits into four chunks of 6-bit values with two shifts, an
+/// AND and an OR each.
+pub(super) fn q6_bytes(q: &[u8], unit: usize, lane: usize, mut f: impl FnMut(usize, u8)) {
+    debug_assert_eq!(q.len(), QK);
+    let chunk = PANEL * unit;
+    for p in 0..QK / 4 / unit {
+        let base = 3 * chunk * p;
+        for k in 0..unit {
+            let (i0, i1) = (2 * p * unit + k, (2 * p + 1) * unit + k);
+            f(
+                base + unit * lane + k,
+                (q[i0] & 15) | (q[i0 + 16] & 15) << 4,
+            );
+            f(
+                base + chunk + unit * lane + k,
+                (q[i1] & 15) | (q[i1 + 16] & 15) << 4,
+            );
+            let high =
+                q[i0] >> 4 | (q[i0 + 16] >> 4) << 2 | (q[i1] >> 4) << 4 | (q[i1 + 16] >> 4) << 6;
+            f(base + 2 * chunk + unit * lane + k, high);
+        }
+    }
+}
+
+/// The inverse of [`q6_bytes`]: a sub-block's values from its bytes in their order of visit.
+fn q6_values(unit: usize, mut next: impl FnMut() -> u8, q: &mut [u8]) {
+    for p in 0..QK / 4 / unit {
+        for k in 0..unit {
+            let (i0, i1) = (2 * p * unit + k, (2 * p + 1) * unit + k);
+            let (n0, n1, high) = (next(), next(), next());
+            q[i0] = n0 & 15 | (high & 3) << 4;
+            q[i0 + 16] = n0 >> 4 | ((high >> 2) & 3) << 4;
+            q[i1] = n1 & 15 | ((high >> 4) & 3) << 4;
+            q[i1 + 16] = n1 >> 4 | (high >> 6) << 4;
+        }
+    }
 }
 
 impl KBlock {
@@ -208,11 +261,15 @@ impl KBlock {
 
     /// The value bytes of [`Self::write`], `U` bytes per row per chunk.
     fn write_values<const U: usize>(&self, q6: bool, q4: bool, lane: usize, dst: &mut [u8]) {
-        let vb = value_bytes(q4);
+        let vb = value_bytes(q4, q6);
         let mut v = [0u8; QK];
         for j in 0..SUBS {
             let base = heads(q6) + j * PANEL * vb;
             let q = &self.q[QK * j..QK * (j + 1)];
+            if q6 {
+                q6_bytes(q, U, lane, |at, v| dst[base + at] = v);
+                continue;
+            }
             if q4 {
                 for i in 0..QK / 2 {
                     v[i] = q[i] | q[i + 16] << 4;
@@ -239,7 +296,7 @@ impl KBlock {
         let mut k = Self::EMPTY;
         let mut bytes = Vec::with_capacity(SUPER + 32);
         k.fields(ty, unit, lane, src.len(), |at, _| bytes.push(src[at]));
-        k.set_fields(ty, &bytes);
+        k.set_fields(ty, unit, &bytes);
         k
     }
 
@@ -272,10 +329,14 @@ impl KBlock {
                 f(12 * PANEL + PANEL * j + lane, self.m[j]);
             }
         }
-        let vb = value_bytes(q4);
+        let vb = value_bytes(q4, q6);
         for j in 0..SUBS {
             let base = heads(q6) + j * PANEL * vb;
             let q = &self.q[QK * j..QK * (j + 1)];
+            if q6 {
+                q6_bytes(q, unit, lane, |at, v| f(base + at, v));
+                continue;
+            }
             for i in 0..vb {
                 let v = if q4 { q[i] | q[i + 16] << 4 } else { q[i] };
                 f(base + (i / unit) * unit * PANEL + unit * lane + i % unit, v);
@@ -284,7 +345,7 @@ impl KBlock {
     }
 
     /// The inverse of [`Self::fields`]' order: sets the block from its bytes in that order.
-    fn set_fields(&mut self, ty: GgmlType, bytes: &[u8]) {
+    fn set_fields(&mut self, ty: GgmlType, unit: usize, bytes: &[u8]) {
         let q6 = ty == GgmlType::Q6K;
         let mut it = bytes.iter().copied();
         let mut next = || it.next().expect("a whole block");
@@ -302,7 +363,9 @@ impl KBlock {
         }
         for j in 0..SUBS {
             let q = &mut self.q[QK * j..QK * (j + 1)];
-            if ty == GgmlType::Q4K {
+            if q6 {
+                q6_values(unit, &mut next, q);
+            } else if ty == GgmlType::Q4K {
                 for i in 0..QK / 2 {
                     let v = next();
                     (q[i], q[i + 16]) = (v & 15, v >> 4);

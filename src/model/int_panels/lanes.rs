@@ -45,6 +45,11 @@ pub(super) trait Lanes {
     unsafe fn bytes_f32(p: *const u8, stride: usize, signed: bool) -> Self::F;
     /// The lanes into `out[..8 * PANELS]`.
     unsafe fn store(v: Self::F, out: &mut [f32; 2 * PANEL]);
+    /// Nibbles `n` (bytes or 16-bit lanes below 16) with the 2-bit fields of `high` that shifting
+    /// it left by `S` (2 or 4; right by `-S` where negative, or not at all) puts at bits 4-5 of
+    /// each byte, as their high bits: `n | ((high << S) & 0x30)` per byte. The 16-bit shifts are
+    /// right for bytes too, as what crosses a byte boundary is masked off.
+    unsafe fn six<const S: i32>(n: Self::I, high: Self::I) -> Self::I;
 }
 
 /// One panel in 256-bit registers.
@@ -115,6 +120,18 @@ impl Lanes for Y {
     #[inline(always)]
     unsafe fn store(v: __m256, out: &mut [f32; 2 * PANEL]) {
         unsafe { _mm256_storeu_ps(out.as_mut_ptr(), v) }
+    }
+    #[inline(always)]
+    unsafe fn six<const S: i32>(n: __m256i, high: __m256i) -> __m256i {
+        unsafe {
+            let h = match S {
+                4 => _mm256_slli_epi16::<4>(high),
+                2 => _mm256_slli_epi16::<2>(high),
+                -2 => _mm256_srli_epi16::<2>(high),
+                _ => high,
+            };
+            _mm256_or_si256(n, _mm256_and_si256(h, _mm256_set1_epi8(0x30)))
+        }
     }
 }
 
@@ -210,5 +227,17 @@ impl Lanes for Z {
     #[inline(always)]
     unsafe fn store(v: __m512, out: &mut [f32; 2 * PANEL]) {
         unsafe { _mm512_storeu_ps(out.as_mut_ptr(), v) }
+    }
+    #[inline(always)]
+    unsafe fn six<const S: i32>(n: __m512i, high: __m512i) -> __m512i {
+        unsafe {
+            let h = match S {
+                4 => _mm512_slli_epi16::<4>(high),
+                2 => _mm512_slli_epi16::<2>(high),
+                -2 => _mm512_srli_epi16::<2>(high),
+                _ => high,
+            };
+            _mm512_or_si512(n, _mm512_and_si512(h, _mm512_set1_epi8(0x30)))
+        }
     }
 }

@@ -722,7 +722,7 @@ const fn block_bytes(t: u8) -> usize {
 
 /// Bytes of a K-quant panel per super-block.
 const fn super_bytes(t: u8) -> usize {
-    heads(t == Q6K) + SUBS * PANEL * value_bytes(t == Q4K)
+    heads(t == Q6K) + SUBS * PANEL * value_bytes(t == Q4K, t == Q6K)
 }
 
 /// Tiles over the output, `K::L::PANELS` panels at a time (each panel a memory stream of its
@@ -840,6 +840,44 @@ unsafe fn nibble_block<K: Kernel, const M: usize>(
                 } else {
                     lo[k] = K::dp_at(lo[k], wh, xq[k].add(QK / 2 + unit * c));
                 }
+            }
+        }
+    }
+}
+
+/// One Q6_K sub-block at `w` (and `w + stride`; laid out as [`super::k_quants::q6_bytes`]
+/// says) times the activations at `xq`: its first 16 values into `lo`, the others into `hi`.
+///
+/// # Safety
+/// As [`nibble_block`].
+#[allow(clippy::needless_range_loop)]
+#[inline(always)]
+unsafe fn six_block<K: Kernel, const M: usize>(
+    w: *const u8,
+    stride: usize,
+    xq: &[*const K::Q; M],
+    lo: &mut [Iv<K>; M],
+    hi: &mut [Iv<K>; M],
+) {
+    let (unit, chunk) = (K::UNIT, PANEL * K::UNIT);
+    // SAFETY (callers): as above.
+    unsafe {
+        for p in 0..QK / 4 / unit {
+            let at = w.add(3 * chunk * p);
+            let (n0, n1) = (K::nibbles(at, stride), K::nibbles(at.add(chunk), stride));
+            let high = K::ubytes(at.add(2 * chunk), stride);
+            let w0 = [
+                K::L::six::<4>(n0.0, high),
+                K::L::six::<2>(n0.1, high),
+                K::L::six::<0>(n1.0, high),
+                K::L::six::<-2>(n1.1, high),
+            ];
+            let (c0, c1) = (2 * p * unit, (2 * p + 1) * unit);
+            for k in 0..M {
+                lo[k] = K::dp_at(lo[k], w0[0], xq[k].add(c0));
+                hi[k] = K::dp_at(hi[k], w0[1], xq[k].add(QK / 2 + c0));
+                lo[k] = K::dp_at(lo[k], w0[2], xq[k].add(c1));
+                hi[k] = K::dp_at(hi[k], w0[3], xq[k].add(QK / 2 + c1));
             }
         }
     }
@@ -1017,7 +1055,7 @@ unsafe fn tile_k<K: Kernel, const T: u8, const M: usize>(
 ) -> [Fv<K>; M] {
     let xs = rows_at::<K::Q, M>(x, j);
     let q6 = T == Q6K;
-    let (vb, head) = (value_bytes(T == Q4K), heads(q6));
+    let (vb, head) = (value_bytes(T == Q4K, q6), heads(q6));
     let unit = K::UNIT;
     let dual = dual::<K>(M);
     // SAFETY (callers): a panel of nb / 8 super-blocks at `w`; the activation rows are nb
@@ -1037,12 +1075,8 @@ unsafe fn tile_k<K: Kernel, const T: u8, const M: usize>(
                 if T == Q4K {
                     nibble_block::<K, M>(vals, stride, &xq, dual, &mut lo, &mut hi);
                 } else if q6 {
-                    // The second half apart.
-                    let half = QK / unit / 2;
-                    byte_chunks::<K, M, false>(vals, stride, &xq, 0, half, false, &mut lo, &mut hi);
-                    byte_chunks::<K, M, false>(
-                        vals, stride, &xq, half, half, false, &mut hi, &mut lo,
-                    );
+                    // The two halves apart.
+                    six_block::<K, M>(vals, stride, &xq, &mut lo, &mut hi);
                 } else {
                     byte_chunks::<K, M, false>(
                         vals,
