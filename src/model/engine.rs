@@ -67,6 +67,7 @@ pub(crate) fn forward(
     if let Some(scale) = c.embed_scale {
         x.iter_mut().for_each(|v| *v *= scale);
     }
+    let rope_rows = RopeRows::new(c, positions);
     for (l, blk) in w.blocks.iter().enumerate() {
         let extra = &c.extra[l];
         let attn = Attn {
@@ -80,7 +81,7 @@ pub(crate) fn forward(
             capacity,
         };
         let h = rms_norm(&x, &c.attn_norm[l], c.eps, d);
-        let [q, k, v] = qkv(c, blk, extra, &h, positions);
+        let [q, k, v] = qkv(c, blk, extra, &h, &rope_rows);
         for r in 0..batch {
             for i in 0..t {
                 let row = r * t + i;
@@ -103,17 +104,17 @@ pub(crate) fn forward(
     rms_norm(&x, &c.final_norm, c.eps, d)
 }
 
-/// A layer's queries, keys and values for the normed input `h` (one row per token at
-/// `positions`): the products, the family's biases and per-head norms, RoPE (a sliding layer's
-/// own tables where the model has them).
+/// A layer's queries, keys and values for the normed input `h` (one row per token, at the
+/// positions of `rows`): the products, the family's biases and per-head norms, RoPE (a sliding
+/// layer's own base where the model has one).
 fn qkv(
     c: &HostConsts,
     blk: &HostBlock,
     extra: &LayerExtra,
     h: &[f32],
-    positions: &[usize],
+    rows: &RopeRows,
 ) -> [Vec<f32>; 3] {
-    let (n, hd) = (positions.len(), c.head_dim);
+    let (n, hd) = (rows.global.0.len() / c.head_dim, c.head_dim);
     let [mut q, mut k, mut v]: [Vec<f32>; 3] = matmul_many(&[&blk.q, &blk.k, &blk.v], h, n)
         .try_into()
         .expect("three products");
@@ -124,12 +125,12 @@ fn qkv(
         q = rms_norm(&q, qn, c.eps, hd);
         k = rms_norm(&k, kn, c.eps, hd);
     }
-    let (cos, sin) = match (&c.local_rope, extra.window) {
+    let (cos, sin) = match (&rows.local, extra.window) {
         (Some((cos, sin)), Some(_)) => (cos, sin),
-        _ => (&c.cos, &c.sin),
+        _ => (&rows.global.0, &rows.global.1),
     };
-    rope(&mut q, positions, c.heads, hd, cos, sin);
-    rope(&mut k, positions, c.kv_heads, hd, cos, sin);
+    rope(&mut q, c.heads, hd, cos, sin);
+    rope(&mut k, c.kv_heads, hd, cos, sin);
     [q, k, v]
 }
 
@@ -194,11 +195,28 @@ fn rms_norm(x: &[f32], gamma: &[f32], eps: f64, d: usize) -> Vec<f32> {
     y
 }
 
-/// Rotate-half RoPE in place on `x` `[n, heads * hd]`, row `i` at `positions[i]`.
-fn rope(x: &mut [f32], positions: &[usize], heads: usize, hd: usize, cos: &[f32], sin: &[f32]) {
+/// The RoPE rows of one forward's positions (`[n, head_dim]` cosines and sines), and of the
+/// sliding layers' own base where the model has one.
+struct RopeRows {
+    global: (Vec<f32>, Vec<f32>),
+    local: Option<(Vec<f32>, Vec<f32>)>,
+}
+
+impl RopeRows {
+    fn new(c: &HostConsts, positions: &[usize]) -> Self {
+        Self {
+            global: c.rope.rows(positions),
+            local: c.local_rope.as_ref().map(|r| r.rows(positions)),
+        }
+    }
+}
+
+/// Rotate-half RoPE in place on `x` `[n, heads * hd]`, row `i` by row `i` of `cos` and `sin`
+/// (`[n, hd]`).
+fn rope(x: &mut [f32], heads: usize, hd: usize, cos: &[f32], sin: &[f32]) {
     let half = hd / 2;
-    for (row, &p) in x.chunks_exact_mut(heads * hd).zip(positions) {
-        let (c, s) = (&cos[p * hd..(p + 1) * hd], &sin[p * hd..(p + 1) * hd]);
+    let rows = cos.chunks_exact(hd).zip(sin.chunks_exact(hd));
+    for (row, (c, s)) in x.chunks_exact_mut(heads * hd).zip(rows) {
         for v in row.chunks_exact_mut(hd) {
             for i in 0..half {
                 let (a, b) = (v[i], v[i + half]);

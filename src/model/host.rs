@@ -25,6 +25,7 @@ use crate::model::act_rows::ActRows;
 use crate::model::hot_pool;
 use crate::model::int_panels::{self, Out, Panels};
 use crate::model::quant::{self, GgmlType};
+use crate::model::rope::HostRope;
 use half::f16;
 use half::slice::HalfFloatSliceExt;
 use std::borrow::Cow;
@@ -820,14 +821,13 @@ pub(crate) struct HostConsts {
     /// Gemma: GELU (tanh) gate instead of SiLU.
     pub(crate) gelu: bool,
     /// Gemma 3: RoPE tables of the sliding layers.
-    pub(crate) local_rope: Option<(Vec<f32>, Vec<f32>)>,
+    pub(crate) local_rope: Option<HostRope>,
     pub(crate) attn_norm: Vec<Vec<f32>>,
     pub(crate) mlp_norm: Vec<Vec<f32>>,
     pub(crate) final_norm: Vec<f32>,
     pub(crate) eps: f64,
-    /// RoPE tables `[max_positions, head_dim]` (halves duplicated), as the tensor path has them.
-    pub(crate) cos: Vec<f32>,
-    pub(crate) sin: Vec<f32>,
+    /// RoPE rows, as the tensor path's tables have them.
+    pub(crate) rope: HostRope,
     pub(crate) heads: usize,
     pub(crate) kv_heads: usize,
     pub(crate) head_dim: usize,
@@ -852,7 +852,7 @@ pub(crate) struct LayerExtra {
 
 impl HostConsts {
     pub(crate) fn max_positions(&self) -> usize {
-        self.cos.len() / self.head_dim
+        self.rope.positions()
     }
 }
 

@@ -572,7 +572,6 @@ impl<B: Backend> Llama<B> {
         };
         let gamma = |n: &RmsNorm<B>| values(n.gamma.val());
         let bias = |l: &Linear<B>| l.bias.as_ref().map(|b| values(b.val()));
-        let (cos, sin) = self.rope.host_tables();
         let c = &self.config;
         HostConsts {
             extra: self
@@ -609,10 +608,9 @@ impl<B: Backend> Llama<B> {
             attn_scale: c.attn_scale() as f32,
             softcap: c.attn_logit_softcapping.map(|x| x as f32),
             gelu: c.gemma(),
-            local_rope: self.rope_local.as_ref().map(Rope::host_tables),
+            local_rope: self.rope_local.as_ref().map(Rope::host),
             eps: self.norm.epsilon,
-            cos,
-            sin,
+            rope: self.rope.host(),
             heads: c.num_attention_heads,
             kv_heads: c.kv_heads(),
             head_dim: c.head_dim(),

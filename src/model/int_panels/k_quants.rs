@@ -12,7 +12,7 @@
 //! interleaved `unit` bytes per row like the other types: Q4_K as nibbles (value `i` low, value
 //! `16 + i` high, as Q4_0 within a block), Q5_K one byte per value (its one high bit would cost
 //! more instructions than it saves memory), Q6_K in its own 6.5 bits per value (see
-//! [`q6_bytes`]): stored a byte per value, its panels were 1.3x the GGUF's, and a one-token
+//! [`q6_row`]): stored a byte per value, its panels were 1.3x the GGUF's, and a one-token
 //! product of them ran at the speed of memory (Q6_K 1B shape, Zen 4: 0.8x llama.cpp's decode).
 //! Q6_K's values are stored unsigned (`q`, not `q - 32`) and the kernels subtract `32 x` each
 //! half's activation sum.
@@ -75,41 +75,37 @@ pub(super) fn panel_super_bytes(ty: GgmlType) -> usize {
     heads(q6) + SUBS * PANEL * value_bytes(q4, q6)
 }
 
-/// Where a Q6_K sub-block's value bytes of the row at `lane` lie in its panel (offsets from the
-/// sub-block's start, `unit` bytes per row per chunk), with each byte's value: pairs of nibble
-/// chunks as Q4_K's (chunk `c`, byte `k` of a row: value `i = c * unit + k` low, `16 + i` high),
-/// each pair followed by one chunk of their high bits (byte `k`: bits 0-1 and 2-3 the high bits
-/// of chunk `2p`'s values `i` and `16 + i`, bits 4-5 and 6-7 those of chunk `2p + 1`'s). The
-/// kernels merge a pair and its high bits into four chunks of 6-bit values with two shifts, an
-/// AND and an OR each.
-pub(super) fn q6_bytes(q: &[u8], unit: usize, lane: usize, mut f: impl FnMut(usize, u8)) {
+/// A Q6_K sub-block's value bytes for one row, in their panel order, `unit` bytes per row per
+/// chunk: pairs of nibble chunks as Q4_K's (chunk `c`, byte `k` of a row: value
+/// `i = c * unit + k` low, `16 + i` high), each pair followed by one chunk of their high bits
+/// (byte `k`: bits 0-1 and 2-3 the high bits of chunk `2p`'s values `i` and `16 + i`, bits 4-5
+/// and 6-7 those of chunk `2p + 1`'s). Chunk `n` of them goes `n * 8 * unit` bytes into the
+/// panel's sub-block, at `unit * lane` within it. The kernels merge a pair and its high bits
+/// into four chunks of 6-bit values with a shift and an AND-OR each.
+#[inline(always)]
+pub(super) fn q6_row(q: &[u8], unit: usize) -> [u8; QK / 2 + QK / 4] {
     debug_assert_eq!(q.len(), QK);
-    let chunk = PANEL * unit;
+    let mut b = [0u8; QK / 2 + QK / 4];
     for p in 0..QK / 4 / unit {
-        let base = 3 * chunk * p;
         for k in 0..unit {
             let (i0, i1) = (2 * p * unit + k, (2 * p + 1) * unit + k);
-            f(
-                base + unit * lane + k,
-                (q[i0] & 15) | (q[i0 + 16] & 15) << 4,
-            );
-            f(
-                base + chunk + unit * lane + k,
-                (q[i1] & 15) | (q[i1 + 16] & 15) << 4,
-            );
-            let high =
+            let at = 3 * unit * p + k;
+            b[at] = (q[i0] & 15) | (q[i0 + 16] & 15) << 4;
+            b[at + unit] = (q[i1] & 15) | (q[i1 + 16] & 15) << 4;
+            b[at + 2 * unit] =
                 q[i0] >> 4 | (q[i0 + 16] >> 4) << 2 | (q[i1] >> 4) << 4 | (q[i1 + 16] >> 4) << 6;
-            f(base + 2 * chunk + unit * lane + k, high);
         }
     }
+    b
 }
 
-/// The inverse of [`q6_bytes`]: a sub-block's values from its bytes in their order of visit.
-fn q6_values(unit: usize, mut next: impl FnMut() -> u8, q: &mut [u8]) {
+/// The inverse of [`q6_row`]: a sub-block's values from a row's bytes in their panel order.
+fn q6_values(unit: usize, b: &[u8], q: &mut [u8]) {
     for p in 0..QK / 4 / unit {
         for k in 0..unit {
             let (i0, i1) = (2 * p * unit + k, (2 * p + 1) * unit + k);
-            let (n0, n1, high) = (next(), next(), next());
+            let at = 3 * unit * p + k;
+            let (n0, n1, high) = (b[at], b[at + unit], b[at + 2 * unit]);
             q[i0] = n0 & 15 | (high & 3) << 4;
             q[i0 + 16] = n0 >> 4 | ((high >> 2) & 3) << 4;
             q[i1] = n1 & 15 | ((high >> 4) & 3) << 4;
@@ -267,7 +263,10 @@ impl KBlock {
             let base = heads(q6) + j * PANEL * vb;
             let q = &self.q[QK * j..QK * (j + 1)];
             if q6 {
-                q6_bytes(q, U, lane, |at, v| dst[base + at] = v);
+                for (c, chunk) in q6_row(q, U).chunks_exact(U).enumerate() {
+                    let at = base + c * U * PANEL + U * lane;
+                    dst[at..at + U].copy_from_slice(chunk);
+                }
                 continue;
             }
             if q4 {
@@ -334,7 +333,9 @@ impl KBlock {
             let base = heads(q6) + j * PANEL * vb;
             let q = &self.q[QK * j..QK * (j + 1)];
             if q6 {
-                q6_bytes(q, unit, lane, |at, v| f(base + at, v));
+                for (n, v) in q6_row(q, unit).into_iter().enumerate() {
+                    f(base + (n / unit) * unit * PANEL + unit * lane + n % unit, v);
+                }
                 continue;
             }
             for i in 0..vb {
@@ -364,7 +365,8 @@ impl KBlock {
         for j in 0..SUBS {
             let q = &mut self.q[QK * j..QK * (j + 1)];
             if q6 {
-                q6_values(unit, &mut next, q);
+                let b: Vec<u8> = (0..QK / 2 + QK / 4).map(|_| next()).collect();
+                q6_values(unit, &b, q);
             } else if ty == GgmlType::Q4K {
                 for i in 0..QK / 2 {
                     let v = next();

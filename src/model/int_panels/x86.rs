@@ -845,7 +845,7 @@ unsafe fn nibble_block<K: Kernel, const M: usize>(
     }
 }
 
-/// One Q6_K sub-block at `w` (and `w + stride`; laid out as [`super::k_quants::q6_bytes`]
+/// One Q6_K sub-block at `w` (and `w + stride`; laid out as [`super::k_quants::q6_row`]
 /// says) times the activations at `xq`: its first 16 values into `lo`, the others into `hi`.
 ///
 /// # Safety
