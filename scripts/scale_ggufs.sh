@@ -4,6 +4,9 @@
 # tokenizer and random weights, quantized by llama.cpp's llama-quantize to Q4_0 and Q4_K_M:
 #
 #   scripts/scale_ggufs.sh [SHAPES...]   (default: 1b 8b)
+#   MSN_SCALE_QUANTS="Q4_K.pure Q6_K.pure" scripts/scale_ggufs.sh 1b
+#                                        (other types; `.pure`: every matrix that type,
+#                                        llama-quantize --pure)
 #
 # into $MSN_CACHE_DIR/scale (default ~/.cache/msn/scale): llama-<shape>.Q4_0.gguf and
 # llama-<shape>.Q4_K_M.gguf (0.6 / 0.7 GB for 1B, 4.3 / 4.6 GB for 8B; the F16 file each is made
@@ -23,10 +26,11 @@ mkdir -p "$OUT"
 for shape in "${@:-1b 8b}"; do
   for s in $shape; do
     F16="$OUT/llama-$s.F16.gguf"
-    for q in Q4_0 Q4_K_M; do
+    for q in ${MSN_SCALE_QUANTS:-Q4_0 Q4_K_M}; do
       [ -s "$OUT/llama-$s.$q.gguf" ] && continue
       [ -s "$F16" ] || python3 tools/make_scale_gguf.py --shape "$s" --tokenizer "$DEMO" --out "$F16"
-      LD_LIBRARY_PATH="$LLAMA" "$LLAMA/llama-quantize" "$F16" "$OUT/llama-$s.$q.gguf.tmp" "$q" >&2
+      pure=(); [ "${q%.pure}" != "$q" ] && pure=(--pure)
+      LD_LIBRARY_PATH="$LLAMA" "$LLAMA/llama-quantize" "${pure[@]}" "$F16" "$OUT/llama-$s.$q.gguf.tmp" "${q%.pure}" >&2
       mv "$OUT/llama-$s.$q.gguf.tmp" "$OUT/llama-$s.$q.gguf"
     done
     rm -f "$F16"
