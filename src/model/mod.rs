@@ -15,7 +15,6 @@ pub(crate) mod gguf;
 pub(crate) mod hf;
 pub(crate) mod host;
 mod hot_pool;
-mod huge_buf;
 pub(crate) mod int_panels;
 pub(crate) mod llama;
 pub(crate) mod lora;
