@@ -99,6 +99,24 @@ pub(super) fn q6_row(q: &[u8], unit: usize) -> [u8; QK / 2 + QK / 4] {
     b
 }
 
+/// A sub-block's value bytes for one row in their panel order (its first
+/// [`value_bytes`] bytes): Q4_K's nibbles (value `i` low, `16 + i` high), Q5_K's values as they
+/// are, Q6_K's [`q6_row`].
+#[inline(always)]
+fn row_bytes(q: &[u8], q4: bool, q6: bool, unit: usize) -> [u8; QK] {
+    let mut v = [0u8; QK];
+    if q6 {
+        v[..QK / 2 + QK / 4].copy_from_slice(&q6_row(q, unit));
+    } else if q4 {
+        for i in 0..QK / 2 {
+            v[i] = q[i] | q[i + 16] << 4;
+        }
+    } else {
+        v.copy_from_slice(q);
+    }
+    v
+}
+
 /// The inverse of [`q6_row`]: a sub-block's values from a row's bytes in their panel order.
 fn q6_values(unit: usize, b: &[u8], q: &mut [u8]) {
     for p in 0..QK / 4 / unit {
@@ -258,24 +276,9 @@ impl KBlock {
     /// The value bytes of [`Self::write`], `U` bytes per row per chunk.
     fn write_values<const U: usize>(&self, q6: bool, q4: bool, lane: usize, dst: &mut [u8]) {
         let vb = value_bytes(q4, q6);
-        let mut v = [0u8; QK];
         for j in 0..SUBS {
             let base = heads(q6) + j * PANEL * vb;
-            let q = &self.q[QK * j..QK * (j + 1)];
-            if q6 {
-                for (c, chunk) in q6_row(q, U).chunks_exact(U).enumerate() {
-                    let at = base + c * U * PANEL + U * lane;
-                    dst[at..at + U].copy_from_slice(chunk);
-                }
-                continue;
-            }
-            if q4 {
-                for i in 0..QK / 2 {
-                    v[i] = q[i] | q[i + 16] << 4;
-                }
-            } else {
-                v.copy_from_slice(q);
-            }
+            let v = row_bytes(&self.q[QK * j..QK * (j + 1)], q4, q6, U);
             for (c, chunk) in v[..vb].chunks_exact(U).enumerate() {
                 let at = base + c * U * PANEL + U * lane;
                 dst[at..at + U].copy_from_slice(chunk);
@@ -331,15 +334,8 @@ impl KBlock {
         let vb = value_bytes(q4, q6);
         for j in 0..SUBS {
             let base = heads(q6) + j * PANEL * vb;
-            let q = &self.q[QK * j..QK * (j + 1)];
-            if q6 {
-                for (n, v) in q6_row(q, unit).into_iter().enumerate() {
-                    f(base + (n / unit) * unit * PANEL + unit * lane + n % unit, v);
-                }
-                continue;
-            }
-            for i in 0..vb {
-                let v = if q4 { q[i] | q[i + 16] << 4 } else { q[i] };
+            let v = row_bytes(&self.q[QK * j..QK * (j + 1)], q4, q6, unit);
+            for (i, &v) in v[..vb].iter().enumerate() {
                 f(base + (i / unit) * unit * PANEL + unit * lane + i % unit, v);
             }
         }
@@ -365,7 +361,7 @@ impl KBlock {
         for j in 0..SUBS {
             let q = &mut self.q[QK * j..QK * (j + 1)];
             if q6 {
-                let b: Vec<u8> = (0..QK / 2 + QK / 4).map(|_| next()).collect();
+                let b: [u8; QK / 2 + QK / 4] = std::array::from_fn(|_| next());
                 q6_values(unit, &b, q);
             } else if ty == GgmlType::Q4K {
                 for i in 0..QK / 2 {
