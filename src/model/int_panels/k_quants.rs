@@ -134,7 +134,7 @@ fn q6_values(unit: usize, b: &[u8], q: &mut [u8]) {
 
 impl KBlock {
     /// All zeros.
-    const EMPTY: Self = Self {
+    pub(super) const EMPTY: Self = Self {
         d: [0; 2],
         dmin: [0; 2],
         sc: [0; 16],
@@ -246,54 +246,71 @@ impl KBlock {
         }
     }
 
-    /// Writes the block into its panel's super-block `dst` ([`panel_super_bytes`] long) as the
-    /// row at `lane`, values interleaved `unit` bytes per row.
-    /// The layout is [`Self::fields`]' (the tests hold the two together); this is its fast
-    /// form for loading, with whole `unit`-byte chunks copied.
-    pub(super) fn write(&self, ty: GgmlType, unit: usize, lane: usize, dst: &mut [u8]) {
+    /// Writes the blocks of a panel's rows (`ks[lane]`, at most [`PANEL`]; the lanes after
+    /// them are left as they are, zero in a new panel) into its super-block `dst`
+    /// ([`panel_super_bytes`] long), values interleaved `unit` bytes per row.
+    /// The layout is [`Self::fields`]' (the tests hold the two together); this is its fast form
+    /// for loading: the destination is written in order, whole `unit`-byte chunks at a time,
+    /// rather than row by row across it.
+    pub(super) fn write_panel(ks: &[KBlock], ty: GgmlType, unit: usize, dst: &mut [u8]) {
         let q6 = ty == GgmlType::Q6K;
         let q4 = ty == GgmlType::Q4K;
+        assert!(ks.len() <= PANEL, "a panel's rows");
         assert_eq!(dst.len(), panel_super_bytes(ty), "one panel super-block");
-        dst[2 * lane..2 * lane + 2].copy_from_slice(&self.d);
+        for (lane, k) in ks.iter().enumerate() {
+            dst[2 * lane..2 * lane + 2].copy_from_slice(&k.d);
+            if !q6 {
+                dst[2 * PANEL + 2 * lane..2 * PANEL + 2 * lane + 2].copy_from_slice(&k.dmin);
+            }
+        }
         if q6 {
-            for (h, sc) in self.sc.iter().enumerate() {
-                dst[2 * PANEL + PANEL * h + lane] = *sc;
+            for h in 0..16 {
+                for (lane, k) in ks.iter().enumerate() {
+                    dst[2 * PANEL + PANEL * h + lane] = k.sc[h];
+                }
             }
         } else {
-            dst[2 * PANEL + 2 * lane..2 * PANEL + 2 * lane + 2].copy_from_slice(&self.dmin);
             for j in 0..SUBS {
-                dst[4 * PANEL + PANEL * j + lane] = self.sc[j];
-                dst[12 * PANEL + PANEL * j + lane] = self.m[j];
+                for (lane, k) in ks.iter().enumerate() {
+                    dst[4 * PANEL + PANEL * j + lane] = k.sc[j];
+                    dst[12 * PANEL + PANEL * j + lane] = k.m[j];
+                }
             }
         }
         match unit {
-            2 => self.write_values::<2>(q6, q4, lane, dst),
-            4 => self.write_values::<4>(q6, q4, lane, dst),
+            2 => Self::write_values::<2>(ks, q6, q4, dst),
+            4 => Self::write_values::<4>(ks, q6, q4, dst),
             _ => panic!("chunks of 2 or 4 bytes"),
         }
     }
 
-    /// The value bytes of [`Self::write`], `U` bytes per row per chunk.
-    fn write_values<const U: usize>(&self, q6: bool, q4: bool, lane: usize, dst: &mut [u8]) {
+    /// The value bytes of [`Self::write_panel`], `U` bytes per row per chunk.
+    fn write_values<const U: usize>(ks: &[KBlock], q6: bool, q4: bool, dst: &mut [u8]) {
         let vb = value_bytes(q4, q6);
         for j in 0..SUBS {
             let base = heads(q6) + j * PANEL * vb;
-            let v = row_bytes(&self.q[QK * j..QK * (j + 1)], q4, q6, U);
-            for (c, chunk) in v[..vb].chunks_exact(U).enumerate() {
-                let at = base + c * U * PANEL + U * lane;
-                dst[at..at + U].copy_from_slice(chunk);
+            let mut rows = [[0u8; QK]; PANEL];
+            for (r, k) in rows.iter_mut().zip(ks) {
+                *r = row_bytes(&k.q[QK * j..QK * (j + 1)], q4, q6, U);
+            }
+            let out = &mut dst[base..base + PANEL * vb];
+            for (c, chunk) in out.chunks_exact_mut(U * PANEL).enumerate() {
+                for (o, r) in chunk.chunks_exact_mut(U).zip(&rows[..ks.len()]) {
+                    o.copy_from_slice(&r[c * U..(c + 1) * U]);
+                }
             }
         }
     }
 
-    /// [`Self::write`] by the general visitor (for the test that holds the two together).
+    /// One row's part of [`Self::write_panel`] by the general visitor (for the test that holds
+    /// the two together).
     #[cfg(test)]
     pub(super) fn write_slow(&self, ty: GgmlType, unit: usize, lane: usize, dst: &mut [u8]) {
         self.fields(ty, unit, lane, dst.len(), |at, v| dst[at] = v);
     }
 
     /// The block of the row at `lane` in the panel super-block `src`: the inverse of
-    /// [`Self::write`].
+    /// [`Self::write_panel`].
     pub(super) fn read(ty: GgmlType, unit: usize, lane: usize, src: &[u8]) -> Self {
         let mut k = Self::EMPTY;
         let mut bytes = Vec::with_capacity(SUPER + 32);

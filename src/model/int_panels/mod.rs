@@ -355,13 +355,21 @@ impl Panels {
             .par_chunks_mut(panel_bytes.max(1))
             .enumerate()
             .for_each(|(panel, dst)| {
-                for lane in 0..PANEL.min(rows - panel * PANEL) {
-                    let row = &src[(panel * PANEL + lane) * row_bytes..][..row_bytes];
-                    for (blk, dst) in row.chunks_exact(ts).zip(dst.chunks_exact_mut(pgb)) {
-                        if is_k(ty) {
-                            KBlock::decode(ty, blk).write(ty, Q::UNIT, lane, dst);
-                            continue;
+                let lanes = PANEL.min(rows - panel * PANEL);
+                let row = |lane: usize| &src[(panel * PANEL + lane) * row_bytes..][..row_bytes];
+                if is_k(ty) {
+                    // Super-block by super-block, the panel's rows together.
+                    let mut ks = [KBlock::EMPTY; PANEL];
+                    for (s, dst) in dst.chunks_exact_mut(pgb).enumerate() {
+                        for (lane, k) in ks[..lanes].iter_mut().enumerate() {
+                            *k = KBlock::decode(ty, &row(lane)[s * ts..(s + 1) * ts]);
                         }
+                        KBlock::write_panel(&ks[..lanes], ty, Q::UNIT, dst);
+                    }
+                    return;
+                }
+                for lane in 0..lanes {
+                    for (blk, dst) in row(lane).chunks_exact(ts).zip(dst.chunks_exact_mut(pgb)) {
                         let q8;
                         let blk = match ty {
                             GgmlType::Q5_0 => {

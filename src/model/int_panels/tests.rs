@@ -78,15 +78,25 @@ fn k_blocks_round_trip_and_dequantize_as_ggml() {
                 assert_eq!(back, blk, "{ty:?}: encode(decode(b)) == b");
                 // The loader's fast writer lays a block out as the general visitor does, and
                 // reading it back gives the block.
-                let k = KBlock::decode(ty, blk);
-                for unit in [2, 4] {
-                    for lane in [0, 3, 7] {
-                        let mut fast = vec![0u8; k_quants::panel_super_bytes(ty)];
-                        let mut slow = fast.clone();
-                        k.write(ty, unit, lane, &mut fast);
+            }
+            // The loader's fast writer lays a panel's blocks out as the general visitor does
+            // row by row, and reading a row back gives its block.
+            let blocks = random_blocks(ty, PANEL, 12);
+            let ks: Vec<KBlock> = blocks
+                .chunks_exact(ty.type_size())
+                .map(|b| KBlock::decode(ty, b))
+                .collect();
+            for unit in [2, 4] {
+                for lanes in [1, 3, PANEL] {
+                    let mut fast = vec![0u8; k_quants::panel_super_bytes(ty)];
+                    let mut slow = fast.clone();
+                    KBlock::write_panel(&ks[..lanes], ty, unit, &mut fast);
+                    for (lane, k) in ks[..lanes].iter().enumerate() {
                         k.write_slow(ty, unit, lane, &mut slow);
-                        assert_eq!(fast, slow, "{ty:?}, unit {unit}, lane {lane}");
-                        assert_eq!(KBlock::read(ty, unit, lane, &fast), k);
+                    }
+                    assert_eq!(fast, slow, "{ty:?}, unit {unit}, {lanes} rows");
+                    for (lane, k) in ks[..lanes].iter().enumerate() {
+                        assert_eq!(&KBlock::read(ty, unit, lane, &fast), k);
                     }
                 }
             }

@@ -222,12 +222,75 @@ trait Kernel {
     /// `acc` plus the products of Q8_0 chunks from [`Self::bytes`] with activations `x`
     /// (offset by [`Self::Q8_OFFSET`] per activation).
     unsafe fn dp_q8(acc: Iv<Self>, w: Iv<Self>, x: Iv<Self>) -> Iv<Self>;
+    /// One activation row's whole block of nibble chunks (as [`nibble_block`] with one row and
+    /// two chains) in one piece of assembly, where the kernel has one: false where not.
+    #[inline(always)]
+    unsafe fn nibble_block_one(
+        _w: *const u8,
+        _x: *const Self::Q,
+        _lo: &mut Iv<Self>,
+        _hi: &mut Iv<Self>,
+    ) -> bool {
+        false
+    }
+    /// As [`Self::nibble_block_one`] for a Q6_K sub-block ([`six_block`] with one row).
+    #[inline(always)]
+    unsafe fn six_block_one(
+        _w: *const u8,
+        _x: *const Self::Q,
+        _lo: &mut Iv<Self>,
+        _hi: &mut Iv<Self>,
+    ) -> bool {
+        false
+    }
 }
 
 /// A kernel's integer lanes.
 type Iv<K> = <<K as Kernel>::L as Lanes>::I;
 /// A kernel's f32 lanes.
 type Fv<K> = <<K as Kernel>::L as Lanes>::F;
+
+/// A 16-bit kernel's `dp_at`: `$dp_at`, which broadcasts from memory itself.
+macro_rules! dp_at {
+    ($dp_at:expr) => {
+        #[inline(always)]
+        unsafe fn dp_at(acc: __m256i, w: __m256i, x: *const i16) -> __m256i {
+            // SAFETY (callers): 4 readable bytes at `x`; the instruction set enabled.
+            unsafe { $dp_at(acc, w, x) }
+        }
+    };
+}
+
+/// A 16-bit kernel's one-row blocks: `$nibbles` for a block of nibble chunks, `$six` for a
+/// Q6_K sub-block.
+macro_rules! one_row {
+    ($nibbles:expr, $six:expr) => {
+        #[inline(always)]
+        unsafe fn nibble_block_one(
+            w: *const u8,
+            x: *const i16,
+            lo: &mut __m256i,
+            hi: &mut __m256i,
+        ) -> bool {
+            // SAFETY (callers): a block of chunks at `w`, of activations at `x`; the
+            // instruction set enabled.
+            unsafe { $nibbles(w, x, lo, hi) };
+            true
+        }
+        #[inline(always)]
+        unsafe fn six_block_one(
+            w: *const u8,
+            x: *const i16,
+            lo: &mut __m256i,
+            hi: &mut __m256i,
+        ) -> bool {
+            // SAFETY (callers): a Q6_K sub-block at `w`, a block of activations at `x`; the
+            // instruction set enabled.
+            unsafe { $six(w, x, lo, hi) };
+            true
+        }
+    };
+}
 
 /// 16-bit activations in 256-bit registers: chunks of 16 bytes, zero- or sign-extended to 16
 /// bits.
@@ -236,17 +299,11 @@ macro_rules! kernel16 {
     ($name:ident, $dp:expr, $dual:expr) => {
         kernel16!(@impl $name, $dp, $dual, {});
     };
-    // With one: `dp_at` is `$dp_at`.
-    ($name:ident, $dp:expr, $dp_at:expr, $dual:expr) => {
-        kernel16!(@impl $name, $dp, $dual, {
-            #[inline(always)]
-            unsafe fn dp_at(acc: __m256i, w: __m256i, x: *const i16) -> __m256i {
-                // SAFETY (callers): 4 readable bytes at `x`; the instruction set enabled.
-                unsafe { $dp_at(acc, w, x) }
-            }
-        });
+    // With the items given (`dp_at!`, `one_row!`).
+    ($name:ident, $dp:expr, $dual:expr, { $($extra:item)* }) => {
+        kernel16!(@impl $name, $dp, $dual, { $($extra)* });
     };
-    (@impl $name:ident, $dp:expr, $dual:expr, { $($dp_at:item)? }) => {
+    (@impl $name:ident, $dp:expr, $dual:expr, { $($extra:item)* }) => {
         struct $name;
         impl Kernel for $name {
             type Q = i16;
@@ -274,7 +331,7 @@ macro_rules! kernel16 {
                 // SAFETY (callers): the instruction set enabled.
                 unsafe { $dp(acc, w, x) }
             }
-            $($dp_at)?
+            $($extra)*
             #[inline(always)]
             unsafe fn dp_q8(acc: __m256i, w: __m256i, x: __m256i) -> __m256i {
                 // SAFETY (callers): the instruction set enabled.
@@ -436,8 +493,13 @@ unsafe fn dpwssd512(mut acc: __m512i, w: __m512i, x: __m512i) -> __m512i {
     acc
 }
 
+// One-row blocks in assembly measured no faster here (Zen 4's AVX2 path, in cache: Q4_0 and
+// Q6_K unchanged, Q4_K +6%): AVX2's multiply-add is three instructions whatever the addressing.
 kernel16!(Avx2x16, madd16, 0);
-kernel16!(Vnni512x16, dpwssd256, dpwssd256_at, 4);
+kernel16!(Vnni512x16, dpwssd256, 4, {
+    dp_at!(dpwssd256_at);
+    one_row!(nibbles256_one, six256_one);
+});
 // AVX-VNNI has no broadcasting form.
 kernel16!(VexX16, dpwssd_vex, 4);
 kernel8!(Avx2x8, maddubs8, 0, same, signed8, 0);
@@ -469,6 +531,128 @@ unsafe fn dpwssd256_at(mut acc: __m256i, w: __m256i, x: *const i16) -> __m256i {
             w = in(ymm_reg) w, x = in(reg) x, options(pure, readonly, nostack, preserves_flags));
     }
     acc
+}
+
+/// One chunk of [`nibbles256_one`]: weight bytes at `w + $w`, activation pairs at `x + $lo`
+/// (low nibbles) and `x + $hi` (high).
+#[rustfmt::skip]
+macro_rules! nibble_chunk {
+    ($w:literal, $lo:literal, $hi:literal, $a:literal, $b:literal) => {
+        concat!(
+            "vpmovzxbw {h}, xmmword ptr [{w} + ", $w, "]\n",
+            "vpand {l}, {h}, {m}\n",
+            "vpsrlw {h}, {h}, 4\n",
+            "vpdpwssd {", $a, "}, {l}, dword ptr [{x} + ", $lo, "]{{1to8}}\n",
+            "vpdpwssd {", $b, "}, {h}, dword ptr [{x} + ", $hi, "]{{1to8}}\n",
+        )
+    };
+}
+
+/// A block of 8 nibble chunks (16 bytes each: 8 rows' values `2c, 2c + 1` low, `16 + 2c,
+/// 17 + 2c` high) at `w` times one row's 16-bit activations at `x`: the low nibbles' products
+/// into `lo`, the high ones' into `hi`, as [`nibble_block`] computes them, in one piece of
+/// assembly with constant offsets (the intrinsics' form took an address computation and a
+/// reload of a spilled pointer per chunk).
+///
+/// # Safety
+/// 128 readable bytes at `w`, 64 at `x`; the features enabled.
+#[target_feature(enable = "avx2,avx512f,avx512vl,avx512vnni")]
+#[inline]
+unsafe fn nibbles256_one(w: *const u8, x: *const i16, lo: &mut __m256i, hi: &mut __m256i) {
+    // SAFETY (callers): as above.
+    unsafe {
+        asm!(
+            "vpxor {lo2}, {lo2}, {lo2}",
+            "vpxor {hi2}, {hi2}, {hi2}",
+            nibble_chunk!("0", "0", "32", "lo", "hi"),
+            nibble_chunk!("16", "4", "36", "lo2", "hi2"),
+            nibble_chunk!("32", "8", "40", "lo", "hi"),
+            nibble_chunk!("48", "12", "44", "lo2", "hi2"),
+            nibble_chunk!("64", "16", "48", "lo", "hi"),
+            nibble_chunk!("80", "20", "52", "lo2", "hi2"),
+            nibble_chunk!("96", "24", "56", "lo", "hi"),
+            nibble_chunk!("112", "28", "60", "lo2", "hi2"),
+            "vpaddd {lo}, {lo}, {lo2}",
+            "vpaddd {hi}, {hi}, {hi2}",
+            w = in(reg) w,
+            x = in(reg) x,
+            m = in(ymm_reg) _mm256_set1_epi16(0x0f),
+            lo = inout(ymm_reg) *lo,
+            hi = inout(ymm_reg) *hi,
+            lo2 = out(ymm_reg) _,
+            hi2 = out(ymm_reg) _,
+            l = out(ymm_reg) _,
+            h = out(ymm_reg) _,
+            options(pure, readonly, nostack, preserves_flags),
+        );
+    }
+}
+
+/// One pair of nibble chunks and their high bits in [`six256_one`]: the chunks at `w + $w`
+/// (values `4p, 4p + 1` low, `16 + 4p, 17 + 4p` high), `w + $w + 16` (the next two of each) and
+/// the high bits at `w + $w + 32`; activation pairs at `x + $x` (+ 4) and `x + 32 + $x` (+ 4).
+#[rustfmt::skip]
+macro_rules! six_pair {
+    ($w:literal, $w1:literal, $wh:literal, $x:literal, $x1:literal, $xh:literal, $xh1:literal) => {
+        concat!(
+            "vpmovzxbw {h}, xmmword ptr [{w} + ", $w, "]\n",
+            "vpmovzxbw {g}, xmmword ptr [{w} + ", $wh, "]\n",
+            "vpand {l}, {h}, {m}\n",
+            "vpsrlw {h}, {h}, 4\n",
+            "vpsllw {t}, {g}, 4\n",
+            "vpternlogq {l}, {t}, {s}, 0xf8\n",
+            "vpdpwssd {lo}, {l}, dword ptr [{x} + ", $x, "]{{1to8}}\n",
+            "vpsllw {t}, {g}, 2\n",
+            "vpternlogq {h}, {t}, {s}, 0xf8\n",
+            "vpdpwssd {hi}, {h}, dword ptr [{x} + ", $xh, "]{{1to8}}\n",
+            "vpmovzxbw {h}, xmmword ptr [{w} + ", $w1, "]\n",
+            "vpand {l}, {h}, {m}\n",
+            "vpsrlw {h}, {h}, 4\n",
+            "vpternlogq {l}, {g}, {s}, 0xf8\n",
+            "vpdpwssd {lo2}, {l}, dword ptr [{x} + ", $x1, "]{{1to8}}\n",
+            "vpsrlw {t}, {g}, 2\n",
+            "vpternlogq {h}, {t}, {s}, 0xf8\n",
+            "vpdpwssd {hi2}, {h}, dword ptr [{x} + ", $xh1, "]{{1to8}}\n",
+        )
+    };
+}
+
+/// A Q6_K sub-block (laid out as [`super::k_quants::q6_row`] says, 16-bit units) at `w` times
+/// one row's 16-bit activations at `x`: values `0..16` into `lo`, `16..32` into `hi`, as
+/// [`six_block`] computes them, in one piece of assembly (see [`nibbles256_one`]), each sum in
+/// two chains.
+///
+/// # Safety
+/// 192 readable bytes at `w`, 64 at `x`; the features enabled.
+#[target_feature(enable = "avx2,avx512f,avx512vl,avx512vnni")]
+#[inline]
+unsafe fn six256_one(w: *const u8, x: *const i16, lo: &mut __m256i, hi: &mut __m256i) {
+    // SAFETY (callers): as above.
+    unsafe {
+        asm!(
+            "vpxor {lo2}, {lo2}, {lo2}",
+            "vpxor {hi2}, {hi2}, {hi2}",
+            six_pair!("0", "16", "32", "0", "4", "32", "36"),
+            six_pair!("48", "64", "80", "8", "12", "40", "44"),
+            six_pair!("96", "112", "128", "16", "20", "48", "52"),
+            six_pair!("144", "160", "176", "24", "28", "56", "60"),
+            "vpaddd {lo}, {lo}, {lo2}",
+            "vpaddd {hi}, {hi}, {hi2}",
+            w = in(reg) w,
+            x = in(reg) x,
+            m = in(ymm_reg) _mm256_set1_epi16(0x0f),
+            s = in(ymm_reg) _mm256_set1_epi8(0x30),
+            lo = inout(ymm_reg) *lo,
+            hi = inout(ymm_reg) *hi,
+            lo2 = out(ymm_reg) _,
+            hi2 = out(ymm_reg) _,
+            l = out(ymm_reg) _,
+            h = out(ymm_reg) _,
+            g = out(ymm_reg) _,
+            t = out(ymm_reg) _,
+            options(pure, readonly, nostack, preserves_flags),
+        );
+    }
 }
 
 /// As [`dpwssd256_at`] in 512 bits (`{1to16}`).
@@ -831,6 +1015,9 @@ unsafe fn nibble_block<K: Kernel, const M: usize>(
     let (unit, chunk) = (K::UNIT, PANEL * K::UNIT);
     // SAFETY (callers): as above.
     unsafe {
+        if M == 1 && dual && K::nibble_block_one(w, xq[0], &mut lo[0], &mut hi[0]) {
+            return;
+        }
         for c in 0..QK / 2 / unit {
             let (wl, wh) = K::nibbles(w.add(chunk * c), stride);
             for k in 0..M {
@@ -862,6 +1049,9 @@ unsafe fn six_block<K: Kernel, const M: usize>(
     let (unit, chunk) = (K::UNIT, PANEL * K::UNIT);
     // SAFETY (callers): as above.
     unsafe {
+        if M == 1 && K::six_block_one(w, xq[0], &mut lo[0], &mut hi[0]) {
+            return;
+        }
         for p in 0..QK / 4 / unit {
             let at = w.add(3 * chunk * p);
             let (n0, n1) = (K::nibbles(at, stride), K::nibbles(at.add(chunk), stride));
