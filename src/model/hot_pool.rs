@@ -37,8 +37,11 @@ struct Pool {
     /// Workers finished with the current region.
     done: AtomicUsize,
     panicked: AtomicBool,
+    /// Workers parked or about to park (so that a region wakes them only when there are any:
+    /// the wake-up is a system call, and a decoding step has ~150 regions).
+    parked: AtomicUsize,
     /// Parked workers wait here for the epoch to move.
-    sleep: Mutex<u64>,
+    sleep: Mutex<()>,
     wake: Condvar,
 }
 
@@ -55,7 +58,8 @@ fn pool() -> &'static Pool {
             next: AtomicUsize::new(0),
             done: AtomicUsize::new(0),
             panicked: AtomicBool::new(false),
-            sleep: Mutex::new(0),
+            parked: AtomicUsize::new(0),
+            sleep: Mutex::new(()),
             wake: Condvar::new(),
         }));
         for i in 0..workers {
@@ -91,10 +95,12 @@ pub(crate) fn for_each(n: usize, f: &(dyn Fn(usize) + Sync)) {
     p.n.store(n, Ordering::Relaxed);
     p.next.store(0, Ordering::Relaxed);
     p.done.store(0, Ordering::Relaxed);
-    let epoch = p.epoch.fetch_add(1, Ordering::Release) + 1;
-    {
-        let mut e = p.sleep.lock().unwrap_or_else(|e| e.into_inner());
-        *e = epoch;
+    // SeqCst here and in `park`: either this load sees a parking worker, or that worker's
+    // check sees the new epoch.
+    p.epoch.fetch_add(1, Ordering::SeqCst);
+    if p.parked.load(Ordering::SeqCst) > 0 {
+        // Under the lock: a worker between its check and its wait holds it.
+        let _guard = p.sleep.lock().unwrap_or_else(|e| e.into_inner());
         p.wake.notify_all();
     }
     let caller = run_tasks(p, f);
@@ -134,10 +140,7 @@ fn worker(p: &'static Pool) {
             std::hint::spin_loop();
             spins = spins.wrapping_add(1);
             if spins.is_multiple_of(1024) && start.elapsed() > SPIN {
-                let mut e = p.sleep.lock().unwrap_or_else(|e| e.into_inner());
-                while *e == seen {
-                    e = p.wake.wait(e).unwrap_or_else(|e| e.into_inner());
-                }
+                park(p, seen);
             }
         };
         seen = epoch;
@@ -150,6 +153,17 @@ fn worker(p: &'static Pool) {
         }
         p.done.fetch_add(1, Ordering::Release);
     }
+}
+
+/// Waits until the epoch moves past `seen`.
+fn park(p: &Pool, seen: u64) {
+    let mut guard = p.sleep.lock().unwrap_or_else(|e| e.into_inner());
+    p.parked.fetch_add(1, Ordering::SeqCst);
+    while p.epoch.load(Ordering::SeqCst) == seen {
+        guard = p.wake.wait(guard).unwrap_or_else(|e| e.into_inner());
+    }
+    p.parked.fetch_sub(1, Ordering::SeqCst);
+    drop(guard);
 }
 
 #[cfg(test)]
@@ -170,6 +184,20 @@ mod tests {
                     "{n} tasks"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn regions_after_the_workers_park_wake_them() {
+        for k in 0..20 {
+            // Longer than `SPIN`: every worker parks before the next region.
+            std::thread::sleep(SPIN * 3);
+            let n = 8 + k;
+            let sum = AtomicUsize::new(0);
+            for_each(n, &|i| {
+                sum.fetch_add(i, Ordering::Relaxed);
+            });
+            assert_eq!(sum.load(Ordering::Relaxed), n * (n - 1) / 2);
         }
     }
 
