@@ -67,7 +67,8 @@ fn paths() -> Paths {
 
 /// The path for a product of `rows` activation rows `width` values wide: the detected one,
 /// except that on AMD's AVX-512 CPUs (where [`detected`] takes the 256-bit path) a product of
-/// [`ROWS_512`] or more rows over long weight rows takes the 512-bit tiles. Measured on Zen 4
+/// [`ROWS_512`] or more rows over long weight rows, or of two rows over longer ones
+/// ([`WIDE_512_TWO_ROWS`]), takes the 512-bit tiles. Measured on Zen 4
 /// (2 cores, 2026-12-04, 1B Q4_0, forwards into an empty cache, best of 10-12): one or two
 /// rows are bound by memory, where the 512-bit tiles' two streams lose (two rows 28.2-28.5
 /// against 30.5-31.3 ms); from three rows over 2048-wide weights they gain (3 / 4 / 8 / 16 / 64
@@ -76,7 +77,7 @@ fn paths() -> Paths {
 /// speed). Every path gives the same bits.
 pub(crate) fn best_for(rows: usize, width: usize) -> Option<Isa> {
     let p = paths();
-    if rows >= ROWS_512 && width >= WIDE_512 {
+    if (rows >= ROWS_512 && width >= WIDE_512) || (rows == 2 && width >= WIDE_512_TWO_ROWS) {
         p.wide
     } else {
         p.one
@@ -90,6 +91,14 @@ const ROWS_512: usize = 3;
 /// Weight rows at least this wide take the 512-bit tiles for several activation rows on AMD
 /// (see [`best_for`]).
 const WIDE_512: usize = 2048;
+
+/// Weight rows at least this wide take the 512-bit tiles for two activation rows on AMD too.
+/// The 256-bit tile of two rows slows down as rows grow (one Zen 4 core, Q4_K, 8192 rows in
+/// L3: 62 GMAC/s at 2048 values, 45-47 at 3840-4096, 39 at 4352; the 512-bit one 75 and 63),
+/// and two-token forwards into an empty cache (Zen 4, 2 cores, 2026-12-05, best of 8, two
+/// runs) took 1B Q4_K_M 31.7 -> 26.3-28.9 ms, 1B Q4_0 29-31 -> 24.1-26.2 ms (its 8192-wide
+/// `ffn_down`) and 8B Q4_K_M 265-310 -> 178-196 ms (every matrix 4096 or 14336 wide).
+const WIDE_512_TWO_ROWS: usize = 4096;
 
 /// The best path this CPU runs, if any. AVX-512 CPUs of AMD take the 256-bit path: on Zen 4
 /// (512-bit instructions split in two 256-bit halves) the 512-bit tiles, which read two panels
