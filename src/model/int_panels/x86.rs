@@ -242,6 +242,16 @@ trait Kernel {
     ) -> bool {
         false
     }
+    /// As [`Self::nibble_block_one`] for two activation rows (`x[0]`, `x[1]`).
+    #[inline(always)]
+    unsafe fn nibble_block_two(
+        _w: *const u8,
+        _x: [*const Self::Q; 2],
+        _lo: [&mut Iv<Self>; 2],
+        _hi: [&mut Iv<Self>; 2],
+    ) -> bool {
+        false
+    }
     /// As [`Self::nibble_block_one`] for a Q6_K sub-block ([`six_block`] with one row).
     #[inline(always)]
     unsafe fn six_block_one(
@@ -266,6 +276,24 @@ macro_rules! dp_at {
         unsafe fn dp_at(acc: __m256i, w: __m256i, x: *const i16) -> __m256i {
             // SAFETY (callers): 4 readable bytes at `x`; the instruction set enabled.
             unsafe { $dp_at(acc, w, x) }
+        }
+    };
+}
+
+/// A 16-bit kernel's blocks of nibble chunks for two rows: `$nibbles`.
+macro_rules! two_rows {
+    ($nibbles:expr) => {
+        #[inline(always)]
+        unsafe fn nibble_block_two(
+            w: *const u8,
+            x: [*const i16; 2],
+            lo: [&mut __m256i; 2],
+            hi: [&mut __m256i; 2],
+        ) -> bool {
+            // SAFETY (callers): a block of chunks at `w`, of activations at each `x`; the
+            // instruction set enabled.
+            unsafe { $nibbles(w, x, lo, hi) };
+            true
         }
     };
 }
@@ -508,6 +536,7 @@ kernel16!(Avx2x16, madd16, 0);
 kernel16!(Vnni512x16, dpwssd256, 4, {
     dp_at!(dpwssd256_at);
     one_row!(nibbles256_one, six256_one);
+    two_rows!(nibbles256_two);
 });
 // AVX-VNNI has no broadcasting form.
 kernel16!(VexX16, dpwssd_vex, 4);
@@ -590,6 +619,75 @@ unsafe fn nibbles256_one(w: *const u8, x: *const i16, lo: &mut __m256i, hi: &mut
             hi = inout(ymm_reg) *hi,
             lo2 = out(ymm_reg) _,
             hi2 = out(ymm_reg) _,
+            l = out(ymm_reg) _,
+            h = out(ymm_reg) _,
+            options(pure, readonly, nostack, preserves_flags),
+        );
+    }
+}
+
+/// One chunk of [`nibbles256_two`]: as [`nibble_chunk`], for activation rows at `x0` and `x1`,
+/// into the chains named with suffix `$s`.
+#[rustfmt::skip]
+macro_rules! nibble_chunk_two {
+    ($w:literal, $lo:literal, $hi:literal, $s:literal) => {
+        concat!(
+            "vpmovzxbw {h}, xmmword ptr [{w} + ", $w, "]\n",
+            "vpand {l}, {h}, {m}\n",
+            "vpsrlw {h}, {h}, 4\n",
+            "vpdpwssd {lo0", $s, "}, {l}, dword ptr [{x0} + ", $lo, "]{{1to8}}\n",
+            "vpdpwssd {hi0", $s, "}, {h}, dword ptr [{x0} + ", $hi, "]{{1to8}}\n",
+            "vpdpwssd {lo1", $s, "}, {l}, dword ptr [{x1} + ", $lo, "]{{1to8}}\n",
+            "vpdpwssd {hi1", $s, "}, {h}, dword ptr [{x1} + ", $hi, "]{{1to8}}\n",
+        )
+    };
+}
+
+/// [`nibbles256_one`] for two activation rows: each chunk unpacked once for both, each of the
+/// four sums in two chains.
+///
+/// # Safety
+/// 128 readable bytes at `w`, 64 at each `x`; the features enabled.
+#[target_feature(enable = "avx2,avx512f,avx512vl,avx512vnni")]
+#[inline]
+unsafe fn nibbles256_two(
+    w: *const u8,
+    x: [*const i16; 2],
+    lo: [&mut __m256i; 2],
+    hi: [&mut __m256i; 2],
+) {
+    let ([lo0, lo1], [hi0, hi1]) = (lo, hi);
+    // SAFETY (callers): as above.
+    unsafe {
+        asm!(
+            "vpxor {lo0b}, {lo0b}, {lo0b}",
+            "vpxor {hi0b}, {hi0b}, {hi0b}",
+            "vpxor {lo1b}, {lo1b}, {lo1b}",
+            "vpxor {hi1b}, {hi1b}, {hi1b}",
+            nibble_chunk_two!("0", "0", "32", ""),
+            nibble_chunk_two!("16", "4", "36", "b"),
+            nibble_chunk_two!("32", "8", "40", ""),
+            nibble_chunk_two!("48", "12", "44", "b"),
+            nibble_chunk_two!("64", "16", "48", ""),
+            nibble_chunk_two!("80", "20", "52", "b"),
+            nibble_chunk_two!("96", "24", "56", ""),
+            nibble_chunk_two!("112", "28", "60", "b"),
+            "vpaddd {lo0}, {lo0}, {lo0b}",
+            "vpaddd {hi0}, {hi0}, {hi0b}",
+            "vpaddd {lo1}, {lo1}, {lo1b}",
+            "vpaddd {hi1}, {hi1}, {hi1b}",
+            w = in(reg) w,
+            x0 = in(reg) x[0],
+            x1 = in(reg) x[1],
+            m = in(ymm_reg) _mm256_set1_epi16(0x0f),
+            lo0 = inout(ymm_reg) *lo0,
+            hi0 = inout(ymm_reg) *hi0,
+            lo1 = inout(ymm_reg) *lo1,
+            hi1 = inout(ymm_reg) *hi1,
+            lo0b = out(ymm_reg) _,
+            hi0b = out(ymm_reg) _,
+            lo1b = out(ymm_reg) _,
+            hi1b = out(ymm_reg) _,
             l = out(ymm_reg) _,
             h = out(ymm_reg) _,
             options(pure, readonly, nostack, preserves_flags),
@@ -1025,6 +1123,12 @@ unsafe fn nibble_block<K: Kernel, const M: usize>(
     // SAFETY (callers): as above.
     unsafe {
         if M == 1 && dual && K::nibble_block_one(w, xq[0], &mut lo[0], &mut hi[0]) {
+            return;
+        }
+        if let ([x0, x1], [l0, l1], [h0, h1]) = (&xq[..], &mut lo[..], &mut hi[..])
+            && dual
+            && K::nibble_block_two(w, [*x0, *x1], [l0, l1], [h0, h1])
+        {
             return;
         }
         for c in 0..QK / 2 / unit {
