@@ -378,6 +378,19 @@ macro_rules! kernel16 {
     };
 }
 
+/// The nibble unpacking in assembly: the 16 bytes at `[$at..]` zero-extended to 16 bits in
+/// `{h}`, their low nibbles into `{l}` (`{m}`: words of `0x0f`), `{h}` shifted to the high ones.
+#[rustfmt::skip]
+macro_rules! unpack_nibbles {
+    ($($at:literal),+) => {
+        concat!(
+            "vpmovzxbw {h}, xmmword ptr [", $($at,)+ "]\n",
+            "vpand {l}, {h}, {m}\n",
+            "vpsrlw {h}, {h}, 4\n",
+        )
+    };
+}
+
 /// The 16 bytes at `p` zero-extended to 16 bits, as low and high nibbles: one widening load, an
 /// AND and a shift, in inline assembly because LLVM rewrites the intrinsics' form into the AND
 /// and shift on 128 bits, each followed by its own widening (6 vector instructions instead of
@@ -393,9 +406,7 @@ unsafe fn nibbles16(p: *const u8) -> (__m256i, __m256i) {
     // ymm0-15).
     unsafe {
         asm!(
-            "vpmovzxbw {h}, xmmword ptr [{p}]",
-            "vpand {l}, {h}, {m}",
-            "vpsrlw {h}, {h}, 4",
+            unpack_nibbles!("{p}"),
             p = in(reg) p,
             m = in(ymm_reg) _mm256_set1_epi16(0x0f),
             l = out(ymm_reg) lo,
@@ -577,9 +588,7 @@ unsafe fn dpwssd256_at(mut acc: __m256i, w: __m256i, x: *const i16) -> __m256i {
 macro_rules! nibble_chunk {
     ($w:literal, $lo:literal, $hi:literal, $a:literal, $b:literal) => {
         concat!(
-            "vpmovzxbw {h}, xmmword ptr [{w} + ", $w, "]\n",
-            "vpand {l}, {h}, {m}\n",
-            "vpsrlw {h}, {h}, 4\n",
+            unpack_nibbles!("{w} + ", $w),
             "vpdpwssd {", $a, "}, {l}, dword ptr [{x} + ", $lo, "]{{1to8}}\n",
             "vpdpwssd {", $b, "}, {h}, dword ptr [{x} + ", $hi, "]{{1to8}}\n",
         )
@@ -632,9 +641,7 @@ unsafe fn nibbles256_one(w: *const u8, x: *const i16, lo: &mut __m256i, hi: &mut
 macro_rules! nibble_chunk_two {
     ($w:literal, $lo:literal, $hi:literal, $s:literal) => {
         concat!(
-            "vpmovzxbw {h}, xmmword ptr [{w} + ", $w, "]\n",
-            "vpand {l}, {h}, {m}\n",
-            "vpsrlw {h}, {h}, 4\n",
+            unpack_nibbles!("{w} + ", $w),
             "vpdpwssd {lo0", $s, "}, {l}, dword ptr [{x0} + ", $lo, "]{{1to8}}\n",
             "vpdpwssd {hi0", $s, "}, {h}, dword ptr [{x0} + ", $hi, "]{{1to8}}\n",
             "vpdpwssd {lo1", $s, "}, {l}, dword ptr [{x1} + ", $lo, "]{{1to8}}\n",
@@ -712,9 +719,7 @@ macro_rules! six_pair {
             "vpsllw {t}, {g}, 2\n",
             "vpternlogq {h}, {t}, {s}, 0xf8\n",
             "vpdpwssd {hi}, {h}, dword ptr [{x} + ", $xh, "]{{1to8}}\n",
-            "vpmovzxbw {h}, xmmword ptr [{w} + ", $w1, "]\n",
-            "vpand {l}, {h}, {m}\n",
-            "vpsrlw {h}, {h}, 4\n",
+            unpack_nibbles!("{w} + ", $w1),
             "vpternlogq {l}, {g}, {s}, 0xf8\n",
             "vpdpwssd {lo2}, {l}, dword ptr [{x} + ", $x1, "]{{1to8}}\n",
             "vpsrlw {t}, {g}, 2\n",
