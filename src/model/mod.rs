@@ -15,6 +15,7 @@ pub(crate) mod gguf;
 pub(crate) mod hf;
 pub(crate) mod host;
 mod hot_pool;
+pub(crate) mod huge_buf;
 pub(crate) mod int_panels;
 pub(crate) mod llama;
 pub(crate) mod lora;

@@ -36,6 +36,7 @@
 //! matrix whose row count is not a multiple of 8 is padded with zero rows (scale 0).
 
 use crate::model::act_rows::{ActRow, ActRows, QK, Quant};
+use crate::model::huge_buf::HugeBuf;
 use crate::model::quant::{self, GgmlType};
 use half::f16;
 use k_quants::{KBlock, SUBS, is_k};
@@ -235,7 +236,7 @@ pub(crate) struct Panels {
     nb: usize,
     /// Bytes of each row per chunk: [`PanelAct::UNIT`] of the activation type packed for.
     unit: usize,
-    bytes: Vec<u8>,
+    bytes: HugeBuf,
 }
 
 /// An activation integer type with panel products: how many bytes of a row a chunk holds (the
@@ -345,11 +346,11 @@ impl Panels {
             rows,
             nb: gb * ty.block_size() / QK,
             unit: Q::UNIT,
-            bytes: Vec::new(),
+            bytes: HugeBuf::zeroed(0),
         };
         let panel_bytes = p.panel_bytes();
         let pgb = p.panel_gguf_block_bytes();
-        let mut bytes = vec![0u8; rows.div_ceil(PANEL) * panel_bytes];
+        let mut bytes = HugeBuf::zeroed(rows.div_ceil(PANEL) * panel_bytes);
         // Each panel is written by one task from its own 8 rows.
         bytes
             .par_chunks_mut(panel_bytes.max(1))
