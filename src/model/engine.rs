@@ -21,6 +21,7 @@ use crate::model::cache::HostKv;
 use crate::model::family_ops::{key_positions, outside_window};
 use crate::model::host::{HostBlock, HostConsts, HostWeights, LayerExtra, matmul_many};
 use crate::model::hot_pool;
+use crate::model::scratch;
 use std::sync::Mutex;
 
 /// One forward call as host data.
@@ -82,6 +83,7 @@ pub(crate) fn forward(
         };
         let h = rms_norm(&x, &c.attn_norm[l], c.eps, d);
         let [q, k, v] = qkv(c, blk, extra, &h, &rope_rows);
+        scratch::recycle(h);
         for r in 0..batch {
             for i in 0..t {
                 let row = r * t + i;
@@ -93,12 +95,17 @@ pub(crate) fn forward(
                 }
             }
         }
+        scratch::recycle(k);
+        scratch::recycle(v);
         let a = attn.run(&q, &kv.k[l], &kv.v[l], kv);
+        scratch::recycle(q);
         let mut o = blk.o.matmul(&a, n);
+        scratch::recycle(a);
         add_bias(&mut o, extra.o_bias.as_deref());
         add_normed(&mut x, o, extra.attn_out_norm.as_deref(), c.eps, d);
         let h = rms_norm(&x, &c.mlp_norm[l], c.eps, d);
         let down = mlp(c, blk, &h, n);
+        scratch::recycle(h);
         add_normed(&mut x, down, extra.mlp_out_norm.as_deref(), c.eps, d);
     }
     rms_norm(&x, &c.final_norm, c.eps, d)
@@ -144,7 +151,10 @@ fn mlp(c: &HostConsts, blk: &HostBlock, h: &[f32], n: usize) -> Vec<f32> {
         true => geglu(&mut g, &u),
         false => swiglu(&mut g, &u),
     }
-    blk.down.matmul(&g, n)
+    scratch::recycle(u);
+    let down = blk.down.matmul(&g, n);
+    scratch::recycle(g);
+    down
 }
 
 fn add(x: &mut [f32], y: &[f32]) {
@@ -157,9 +167,14 @@ fn add(x: &mut [f32], y: &[f32]) {
 /// norms of a sublayer's output).
 fn add_normed(x: &mut [f32], y: Vec<f32>, norm: Option<&[f32]>, eps: f64, d: usize) {
     match norm {
-        Some(g) => add(x, &rms_norm(&y, g, eps, d)),
+        Some(g) => {
+            let normed = rms_norm(&y, g, eps, d);
+            add(x, &normed);
+            scratch::recycle(normed);
+        }
         None => add(x, &y),
     }
+    scratch::recycle(y);
 }
 
 /// `g = gelu_tanh(g) * u` (Gemma's gate), elementwise: PyTorch's `gelu(approximate="tanh")`,
@@ -184,7 +199,7 @@ fn add_bias(x: &mut [f32], bias: Option<&[f32]>) {
 
 /// `x / sqrt(mean(x^2) + eps) * gamma` per row of `d` values.
 fn rms_norm(x: &[f32], gamma: &[f32], eps: f64, d: usize) -> Vec<f32> {
-    let mut y = vec![0f32; x.len()];
+    let mut y = scratch::zeroed(x.len());
     for (xr, yr) in x.chunks_exact(d).zip(y.chunks_exact_mut(d)) {
         let ss: f64 = xr.iter().map(|&v| (v as f64) * (v as f64)).sum();
         let inv = (1.0 / (ss / d as f64 + eps).sqrt()) as f32;
@@ -276,7 +291,7 @@ impl Attn<'_> {
             let out = self.chunk(q, k, v, kv, r, g, queries);
             *outs[task].lock().unwrap_or_else(|e| e.into_inner()) = out;
         });
-        let mut a = vec![0f32; self.batch * t * h * hd];
+        let mut a = scratch::zeroed(self.batch * t * h * hd);
         for (task, out) in outs.into_iter().enumerate() {
             let out = out.into_inner().unwrap_or_else(|e| e.into_inner());
             let (r, g, queries) = split(task);

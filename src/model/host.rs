@@ -26,6 +26,7 @@ use crate::model::hot_pool;
 use crate::model::int_panels::{self, Out, Panels};
 use crate::model::quant::{self, GgmlType};
 use crate::model::rope::HostRope;
+use crate::model::scratch;
 use half::f16;
 use half::slice::HalfFloatSliceExt;
 use std::borrow::Cow;
@@ -303,23 +304,32 @@ pub fn matmul_many(ws: &[&HostMatrix], x: &[f32], m: usize) -> Vec<Vec<f32>> {
     let inp = ws.first().map_or(0, |w| w.inp);
     assert!(ws.iter().all(|w| w.inp == inp), "same input width");
     assert_eq!(x.len(), m * inp, "activation size");
-    if m > ROWS_PER_PASS {
-        let mut ys: Vec<Vec<f32>> = ws.iter().map(|w| Vec::with_capacity(m * w.out)).collect();
-        for part in x.chunks(ROWS_PER_PASS * inp) {
-            for (y, p) in ys.iter_mut().zip(matmul_many(ws, part, part.len() / inp)) {
-                y.extend(p);
-            }
-        }
-        return ys;
+    let mut ys: Vec<Vec<f32>> = ws.iter().map(|w| scratch::zeroed(m * w.out)).collect();
+    // Each pass writes its rows' results straight into their place in `ys` (`[m, out]`
+    // row-major, so a pass's rows are one contiguous range of each).
+    for (i, part) in x.chunks(ROWS_PER_PASS * inp.max(1)).enumerate() {
+        let (first, rows) = (i * ROWS_PER_PASS, part.len() / inp.max(1));
+        let mut outs: Vec<&mut [f32]> = ys
+            .iter_mut()
+            .zip(ws)
+            .map(|(y, w)| &mut y[first * w.out..(first + rows) * w.out])
+            .collect();
+        pass(ws, part, rows, &mut outs);
     }
+    ys
+}
+
+/// One pass of [`matmul_many`]: `m` (at most [`ROWS_PER_PASS`]) rows of `x` times every matrix
+/// of `ws`, into `ys` (`[m, out]` each).
+fn pass(ws: &[&HostMatrix], x: &[f32], m: usize, ys: &mut [&mut [f32]]) {
+    let inp = ws.first().map_or(0, |w| w.inp);
     // Quantized once for every matrix that takes integer activations.
     let needs = |p: Products| ws.iter().any(|w| w.products() == p);
     let x8 = needs(Products::Int8).then(|| ActRows::<i8>::quantize(x, m, inp));
     let x16 = needs(Products::Int16).then(|| ActRows::<i16>::quantize(x, m, inp));
     if m == 0 {
-        return ws.iter().map(|_| Vec::new()).collect();
+        return;
     }
-    let mut ys: Vec<Vec<f32>> = ws.iter().map(|w| vec![0f32; m * w.out]).collect();
     // Panel matrices write their features straight into `ys`; the others write `[out, m]`
     // chunks, transposed below.
     let mut outs_t: Vec<Vec<f32>> = ws
@@ -370,7 +380,6 @@ pub fn matmul_many(ws: &[&HostMatrix], x: &[f32], m: usize) -> Vec<Vec<f32>> {
             }
         }
     }
-    ys
 }
 
 /// The products panels are packed for.

@@ -23,6 +23,7 @@ mod mapped;
 mod multimodal;
 pub(crate) mod quant;
 pub(crate) mod rope;
+mod scratch;
 mod spm_vocab;
 pub(crate) mod tokenizer;
 pub(crate) mod weights;
