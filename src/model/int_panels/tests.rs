@@ -154,27 +154,53 @@ fn panels_hold_every_block_as_stored() {
 
 fn hold<Q: PanelAct>() {
     for ty in TYPES {
-        let (rows, nb) = (13, 3);
-        let rb = nb * ty.type_size();
-        let src = random_blocks(ty, rows * nb, 7);
-        let p = Panels::new::<Q>(ty, rows, rb, &src);
-        assert_eq!(
-            p.bytes.len(),
-            2 * p.panel_bytes(),
-            "two panels, the second padded"
-        );
-        assert_eq!(p.width(), nb * ty.block_size());
-        for r in 0..rows {
-            let row = &src[r * rb..(r + 1) * rb];
-            assert_eq!(p.row_values(r), row_blocks(ty, row), "{ty:?} row {r}");
+        // 2 panels (the second padded), 5 (the last alone where paired).
+        for (rows, paired) in [(13, false), (13, true), (37, false), (37, true)] {
+            let nb = 3;
+            let rb = nb * ty.type_size();
+            let src = random_blocks(ty, rows * nb, 7);
+            let p = Panels::with_layout::<Q>(ty, rows, rb, &src, paired);
+            let panels = rows.div_ceil(PANEL);
+            assert_eq!(p.bytes.len(), panels * p.panel_bytes(), "whole panels");
+            assert_eq!(p.paired(), if paired { panels / 2 * 2 } else { 0 });
+            assert_eq!(p.width(), nb * ty.block_size());
+            for r in 0..rows {
+                let row = &src[r * rb..(r + 1) * rb];
+                assert_eq!(p.row_values(r), row_blocks(ty, row), "{ty:?} row {r}");
+            }
+            assert_eq!(p.gguf_rows(0, rows), src, "{ty:?}: the inverse");
+            assert_eq!(
+                p.gguf_rows(9, 2),
+                src[9 * rb..11 * rb],
+                "{ty:?}: rows 9, 10"
+            );
         }
-        assert_eq!(p.gguf_rows(0, rows), src, "{ty:?}: the inverse");
-        assert_eq!(
-            p.gguf_rows(9, 2),
-            src[9 * rb..11 * rb],
-            "{ty:?}: rows 9, 10"
-        );
     }
+}
+
+#[test]
+fn paired_panels_hold_both_heads_then_both_values_per_block() {
+    // Q4_1, 3 panels of 2 blocks (heads 32 bytes, values 128 per panel block): the pair's
+    // block 0 is panel 0's heads, panel 1's, panel 0's values, panel 1's; then block 1; then
+    // panel 2 alone, as unpaired.
+    let (rows, nb, ty) = (24, 2, GgmlType::Q4_1);
+    let rb = nb * ty.type_size();
+    let src = random_blocks(ty, rows * nb, 3);
+    let plain = Panels::with_layout::<i16>(ty, rows, rb, &src, false);
+    let paired = Panels::with_layout::<i16>(ty, rows, rb, &src, true);
+    let (pb, unit) = (nb * PANEL * ty.type_size(), PANEL * ty.type_size());
+    let plain_at = |panel: usize, b: usize, from: usize, len: usize| {
+        plain.bytes[panel * pb + b * unit + from..][..len].to_vec()
+    };
+    let mut want = Vec::new();
+    for b in 0..nb {
+        want.extend(plain_at(0, b, 0, 32));
+        want.extend(plain_at(1, b, 0, 32));
+        want.extend(plain_at(0, b, 32, 128));
+        want.extend(plain_at(1, b, 32, 128));
+    }
+    want.extend(plain_at(2, 0, 0, pb));
+    assert_eq!(paired.bytes.to_vec(), want);
 }
 
 /// Every instruction-set path this CPU runs, and the definition's own loop (`None`).
@@ -252,12 +278,14 @@ fn every_path<Q: PanelAct>() {
             let seed = 10 * t as u64 + n as u64;
             let rb = nb * ty.type_size();
             let w = random_blocks(ty, n * nb, seed);
-            let p = Panels::new::<Q>(ty, n, rb, &w);
             let width = nb * ty.block_size();
             let xf = activations(m * width, seed + 100);
             let x = ActRows::<Q>::quantize(&xf, m, width);
-            for &isa in &paths {
-                for first in (0..n).step_by(PANEL).take(2) {
+            for (&isa, paired) in paths.iter().flat_map(|i| [(i, false), (i, true)]) {
+                let p = Panels::with_layout::<Q>(ty, n, rb, &w, paired);
+                // A call starts a pair where the panels are paired.
+                let step = if paired { 2 * PANEL } else { PANEL };
+                for first in (0..n).step_by(step).take(2) {
                     // All features from `first`, or one panel's worth (written, and no more).
                     for count in [n - first, (n - first).min(PANEL + 1)] {
                         let mut y = vec![f32::NAN; n * m];
@@ -274,8 +302,8 @@ fn every_path<Q: PanelAct>() {
                                 assert_eq!(
                                     got.to_bits(),
                                     want.to_bits(),
-                                    "{ty:?} {isa:?} [{n} x {nb} blocks] x {m}, {count} from \
-                                     {first}: feature {r}, activation {j}"
+                                    "{ty:?} {isa:?} (paired {paired}) [{n} x {nb} blocks] x \
+                                     {m}, {count} from {first}: feature {r}, activation {j}"
                                 );
                             }
                         }
@@ -288,7 +316,7 @@ fn every_path<Q: PanelAct>() {
 
 /// Kernel throughput on one core (not a test: `cargo test --release --lib kernel_speed --
 /// --ignored --nocapture`; `MSN_KERNEL_ROWS` output rows, `MSN_KERNEL_WIDTH` values per row,
-/// `MSN_KERNEL_TYPES` e.g. `Q4_1,Q4_K`).
+/// `MSN_KERNEL_TYPES` e.g. `Q4_1,Q4_K`, `MSN_KERNEL_M` activation rows e.g. `1,3,5`).
 #[test]
 #[ignore]
 fn kernel_speed() {
@@ -311,9 +339,18 @@ fn kernel_speed() {
 
 fn speed<Q: PanelAct>(ty: GgmlType, n: usize, nb: usize, w: &[u8], eight: bool) {
     let rb = nb * ty.type_size();
-    let p = Panels::new::<Q>(ty, n, rb, w);
+    // `MSN_KERNEL_PAIRED=0`: panels one after another (default: as this CPU reads them).
+    let p = match std::env::var("MSN_KERNEL_PAIRED").as_deref() {
+        Ok("0") => Panels::with_layout::<Q>(ty, n, rb, w, false),
+        Ok("1") => Panels::with_layout::<Q>(ty, n, rb, w, true),
+        _ => Panels::new::<Q>(ty, n, rb, w),
+    };
     // `MSN_KERNEL_ISA`: only the path of this name (as `Debug` prints it, e.g. `Avx512Vnni`).
     let only = std::env::var("MSN_KERNEL_ISA").ok();
+    // `MSN_KERNEL_M`: the activation row counts to time, e.g. `1,2,3,4` (default 1 .. 64).
+    let ms: Vec<usize> = std::env::var("MSN_KERNEL_M").map_or(vec![1, 2, 4, 8, 16, 32, 64], |v| {
+        v.split(',').map(|m| m.parse().unwrap()).collect()
+    });
     let chosen = |isa: &Option<x86_isa::Isa>| {
         only.as_ref()
             .is_none_or(|o| format!("{isa:?}").contains(o.as_str()))
@@ -327,7 +364,7 @@ fn speed<Q: PanelAct>(ty: GgmlType, n: usize, nb: usize, w: &[u8], eight: bool) 
                 if eight { 8 } else { 16 }
             );
         }
-        for m in [1, 2, 4, 8, 16, 32, 64] {
+        for &m in &ms {
             let width = nb * ty.block_size();
             let xf = activations(m * width, 5);
             let x = ActRows::<Q>::quantize(&xf, m, width);

@@ -74,15 +74,47 @@ fn paths() -> Paths {
 /// against 30.5-31.3 ms); from three rows over 2048-wide weights they gain (3 / 4 / 8 / 16 / 64
 /// rows 1.13x / 1.28x / 1.34x / 1.31x / 1.34x), while on SmolLM2's (576 and 1536 values wide)
 /// the 256-bit tiles stay as fast or faster (short panels, whose two streams never reach
-/// speed). Every path gives the same bits.
-pub(crate) fn best_for(rows: usize, width: usize) -> Option<Isa> {
+/// speed) unless the panels are stored in pairs (`paired`, see [`reads_pairs`]): then the
+/// wide path takes every product. Every path gives the same bits.
+pub(crate) fn best_for(rows: usize, width: usize, paired: bool) -> Option<Isa> {
     let p = paths();
-    if (rows >= ROWS_512 && width >= WIDE_512) || (rows == 2 && width >= WIDE_512_TWO_ROWS) {
+    if paired
+        || (rows >= ROWS_512 && width >= WIDE_512)
+        || (rows == 2 && width >= WIDE_512_TWO_ROWS)
+    {
         p.wide
     } else {
         p.one
     }
 }
+
+/// Whether panels of `ty`, `panel_bytes` each, are stored in pairs here
+/// ([`super::Panels::paired`]): where the 512-bit tiles (which read two panels at a time) are
+/// the wide path, for the 32-value block types' panels shorter than [`SHORT_PANEL`] bytes.
+/// Those tiles then take every product of them ([`best_for`]).
+pub(crate) fn reads_pairs(ty: GgmlType, panel_bytes: usize) -> bool {
+    paths().wide == Some(Isa::Avx512Vnni)
+        && matches!(
+            ty,
+            GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q8_0
+        )
+        && panel_bytes < SHORT_PANEL
+}
+
+/// Panels shorter than this (rows under ~1200 values of Q4_0 / Q4_1, ~700 of Q8_0) are stored
+/// in pairs on CPUs with 512-bit tiles. Those tiles read two panels, each a memory stream of its
+/// own that starts afresh at every pair: over SmolLM2's 576-value rows (Q4_1 panels of 2,880
+/// bytes) they streamed at 16-17 GMAC/s against the 256-bit tiles' 44-46 (one Zen 4 core, one
+/// activation row; 28 against 68 at two rows). In pairs, Q4_1 576 streamed at 47 / 76 / 90 /
+/// 76 GMAC/s at 1 / 2 / 4 / 8 rows against the 256-bit tiles' 44 / 62-69 / 70 / 67, and Q8_0
+/// 576 (SmolLM2's output matrix, 4,896-byte panels) at 31-33 / 59 / 93 / 63 against 32 / 55 /
+/// 74 / 63. Over 1536 and 2048 values (7.7 KB and more) pairs measured no faster than the
+/// 512-bit tiles over separate panels (Q4_0 2048: 50 / 66 / 58 / 76 against 49 (256-bit) /
+/// 63 (256-bit) / 63 / 80), nor did the K-quants (256-value super-blocks: 1.5 KB and more per
+/// panel and row block). SmolLM2's forward of 2 / 4 / 8 tokens (Q4_1 pairs only): 3.76-3.83
+/// -> 3.44-3.59 ms, 5.72-5.81 -> 5.24-5.36, 10.6-10.8 -> 10.25-10.6 (2 cores, 3 interleaved
+/// rounds); one token unchanged (3.1-3.4 ms either way).
+const SHORT_PANEL: usize = 6144;
 
 /// Products of at least this many activation rows take the 512-bit tiles on AMD (see
 /// [`best_for`]).
@@ -880,9 +912,9 @@ macro_rules! rows_fn {
         ///
         /// # Safety
         /// The CPU runs `isa`; `w` holds at least `n.div_ceil(8)` panels of `nb` blocks of `ty`
-        /// (one with integer products) packed for this activation type; `x` is `nb` blocks
-        /// wide with `out`'s rows; features `first..first + n` of `out` exist and are this
-        /// call's alone.
+        /// (one with integer products) packed for this activation type, the first `paired` of
+        /// them (an even count) in pairs; `x` is `nb` blocks wide with `out`'s rows; features
+        /// `first..first + n` of `out` exist and are this call's alone.
         #[allow(clippy::too_many_arguments)]
         pub(super) unsafe fn $name(
             isa: Isa,
@@ -892,6 +924,7 @@ macro_rules! rows_fn {
             x: &ActRows<$q>,
             first: usize,
             n: usize,
+            paired: usize,
             out: Out<'_>,
         ) {
             let t = match ty {
@@ -908,6 +941,7 @@ macro_rules! rows_fn {
                 x,
                 first,
                 n,
+                paired,
                 out,
             };
             // SAFETY: as this function's.
@@ -940,6 +974,9 @@ struct Args<'a, Q> {
     x: &'a ActRows<Q>,
     first: usize,
     n: usize,
+    /// The call's first this many panels (an even count) are stored in pairs (see
+    /// [`super::Panels`]); the rest one after another.
+    paired: usize,
     out: Out<'a>,
 }
 
@@ -1021,6 +1058,69 @@ const fn super_bytes(t: u8) -> usize {
     heads(t == Q6K) + SUBS * PANEL * value_bytes(t == Q4K, t == Q6K)
 }
 
+/// Where a tile finds its panel's parts (see [`super::Panels::paired`]): per block (super-block
+/// for the K-quants) the heads (scales, minima) and the values of each 32-value block.
+#[derive(Clone, Copy)]
+struct Walk {
+    /// From one block (super-block) to the next.
+    step: usize,
+    /// From the first panel's heads to the second's (two-panel tiles).
+    hstride: usize,
+    /// From the heads to the first 32-value block's values.
+    voff: usize,
+    /// From one 32-value block's values to the next (within a K-quant super-block).
+    vstep: usize,
+    /// From the first panel's values to the second's (two-panel tiles).
+    vstride: usize,
+}
+
+impl Walk {
+    /// Where panel `p` (and `p + 1` where `two`) of a call starts, and its walk: `pb` bytes
+    /// per panel, stored in pairs where `paired`.
+    #[inline(always)]
+    fn of(t: u8, p: usize, paired: bool, two: bool, pb: usize) -> (usize, Walk) {
+        let k = t >= Q4K;
+        let unit = if k { super_bytes(t) } else { block_bytes(t) };
+        let heads = if k {
+            heads(t == Q6K)
+        } else if t == Q4_1 {
+            2 * 2 * PANEL
+        } else {
+            2 * PANEL
+        };
+        // The values of one 32-value block.
+        let vals = if k {
+            (unit - heads) / SUBS
+        } else {
+            unit - heads
+        };
+        if !paired {
+            let walk = Walk {
+                step: unit,
+                hstride: pb,
+                voff: heads,
+                vstep: vals,
+                vstride: pb,
+            };
+            return (p * pb, walk);
+        }
+        // A pair: per block both heads, then per 32-value block both values.
+        let walk = Walk {
+            step: 2 * unit,
+            hstride: heads,
+            voff: 2 * heads,
+            vstep: 2 * vals,
+            vstride: vals,
+        };
+        if two {
+            return (p * pb, walk);
+        }
+        let h = p % 2;
+        let voff = 2 * heads + h * vals - h * heads;
+        ((p - h) * pb + h * heads, Walk { voff, ..walk })
+    }
+}
+
 /// Tiles over the output, `K::L::PANELS` panels at a time (each panel a memory stream of its
 /// own; tiles over 4+ panels measured up to 2x slower from memory on a Zen 4 EPYC, the 512-bit
 /// tiles' 2 are not yet measured there): `M` activation rows per tile, the tail by tiles of 4,
@@ -1042,24 +1142,25 @@ unsafe fn rows_of<K: Kernel, const T: u8, const M: usize>(
     // writes features first + 8p.. (< first + n) of rows < m.
     unsafe {
         for p in panels.step_by(K::L::PANELS) {
-            let w = a.w.as_ptr().add(p * pb);
+            let (at, walk) = Walk::of(T, p, p < a.paired, K::L::PANELS == 2, pb);
+            let w = a.w.as_ptr().add(at);
             let mut j = 0;
             while j < m {
                 let left = m - j;
                 j += if left >= M {
-                    put::<K, M>(a, p, j, &any_tile::<K, T, M>(w, pb, nb, x, j));
+                    put::<K, M>(a, p, j, &any_tile::<K, T, M>(w, &walk, nb, x, j));
                     M
                 } else if M > 4 && left >= 4 {
-                    put::<K, 4>(a, p, j, &any_tile::<K, T, 4>(w, pb, nb, x, j));
+                    put::<K, 4>(a, p, j, &any_tile::<K, T, 4>(w, &walk, nb, x, j));
                     4
                 } else if M > 4 && left == 3 {
-                    put::<K, 3>(a, p, j, &any_tile::<K, T, 3>(w, pb, nb, x, j));
+                    put::<K, 3>(a, p, j, &any_tile::<K, T, 3>(w, &walk, nb, x, j));
                     3
                 } else if left >= 2 {
-                    put::<K, 2>(a, p, j, &any_tile::<K, T, 2>(w, pb, nb, x, j));
+                    put::<K, 2>(a, p, j, &any_tile::<K, T, 2>(w, &walk, nb, x, j));
                     2
                 } else {
-                    put::<K, 1>(a, p, j, &any_tile::<K, T, 1>(w, pb, nb, x, j));
+                    put::<K, 1>(a, p, j, &any_tile::<K, T, 1>(w, &walk, nb, x, j));
                     1
                 };
             }
@@ -1199,7 +1300,9 @@ unsafe fn six_block<K: Kernel, const M: usize>(
 unsafe fn dp_any<K: Kernel, const Q8: bool>(acc: Iv<K>, w: Iv<K>, x: *const K::Q) -> Iv<K> {
     // SAFETY (callers): as theirs.
     unsafe {
-        if Q8 {
+        // A 16-bit kernel's `dp_q8` is its `dp`: its `dp_at` takes the group straight from
+        // memory (one instruction where the instruction set broadcasts from memory).
+        if Q8 && K::UNIT != 2 {
             K::dp_q8(acc, w, K::L::group(x))
         } else {
             K::dp_at(acc, w, x)
@@ -1258,7 +1361,7 @@ unsafe fn byte_chunks<K: Kernel, const M: usize, const Q8: bool>(
 #[inline(always)]
 unsafe fn any_tile<K: Kernel, const T: u8, const M: usize>(
     w: *const u8,
-    stride: usize,
+    walk: &Walk,
     nb: usize,
     x: &ActRows<K::Q>,
     j: usize,
@@ -1266,9 +1369,9 @@ unsafe fn any_tile<K: Kernel, const T: u8, const M: usize>(
     // SAFETY (callers): as the tiles'.
     unsafe {
         if T >= Q4K {
-            tile_k::<K, T, M>(w, stride, nb, x, j)
+            tile_k::<K, T, M>(w, walk, nb, x, j)
         } else {
-            tile::<K, T, M>(w, stride, nb, x, j)
+            tile::<K, T, M>(w, walk, nb, x, j)
         }
     }
 }
@@ -1279,20 +1382,26 @@ const fn dual<K: Kernel>(m: usize) -> bool {
     m <= K::DUAL_UP_TO
 }
 
-/// The panel at `w` (and the next, `stride` bytes on, for two-panel lanes; `nb` blocks) times
-/// activation rows `j..j + M`: its rows' results per activation row, exactly as [`super::dot`].
+/// The panel at `w` (and the next, for two-panel lanes; `nb` blocks, laid out as `walk` says)
+/// times activation rows `j..j + M`: its rows' results per activation row, exactly as
+/// [`super::dot`].
 #[allow(clippy::needless_range_loop)]
 #[inline(always)]
 unsafe fn tile<K: Kernel, const T: u8, const M: usize>(
     w: *const u8,
-    stride: usize,
+    walk: &Walk,
     nb: usize,
     x: &ActRows<K::Q>,
     j: usize,
 ) -> [Fv<K>; M] {
     let xs = rows_at::<K::Q, M>(x, j);
-    let bs = block_bytes(T);
-    let heads = if T == Q4_1 { 32 } else { 16 };
+    let Walk {
+        step,
+        hstride,
+        voff,
+        vstride,
+        ..
+    } = *walk;
     let unit = K::UNIT;
     // Per block, the integer sum is corrected by this times the activations' integer sum.
     let offset = match T {
@@ -1309,16 +1418,16 @@ unsafe fn tile<K: Kernel, const T: u8, const M: usize>(
             let mut lo = [K::L::izero(); M];
             let mut hi = [K::L::izero(); M];
             let xq = starts(&xs, b);
-            let blk = w.add(b * bs);
+            let blk = w.add(b * step);
             if T == Q8_0 {
-                let (w, n) = (blk.add(heads), QK / unit);
-                byte_chunks::<K, M, true>(w, stride, &xq, 0, n, dual, &mut lo, &mut hi);
+                let (w, n) = (blk.add(voff), QK / unit);
+                byte_chunks::<K, M, true>(w, vstride, &xq, 0, n, dual, &mut lo, &mut hi);
             } else {
-                nibble_block::<K, M>(blk.add(heads), stride, &xq, dual, &mut lo, &mut hi);
+                nibble_block::<K, M>(blk.add(voff), vstride, &xq, dual, &mut lo, &mut hi);
             }
-            let dw = K::L::halves(blk, stride);
+            let dw = K::L::halves(blk, hstride);
             let mw = if T == Q4_1 {
-                K::L::halves(blk.add(16), stride)
+                K::L::halves(blk.add(16), hstride)
             } else {
                 dw
             };
@@ -1356,14 +1465,20 @@ unsafe fn tile<K: Kernel, const T: u8, const M: usize>(
 #[inline(always)]
 unsafe fn tile_k<K: Kernel, const T: u8, const M: usize>(
     w: *const u8,
-    stride: usize,
+    walk: &Walk,
     nb: usize,
     x: &ActRows<K::Q>,
     j: usize,
 ) -> [Fv<K>; M] {
     let xs = rows_at::<K::Q, M>(x, j);
     let q6 = T == Q6K;
-    let (vb, head) = (value_bytes(T == Q4K, q6), heads(q6));
+    let Walk {
+        step,
+        hstride,
+        voff,
+        vstep,
+        vstride,
+    } = *walk;
     let unit = K::UNIT;
     let dual = dual::<K>(M);
     // SAFETY (callers): a panel of nb / 8 super-blocks at `w`; the activation rows are nb
@@ -1371,24 +1486,24 @@ unsafe fn tile_k<K: Kernel, const T: u8, const M: usize>(
     unsafe {
         let mut acc = [K::L::fzero(); M];
         for sb in 0..nb / SUBS {
-            let blk = w.add(sb * super_bytes(T));
-            let d = K::L::halves(blk, stride);
-            let dmin = K::L::halves(blk.add(2 * PANEL), stride);
+            let blk = w.add(sb * step);
+            let d = K::L::halves(blk, hstride);
+            let dmin = K::L::halves(blk.add(2 * PANEL), hstride);
             for sub in 0..SUBS {
                 let b = sb * SUBS + sub;
-                let vals = blk.add(head + sub * PANEL * vb);
+                let vals = blk.add(voff + sub * vstep);
                 let xq = starts(&xs, b);
                 let mut lo = [K::L::izero(); M];
                 let mut hi = [K::L::izero(); M];
                 if T == Q4K {
-                    nibble_block::<K, M>(vals, stride, &xq, dual, &mut lo, &mut hi);
+                    nibble_block::<K, M>(vals, vstride, &xq, dual, &mut lo, &mut hi);
                 } else if q6 {
                     // The two halves apart.
-                    six_block::<K, M>(vals, stride, &xq, &mut lo, &mut hi);
+                    six_block::<K, M>(vals, vstride, &xq, &mut lo, &mut hi);
                 } else {
                     byte_chunks::<K, M, false>(
                         vals,
-                        stride,
+                        vstride,
                         &xq,
                         0,
                         QK / unit,
@@ -1399,8 +1514,8 @@ unsafe fn tile_k<K: Kernel, const T: u8, const M: usize>(
                 }
                 if q6 {
                     let sc = blk.add(2 * PANEL + 2 * PANEL * sub);
-                    let dlo = K::L::mul(d, K::L::bytes_f32(sc, stride, true));
-                    let dhi = K::L::mul(d, K::L::bytes_f32(sc.add(PANEL), stride, true));
+                    let dlo = K::L::mul(d, K::L::bytes_f32(sc, hstride, true));
+                    let dhi = K::L::mul(d, K::L::bytes_f32(sc.add(PANEL), hstride, true));
                     for k in 0..M {
                         let ilo = *xs[k].ilo.get_unchecked(b);
                         let ihi = xs[k].isum.get_unchecked(b).wrapping_sub(ilo);
@@ -1412,9 +1527,9 @@ unsafe fn tile_k<K: Kernel, const T: u8, const M: usize>(
                     }
                 } else {
                     let sc = blk.add(4 * PANEL + PANEL * sub);
-                    let dw = K::L::mul(d, K::L::bytes_f32(sc, stride, false));
+                    let dw = K::L::mul(d, K::L::bytes_f32(sc, hstride, false));
                     let mn = blk.add(12 * PANEL + PANEL * sub);
-                    let mw = K::L::neg(K::L::mul(dmin, K::L::bytes_f32(mn, stride, false)));
+                    let mw = K::L::neg(K::L::mul(dmin, K::L::bytes_f32(mn, hstride, false)));
                     for k in 0..M {
                         let s = if dual {
                             K::L::iadd(lo[k], hi[k])
