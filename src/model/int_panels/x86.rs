@@ -101,20 +101,21 @@ pub(crate) fn reads_pairs(ty: GgmlType, panel_bytes: usize) -> bool {
         && panel_bytes < SHORT_PANEL
 }
 
-/// Panels shorter than this (rows under ~1200 values of Q4_0 / Q4_1, ~700 of Q8_0) are stored
+/// Panels shorter than this (rows under ~1640 values of Q4_0 / Q4_1, ~960 of Q8_0) are stored
 /// in pairs on CPUs with 512-bit tiles. Those tiles read two panels, each a memory stream of its
 /// own that starts afresh at every pair: over SmolLM2's 576-value rows (Q4_1 panels of 2,880
 /// bytes) they streamed at 16-17 GMAC/s against the 256-bit tiles' 44-46 (one Zen 4 core, one
-/// activation row; 28 against 68 at two rows). In pairs, Q4_1 576 streamed at 47 / 76 / 90 /
-/// 76 GMAC/s at 1 / 2 / 4 / 8 rows against the 256-bit tiles' 44 / 62-69 / 70 / 67, and Q8_0
-/// 576 (SmolLM2's output matrix, 4,896-byte panels) at 31-33 / 59 / 93 / 63 against 32 / 55 /
-/// 74 / 63. Over 1536 and 2048 values (7.7 KB and more) pairs measured no faster than the
-/// 512-bit tiles over separate panels (Q4_0 2048: 50 / 66 / 58 / 76 against 49 (256-bit) /
-/// 63 (256-bit) / 63 / 80), nor did the K-quants (256-value super-blocks: 1.5 KB and more per
-/// panel and row block). SmolLM2's forward of 2 / 4 / 8 tokens (Q4_1 pairs only): 3.76-3.83
-/// -> 3.44-3.59 ms, 5.72-5.81 -> 5.24-5.36, 10.6-10.8 -> 10.25-10.6 (2 cores, 3 interleaved
-/// rounds); one token unchanged (3.1-3.4 ms either way).
-const SHORT_PANEL: usize = 6144;
+/// activation row; 28 against 68 at two rows). In pairs, streaming at 1 / 2 / 4 / 8 rows
+/// (GMAC/s, against the 256-bit tiles over single panels): Q4_1 576 47 / 76 / 90 / 76 (44 /
+/// 62-69 / 70 / 67); Q8_0 576 (SmolLM2's output matrix) 31-33 / 59 / 93 / 63 (32 / 55 / 74 /
+/// 63); Q4_1 1536 (SmolLM2's `ffn_down`, 7,680-byte panels) 46-47 / 75 / 61-62 / 69 (45-47 /
+/// 59-61 / 65-68 / 62-64), 5 rows 58-59 (48-50). Over 2048 values (9 KB and more) pairs
+/// measured no faster than the 512-bit tiles over separate panels (Q4_0 2048: 50 / 66 / 58 /
+/// 76 against 49 (256-bit) / 63 (256-bit) / 63 / 80), nor did the K-quants. SmolLM2's forward
+/// of 1 / 2 / 3 / 4 / 5 / 8 / 64 tokens against the 256-bit tiles over single panels (2 cores,
+/// best of 5 interleaved rounds, this and the 4-row 512-bit tiles together): 1.00x / 0.97x /
+/// 0.97x / 0.91x / 0.94x / 0.96x / 0.89x the time.
+const SHORT_PANEL: usize = 8192;
 
 /// Products of at least this many activation rows take the 512-bit tiles on AMD (see
 /// [`best_for`]).
@@ -1030,9 +1031,16 @@ unsafe fn rows_vnni512<K: Kernel>(t: u8, a: &Args<'_, K::Q>) {
 unsafe fn rows_zmm<Z: Kernel, K: Kernel<Q = Z::Q>>(t: u8, a: &Args<'_, K::Q>) {
     let panels = a.n.div_ceil(PANEL);
     let paired = panels / 2 * 2;
+    // Tiles of 4 rows (two chains per sum) over 8 (one chain): one Zen 4 core in cache, 8 / 16
+    // / 64 rows, GMAC/s: Q4_1 87-88 -> 94, Q4_0 94 -> 97-98, Q4_K 89 -> 93; but Q6_K, whose
+    // unpacking a tile of 8 shares among more rows, 81-82 -> 53-69.
     // SAFETY: as for `by_type`.
     unsafe {
-        by_type::<Z, 8>(t, a, 0..paired);
+        if t == Q6K {
+            by_type::<Z, 8>(t, a, 0..paired);
+        } else {
+            by_type::<Z, 4>(t, a, 0..paired);
+        }
         by_type::<K, 8>(t, a, paired..panels);
     }
 }
@@ -1146,26 +1154,38 @@ unsafe fn rows_of<K: Kernel, const T: u8, const M: usize>(
             let w = a.w.as_ptr().add(at);
             let mut j = 0;
             while j < m {
-                let left = m - j;
-                j += if left >= M {
+                let c = tile_rows::<M>(m - j);
+                if c == M {
                     put::<K, M>(a, p, j, &any_tile::<K, T, M>(w, &walk, nb, x, j));
-                    M
-                } else if M > 4 && left >= 4 {
+                } else if c == 4 {
                     put::<K, 4>(a, p, j, &any_tile::<K, T, 4>(w, &walk, nb, x, j));
-                    4
-                } else if M > 4 && left == 3 {
+                } else if c == 3 {
                     put::<K, 3>(a, p, j, &any_tile::<K, T, 3>(w, &walk, nb, x, j));
-                    3
-                } else if left >= 2 {
+                } else if c == 2 {
                     put::<K, 2>(a, p, j, &any_tile::<K, T, 2>(w, &walk, nb, x, j));
-                    2
                 } else {
                     put::<K, 1>(a, p, j, &any_tile::<K, T, 1>(w, &walk, nb, x, j));
-                    1
-                };
+                }
+                j += c;
             }
         }
     }
+}
+
+/// The rows of the next tile, `left` rows to go, tiles of `M` (at least 4), 4, 3, 2 and 1 rows:
+/// the largest that fits without leaving one row alone (a one-row tile costs what a tile of
+/// three or four does per panel, in cache), e.g. 5 as 3 + 2, 9 (`M` = 8) as 4 + 3 + 2.
+const fn tile_rows<const M: usize>(left: usize) -> usize {
+    let sizes = [M, 4, 3, 2];
+    let mut i = 0;
+    while i < sizes.len() {
+        let c = sizes[i];
+        if c <= left && left - c != 1 {
+            return c;
+        }
+        i += 1;
+    }
+    1
 }
 
 /// Writes a tile of results (the features of panels `p..p + K::L::PANELS`) for activation rows
