@@ -819,7 +819,7 @@ impl Kernel for Zmm16 {
     type L = Z;
     const UNIT: usize = 2;
     const Q8_OFFSET: i32 = 0;
-    const DUAL_UP_TO: usize = 4;
+    const DUAL_UP_TO: usize = 6;
     #[inline(always)]
     unsafe fn nibbles(p: *const u8, stride: usize) -> (__m512i, __m512i) {
         // SAFETY (callers): 16 readable bytes at both; AVX-512 BW enabled.
@@ -1031,15 +1031,16 @@ unsafe fn rows_vnni512<K: Kernel>(t: u8, a: &Args<'_, K::Q>) {
 unsafe fn rows_zmm<Z: Kernel, K: Kernel<Q = Z::Q>>(t: u8, a: &Args<'_, K::Q>) {
     let panels = a.n.div_ceil(PANEL);
     let paired = panels / 2 * 2;
-    // Tiles of 4 rows (two chains per sum) over 8 (one chain): one Zen 4 core in cache, 8 / 16
-    // / 64 rows, GMAC/s: Q4_1 87-88 -> 94, Q4_0 94 -> 97-98, Q4_K 89 -> 93; but Q6_K, whose
-    // unpacking a tile of 8 shares among more rows, 81-82 -> 53-69.
+    // Tiles of 5 rows (two chains per sum) over 8 (one chain): one Zen 4 core in cache, tiles of
+    // 4 against 8 at 8 / 16 / 64 rows, GMAC/s: Q4_1 87-88 -> 94, Q4_0 94 -> 97-98, Q4_K 89 ->
+    // 93; but Q6_K, whose unpacking a tile of 8 shares among more rows, 81-82 -> 53-69. Five
+    // rows in one tile: 46.7 us where 3 + 2 took 51.3 (Q4_1 1536 x 576).
     // SAFETY: as for `by_type`.
     unsafe {
         if t == Q6K {
             by_type::<Z, 8>(t, a, 0..paired);
         } else {
-            by_type::<Z, 4>(t, a, 0..paired);
+            by_type::<Z, 5>(t, a, 0..paired);
         }
         by_type::<K, 8>(t, a, paired..panels);
     }
@@ -1174,13 +1175,16 @@ unsafe fn rows_of<K: Kernel, const T: u8, const M: usize>(
 
 /// The rows of the next tile, `left` rows to go, tiles of `M` (at least 4), 4, 3, 2 and 1 rows:
 /// the largest that fits without leaving one row alone (a one-row tile costs what a tile of
-/// three or four does per panel, in cache), e.g. 5 as 3 + 2, 9 (`M` = 8) as 4 + 3 + 2.
+/// three or four does per panel), e.g. 5 as 3 + 2 where `M` is 4, 9 as 4 + 3 + 2 where it is
+/// 8; with the 512-bit tiles of 5 rows, without leaving two either where a split in threes and
+/// more exists (in cache, 6 rows as 3 + 3 took 57.6 us where 4 + 2 took 60.0, 7 as 4 + 3 66.4
+/// where 5 + 2 took 68.7).
 const fn tile_rows<const M: usize>(left: usize) -> usize {
     let sizes = [M, 4, 3, 2];
     let mut i = 0;
     while i < sizes.len() {
-        let c = sizes[i];
-        if c <= left && left - c != 1 {
+        let (c, rest) = (sizes[i], left.wrapping_sub(sizes[i]));
+        if c <= left && rest != 1 && !(M == 5 && rest == 2 && c > 3) {
             return c;
         }
         i += 1;
