@@ -81,6 +81,7 @@ pub(crate) fn best_for(rows: usize, width: usize, paired: bool) -> Option<Isa> {
     if paired
         || (rows >= ROWS_512 && width >= WIDE_512)
         || (rows == 2 && width >= WIDE_512_TWO_ROWS)
+        || width >= WIDE_512_ONE_ROW
     {
         p.wide
     } else {
@@ -132,6 +133,15 @@ const WIDE_512: usize = 2048;
 /// runs) took 1B Q4_K_M 31.7 -> 26.3-28.9 ms, 1B Q4_0 29-31 -> 24.1-26.2 ms (its 8192-wide
 /// `ffn_down`) and 8B Q4_K_M 265-310 -> 178-196 ms (every matrix 4096 or 14336 wide).
 const WIDE_512_TWO_ROWS: usize = 4096;
+
+/// Weight rows at least this wide take the 512-bit tiles on AMD for one activation row too.
+/// The 256-bit tiles' one-row product slows down as rows grow beyond 4096 values, with the same
+/// bytes streamed (one Zen 4 core, 4096 x 14336 values and the same bytes in narrower rows,
+/// GMAC/s): Q4_K 42 at 4096 values, 26 at 8192 and 14336; Q6_K 27, 22, 21 (in cache they are
+/// equal: the activation row re-read for every panel, 16-28 KiB, is what no longer stays in L1
+/// beside the stream). The 512-bit tiles read it once for two panels: 28 / 34 / 34 and 20 / 22 /
+/// 24.
+const WIDE_512_ONE_ROW: usize = 8192;
 
 /// The best path this CPU runs, if any. AVX-512 CPUs of AMD take the 256-bit path: on Zen 4
 /// (512-bit instructions split in two 256-bit halves) the 512-bit tiles, which read two panels
