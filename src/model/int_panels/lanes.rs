@@ -58,6 +58,92 @@ pub(super) struct Y;
 /// Two panels in 512-bit registers.
 pub(super) struct Z;
 
+/// Two panels in pairs of 256-bit registers (AVX2: the activations broadcast once for both).
+pub(super) struct Y2;
+
+/// `f` on both halves of a [`Y2`] value.
+macro_rules! both {
+    ($f:expr, $($a:expr),+) => {
+        [$f($($a[0]),+), $f($($a[1]),+)]
+    };
+}
+
+impl Lanes for Y2 {
+    const PANELS: usize = 2;
+    type I = [__m256i; 2];
+    type F = [__m256; 2];
+    #[inline(always)]
+    unsafe fn izero() -> Self::I {
+        unsafe { [_mm256_setzero_si256(); 2] }
+    }
+    #[inline(always)]
+    unsafe fn fzero() -> Self::F {
+        unsafe { [_mm256_setzero_ps(); 2] }
+    }
+    #[inline(always)]
+    unsafe fn iadd(a: Self::I, b: Self::I) -> Self::I {
+        unsafe { both!(Y::iadd, a, b) }
+    }
+    #[inline(always)]
+    unsafe fn isub(a: Self::I, c: i32) -> Self::I {
+        unsafe { [Y::isub(a[0], c), Y::isub(a[1], c)] }
+    }
+    #[inline(always)]
+    unsafe fn group<Q>(q: *const Q) -> Self::I {
+        unsafe {
+            let g = Y::group(q);
+            [g, g]
+        }
+    }
+    #[inline(always)]
+    unsafe fn splat(v: f32) -> Self::F {
+        unsafe {
+            let s = Y::splat(v);
+            [s, s]
+        }
+    }
+    #[inline(always)]
+    unsafe fn cvt(a: Self::I) -> Self::F {
+        unsafe { both!(Y::cvt, a) }
+    }
+    #[inline(always)]
+    unsafe fn mul(a: Self::F, b: Self::F) -> Self::F {
+        unsafe { both!(Y::mul, a, b) }
+    }
+    #[inline(always)]
+    unsafe fn fma(a: Self::F, b: Self::F, c: Self::F) -> Self::F {
+        unsafe { both!(Y::fma, a, b, c) }
+    }
+    #[inline(always)]
+    unsafe fn neg(a: Self::F) -> Self::F {
+        unsafe { both!(Y::neg, a) }
+    }
+    #[inline(always)]
+    unsafe fn halves(p: *const u8, stride: usize) -> Self::F {
+        unsafe { [Y::halves(p, 0), Y::halves(p.add(stride), 0)] }
+    }
+    #[inline(always)]
+    unsafe fn bytes_f32(p: *const u8, stride: usize, signed: bool) -> Self::F {
+        unsafe {
+            [
+                Y::bytes_f32(p, 0, signed),
+                Y::bytes_f32(p.add(stride), 0, signed),
+            ]
+        }
+    }
+    #[inline(always)]
+    unsafe fn store(v: Self::F, out: &mut [f32; 2 * PANEL]) {
+        unsafe {
+            _mm256_storeu_ps(out.as_mut_ptr(), v[0]);
+            _mm256_storeu_ps(out.as_mut_ptr().add(PANEL), v[1]);
+        }
+    }
+    #[inline(always)]
+    unsafe fn six<const S: i32>(n: Self::I, high: Self::I) -> Self::I {
+        unsafe { [Y::six::<S>(n[0], high[0]), Y::six::<S>(n[1], high[1])] }
+    }
+}
+
 impl Lanes for Y {
     const PANELS: usize = 1;
     type I = __m256i;

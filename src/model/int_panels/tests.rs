@@ -281,7 +281,18 @@ fn every_path<Q: PanelAct>() {
             let width = nb * ty.block_size();
             let xf = activations(m * width, seed + 100);
             let x = ActRows::<Q>::quantize(&xf, m, width);
-            for (&isa, paired) in paths.iter().flat_map(|i| [(i, false), (i, true)]) {
+            // Every path on both layouts; AVX2's tiles of two panels (wide rows) over any width.
+            let cases = paths.iter().flat_map(|i| {
+                [
+                    (i, false, None),
+                    (i, true, None),
+                    (i, false, Some(0)),
+                    (i, true, Some(0)),
+                ]
+            });
+            for (&isa, paired, two_from) in cases {
+                #[cfg(target_arch = "x86_64")]
+                x86::TEST_AVX2_TWO_FROM.with(|w| w.set(two_from));
                 let p = Panels::with_layout::<Q>(ty, n, rb, &w, paired);
                 // A call starts a pair where the panels are paired.
                 let step = if paired { 2 * PANEL } else { PANEL };
@@ -302,8 +313,9 @@ fn every_path<Q: PanelAct>() {
                                 assert_eq!(
                                     got.to_bits(),
                                     want.to_bits(),
-                                    "{ty:?} {isa:?} (paired {paired}) [{n} x {nb} blocks] x \
-                                     {m}, {count} from {first}: feature {r}, activation {j}"
+                                    "{ty:?} {isa:?} (paired {paired}, two from {two_from:?}) \
+                                     [{n} x {nb} blocks] x {m}, {count} from {first}: feature \
+                                     {r}, activation {j}"
                                 );
                             }
                         }
@@ -316,7 +328,9 @@ fn every_path<Q: PanelAct>() {
 
 /// Kernel throughput on one core (not a test: `cargo test --release --lib kernel_speed --
 /// --ignored --nocapture`; `MSN_KERNEL_ROWS` output rows, `MSN_KERNEL_WIDTH` values per row,
-/// `MSN_KERNEL_TYPES` e.g. `Q4_1,Q4_K`, `MSN_KERNEL_M` activation rows e.g. `1,3,5`).
+/// `MSN_KERNEL_TYPES` e.g. `Q4_1,Q4_K`, `MSN_KERNEL_M` activation rows e.g. `1,3,5`,
+/// `MSN_KERNEL_PAIRED` 0 or 1 for the layout, `MSN_KERNEL_AVX2_TWO` the width from which AVX2
+/// takes two panels a tile).
 #[test]
 #[ignore]
 fn kernel_speed() {
@@ -339,6 +353,11 @@ fn kernel_speed() {
 
 fn speed<Q: PanelAct>(ty: GgmlType, n: usize, nb: usize, w: &[u8], eight: bool) {
     let rb = nb * ty.type_size();
+    // `MSN_KERNEL_AVX2_TWO`: AVX2 rows at least this wide take tiles of two panels.
+    #[cfg(target_arch = "x86_64")]
+    if let Ok(v) = std::env::var("MSN_KERNEL_AVX2_TWO") {
+        x86::TEST_AVX2_TWO_FROM.with(|w| w.set(Some(v.parse().unwrap())));
+    }
     // `MSN_KERNEL_PAIRED=0`: panels one after another (default: as this CPU reads them).
     let p = match std::env::var("MSN_KERNEL_PAIRED").as_deref() {
         Ok("0") => Panels::with_layout::<Q>(ty, n, rb, w, false),

@@ -11,7 +11,7 @@
 //! the activation instead (`maddubs` would saturate on `q + 128`).
 
 use super::k_quants::{SUBS, heads, value_bytes};
-use super::lanes::{Lanes, Y, Z, pair128, pair256};
+use super::lanes::{Lanes, Y, Y2, Z, pair128, pair256};
 use super::{ActRow, ActRows, GgmlType, Out, PANEL, QK};
 use crate::model::act_rows::Quant;
 use std::arch::asm;
@@ -587,6 +587,46 @@ unsafe fn dpwssd512(mut acc: __m512i, w: __m512i, x: __m512i) -> __m512i {
 // One-row blocks in assembly measured no faster here (Zen 4's AVX2 path, in cache: Q4_0 and
 // Q6_K unchanged, Q4_K +6%): AVX2's multiply-add is three instructions whatever the addressing.
 kernel16!(Avx2x16, madd16, 0);
+
+/// A one-panel kernel `K` over two panels in pairs of 256-bit registers ([`Y2`]): each
+/// activation group loaded once for both panels.
+struct Two<K>(std::marker::PhantomData<K>);
+
+impl<K: Kernel<L = Y>> Kernel for Two<K> {
+    type Q = K::Q;
+    type L = Y2;
+    const UNIT: usize = K::UNIT;
+    const Q8_OFFSET: i32 = K::Q8_OFFSET;
+    const DUAL_UP_TO: usize = K::DUAL_UP_TO;
+    #[inline(always)]
+    unsafe fn nibbles(p: *const u8, stride: usize) -> ([__m256i; 2], [__m256i; 2]) {
+        // SAFETY (callers): a chunk at both; the features of `K` enabled.
+        unsafe {
+            let (a, b) = (K::nibbles(p, 0), K::nibbles(p.add(stride), 0));
+            ([a.0, b.0], [a.1, b.1])
+        }
+    }
+    #[inline(always)]
+    unsafe fn bytes(p: *const u8, stride: usize) -> [__m256i; 2] {
+        // SAFETY (callers): as above.
+        unsafe { [K::bytes(p, 0), K::bytes(p.add(stride), 0)] }
+    }
+    #[inline(always)]
+    unsafe fn ubytes(p: *const u8, stride: usize) -> [__m256i; 2] {
+        // SAFETY (callers): as above.
+        unsafe { [K::ubytes(p, 0), K::ubytes(p.add(stride), 0)] }
+    }
+    #[inline(always)]
+    unsafe fn dp(acc: [__m256i; 2], w: [__m256i; 2], x: [__m256i; 2]) -> [__m256i; 2] {
+        // SAFETY (callers): the features of `K` enabled.
+        unsafe { [K::dp(acc[0], w[0], x[0]), K::dp(acc[1], w[1], x[1])] }
+    }
+    #[inline(always)]
+    unsafe fn dp_q8(acc: [__m256i; 2], w: [__m256i; 2], x: [__m256i; 2]) -> [__m256i; 2] {
+        // SAFETY (callers): the features of `K` enabled.
+        unsafe { [K::dp_q8(acc[0], w[0], x[0]), K::dp_q8(acc[1], w[1], x[1])] }
+    }
+}
 kernel16!(Vnni512x16, dpwssd256, 4, {
     dp_at!(dpwssd256_at);
     one_row!(nibbles256_one, six256_one);
@@ -1017,17 +1057,49 @@ fn all_panels<Q>(a: &Args<'_, Q>) -> Range<usize> {
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn rows_avx2<K: Kernel>(t: u8, a: &Args<'_, K::Q>) {
-    // Tiles of 6 rows for 16 bits (6 sums, 6 partial sums and the weights fit AVX2's 16
-    // registers); 4 for 8 bits, whose multiply-add takes two more.
+unsafe fn rows_avx2<K: Kernel<L = Y>>(t: u8, a: &Args<'_, K::Q>) {
     // SAFETY: as for `by_type`.
     unsafe {
-        if K::UNIT == 2 {
+        let (m, width) = (a.x.rows(), a.nb * QK);
+        let two_from = avx2_two_from();
+        if (m == 1 && width >= two_from) || (m == 2 && width >= two_from / 2) {
+            // Wide rows, one or two activation rows: two panels a tile (see `AVX2_TWO_FROM`).
+            let panels = a.n.div_ceil(PANEL);
+            let pairs = panels / 2 * 2;
+            by_type::<Two<K>, 2>(t, a, 0..pairs);
+            by_type::<K, 2>(t, a, pairs..panels);
+        } else if K::UNIT == 2 {
+            // Tiles of 6 rows for 16 bits (6 sums, 6 partial sums and the weights fit AVX2's 16
+            // registers); 4 for 8 bits, whose multiply-add takes two more.
             by_type::<K, 6>(t, a, all_panels(a))
         } else {
             by_type::<K, 4>(t, a, all_panels(a))
         }
     }
+}
+
+/// AVX2 products of one activation row over weight rows at least this wide (two rows: half as
+/// wide) take two panels a tile, so that the activation rows, re-read for every tile and at
+/// 16-28 KiB no longer held in L1 beside the streamed weights, are read once for two panels. One
+/// Zen 4 core limited to AVX2 streaming Q4_K / Q6_K (GMAC/s, one row and two, one panel a tile
+/// -> two): 14336 values a row 23.5 -> 29.2 and 25.8 -> 30.3 / 18.6 -> 18.6 and 17.8 -> 29.6;
+/// 4096 values, two rows 28.9 -> 29.3 / 21.1 -> 27.1, but one row 38.2 -> 23.0 (there the row
+/// still fits).
+const AVX2_TWO_FROM: usize = 8192;
+
+fn avx2_two_from() -> usize {
+    #[cfg(test)]
+    if let Some(w) = TEST_AVX2_TWO_FROM.with(|w| w.get()) {
+        return w;
+    }
+    AVX2_TWO_FROM
+}
+
+#[cfg(test)]
+thread_local! {
+    /// [`AVX2_TWO_FROM`] in this thread's products, where set (the tests' 0: every width).
+    pub(super) static TEST_AVX2_TWO_FROM: std::cell::Cell<Option<usize>> =
+        const { std::cell::Cell::new(None) };
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
