@@ -334,6 +334,15 @@ fn pair_parts(
     std::iter::once(head).chain(values)
 }
 
+/// Bytes of a panel of `ty` per GGUF block (per super-block for the K-quants).
+fn panel_block_bytes(ty: GgmlType) -> usize {
+    if is_k(ty) {
+        k_quants::panel_super_bytes(ty)
+    } else {
+        PANEL * layout(ty).type_size()
+    }
+}
+
 /// Writes a panel from its GGUF `rows` (at most [`PANEL`]; missing rows stay zero) into `units`,
 /// its blocks' places (its super-blocks' for the K-quants), in order.
 fn write_panel<'a, Q: PanelAct>(
@@ -401,16 +410,7 @@ impl Panels {
         src: &[u8],
     ) -> Self {
         #[cfg(target_arch = "x86_64")]
-        let paired = x86::reads_pairs(
-            ty,
-            row_bytes / ty.type_size() * PANEL * {
-                if is_k(ty) {
-                    k_quants::panel_super_bytes(ty)
-                } else {
-                    layout(ty).type_size()
-                }
-            },
-        );
+        let paired = x86::reads_pairs(ty, row_bytes / ty.type_size() * panel_block_bytes(ty));
         #[cfg(not(target_arch = "x86_64"))]
         let paired = false;
         Self::with_layout::<Q>(ty, rows, row_bytes, src, paired)
@@ -503,11 +503,7 @@ impl Panels {
 
     /// Bytes of a panel per GGUF block (per super-block for the K-quants).
     fn panel_gguf_block_bytes(&self) -> usize {
-        if is_k(self.ty) {
-            k_quants::panel_super_bytes(self.ty)
-        } else {
-            PANEL * layout(self.ty).type_size()
-        }
+        panel_block_bytes(self.ty)
     }
 
     /// GGUF blocks per row.
@@ -602,8 +598,8 @@ impl Panels {
     }
 
     /// Output features `first..first + n` (`first` a multiple of [`PANEL`], of twice that where
-    /// it falls among the [`Self::paired`] panels) for every row of
-    /// `x`, into `out`, with the best instruction set here.
+    /// it falls among the [`Self::paired`] panels) for every row of `x`, into `out`, with the
+    /// best instruction set here.
     ///
     /// # Safety
     /// No other thread reads or writes features `first..first + n` of `out` meanwhile (parallel

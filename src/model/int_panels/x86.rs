@@ -869,7 +869,7 @@ impl Kernel for Zmm16 {
     type L = Z;
     const UNIT: usize = 2;
     const Q8_OFFSET: i32 = 0;
-    const DUAL_UP_TO: usize = 6;
+    const DUAL_UP_TO: usize = 5;
     #[inline(always)]
     unsafe fn nibbles(p: *const u8, stride: usize) -> (__m512i, __m512i) {
         // SAFETY (callers): 16 readable bytes at both; AVX-512 BW enabled.
