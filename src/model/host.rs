@@ -23,7 +23,7 @@
 use crate::error::{Error, Result};
 use crate::model::act_rows::ActRows;
 use crate::model::hot_pool;
-use crate::model::int_panels::{self, Out, Panels};
+use crate::model::int_panels::{self, Out, PANEL, Panels};
 use crate::model::quant::{self, GgmlType};
 use crate::model::rope::HostRope;
 use crate::model::scratch;
@@ -304,7 +304,12 @@ pub fn matmul_many(ws: &[&HostMatrix], x: &[f32], m: usize) -> Vec<Vec<f32>> {
     let inp = ws.first().map_or(0, |w| w.inp);
     assert!(ws.iter().all(|w| w.inp == inp), "same input width");
     assert_eq!(x.len(), m * inp, "activation size");
-    let mut ys: Vec<Vec<f32>> = ws.iter().map(|w| scratch::zeroed(m * w.out)).collect();
+    // Every value is written by a task below (panel tasks write all their features of every
+    // row; the others' chunks are transposed in).
+    let mut ys: Vec<Vec<f32>> = ws
+        .iter()
+        .map(|w| scratch::to_overwrite(m * w.out))
+        .collect();
     // Each pass writes its rows' results straight into their place in `ys` (`[m, out]`
     // row-major, so a pass's rows are one contiguous range of each).
     for (i, part) in x.chunks(ROWS_PER_PASS * inp.max(1)).enumerate() {
@@ -344,8 +349,9 @@ fn pass(ws: &[&HostMatrix], x: &[f32], m: usize, ys: &mut [&mut [f32]]) {
         match &w.data {
             Data::Panels(p) => {
                 let out = Out::new(y, m);
-                for first in (0..w.out).step_by(ROWS_PER_TASK) {
-                    let n = ROWS_PER_TASK.min(w.out - first);
+                let rows = task_rows(w.out, hot_pool::threads());
+                for first in (0..w.out).step_by(rows) {
+                    let n = rows.min(w.out - first);
                     tasks.push(Task::Panels(p, first, n, out));
                 }
             }
@@ -380,6 +386,15 @@ fn pass(ws: &[&HostMatrix], x: &[f32], m: usize, ys: &mut [&mut [f32]]) {
             }
         }
     }
+}
+
+/// Output rows per task of a panel matrix of `out` rows on `threads` threads: at most
+/// [`ROWS_PER_TASK`], a whole number of panel pairs, and a count of tasks the threads share
+/// evenly where the rows allow (SmolLM2's 576-row matrices on two threads: 6 tasks of 96 rows
+/// rather than 4 of 128 and one of 64, which left one thread a third more to do).
+fn task_rows(out: usize, threads: usize) -> usize {
+    let tasks = out.div_ceil(ROWS_PER_TASK).next_multiple_of(threads.max(1));
+    out.div_ceil(tasks).next_multiple_of(2 * PANEL)
 }
 
 /// The products panels are packed for.
@@ -979,6 +994,61 @@ mod tests {
         let q =
             HostMatrix::from_blocks(GgmlType::Q4K, 2, 256, random_blocks(GgmlType::Q4K, 512, 9));
         assert_eq!(q.unwrap().storage(), "Q4_K");
+    }
+
+    #[test]
+    fn products_write_every_value_of_a_recycled_buffer() {
+        // The outputs come from buffers recycled with their old values: fill this thread's
+        // with NaN first; every value must be the product's, as it is from fresh buffers.
+        let (out, inp) = (600, 64);
+        let kinds = [GgmlType::Q4_1, GgmlType::Q8_0]
+            .into_iter()
+            .flat_map(|ty| [Products::Int16, Products::Int8, Products::F32].map(|p| (ty, p)));
+        for (ty, products) in kinds {
+            let q = HostMatrix::from_blocks(ty, out, inp, random_blocks(ty, out * inp, 3))
+                .unwrap()
+                .with_products(products);
+            // Before any NaN is recycled: a value left unwritten here would be a stale finite
+            // one or a zero, and NaN below.
+            let fresh: Vec<Vec<f32>> = (1..=9)
+                .map(|m| q.matmul(&weights_and_activations(out, inp, m).1, m))
+                .collect();
+            for (m, want) in (1..=9).zip(&fresh) {
+                for n in [out * m, out * m + 7, 2 * out * m] {
+                    scratch::recycle(vec![f32::NAN; n]);
+                }
+                let (_, x) = weights_and_activations(out, inp, m);
+                let y = q.matmul(&x, m);
+                assert!(
+                    y.iter().all(|v| v.is_finite()),
+                    "{ty:?} {products:?}, {m} rows"
+                );
+                assert_eq!(&y, want, "{ty:?} {products:?}, {m} rows");
+            }
+        }
+    }
+
+    #[test]
+    fn tasks_split_evenly_in_whole_panel_pairs() {
+        for (out, threads, rows) in [(576, 2, 96), (192, 2, 96), (1536, 2, 128), (49152, 2, 128)] {
+            assert_eq!(
+                task_rows(out, threads),
+                rows,
+                "{out} rows, {threads} threads"
+            );
+        }
+        for out in [8, 16, 72, 192, 576, 960, 1536, 2048, 5632, 14336, 49152] {
+            for threads in 1..=16 {
+                let rows = task_rows(out, threads);
+                let tasks = out.div_ceil(rows);
+                assert!(
+                    rows <= ROWS_PER_TASK && rows % (2 * PANEL) == 0,
+                    "{out}, {threads}"
+                );
+                // No more tasks than a split of ROWS_PER_TASK rows rounded up to the threads.
+                assert!(tasks <= out.div_ceil(ROWS_PER_TASK).next_multiple_of(threads));
+            }
+        }
     }
 
     #[test]

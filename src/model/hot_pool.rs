@@ -72,6 +72,11 @@ fn pool() -> &'static Pool {
     })
 }
 
+/// The threads a region runs on: the pool's and the caller's.
+pub(crate) fn threads() -> usize {
+    pool().workers + 1
+}
+
 /// Runs `f(0..n)` across the pool's threads and the caller's; returns when all are done.
 pub(crate) fn for_each(n: usize, f: &(dyn Fn(usize) + Sync)) {
     let p = pool();
