@@ -1062,8 +1062,9 @@ unsafe fn rows_avx2<K: Kernel<L = Y>>(t: u8, a: &Args<'_, K::Q>) {
     unsafe {
         let (m, width) = (a.x.rows(), a.nb * QK);
         let two_from = avx2_two_from();
-        if (m == 1 && width >= two_from) || (m == 2 && width >= two_from / 2) {
-            // Wide rows, one or two activation rows: two panels a tile (see `AVX2_TWO_FROM`).
+        if (m == 1 && width >= two_from) || (m == 2 && t == Q6K && width >= two_from / 2) {
+            // Wide rows, one activation row (two for Q6_K): two panels a tile (see
+            // `AVX2_TWO_FROM`).
             let panels = a.n.div_ceil(PANEL);
             let pairs = panels / 2 * 2;
             by_type::<Two<K>, 2>(t, a, 0..pairs);
@@ -1078,13 +1079,16 @@ unsafe fn rows_avx2<K: Kernel<L = Y>>(t: u8, a: &Args<'_, K::Q>) {
     }
 }
 
-/// AVX2 products of one activation row over weight rows at least this wide (two rows: half as
-/// wide) take two panels a tile, so that the activation rows, re-read for every tile and at
-/// 16-28 KiB no longer held in L1 beside the streamed weights, are read once for two panels. One
-/// Zen 4 core limited to AVX2 streaming Q4_K / Q6_K (GMAC/s, one row and two, one panel a tile
-/// -> two): 14336 values a row 23.5 -> 29.2 and 25.8 -> 30.3 / 18.6 -> 18.6 and 17.8 -> 29.6;
-/// 4096 values, two rows 28.9 -> 29.3 / 21.1 -> 27.1, but one row 38.2 -> 23.0 (there the row
-/// still fits).
+/// AVX2 products of one activation row over weight rows at least this wide (two rows of Q6_K:
+/// half as wide) take two panels a tile, so that the activation rows, re-read for every tile
+/// and at 16-28 KiB no longer held in L1 beside the streamed weights, are read once for two
+/// panels. One Zen 4 core limited to AVX2 streaming Q4_K / Q6_K / Q4_0 (GMAC/s, one panel a tile
+/// -> two), with the weights' prefetch ([`PREFETCH_AHEAD`]): one row over 8192 / 14336 values
+/// 32.4 -> 36.6 and 22.5 -> 29.2 / 20.2 -> 19.7 and 18.6 -> 19.5 / 40.3 -> 46.9 and 32.3 ->
+/// 42.9; two rows over 4096 / 8192 / 14336 values, Q6_K 30.2 -> 31.3, 30.2 -> 33.6, 27.9 ->
+/// 33.7, but Q4_K 47.0 -> 26.8, 49.4 -> 32.4, 43.9 -> 31.8 and Q4_0 50.5 -> 34.2 (before the
+/// prefetch, two rows of Q4_K ran at 26-29 either way); one row over 4096 values 38.2 -> 23.0
+/// (there the row still fits).
 const AVX2_TWO_FROM: usize = 8192;
 
 fn avx2_two_from() -> usize {
