@@ -1042,7 +1042,7 @@ mod tests {
                 let rows = task_rows(out, threads);
                 let tasks = out.div_ceil(rows);
                 assert!(
-                    rows <= ROWS_PER_TASK && rows % (2 * PANEL) == 0,
+                    rows <= ROWS_PER_TASK && rows.is_multiple_of(2 * PANEL),
                     "{out}, {threads}"
                 );
                 // No more tasks than a split of ROWS_PER_TASK rows rounded up to the threads.
