@@ -63,6 +63,10 @@ struct Args {
     /// Q8_0: faster, logits within ~1 of exact), native-f32, native-int8, converted or off.
     #[arg(long, default_value = "auto")]
     host_kernels: msn::HostKernels,
+    /// KV cache of the host engine: f32 (exact) or f16 (half the memory; logits within ~2e-2
+    /// of f32's on SmolLM2).
+    #[arg(long, default_value = "f32")]
+    kv_dtype: msn::KvDtype,
     /// Positions the model serves, prompt and output (default: what the checkpoint states;
     /// Phi-3.5: its 4096-token pre-training context, more selects its long-context RoPE).
     #[arg(long)]
@@ -106,6 +110,7 @@ fn run<B: Backend>(device: B::Device, args: &Args) -> msn::Result<()> {
         dtype: args.dtype,
         host: args.host_kernels,
         context: args.context,
+        kv_dtype: args.kv_dtype,
     };
     let m = common::load_with_adapter::<B>(&args.model, &device, options, args.lora.as_deref())?;
     let mut config = GenerateConfig::new(args.max_new_tokens, &m.tokenizer);

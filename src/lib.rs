@@ -75,7 +75,7 @@ pub use error::{Error, Result};
 pub use generation::{GenerateConfig, Generation, StopReason};
 pub use load::{HostKernels, LoadOptions, LoadedModel, WeightDtype, load, load_weights, load_with};
 pub use model::{
-    CausalLm, ExportDtype, ForwardInput, KvCache, Llama, LlamaConfig, Message, ModelInfo,
+    CausalLm, ExportDtype, ForwardInput, KvCache, KvDtype, Llama, LlamaConfig, Message, ModelInfo,
     RopeScaling, Tokenizer,
 };
 pub use prompt_cache::PromptCache;

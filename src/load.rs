@@ -8,7 +8,7 @@ use crate::model::host::{HostMatrix, Products};
 use crate::model::llama::NativeMatrices;
 use crate::model::tokenizer::Tokenizer;
 use crate::model::weights::{GgufSource, Loaded};
-use crate::model::{Llama, LlamaConfig, RopeScaling};
+use crate::model::{KvDtype, Llama, LlamaConfig, RopeScaling};
 use burn::prelude::*;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -149,6 +149,10 @@ pub struct LoadOptions {
     /// memory on models that state 131072 (8 MB per 8192 positions of a 128-wide head,
     /// twice). Never more than the checkpoint states; 0 is an error.
     pub context: Option<usize>,
+    /// How the host engine's KV caches hold keys and values: f32 (the default) or f16 (half
+    /// the memory; see [`KvDtype`]). f16 needs the host engine (an error with
+    /// [`HostKernels::Off`] or on a GPU backend).
+    pub kv_dtype: KvDtype,
 }
 
 impl From<WeightDtype> for LoadOptions {
@@ -240,6 +244,13 @@ pub fn load_with<B: Backend>(
         HostKernels::Auto => HostKernels::Off,
         chosen => chosen,
     };
+    if options.kv_dtype == KvDtype::F16 && host == HostKernels::Off {
+        return Err(Error::InvalidArgument(
+            "an f16 KV cache lives in the host engine, which this load does not use \
+             (HostKernels::Off, or a GPU backend): load with KvDtype::F32"
+                .into(),
+        ));
+    }
     let products = match host {
         HostKernels::Native | HostKernels::Q8 => Some(Products::Int16),
         HostKernels::NativeF32 => Some(Products::F32),
@@ -263,6 +274,7 @@ pub fn load_with<B: Backend>(
     if host == HostKernels::Converted {
         loaded.model.enable_host_kernels(HOST_MAX_ROWS);
     }
+    loaded.model.set_kv_dtype(options.kv_dtype);
     if host == HostKernels::Q8 {
         loaded.model.quantize_host_kernels();
     }

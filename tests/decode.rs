@@ -391,3 +391,52 @@ fn batched_tr_jacobi_equals_greedy_on_smollm2() {
     }
     assert!(steps < tokens, "{tokens} tokens in {steps} steps");
 }
+
+/// Past several attention segments (256 keys each, combined afterwards) and with either KV
+/// cache dtype: TR-Jacobi (its default budget and the full tree) and PLD give greedy's tokens
+/// on a 700-token prompt; an f16 cache needs the host engine (a typed error without it).
+#[test]
+fn decoders_equal_greedy_past_several_attention_segments_with_either_cache_dtype() {
+    let text = "The river rises in the hills, runs past the mill and the old stone bridge, \
+        and reaches the sea after forty miles. "
+        .repeat(28);
+    let q = format!("{text}\nSummarize the text above in one sentence, then continue it.");
+    let half = msn::LoadOptions {
+        kv_dtype: msn::KvDtype::F16,
+        ..Default::default()
+    };
+    let f16 = msn::load_with::<B>(common::demo(), &Default::default(), half).unwrap();
+    for (name, m) in [("f32", smollm2()), ("f16", &f16)] {
+        let ids = m.chat_prompt(&q).unwrap();
+        assert!(ids.len() > 700, "{} prompt tokens", ids.len());
+        let cfg = GenerateConfig::new(40, &m.tokenizer);
+        let g = Greedy
+            .generate(&m.model, Some(&m.tokenizer), &ids, &cfg)
+            .unwrap();
+        let mut full = TrJacobi::fixed(TrJacobiConfig::default()).unwrap();
+        for (decoder, out) in [
+            (
+                "tr-jacobi",
+                TrJacobi::default().generate(&m.model, None, &ids, &cfg),
+            ),
+            (
+                "tr-jacobi full tree",
+                full.generate(&m.model, None, &ids, &cfg),
+            ),
+            (
+                "pld",
+                PromptLookup::default().generate(&m.model, None, &ids, &cfg),
+            ),
+        ] {
+            let out = out.unwrap();
+            assert_eq!(out.tokens, g.tokens, "{name} cache, {decoder}");
+        }
+    }
+    let off = msn::LoadOptions {
+        kv_dtype: msn::KvDtype::F16,
+        host: msn::HostKernels::Off,
+        ..Default::default()
+    };
+    let e = msn::load_with::<B>(common::demo(), &Default::default(), off).unwrap_err();
+    assert!(matches!(e, msn::Error::InvalidArgument(_)), "{e}");
+}

@@ -17,7 +17,7 @@
 //! the logits it gets when decoded alone, which makes tree verification exactly lossless
 //! (there is no float near-tie that could flip an argmax between the two).
 
-use crate::model::cache::HostKv;
+use crate::model::cache::{HostKv, KvRows};
 use crate::model::family_ops::{key_positions, outside_window};
 use crate::model::host::{HostBlock, HostConsts, HostWeights, LayerExtra, matmul_many};
 use crate::model::hot_pool;
@@ -90,8 +90,8 @@ pub(crate) fn forward(
                 for g in 0..c.kv_heads {
                     let at = kv.at(capacity, r, g, past + i);
                     let src = (row * c.kv_heads + g) * hd;
-                    kv.k[l][at..at + hd].copy_from_slice(&k[src..src + hd]);
-                    kv.v[l][at..at + hd].copy_from_slice(&v[src..src + hd]);
+                    kv.k[l].put(at, &k[src..src + hd]);
+                    kv.v[l].put(at, &v[src..src + hd]);
                 }
             }
         }
@@ -260,45 +260,74 @@ struct Attn<'a> {
 /// dimensions) stay in L1 while every query of the task passes over them.
 const KEY_BLOCK: usize = 64;
 
+/// Keys per segment of a query's key list (a multiple of [`KEY_BLOCK`]). A longer list is
+/// attended a segment at a time, each with its own maximum, sum and mixture, combined in order
+/// afterwards: so the tasks of a step over a long cache are many and even however few queries
+/// it has (a one-token step of SmolLM2 has 3 KV groups for any number of threads). A list of at
+/// most this many keys is one segment, whose result is exactly the one-pass softmax's.
+const KEY_SEGMENT: usize = 256;
+
+/// One task's results: per query its segment's maximum score (`-inf` where the segment holds
+/// none of its keys), the sum of `exp(score - max)` and the mixture of values with those
+/// weights (`hd` values each).
+#[derive(Default)]
+struct Part {
+    max: Vec<f32>,
+    sum: Vec<f32>,
+    out: Vec<f32>,
+}
+
 impl Attn<'_> {
     /// `[batch * t, heads * hd]` attention outputs for queries `q` (same layout).
     ///
-    /// One task per batch row, KV group and chunk of that group's queries (its `t` tokens times
-    /// the heads that share the group): the keys every query of the chunk sees first, in the
-    /// same order, are visited a block at a time by all of them (each key and value row read
-    /// from memory once per chunk instead of once per query); the rest query by query. Each
-    /// query's arithmetic is the same in any chunk: its scores key by key in groups of eight
-    /// along its own key list (the shared range is a multiple of eight), its softmax over its
-    /// whole list, its mixture accumulated in key order.
-    fn run(&self, q: &[f32], k: &[f32], v: &[f32], kv: &HostKv) -> Vec<f32> {
+    /// One task per batch row, KV group, chunk of that group's queries (its `t` tokens times
+    /// the heads that share the group) and [`KEY_SEGMENT`] of their key lists: the keys every
+    /// query of the chunk sees first, in the same order, are visited a block at a time by all
+    /// of them (each key and value row read from memory once per chunk instead of once per
+    /// query); the rest query by query. Each query's arithmetic is the same in any chunk: per
+    /// segment of its own key list, its scores key by key in groups of eight (the shared range
+    /// is a multiple of eight), its softmax over the segment, its mixture accumulated in key
+    /// order; then the segments combined in order ([`combine`]).
+    fn run(&self, q: &[f32], k: &KvRows, v: &KvRows, kv: &HostKv) -> Vec<f32> {
         let c = self.c;
         let (h, hd, t) = (c.heads, c.head_dim, self.t);
         let rep = h / c.kv_heads;
         let per_group = t * rep;
-        let all = self.batch * c.kv_heads * per_group;
-        let chunk = (all / (4 * rayon::current_num_threads())).clamp(1, 8);
+        // The heads of a token see the same keys: one list per token, shared by its heads.
+        let lists: Vec<Vec<usize>> = (0..self.batch * t)
+            .map(|row| self.keys(row / t, row % t))
+            .collect();
+        let longest = lists.iter().map(Vec::len).max().unwrap_or(0);
+        let segments = longest.div_ceil(KEY_SEGMENT).max(1);
+        let all = self.batch * c.kv_heads * per_group * segments;
+        // At least a token's heads in a chunk, so that they read each key and value once.
+        let chunk = (all / (4 * rayon::current_num_threads())).clamp(rep.min(8), 8);
         let chunks = per_group.div_ceil(chunk);
-        let tasks = self.batch * c.kv_heads * chunks;
-        // Task -> (batch row, KV group, its queries).
-        let split = |task: usize| {
-            let (rg, ci) = (task / chunks, task % chunks);
+        let groups = self.batch * c.kv_heads * chunks;
+        // Group task -> (batch row, KV group, its queries).
+        let split = |gt: usize| {
+            let (rg, ci) = (gt / chunks, gt % chunks);
             let queries = ci * chunk..((ci + 1) * chunk).min(per_group);
             (rg / c.kv_heads, rg % c.kv_heads, queries)
         };
-        let outs: Vec<Mutex<Vec<f32>>> = (0..tasks).map(|_| Mutex::default()).collect();
-        hot_pool::for_each(tasks, &|task| {
-            let (r, g, queries) = split(task);
-            let out = self.chunk(q, k, v, kv, r, g, queries);
-            *outs[task].lock().unwrap_or_else(|e| e.into_inner()) = out;
+        let parts: Vec<Mutex<Part>> = (0..groups * segments).map(|_| Mutex::default()).collect();
+        hot_pool::for_each(groups * segments, &|task| {
+            let (r, g, queries) = split(task / segments);
+            let seg = task % segments * KEY_SEGMENT..(task % segments + 1) * KEY_SEGMENT;
+            let part = self.chunk(q, k, v, kv, &lists, r, g, queries, seg);
+            *parts[task].lock().unwrap_or_else(|e| e.into_inner()) = part;
         });
+        let parts: Vec<Part> = parts
+            .into_iter()
+            .map(|p| p.into_inner().unwrap_or_else(|e| e.into_inner()))
+            .collect();
         let mut a = scratch::zeroed(self.batch * t * h * hd);
-        for (task, out) in outs.into_iter().enumerate() {
-            let out = out.into_inner().unwrap_or_else(|e| e.into_inner());
-            let (r, g, queries) = split(task);
+        for (gt, group_parts) in parts.chunks_exact(segments).enumerate() {
+            let (r, g, queries) = split(gt);
             for (n, qi) in queries.enumerate() {
                 let (i, head) = (qi / rep, g * rep + qi % rep);
                 let dst = ((r * t + i) * h + head) * hd;
-                a[dst..dst + hd].copy_from_slice(&out[n * hd..(n + 1) * hd]);
+                combine(group_parts, n, &mut a[dst..dst + hd]);
             }
         }
         a
@@ -322,75 +351,150 @@ impl Attn<'_> {
         keys
     }
 
-    /// The outputs `[queries, hd]` of the group-`g` queries `queries` of batch row `r` (query
-    /// `qi` is token `qi / rep`, head `g * rep + qi % rep`); a query that may see no key (a
-    /// padding query) gets zeros.
+    /// The group-`g` queries `queries` of batch row `r` (query `qi` is token `qi / rep`, head
+    /// `g * rep + qi % rep`, its keys `lists[r * t + qi / rep]`) over positions `seg` of their
+    /// key lists: per query the segment's maximum score, sum and mixture `[queries, hd]`.
     #[allow(clippy::too_many_arguments)]
     fn chunk(
         &self,
         q: &[f32],
-        k: &[f32],
-        v: &[f32],
+        k: &KvRows,
+        v: &KvRows,
         kv: &HostKv,
+        lists: &[Vec<usize>],
         r: usize,
         g: usize,
         queries: std::ops::Range<usize>,
-    ) -> Vec<f32> {
+        seg: std::ops::Range<usize>,
+    ) -> Part {
         let c = self.c;
         let (h, hd, t) = (c.heads, c.head_dim, self.t);
         let rep = h / c.kv_heads;
         let scale = c.attn_scale;
         let base = kv.at(self.capacity, r, g, 0);
-        // The heads of a token see the same keys: one list per token, shared by its heads.
-        let first_token = queries.start / rep;
-        let token_keys: Vec<Vec<usize>> = (first_token..queries.end.div_ceil(rep))
-            .map(|i| self.keys(r, i))
-            .collect();
+        // Each query's part of its list in this segment.
         let lists: Vec<&[usize]> = queries
             .clone()
-            .map(|qi| token_keys[qi / rep - first_token].as_slice())
+            .map(|qi| {
+                let l = &lists[r * t + qi / rep];
+                &l[seg.start.min(l.len())..seg.end.min(l.len())]
+            })
             .collect();
         let qvs: Vec<&[f32]> = queries
             .clone()
             .map(|qi| &q[((r * t + qi / rep) * h + g * rep + qi % rep) * hd..][..hd])
             .collect();
-        // The shared range: the longest common prefix of the key lists, in whole groups of 8.
+        // The shared range: the longest common prefix of the key lists, in whole groups of 8
+        // (the segment starts at a multiple of 8 of each list, so its groups are the lists').
         let first = lists[0];
         let common = lists.iter().fold(first.len(), |n, l| {
             n.min(l.iter().zip(first).take_while(|(a, b)| a == b).count())
         }) / 8
             * 8;
         let mut ps: Vec<Vec<f32>> = lists.iter().map(|l| Vec::with_capacity(l.len())).collect();
+        let mut buf = Vec::new();
+        let iota: Vec<usize> = match k {
+            KvRows::F32(_) => Vec::new(),
+            KvRows::F16(_) => (0..lists.iter().map(|l| l.len()).max().unwrap_or(0)).collect(),
+        };
         for lo in (0..common).step_by(KEY_BLOCK) {
             let keys = &first[lo..(lo + KEY_BLOCK).min(common)];
+            let (k, base, keys) = rows_f32(k, base, keys, hd, &mut buf, &iota);
             scores_shared(&qvs, k, base, keys, hd, scale, &mut ps);
         }
-        let mut out = vec![0f32; lists.len() * hd];
-        let mut sums = vec![0f32; lists.len()];
+        let n = lists.len();
+        let mut part = Part {
+            max: vec![f32::NEG_INFINITY; n],
+            sum: vec![0f32; n],
+            out: vec![0f32; n * hd],
+        };
         for (n, ((qv, p), l)) in qvs.iter().zip(ps.iter_mut()).zip(&lists).enumerate() {
-            scores(qv, k, base, &l[common..], hd, scale, p);
+            let (k, base, keys) = rows_f32(k, base, &l[common..], hd, &mut buf, &iota);
+            scores(qv, k, base, keys, hd, scale, p);
             if let Some(cap) = c.softcap {
                 p.iter_mut().for_each(|x| *x = cap * (*x / cap).tanh());
             }
             if !l.is_empty() {
-                sums[n] = softmax_numerators(p);
+                (part.max[n], part.sum[n]) = softmax_numerators(p);
             }
         }
         for lo in (0..common).step_by(KEY_BLOCK) {
             let hi = (lo + KEY_BLOCK).min(common);
             let weights: Vec<&[f32]> = ps.iter().map(|p| &p[lo..hi]).collect();
-            mix_shared(&weights, v, base, &first[lo..hi], hd, &mut out);
+            let (v, base, keys) = rows_f32(v, base, &first[lo..hi], hd, &mut buf, &iota);
+            mix_shared(&weights, v, base, keys, hd, &mut part.out);
         }
         for (n, (p, l)) in ps.iter().zip(&lists).enumerate() {
-            let o = &mut out[n * hd..(n + 1) * hd];
-            if l.is_empty() {
-                continue; // zeros
-            }
-            mix(&p[common..], v, base, &l[common..], hd, o);
-            let inv = 1.0 / sums[n];
-            o.iter_mut().for_each(|x| *x *= inv);
+            let (v, base, keys) = rows_f32(v, base, &l[common..], hd, &mut buf, &iota);
+            mix(
+                &p[common..],
+                v,
+                base,
+                keys,
+                hd,
+                &mut part.out[n * hd..(n + 1) * hd],
+            );
         }
-        out
+        part
+    }
+}
+
+/// Query `n`'s attention output from its segments' `parts` (in list order) into `out` (zeros):
+/// with `M` the largest segment maximum and `w_s = exp(max_s - M)`, `sum_s w_s out_s / sum_s
+/// w_s sum_s`, each element one chain in segment order. With one segment `w = 1` exactly, so
+/// the result is the one-pass softmax's `out / sum`; a query with no keys (a padding query)
+/// keeps zeros.
+fn combine(parts: &[Part], n: usize, out: &mut [f32]) {
+    let hd = out.len();
+    let m = parts
+        .iter()
+        .map(|p| p.max[n])
+        .fold(f32::NEG_INFINITY, f32::max);
+    if m == f32::NEG_INFINITY {
+        return;
+    }
+    let mut sum = 0f32;
+    for p in parts.iter().filter(|p| p.max[n] != f32::NEG_INFINITY) {
+        let w = (p.max[n] - m).exp();
+        sum += p.sum[n] * w;
+        for (o, &x) in out.iter_mut().zip(&p.out[n * hd..(n + 1) * hd]) {
+            *o += x * w;
+        }
+    }
+    let inv = 1.0 / sum;
+    out.iter_mut().for_each(|x| *x *= inv);
+}
+
+/// The rows `keys` (`hd` values each from `base`) of a layer's stored keys or values as f32,
+/// with the base and indices to read them at: the stored rows themselves where they are f32,
+/// else widened into `buf` one after another (indices `iota[..keys.len()]`). Widening is exact,
+/// so a row's values, and every score and mixture computed from them, are the same whichever
+/// list the row is read for.
+fn rows_f32<'a>(
+    s: &'a KvRows,
+    base: usize,
+    keys: &'a [usize],
+    hd: usize,
+    buf: &'a mut Vec<f32>,
+    iota: &'a [usize],
+) -> (&'a [f32], usize, &'a [usize]) {
+    match s {
+        KvRows::F32(b) => (b, base, keys),
+        KvRows::F16(h) => {
+            buf.resize(keys.len() * hd, 0.0);
+            #[cfg(target_arch = "x86_64")]
+            if hd.is_multiple_of(8) && avx2::f16c() {
+                assert!(keys.iter().all(|&j| base + (j + 1) * hd <= h.len()));
+                // SAFETY: AVX2 and F16C detected; every row in range (asserted), `buf` holds
+                // `keys.len()` rows.
+                unsafe { avx2::widen_rows(h, base, keys, hd, buf) };
+                return (buf, 0, &iota[..keys.len()]);
+            }
+            for (&j, out) in keys.iter().zip(buf.chunks_exact_mut(hd)) {
+                s.get(base + j * hd, out);
+            }
+            (buf, 0, &iota[..keys.len()])
+        }
     }
 }
 
@@ -437,9 +541,9 @@ fn swiglu(g: &mut [f32], u: &[f32]) {
     }
 }
 
-/// `p_j = exp(p_j - max p)` in place; returns their sum (a fixed order for a given length, so
+/// `p_j = exp(p_j - max p)` in place; returns `max p` and their sum (a fixed order for a given length, so
 /// a query's weights depend only on its own scores).
-fn softmax_numerators(p: &mut [f32]) -> f32 {
+fn softmax_numerators(p: &mut [f32]) -> (f32, f32) {
     #[cfg(target_arch = "x86_64")]
     if avx2::available() {
         // SAFETY: AVX2 + FMA detected.
@@ -451,7 +555,7 @@ fn softmax_numerators(p: &mut [f32]) -> f32 {
         *e = (*e - max).exp();
         sum += *e;
     }
-    sum
+    (max, sum)
 }
 
 /// `out += sum_j p_j * v_j` over `keys` in order, each output element one chain of
@@ -554,6 +658,11 @@ mod avx2 {
         std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
     }
 
+    /// AVX2 and F16C (every AVX2 CPU made has both).
+    pub(super) fn f16c() -> bool {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("f16c")
+    }
+
     use crate::model::host::avx2::hsum;
 
     /// The sums of the eight lanes of each of `k[0..8]`, as one vector, each in the order
@@ -573,6 +682,28 @@ mod avx2 {
                 _mm256_permute2f128_ps(g0, g1, 0x20),
                 _mm256_permute2f128_ps(g0, g1, 0x31),
             )
+        }
+    }
+
+    /// Rows `keys` of `hd` values (a multiple of 8) from `base` in `src`, widened to f32 into
+    /// `out` one after another (`vcvtph2ps`: exact, as every widening of f16 is).
+    #[target_feature(enable = "avx2,f16c")]
+    pub(super) unsafe fn widen_rows(
+        src: &[half::f16],
+        base: usize,
+        keys: &[usize],
+        hd: usize,
+        out: &mut [f32],
+    ) {
+        for (&j, o) in keys.iter().zip(out.chunks_exact_mut(hd)) {
+            let row = &src[base + j * hd..base + (j + 1) * hd];
+            for (s8, o8) in row.chunks_exact(8).zip(o.chunks_exact_mut(8)) {
+                // SAFETY: 8 f16 (16 bytes) readable at `s8`, 8 f32 writable at `o8`.
+                unsafe {
+                    let h = _mm_loadu_si128(s8.as_ptr().cast());
+                    _mm256_storeu_ps(o8.as_mut_ptr(), _mm256_cvtph_ps(h));
+                }
+            }
         }
     }
 
@@ -809,7 +940,7 @@ mod avx2 {
     /// See `super::softmax_numerators`: the maximum (exact in any order), `exp8` eight values at
     /// a time (the tail padded), the sum in eight lanes then the horizontal sum.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn softmax_numerators(p: &mut [f32]) -> f32 {
+    pub(super) unsafe fn softmax_numerators(p: &mut [f32]) -> (f32, f32) {
         // SAFETY: every access is within `p` (chunks of 8, the tail through a copy).
         unsafe {
             let mut mv = _mm256_set1_ps(f32::NEG_INFINITY);
@@ -843,7 +974,7 @@ mod avx2 {
                 t[n..].fill(0.0);
                 sum = _mm256_add_ps(sum, _mm256_loadu_ps(t.as_ptr()));
             }
-            hsum(sum)
+            (max, hsum(sum))
         }
     }
 
@@ -918,8 +1049,9 @@ mod tests {
                 .map(|_| ((rng.next_u64() % 20001) as f32 / 10000.0 - 1.0) * 60.0)
                 .collect();
             let mut p = p0.clone();
-            let sum = softmax_numerators(&mut p);
+            let (got_max, sum) = softmax_numerators(&mut p);
             let max = p0.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            assert_eq!(got_max, max, "the maximum, {len}");
             let mut exact_sum = 0f64;
             for (got, &x) in p.iter().zip(&p0) {
                 let want = f64::from(x - max).exp(); // the f32 difference, as softmax takes it
@@ -960,6 +1092,148 @@ mod tests {
                     u[i],
                     g[i]
                 );
+            }
+        }
+    }
+
+    /// A cache of `len` positions of random keys and values, as `dtype` holds them, and those
+    /// values as attention reads them (f16: rounded), `[kv_heads, len, hd]`.
+    fn random_cache(
+        kv_heads: usize,
+        len: usize,
+        hd: usize,
+        dtype: crate::model::KvDtype,
+        seed: u64,
+    ) -> (HostKv, Vec<f32>, Vec<f32>) {
+        let mut rng = crate::rng::Rng::new(seed);
+        let mut val = || (rng.next_u64() % 4001) as f32 / 1000.0 - 2.0;
+        let n = kv_heads * len * hd;
+        let (k, v): (Vec<f32>, Vec<f32>) = (0..n).map(|_| (val(), val())).unzip();
+        let half = dtype == crate::model::KvDtype::F16;
+        let read = |x: &[f32]| -> Vec<f32> {
+            x.iter()
+                .map(|&e| {
+                    if half {
+                        half::f16::from_f32(e).to_f32()
+                    } else {
+                        e
+                    }
+                })
+                .collect()
+        };
+        let (rk, rv) = (read(&k), read(&v));
+        let mut kv = HostKv {
+            k: vec![KvRows::zeros(n, half)],
+            v: vec![KvRows::zeros(n, half)],
+            kv_heads,
+            head_dim: hd,
+        };
+        kv.k[0].put(0, &k);
+        kv.v[0].put(0, &v);
+        (kv, rk, rv)
+    }
+
+    /// Attention over a cache longer than several [`KEY_SEGMENT`]s, in segments combined
+    /// afterwards: each query's output is the softmax mixture of the values over its own keys
+    /// (independent: f64, from the values as stored), for a token tree of three tokens (two
+    /// siblings) after 700 cached positions; and a token's output is the same bits when it is
+    /// attended alone, at its own position, with the same keys. Both cache dtypes.
+    #[test]
+    fn segmented_attention_is_the_softmax_mixture_and_the_same_bits_alone() {
+        use crate::model::KvDtype;
+        let (heads, kv_heads, hd, past) = (6, 2, 64, 700);
+        let c = HostConsts::attention_only(heads, kv_heads, hd);
+        for dtype in [KvDtype::F32, KvDtype::F16] {
+            let cap = past + 3;
+            let (kv, rk, rv) = random_cache(kv_heads, cap, hd, dtype, 21);
+            let mut rng = crate::rng::Rng::new(22);
+            let q: Vec<f32> = (0..3 * heads * hd)
+                .map(|_| (rng.next_u64() % 2001) as f32 / 1000.0 - 1.0)
+                .collect();
+            // Token 0 at `past`; tokens 1 and 2 its two children.
+            let s = past + 3;
+            let mut mask = vec![false; 3 * s];
+            mask[s + past + 2] = true; // token 1 does not see token 2
+            mask[2 * s + past + 1] = true; // token 2 does not see token 1
+            mask[past + 1] = true;
+            mask[past + 2] = true;
+            let positions = [past, past + 1, past + 1];
+            let tree = Attn {
+                c: &c,
+                mask: Some(&mask),
+                positions: &positions,
+                window: None,
+                batch: 1,
+                t: 3,
+                past,
+                capacity: cap,
+            };
+            let out = tree.run(&q, &kv.k[0], &kv.v[0], &kv);
+            let seen = [past + 1, past + 2, past + 2];
+            for i in 0..3 {
+                let keys: Vec<usize> = (0..s).filter(|&j| !mask[i * s + j]).collect();
+                assert_eq!(keys.len(), seen[i]);
+                for head in 0..heads {
+                    let g = head / (heads / kv_heads);
+                    let qv = &q[(i * heads + head) * hd..][..hd];
+                    let sc: Vec<f64> = keys
+                        .iter()
+                        .map(|&j| {
+                            let kr = &rk[(g * cap + j) * hd..][..hd];
+                            qv.iter()
+                                .zip(kr)
+                                .map(|(&a, &b)| f64::from(a) * f64::from(b))
+                                .sum::<f64>()
+                                / (hd as f64).sqrt()
+                        })
+                        .collect();
+                    let m = sc.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                    let z: f64 = sc.iter().map(|x| (x - m).exp()).sum();
+                    for e in 0..hd {
+                        let want: f64 = keys
+                            .iter()
+                            .zip(&sc)
+                            .map(|(&j, x)| {
+                                (x - m).exp() / z * f64::from(rv[(g * cap + j) * hd + e])
+                            })
+                            .sum();
+                        let got = f64::from(out[(i * heads + head) * hd + e]);
+                        assert!(
+                            (got - want).abs() < 2e-5,
+                            "{dtype:?} token {i} head {head}: {got} vs {want}"
+                        );
+                    }
+                }
+            }
+            // Token 2 alone at position past + 1: its keys are 0..=past and itself, so its key
+            // and value go where token 1's were.
+            let (mut alone_kv, _, _) = random_cache(kv_heads, cap, hd, dtype, 21);
+            for g in 0..kv_heads {
+                let (from, to) = ((g * cap + past + 2) * hd, (g * cap + past + 1) * hd);
+                let (mut kr, mut vr) = (vec![0f32; hd], vec![0f32; hd]);
+                kv.k[0].get(from, &mut kr);
+                kv.v[0].get(from, &mut vr);
+                alone_kv.k[0].put(to, &kr);
+                alone_kv.v[0].put(to, &vr);
+            }
+            let alone = Attn {
+                c: &c,
+                mask: None,
+                positions: &[past + 1],
+                window: None,
+                batch: 1,
+                t: 1,
+                past: past + 1,
+                capacity: cap,
+            };
+            let one = alone.run(
+                &q[2 * heads * hd..],
+                &alone_kv.k[0],
+                &alone_kv.v[0],
+                &alone_kv,
+            );
+            for (e, (a, b)) in one.iter().zip(&out[2 * heads * hd..]).enumerate() {
+                assert_eq!(a.to_bits(), b.to_bits(), "{dtype:?} value {e}");
             }
         }
     }

@@ -878,6 +878,29 @@ impl HostConsts {
     pub(crate) fn max_positions(&self) -> usize {
         self.rope.positions()
     }
+
+    /// The constants attention reads, for a model of `heads` query and `kv_heads` KV heads of
+    /// `head_dim` values, scores scaled by `1 / sqrt(head_dim)` (for tests of attention alone).
+    #[cfg(test)]
+    pub(crate) fn attention_only(heads: usize, kv_heads: usize, head_dim: usize) -> Self {
+        Self {
+            extra: Vec::new(),
+            embed_scale: None,
+            attn_scale: 1.0 / (head_dim as f32).sqrt(),
+            softcap: None,
+            gelu: false,
+            local_rope: None,
+            attn_norm: Vec::new(),
+            mlp_norm: Vec::new(),
+            final_norm: Vec::new(),
+            eps: 1e-5,
+            rope: crate::model::rope::HostRope::identity(1 << 16),
+            heads,
+            kv_heads,
+            head_dim,
+            hidden: heads * head_dim,
+        }
+    }
 }
 
 #[cfg(test)]

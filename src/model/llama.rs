@@ -2,7 +2,7 @@
 //! [`KvCache`], SwiGLU, tied or separate LM head. Reads top to bottom like the paper.
 
 use crate::error::{Error, Result};
-use crate::model::cache::KvCache;
+use crate::model::cache::{KvCache, KvDtype};
 use crate::model::config::{LlamaConfig, RopeScaling};
 use crate::model::engine;
 use crate::model::family_ops::{gate_act, softcap, window_mask};
@@ -132,6 +132,9 @@ pub struct Llama<B: Backend> {
     /// Host copies of the matrices for few-row products on CPU backends.
     #[module(skip)]
     host: Option<Arc<HostWeights>>,
+    /// How the host engine's caches hold keys and values.
+    #[module(skip)]
+    kv_dtype: KvDtype,
 }
 
 fn linear_param<B: Backend>(weight: Param<Tensor<B, 2>>) -> Linear<B> {
@@ -446,7 +449,15 @@ impl<B: Backend> Llama<B> {
             }),
             config: config.clone(),
             host: None,
+            kv_dtype: KvDtype::F32,
         })
+    }
+
+    /// Has the host engine's caches ([`CausalLm::new_cache`] with host kernels on) hold keys
+    /// and values as `dtype` says (see [`KvDtype`]); [`crate::LoadOptions::kv_dtype`] sets it
+    /// at load time. Caches made before keep theirs.
+    pub fn set_kv_dtype(&mut self, dtype: KvDtype) {
+        self.kv_dtype = dtype;
     }
 
     /// Keeps host-memory copies of every matrix and multiplies inputs of at most `max_rows`
@@ -1067,9 +1078,14 @@ impl<B: Backend> CausalLm<B> for Llama<B> {
         let capacity = capacity.min(c.max_position_embeddings);
         match self.host.as_deref() {
             // The host engine computes each position's keys and values from its prefix alone,
-            // bit for bit, however the tokens are grouped: its caches carry the weights' id.
-            Some(w) => KvCache::new_host(layers, batch, heads, capacity, head_dim, &self.device())
-                .with_owner(w.id),
+            // bit for bit, however the tokens are grouped: its caches carry the weights' id
+            // and their own dtype (a cache reused only where it holds what this one would).
+            Some(w) => {
+                let shape = [batch, heads, capacity, head_dim];
+                let half = u64::from(self.kv_dtype == KvDtype::F16);
+                KvCache::new_host_as(layers, shape, self.kv_dtype, &self.device())
+                    .with_owner(w.id << 1 | half)
+            }
             None => KvCache::new(layers, batch, heads, capacity, head_dim, &self.device()),
         }
     }

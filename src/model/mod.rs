@@ -28,7 +28,7 @@ mod spm_vocab;
 pub(crate) mod tokenizer;
 pub(crate) mod weights;
 
-pub use cache::KvCache;
+pub use cache::{KvCache, KvDtype};
 pub use config::{LlamaConfig, RopeScaling};
 pub use hf::ExportDtype;
 pub use llama::Llama;

@@ -84,6 +84,16 @@ pub(crate) struct HostRope {
 }
 
 impl HostRope {
+    /// Tables of `positions` positions that rotate nothing (for tests of what follows RoPE).
+    #[cfg(test)]
+    pub(crate) fn identity(positions: usize) -> Self {
+        Self {
+            inv_freq: Vec::new(),
+            scale: 1.0,
+            positions,
+        }
+    }
+
     /// Positions served.
     pub(crate) fn positions(&self) -> usize {
         self.positions
