@@ -7,6 +7,7 @@
 
 pub(crate) mod act_rows;
 pub(crate) mod adapter;
+mod attention;
 pub(crate) mod cache;
 pub(crate) mod config;
 mod engine;
