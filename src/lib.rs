@@ -73,7 +73,10 @@ pub use decode::{
 pub use device::check_device;
 pub use error::{Error, Result};
 pub use generation::{GenerateConfig, Generation, StopReason};
-pub use load::{HostKernels, LoadOptions, LoadedModel, WeightDtype, load, load_weights, load_with};
+pub use load::{
+    HostKernels, LoadOptions, LoadedModel, WeightDtype, load, load_tokenizer, load_weights,
+    load_with,
+};
 pub use model::{
     CausalLm, ExportDtype, ForwardInput, KvCache, KvDtype, Llama, LlamaConfig, Message, ModelInfo,
     RopeScaling, Tokenizer,

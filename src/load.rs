@@ -232,13 +232,7 @@ pub fn load_with<B: Backend>(
             "this backend cannot hold {dtype:?} weights (burn's ndarray backend is f32-only); load with WeightDtype::F32 (`--dtype f32`)"
         )));
     }
-    let path = if spec == "smollm2" {
-        crate::demo::path()?
-    } else if !Path::new(spec).exists() && crate::hub_cache::looks_like_id(spec) {
-        crate::hub_cache::snapshot_in(&crate::hub_cache::hub_cache_dir(), spec)?
-    } else {
-        PathBuf::from(spec)
-    };
+    let path = resolve(spec)?;
     let host = match options.host {
         HostKernels::Auto if crate::device::is_host_backend::<B>(device) => HostKernels::Native,
         HostKernels::Auto => HostKernels::Off,
@@ -363,19 +357,59 @@ fn load_hf<B: Backend>(
     let dtype = options.dtype;
     let mut config = hf::read_config(dir)?;
     serve_context(&mut config, options.context)?;
-    let mut eos = config.eos_ids();
-    for id in hf::generation_eos_ids(dir)? {
-        if !eos.contains(&id) {
-            eos.push(id);
-        }
-    }
-    let tokenizer = Tokenizer::from_hf_dir(dir, &eos)?;
+    let tokenizer = tokenizer_at(dir)?;
     let model = build_hf(dir, &config, device, dtype, host)?;
     Ok(LoadedModel {
         model,
         tokenizer,
         path: dir.to_path_buf(),
     })
+}
+
+/// The file or directory `spec` names, as [`load`] reads it.
+fn resolve(spec: &str) -> Result<PathBuf> {
+    Ok(if spec == "smollm2" {
+        crate::demo::path()?
+    } else if !Path::new(spec).exists() && crate::hub_cache::looks_like_id(spec) {
+        crate::hub_cache::snapshot_in(&crate::hub_cache::hub_cache_dir(), spec)?
+    } else {
+        PathBuf::from(spec)
+    })
+}
+
+/// Loads only the tokenizer of `spec` (any model [`load`] takes), without the weights: from a
+/// GGUF its header, from a Hugging Face directory its `tokenizer.json` and chat template. For
+/// tokenizing data or building a [`crate::DraftMemory`] for a model too large to load
+/// beside the work.
+///
+/// # Errors
+/// As [`load`] for the files it reads.
+///
+/// # Examples
+/// ```no_run
+/// # fn main() -> msn::Result<()> {
+/// let tokenizer = msn::load_tokenizer("smollm2")?;
+/// let ids = tokenizer.encode("Hello")?;
+/// assert!(ids.iter().all(|&id| (id as usize) < tokenizer.vocab_size()));
+/// # Ok(()) }
+/// ```
+pub fn load_tokenizer(spec: &str) -> Result<Tokenizer> {
+    tokenizer_at(&resolve(spec)?)
+}
+
+/// The tokenizer of the GGUF file or Hugging Face directory at `path`.
+fn tokenizer_at(path: &Path) -> Result<Tokenizer> {
+    if path.is_dir() {
+        let mut eos = hf::read_config(path)?.eos_ids();
+        for id in hf::generation_eos_ids(path)? {
+            if !eos.contains(&id) {
+                eos.push(id);
+            }
+        }
+        Tokenizer::from_hf_dir(path, &eos)
+    } else {
+        Tokenizer::from_gguf(&GgufFile::open(path)?.header)
+    }
 }
 
 /// Loads only the network of a Hugging Face directory (`config.json` + safetensors), e.g. a

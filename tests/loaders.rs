@@ -177,6 +177,20 @@ fn tiny_hf_export_round_trip_is_exact() {
         m.tokenizer.encode("ab a").unwrap()
     );
     assert_eq!(back.tokenizer.eos_ids, vec![2]);
+    // The tokenizer alone, from either form, is the loaded model's.
+    for spec in [f.path().to_str().unwrap(), dir.path().to_str().unwrap()] {
+        let t = msn::load_tokenizer(spec).unwrap();
+        assert_eq!(
+            t.encode("ab a").unwrap(),
+            m.tokenizer.encode("ab a").unwrap()
+        );
+        assert_eq!(
+            (t.vocab_size(), &t.eos_ids),
+            (m.tokenizer.vocab_size(), &m.tokenizer.eos_ids)
+        );
+    }
+    let err = msn::load_tokenizer("/nonexistent/model.gguf").unwrap_err();
+    assert!(matches!(err, Error::Io { .. }), "{err}");
 }
 
 #[test]

@@ -8,12 +8,19 @@ use msn::{CausalLm, Decoder, ForwardInput, GenerateConfig, Greedy};
 #[test]
 fn tokenizer_matches_llama_cpp() {
     let m = smollm2();
+    // Also the tokenizer loaded alone (`load_tokenizer`: the GGUF's header only).
+    let alone = msn::load_tokenizer(common::demo()).unwrap();
     let cases = fixture("tokenize_llamacpp.json");
     for case in cases.as_array().unwrap() {
         let text = case["text"].as_str().unwrap();
         let want: Vec<u32> = common::ids(&case["ids"]);
         let got = m.tokenizer.encode(text).unwrap();
         assert_eq!(got, want, "token ids of {text:?}");
+        assert_eq!(
+            alone.encode(text).unwrap(),
+            want,
+            "token ids of {text:?}, tokenizer alone"
+        );
         // Byte-level BPE round-trips the text exactly.
         assert_eq!(m.tokenizer.decode(&got).unwrap(), text);
     }
