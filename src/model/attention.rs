@@ -39,14 +39,47 @@ const KEY_BLOCK: usize = 64;
 /// most this many keys is one segment, whose result is exactly the one-pass softmax's.
 const KEY_SEGMENT: usize = 256;
 
-/// One task's results: per query its segment's maximum score (`-inf` where the segment holds
-/// none of its keys), the sum of `exp(score - max)` and the mixture of values with those
-/// weights (`hd` values each).
+/// One task's results for its `n` queries, in one buffer: per query its segment's maximum
+/// score (`-inf` where the segment holds none of its keys), the sum of `exp(score - max)` and
+/// the mixture of values with those weights (`hd` values each).
 #[derive(Default)]
 struct Part {
-    max: Vec<f32>,
-    sum: Vec<f32>,
-    out: Vec<f32>,
+    n: usize,
+    data: Vec<f32>,
+}
+
+impl Part {
+    /// Nothing seen yet by `n` queries of `hd` values.
+    fn new(n: usize, hd: usize) -> Self {
+        let mut data = vec![0f32; n * (hd + 2)];
+        data[..n].fill(f32::NEG_INFINITY);
+        Self { n, data }
+    }
+
+    fn max(&self, i: usize) -> f32 {
+        self.data[i]
+    }
+
+    fn sum(&self, i: usize) -> f32 {
+        self.data[self.n + i]
+    }
+
+    /// Query `i`'s mixture.
+    fn out(&self, i: usize, hd: usize) -> &[f32] {
+        &self.data[2 * self.n + i * hd..][..hd]
+    }
+
+    /// Every query's maximum, sum and mixture.
+    fn parts_mut(&mut self) -> (&mut [f32], &mut [f32], &mut [f32]) {
+        let (max, rest) = self.data.split_at_mut(self.n);
+        let (sum, out) = rest.split_at_mut(self.n);
+        (max, sum, out)
+    }
+}
+
+thread_local! {
+    /// Each thread's score lists, kept between tasks (their capacity is the point).
+    static SCORES: std::cell::RefCell<Vec<Vec<f32>>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 impl Attn<'_> {
@@ -60,15 +93,19 @@ impl Attn<'_> {
     /// segment of its own key list, its scores key by key in groups of eight (the shared range
     /// is a multiple of eight), its softmax over the segment, its mixture accumulated in key
     /// order; then the segments combined in order ([`combine`]).
-    pub(crate) fn run(&self, q: &[f32], k: &KvRows, v: &KvRows, kv: &HostKv) -> Vec<f32> {
+    ///
+    /// `lists` are [`Attn::key_lists`] (the same for every layer without a window).
+    pub(crate) fn run(
+        &self,
+        q: &[f32],
+        (k, v): (&KvRows, &KvRows),
+        kv: &HostKv,
+        lists: &[Vec<usize>],
+    ) -> Vec<f32> {
         let c = self.c;
         let (h, hd, t) = (c.heads, c.head_dim, self.t);
         let rep = h / c.kv_heads;
         let per_group = t * rep;
-        // The heads of a token see the same keys: one list per token, shared by its heads.
-        let lists: Vec<Vec<usize>> = (0..self.batch * t)
-            .map(|row| self.keys(row / t, row % t))
-            .collect();
         let longest = lists.iter().map(Vec::len).max().unwrap_or(0);
         let segments = longest.div_ceil(KEY_SEGMENT).max(1);
         let all = self.batch * c.kv_heads * per_group * segments;
@@ -86,7 +123,7 @@ impl Attn<'_> {
         hot_pool::for_each(groups * segments, &|task| {
             let (r, g, queries) = split(task / segments);
             let seg = task % segments * KEY_SEGMENT..(task % segments + 1) * KEY_SEGMENT;
-            let part = self.chunk(q, k, v, kv, &lists, r, g, queries, seg);
+            let part = self.chunk(q, k, v, kv, lists, r, g, queries, seg);
             *parts[task].lock().unwrap_or_else(|e| e.into_inner()) = part;
         });
         let parts: Vec<Part> = parts
@@ -103,6 +140,14 @@ impl Attn<'_> {
             }
         }
         a
+    }
+
+    /// The keys each query token sees, in order (row `r * t + i`: token `i` of batch row `r`);
+    /// a token's heads share its list.
+    pub(crate) fn key_lists(&self) -> Vec<Vec<usize>> {
+        (0..self.batch * self.t)
+            .map(|row| self.keys(row / self.t, row % self.t))
+            .collect()
     }
 
     /// The keys query token `i` of batch row `r` sees, in order.
@@ -163,19 +208,21 @@ impl Attn<'_> {
             n.min(l.iter().zip(first).take_while(|(a, b)| a == b).count())
         }) / 8
             * 8;
-        let mut ps: Vec<Vec<f32>> = lists.iter().map(|l| Vec::with_capacity(l.len())).collect();
+        let n = lists.len();
+        let mut pool = SCORES.with(|p| std::mem::take(&mut *p.borrow_mut()));
+        if pool.len() < n {
+            pool.resize_with(n, Vec::new);
+        }
+        let ps = &mut pool[..n];
+        ps.iter_mut().for_each(Vec::clear);
         let mut w = Widened::new(k, lists.iter().map(|l| l.len()).max().unwrap_or(0));
         for lo in (0..common).step_by(KEY_BLOCK) {
             let keys = &first[lo..(lo + KEY_BLOCK).min(common)];
             let (k, base, keys) = w.rows(k, base, keys, hd);
-            scores_shared(&qvs, k, base, keys, hd, scale, &mut ps);
+            scores_shared(&qvs, k, base, keys, hd, scale, ps);
         }
-        let n = lists.len();
-        let mut part = Part {
-            max: vec![f32::NEG_INFINITY; n],
-            sum: vec![0f32; n],
-            out: vec![0f32; n * hd],
-        };
+        let mut part = Part::new(n, hd);
+        let (max, sum, out) = part.parts_mut();
         for (n, ((qv, p), l)) in qvs.iter().zip(ps.iter_mut()).zip(&lists).enumerate() {
             let (k, base, keys) = w.rows(k, base, &l[common..], hd);
             scores(qv, k, base, keys, hd, scale, p);
@@ -183,10 +230,11 @@ impl Attn<'_> {
                 p.iter_mut().for_each(|x| *x = cap * (*x / cap).tanh());
             }
             if !l.is_empty() {
-                (part.max[n], part.sum[n]) = softmax_numerators(p);
+                (max[n], sum[n]) = softmax_numerators(p);
             }
         }
-        mixtures(&ps, &lists, common, (v, base), hd, &mut w, &mut part.out);
+        mixtures(ps, &lists, common, (v, base), hd, &mut w, out);
+        SCORES.with(|p| *p.borrow_mut() = pool);
         part
     }
 }
@@ -203,9 +251,11 @@ fn mixtures(
     w: &mut Widened,
     out: &mut [f32],
 ) {
+    let mut weights: Vec<&[f32]> = Vec::with_capacity(ps.len());
     for lo in (0..common).step_by(KEY_BLOCK) {
         let hi = (lo + KEY_BLOCK).min(common);
-        let weights: Vec<&[f32]> = ps.iter().map(|p| &p[lo..hi]).collect();
+        weights.clear();
+        weights.extend(ps.iter().map(|p| &p[lo..hi]));
         let (v, base, keys) = w.rows(v, base, &lists[0][lo..hi], hd);
         mix_shared(&weights, v, base, keys, hd, out);
     }
@@ -263,16 +313,16 @@ fn combine(parts: &[Part], n: usize, out: &mut [f32]) {
     let hd = out.len();
     let m = parts
         .iter()
-        .map(|p| p.max[n])
+        .map(|p| p.max(n))
         .fold(f32::NEG_INFINITY, f32::max);
     if m == f32::NEG_INFINITY {
         return;
     }
     let mut sum = 0f32;
-    for p in parts.iter().filter(|p| p.max[n] != f32::NEG_INFINITY) {
-        let w = (p.max[n] - m).exp();
-        sum += p.sum[n] * w;
-        for (o, &x) in out.iter_mut().zip(&p.out[n * hd..(n + 1) * hd]) {
+    for p in parts.iter().filter(|p| p.max(n) != f32::NEG_INFINITY) {
+        let w = (p.max(n) - m).exp();
+        sum += p.sum(n) * w;
+        for (o, &x) in out.iter_mut().zip(p.out(n, hd)) {
             *o += x * w;
         }
     }
@@ -905,7 +955,7 @@ mod tests {
                 past,
                 capacity: cap,
             };
-            let out = tree.run(&q, &kv.k[0], &kv.v[0], &kv);
+            let out = tree.run(&q, (&kv.k[0], &kv.v[0]), &kv, &tree.key_lists());
             let seen = [past + 1, past + 2, past + 2];
             for i in 0..3 {
                 let keys: Vec<usize> = (0..s).filter(|&j| !mask[i * s + j]).collect();
@@ -965,9 +1015,9 @@ mod tests {
             };
             let one = alone.run(
                 &q[2 * heads * hd..],
-                &alone_kv.k[0],
-                &alone_kv.v[0],
+                (&alone_kv.k[0], &alone_kv.v[0]),
                 &alone_kv,
+                &alone.key_lists(),
             );
             for (e, (a, b)) in one.iter().zip(&out[2 * heads * hd..]).enumerate() {
                 assert_eq!(a.to_bits(), b.to_bits(), "{dtype:?} value {e}");

@@ -52,7 +52,7 @@ pub(crate) fn forward(
     } = step;
     let c = &w.engine;
     let n = batch * t;
-    let (d, hd) = (c.hidden, c.head_dim);
+    let d = c.hidden;
     assert!(
         past + t <= capacity,
         "KV cache overflow: {} > capacity {capacity}",
@@ -67,6 +67,7 @@ pub(crate) fn forward(
         x.iter_mut().for_each(|v| *v *= scale);
     }
     let rope_rows = RopeRows::new(c, positions);
+    let mut shared_lists: Option<Vec<Vec<usize>>> = None;
     for (l, blk) in w.blocks.iter().enumerate() {
         let extra = &c.extra[l];
         let attn = Attn {
@@ -82,20 +83,19 @@ pub(crate) fn forward(
         let h = rms_norm(&x, &c.attn_norm[l], c.eps, d);
         let [q, k, v] = qkv(c, blk, extra, &h, &rope_rows);
         scratch::recycle(h);
-        for r in 0..batch {
-            for i in 0..t {
-                let row = r * t + i;
-                for g in 0..c.kv_heads {
-                    let at = kv.at(capacity, r, g, past + i);
-                    let src = (row * c.kv_heads + g) * hd;
-                    kv.k[l].put(at, &k[src..src + hd]);
-                    kv.v[l].put(at, &v[src..src + hd]);
-                }
-            }
-        }
+        store_kv(kv, l, (&k, &v), (batch, t), past, capacity);
         scratch::recycle(k);
         scratch::recycle(v);
-        let a = attn.run(&q, &kv.k[l], &kv.v[l], kv);
+        // Without a window every layer's queries see the same keys: listed once a forward.
+        let own;
+        let lists = match extra.window {
+            None => &*shared_lists.get_or_insert_with(|| attn.key_lists()),
+            Some(_) => {
+                own = attn.key_lists();
+                &own
+            }
+        };
+        let a = attn.run(&q, (&kv.k[l], &kv.v[l]), kv, lists);
         scratch::recycle(q);
         let mut o = blk.o.matmul(&a, n);
         scratch::recycle(a);
@@ -107,6 +107,29 @@ pub(crate) fn forward(
         add_normed(&mut x, down, extra.mlp_out_norm.as_deref(), c.eps, d);
     }
     rms_norm(&x, &c.final_norm, c.eps, d)
+}
+
+/// Writes layer `l`'s new keys and values (`[batch * t, kv_heads * head_dim]` each) into the
+/// cache at positions `past..past + t` of every batch row.
+fn store_kv(
+    kv: &mut HostKv,
+    l: usize,
+    (k, v): (&[f32], &[f32]),
+    (batch, t): (usize, usize),
+    past: usize,
+    capacity: usize,
+) {
+    let (heads, hd) = (kv.kv_heads, kv.head_dim);
+    for r in 0..batch {
+        for i in 0..t {
+            for g in 0..heads {
+                let at = kv.at(capacity, r, g, past + i);
+                let src = ((r * t + i) * heads + g) * hd;
+                kv.k[l].put(at, &k[src..src + hd]);
+                kv.v[l].put(at, &v[src..src + hd]);
+            }
+        }
+    }
 }
 
 /// A layer's queries, keys and values for the normed input `h` (one row per token, at the
