@@ -255,6 +255,12 @@ trait Kernel {
     /// multiply-adds are in flight to cover the instruction's latency (the integer sums are
     /// exact, so the split changes nothing); 0 where the chain is a 1-cycle add (AVX2).
     const DUAL_UP_TO: usize;
+    /// Whether one-row K-quant tiles prefetch their weights ([`PREFETCH_AHEAD`]) as tiles of
+    /// more rows do: on the AVX2 path, whose one-row products stream slower. One-token forward
+    /// on one Zen 4 VM, one process switching between forwards: AVX2 path, Llama 3.2 1B shape
+    /// Q4_K_M 0.95x the time, Llama 3.1 8B shape 0.93x; the AVX-512 VNNI path measured 1.05-1.10x
+    /// slower with it, so it stays off there.
+    const PREFETCH_ONE_ROW_K: bool = false;
     /// The nibble chunks at `p` (and `p + stride`): low and high nibbles, unsigned.
     unsafe fn nibbles(p: *const u8, stride: usize) -> (Iv<Self>, Iv<Self>);
     /// The Q8_0 chunks at `p` (and `p + stride`), as [`Self::dp_q8`] takes them.
@@ -586,7 +592,9 @@ unsafe fn dpwssd512(mut acc: __m512i, w: __m512i, x: __m512i) -> __m512i {
 
 // One-row blocks in assembly measured no faster here (Zen 4's AVX2 path, in cache: Q4_0 and
 // Q6_K unchanged, Q4_K +6%): AVX2's multiply-add is three instructions whatever the addressing.
-kernel16!(Avx2x16, madd16, 0);
+kernel16!(Avx2x16, madd16, 0, {
+    const PREFETCH_ONE_ROW_K: bool = true;
+});
 
 /// A one-panel kernel `K` over two panels in pairs of 256-bit registers ([`Y2`]): each
 /// activation group loaded once for both panels.
@@ -598,6 +606,7 @@ impl<K: Kernel<L = Y>> Kernel for Two<K> {
     const UNIT: usize = K::UNIT;
     const Q8_OFFSET: i32 = K::Q8_OFFSET;
     const DUAL_UP_TO: usize = K::DUAL_UP_TO;
+    const PREFETCH_ONE_ROW_K: bool = K::PREFETCH_ONE_ROW_K;
     #[inline(always)]
     unsafe fn nibbles(p: *const u8, stride: usize) -> ([__m256i; 2], [__m256i; 2]) {
         // SAFETY (callers): a chunk at both; the features of `K` enabled.
@@ -1648,10 +1657,10 @@ unsafe fn tile_k<K: Kernel, const T: u8, const M: usize>(
             for sub in 0..SUBS {
                 let b = sb * SUBS + sub;
                 let vals = blk.add(voff + sub * vstep);
-                if M > 1 {
+                if M > 1 || K::PREFETCH_ONE_ROW_K {
                     // Spread over the sub-blocks (all of a super-block's at its start measured
-                    // slower); not for one row, where Q4_K_M's products measured 1-3% slower
-                    // with it (Q6_K's one-row product is bound by its unpacking).
+                    // slower); for one row only where the kernel says (see
+                    // `Kernel::PREFETCH_ONE_ROW_K`).
                     let part = step / SUBS;
                     prefetch_ahead(blk.wrapping_add(sub * part), part, second);
                 }
