@@ -357,7 +357,7 @@ fn load_hf<B: Backend>(
     let dtype = options.dtype;
     let mut config = hf::read_config(dir)?;
     serve_context(&mut config, options.context)?;
-    let tokenizer = tokenizer_at(dir)?;
+    let tokenizer = hf_tokenizer(dir, &config)?;
     let model = build_hf(dir, &config, device, dtype, host)?;
     Ok(LoadedModel {
         model,
@@ -400,16 +400,22 @@ pub fn load_tokenizer(spec: &str) -> Result<Tokenizer> {
 /// The tokenizer of the GGUF file or Hugging Face directory at `path`.
 fn tokenizer_at(path: &Path) -> Result<Tokenizer> {
     if path.is_dir() {
-        let mut eos = hf::read_config(path)?.eos_ids();
-        for id in hf::generation_eos_ids(path)? {
-            if !eos.contains(&id) {
-                eos.push(id);
-            }
-        }
-        Tokenizer::from_hf_dir(path, &eos)
+        hf_tokenizer(path, &hf::read_config(path)?)
     } else {
         Tokenizer::from_gguf(&GgufFile::open(path)?.header)
     }
+}
+
+/// The tokenizer of the Hugging Face directory `dir` whose `config.json` reads as `config`:
+/// its end-of-sequence ids those of the config, then `generation_config.json`'s.
+fn hf_tokenizer(dir: &Path, config: &LlamaConfig) -> Result<Tokenizer> {
+    let mut eos = config.eos_ids();
+    for id in hf::generation_eos_ids(dir)? {
+        if !eos.contains(&id) {
+            eos.push(id);
+        }
+    }
+    Tokenizer::from_hf_dir(dir, &eos)
 }
 
 /// Loads only the network of a Hugging Face directory (`config.json` + safetensors), e.g. a

@@ -558,6 +558,25 @@ pub(crate) mod avx2 {
         }
     }
 
+    /// The rows of the keys `g` (at most `N`; a shorter group padded with copies of its first
+    /// key) in `k` from `base`, `hd` values each.
+    ///
+    /// # Safety
+    /// `g` is not empty and `base + (j + 1) * hd <= k.len()` for every key `j` of it.
+    #[inline(always)]
+    unsafe fn key_rows<const N: usize>(
+        k: &[f32],
+        base: usize,
+        g: &[usize],
+        hd: usize,
+    ) -> [*const f32; N] {
+        // SAFETY (callers): every row is in range.
+        unsafe {
+            let kp = k.as_ptr().add(base);
+            std::array::from_fn(|i| kp.add(g[if i < g.len() { i } else { 0 }] * hd))
+        }
+    }
+
     /// See `super::scores`; `hd % 8 == 0`, rows in range. Eight keys at a time, each with its
     /// own accumulator (a multiply, then FMAs in order) and [`hsum8x8`]'s order; the last
     /// group is padded with copies of its first key and the extra scores dropped. So a key's
@@ -578,11 +597,7 @@ pub(crate) mod avx2 {
             // SAFETY: the caller checked `base + (j + 1) * hd <= k.len()` for every key and
             // `q.len() == hd`; padding repeats a key of the group.
             unsafe {
-                let kp = k.as_ptr().add(base);
-                let mut kr = [kp; 8];
-                for (i, r) in kr.iter_mut().enumerate() {
-                    *r = kp.add(g[if i < g.len() { i } else { 0 }] * hd);
-                }
+                let kr = key_rows::<8>(k, base, g, hd);
                 let q0 = _mm256_loadu_ps(qp);
                 let mut acc = [_mm256_setzero_ps(); 8];
                 for i in 0..8 {
@@ -625,11 +640,7 @@ pub(crate) mod avx2 {
             // SAFETY: the caller checked every key row and both query lengths; padding repeats
             // a key of the group.
             unsafe {
-                let kp = k.as_ptr().add(base);
-                let mut kr = [kp; 4];
-                for (i, r) in kr.iter_mut().enumerate() {
-                    *r = kp.add(g[if i < g.len() { i } else { 0 }] * hd);
-                }
+                let kr = key_rows::<4>(k, base, g, hd);
                 let (a0, b0) = (_mm256_loadu_ps(qa), _mm256_loadu_ps(qb));
                 let mut acc = [_mm256_setzero_ps(); 8];
                 for i in 0..4 {
