@@ -60,6 +60,10 @@ struct Args {
     /// Internal: load the model, write one token greedily, exit (what `--scale` times).
     #[arg(long, hide = true)]
     cold_start_child: bool,
+    /// msn's host engine products (`generate --host-kernels`): auto (16-bit activations, the
+    /// default) or native-int8 (8-bit activations, as llama.cpp's), and the others.
+    #[arg(long, default_value = "auto")]
+    host_kernels: msn::HostKernels,
 }
 
 /// The token counts of the forward curve.
@@ -87,8 +91,12 @@ fn main() -> msn::Result<()> {
         .gguf
         .as_ref()
         .map_or("smollm2".to_string(), |p| p.display().to_string());
+    let opts = msn::LoadOptions {
+        host: args.host_kernels,
+        ..Default::default()
+    };
     if args.cold_start_child {
-        return cold_start_child(&spec);
+        return cold_start_child(&spec, &opts);
     }
     let llama = args.llama.clone().ok_or_else(|| {
         msn::Error::InvalidArgument(
@@ -96,7 +104,7 @@ fn main() -> msn::Result<()> {
         )
     })?;
     common::demo_model::resolve(&spec)?;
-    let m = msn::load::<B>(&spec, &Default::default())?;
+    let m = msn::load_with::<B>(&spec, &Default::default(), opts)?;
     let gguf = m.path.clone();
     let prompts = chat_prompts(&m, args.prompts)?;
     if args.scale {
@@ -163,7 +171,8 @@ fn scale(
         mine.arg("--cold-start-child")
             .arg("--gguf")
             .arg(&gguf)
-            .args(["--threads", &threads]);
+            .args(["--threads", &threads])
+            .args(["--host-kernels", &args.host_kernels.to_string()]);
         for (cmd, round) in [(&mut theirs, &mut ll), (&mut mine, &mut ours)] {
             let (secs, mb) = cold_start::measure(cmd).map_err(failed)?;
             round.insert("start to first token (s)".into(), secs);
@@ -183,8 +192,8 @@ fn scale(
 }
 
 /// The `--cold-start-child` process: load `spec`, write one token of the first chat prompt.
-fn cold_start_child(spec: &str) -> msn::Result<()> {
-    let m = msn::load::<B>(spec, &Default::default())?;
+fn cold_start_child(spec: &str, opts: &msn::LoadOptions) -> msn::Result<()> {
+    let m = msn::load_with::<B>(spec, &Default::default(), *opts)?;
     let prompts = chat_prompts(&m, 1)?;
     let cfg = GenerateConfig::new(1, &m.tokenizer);
     msn::Greedy.generate(&m.model, Some(&m.tokenizer), &prompts[0].1, &cfg)?;
@@ -488,6 +497,9 @@ fn report(
 ) -> msn::Result<()> {
     let rows = median_rows(rounds);
     let mut cpu = msn::bench::cpu_description();
+    if args.host_kernels != msn::HostKernels::default() {
+        cpu.push_str(&format!("; msn's host kernels {}", args.host_kernels));
+    }
     if let Ok(isa) = std::env::var("MSN_COMPARE_ISA") {
         cpu.push_str(&format!(
             "; both engines limited to {isa} (llama.cpp built for it, msn's MSN_HOST_ISA)"
