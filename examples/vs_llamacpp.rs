@@ -96,7 +96,7 @@ fn main() -> msn::Result<()> {
         ..Default::default()
     };
     if args.cold_start_child {
-        return cold_start_child(&spec, &opts);
+        return cold_start_child(&spec, opts);
     }
     let llama = args.llama.clone().ok_or_else(|| {
         msn::Error::InvalidArgument(
@@ -192,8 +192,8 @@ fn scale(
 }
 
 /// The `--cold-start-child` process: load `spec`, write one token of the first chat prompt.
-fn cold_start_child(spec: &str, opts: &msn::LoadOptions) -> msn::Result<()> {
-    let m = msn::load_with::<B>(spec, &Default::default(), *opts)?;
+fn cold_start_child(spec: &str, opts: msn::LoadOptions) -> msn::Result<()> {
+    let m = msn::load_with::<B>(spec, &Default::default(), opts)?;
     let prompts = chat_prompts(&m, 1)?;
     let cfg = GenerateConfig::new(1, &m.tokenizer);
     msn::Greedy.generate(&m.model, Some(&m.tokenizer), &prompts[0].1, &cfg)?;
