@@ -74,6 +74,12 @@ struct Args {
     /// Weight storage.
     #[arg(long, default_value = "f16")]
     dtype: msn::WeightDtype,
+    /// The host engine's products (`generate --host-kernels`): auto (16-bit activations, the
+    /// default) or native-int8 (8-bit activations: cheaper tokens in a verified tree, since
+    /// one instruction takes twice the products), and the others. Every decoder, greedy
+    /// included, runs on the same products.
+    #[arg(long, default_value = "auto")]
+    host_kernels: msn::HostKernels,
     /// Output directory (`<decoder>.jsonl`, `summary.json`, `specbench.svg`).
     #[arg(long, default_value = "results/specbench")]
     out: PathBuf,
@@ -104,13 +110,18 @@ fn run<B: Backend>(device: B::Device, args: &Args) -> msn::Result<()> {
     };
     let chosen = choose(questions, args.per_category);
     common::demo_model::resolve(&args.model)?;
-    let m = msn::load_with::<B>(&args.model, &device, args.dtype)?;
+    let options = msn::LoadOptions {
+        dtype: args.dtype,
+        host: args.host_kernels,
+        ..Default::default()
+    };
+    let m = msn::load_with::<B>(&args.model, &device, options)?;
     let decoders = build_decoders(&m.model, args)?;
     let names: Vec<String> = std::iter::once("greedy".to_string())
         .chain(args.decoders.iter().cloned())
         .collect();
     eprintln!(
-        "Spec-Bench subset: {} questions ({} per category{}), at most {} new tokens per turn, decoders {:?}, {} on {}, {}",
+        "Spec-Bench subset: {} questions ({} per category{}), at most {} new tokens per turn, decoders {:?}, {} on {} (host kernels {}), {}",
         chosen.len(),
         match args.per_category {
             0 => "all".to_string(),
@@ -125,6 +136,7 @@ fn run<B: Backend>(device: B::Device, args: &Args) -> msn::Result<()> {
         names,
         args.dtype,
         args.device,
+        args.host_kernels,
         match args.no_prompt_cache {
             true => "every prompt in full",
             false => "a prompt cache per decoder",
@@ -350,7 +362,7 @@ fn report(tally: &Tallies, names: &[String], questions: usize, args: &Args) -> m
         "questions": questions, "per_category": args.per_category,
         "max_new_tokens": args.max_new_tokens, "device": args.device,
         "prompt_cache": !args.no_prompt_cache,
-        "dtype": format!("{}", args.dtype), "mismatches": 0,
+        "dtype": format!("{}", args.dtype), "host_kernels": args.host_kernels.to_string(), "mismatches": 0,
         "per_step": names.iter().zip(&host_ms).zip(&all).map(|((n, ms), t)| serde_json::json!({"decoder": n, "median_host_ms": ms, "max_reads": t.max_reads.0, "max_read_bytes": t.max_reads.1})).collect::<Vec<_>>(),
         "categories": rows.iter().map(|(c, v)| serde_json::json!({
             "category": c,
