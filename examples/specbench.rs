@@ -9,8 +9,9 @@
 //! cargo run --release --features ndarray --example specbench -- \
 //!     --decoders pld,tr-jacobi --per-category 2 --max-new-tokens 128
 //! ```
-//! CPU runs cap new tokens per turn and take the first `--per-category` questions of each
-//! category; the output says so. `--humaneval data/humaneval/HumanEval.jsonl` asks HumanEval's
+//! New tokens per turn are capped at Spec-Bench's 1024 unless `--max-new-tokens` says less, and
+//! `--per-category` takes the first questions of each category; the output says both, and gives
+//! each decoder's speedup apart over the turns whose greedy answer ends in a repetition loop. `--humaneval data/humaneval/HumanEval.jsonl` asks HumanEval's
 //! problems instead, each followed by its tests and a request for the corrected function.
 
 mod common;
@@ -65,8 +66,9 @@ struct Args {
     /// first turn's prompt and answer; a question only those after the system prompt).
     #[arg(long)]
     no_prompt_cache: bool,
-    /// New tokens per turn (Spec-Bench uses 1024; CPU runs cap it).
-    #[arg(long, default_value_t = 128)]
+    /// New tokens per turn at most (Spec-Bench's protocol: 1024; a lower cap makes a run shorter
+    /// and prefill, which no decoder shortens, a larger share of it).
+    #[arg(long, default_value_t = 1024)]
     max_new_tokens: usize,
     /// Backend.
     #[arg(long, default_value = "flex")]
@@ -99,6 +101,30 @@ type Tallies = Vec<BTreeMap<String, Tally>>;
 
 /// Per category, llama.cpp's greedy and its lookup decoding with a dynamic cache.
 type LlamaTallies = BTreeMap<String, [Timed; 2]>;
+
+/// The tallies of one run: per category, and split by how greedy's turn ended.
+struct Tallied {
+    by_category: Tallies,
+    by_ending: Tallies,
+    llama: LlamaTallies,
+}
+
+/// Where a turn's answer ends in a repetition loop: its last [`LOOP_SPAN`] tokens repeat with a
+/// period of at most [`LOOP_PERIOD`] tokens (what a small model's greedy text does when it runs
+/// to the cap; every drafter copies such text from the answer itself).
+const LOOP_SPAN: usize = 128;
+const LOOP_PERIOD: usize = 64;
+
+/// How a turn ended: in a repetition loop, or otherwise (end of text, or the cap without a loop).
+fn ending(tokens: &[u32]) -> &'static str {
+    let n = tokens.len();
+    let looping = (1..=LOOP_PERIOD)
+        .any(|p| n >= LOOP_SPAN + p && (n - LOOP_SPAN..n).all(|i| tokens[i] == tokens[i - p]));
+    match looping {
+        true => "ends in a repetition loop",
+        false => "ends otherwise",
+    }
+}
 
 fn run<B: Backend>(device: B::Device, args: &Args) -> msn::Result<()> {
     let questions = match &args.humaneval {
@@ -142,10 +168,10 @@ fn run<B: Backend>(device: B::Device, args: &Args) -> msn::Result<()> {
             false => "a prompt cache per decoder",
         },
     );
-    let (tally, llama) = answer(&m, &chosen, decoders, &names, args)?;
-    report(&tally, &names, chosen.len(), args)?;
+    let t = answer(&m, &chosen, decoders, &names, args)?;
+    report(&t, &names, chosen.len(), args)?;
     if args.llama.is_some() {
-        report_llama(&tally[0], &llama, args)?;
+        report_llama(&t.by_category[0], &t.llama, args)?;
     }
     Ok(())
 }
@@ -193,7 +219,7 @@ fn answer<B: Backend>(
     mut decoders: Vec<AnyDecoder>,
     names: &[String],
     args: &Args,
-) -> msn::Result<(Tallies, LlamaTallies)> {
+) -> msn::Result<Tallied> {
     std::fs::create_dir_all(&args.out).map_err(|e| msn::Error::io(&args.out, e))?;
     let lookup_cache = args.out.join("llama_lookup.cache");
     if lookup_cache.exists() {
@@ -215,6 +241,7 @@ fn answer<B: Backend>(
         })
         .collect();
     let mut tally: Tallies = vec![BTreeMap::new(); names.len()];
+    let mut by_ending: Tallies = vec![BTreeMap::new(); names.len()];
     let started = std::time::Instant::now();
     for (qi, q) in chosen.iter().enumerate() {
         if args.fresh_state {
@@ -256,9 +283,11 @@ fn answer<B: Backend>(
                 )?);
             }
             messages.push(Message::new("assistant", &gens[0].text));
-            for ((run, t), g) in runs.iter_mut().zip(tally.iter_mut()).zip(gens) {
-                t.entry(q.category.clone()).or_default().add(&g);
-                run.push(g);
+            let end = ending(&gens[0].tokens);
+            for (di, g) in gens.into_iter().enumerate() {
+                tally[di].entry(q.category.clone()).or_default().add(&g);
+                by_ending[di].entry(end.to_string()).or_default().add(&g);
+                runs[di].push(g);
             }
         }
         for (f, run) in files.iter_mut().zip(&runs) {
@@ -273,7 +302,11 @@ fn answer<B: Backend>(
         );
     }
     eprintln!();
-    Ok((tally, llama))
+    Ok(Tallied {
+        by_category: tally,
+        by_ending,
+        llama,
+    })
 }
 
 /// One question's answer line in Spec-Bench's format.
@@ -293,7 +326,8 @@ fn answer_line(q: &SpecBenchQuestion, run: &[Generation], model: &str) -> serde_
 
 /// The markdown table (per category: greedy tokens/s, then each decoder's MAT and speedup), the
 /// two charts and `summary.json`.
-fn report(tally: &Tallies, names: &[String], questions: usize, args: &Args) -> msn::Result<()> {
+fn report(t: &Tallied, names: &[String], questions: usize, args: &Args) -> msn::Result<()> {
+    let tally = &t.by_category;
     let mut head = "| category | greedy tok/s |".to_string();
     let mut rule = "|---|---|".to_string();
     for n in &names[1..] {
@@ -357,6 +391,7 @@ fn report(tally: &Tallies, names: &[String], questions: usize, args: &Args) -> m
         let (reads, bytes) = t.max_reads;
         println!("- {n}: {ms:.3} ms, {reads} reads, {bytes} bytes");
     }
+    let endings = report_endings(&t.by_ending, names);
     charts(&rows, names, args)?;
     let summary = serde_json::json!({
         "questions": questions, "per_category": args.per_category,
@@ -364,6 +399,7 @@ fn report(tally: &Tallies, names: &[String], questions: usize, args: &Args) -> m
         "prompt_cache": !args.no_prompt_cache,
         "dtype": format!("{}", args.dtype), "host_kernels": args.host_kernels.to_string(), "mismatches": 0,
         "per_step": names.iter().zip(&host_ms).zip(&all).map(|((n, ms), t)| serde_json::json!({"decoder": n, "median_host_ms": ms, "max_reads": t.max_reads.0, "max_read_bytes": t.max_reads.1})).collect::<Vec<_>>(),
+        "endings": endings,
         "categories": rows.iter().map(|(c, v)| serde_json::json!({
             "category": c,
             "decoders": v.iter().zip(&names[1..]).map(|((mat, sp), n)| serde_json::json!({"decoder": n, "mat": mat, "speedup": sp})).collect::<Vec<_>>(),
@@ -375,6 +411,35 @@ fn report(tally: &Tallies, names: &[String], questions: usize, args: &Args) -> m
             .expect("json")
             .as_bytes(),
     )
+}
+
+/// Each decoder's speedup over the turns whose greedy answer ends in a repetition loop and over
+/// the rest (a small model's loops are text that every drafter copies from the answer itself);
+/// the rows for `summary.json`.
+fn report_endings(by_ending: &Tallies, names: &[String]) -> Vec<serde_json::Value> {
+    println!(
+        "\nturns by how greedy's answer ends (a loop: its last {LOOP_SPAN} tokens repeat with a \
+         period of at most {LOOP_PERIOD}):"
+    );
+    let mut rows = Vec::new();
+    for (end, g) in &by_ending[0] {
+        let mut line = format!(
+            "- {end}: {} turns, {} tokens, greedy {:.1} tok/s",
+            g.generations,
+            g.tokens,
+            g.tokens_per_s()
+        );
+        let mut decoders = Vec::new();
+        for (n, t) in names.iter().zip(by_ending).skip(1) {
+            let t = t.get(end).cloned().unwrap_or_default();
+            let sp = t.tokens_per_s() / g.tokens_per_s().max(1e-9);
+            line += &format!("; {n} {sp:.2}x (MAT {:.2})", t.mat());
+            decoders.push(serde_json::json!({"decoder": n, "mat": t.mat(), "speedup": sp}));
+        }
+        println!("{line}");
+        rows.push(serde_json::json!({"ending": end, "turns": g.generations, "tokens": g.tokens, "decoders": decoders}));
+    }
+    rows
 }
 
 /// llama.cpp beside msn, per category: each engine's greedy tokens/s and its drafting against

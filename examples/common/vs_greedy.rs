@@ -8,6 +8,8 @@ use msn::{AnyDecoder, CausalLm, Decoder, GenerateConfig, Generation, Greedy, Tok
 /// One decoder's totals over some prompts.
 #[derive(Debug, Default, Clone)]
 pub struct Tally {
+    /// Generations added.
+    pub generations: usize,
     /// Generated tokens.
     pub tokens: usize,
     /// Forward passes (prefill included).
@@ -27,6 +29,7 @@ pub struct Tally {
 impl Tally {
     /// Adds one generation.
     pub fn add(&mut self, g: &Generation) {
+        self.generations += 1;
         self.tokens += g.tokens.len();
         self.steps += g.steps;
         self.secs += g.wall_time_s;
@@ -41,6 +44,7 @@ impl Tally {
 
     /// Both totals together.
     pub fn plus(mut self, o: &Tally) -> Tally {
+        self.generations += o.generations;
         self.tokens += o.tokens;
         self.steps += o.steps;
         self.secs += o.secs;

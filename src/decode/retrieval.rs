@@ -4,6 +4,19 @@
 
 use std::collections::HashMap;
 
+/// Longest agreement [`NgramIndex::propose`] measures behind a match.
+const MAX_AGREEMENT: usize = 32;
+
+/// A continuation [`NgramIndex::propose`] found, and how well the text before it matches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Proposal {
+    /// The tokens that followed the earlier occurrence.
+    pub tokens: Vec<u32>,
+    /// How many tokens before them equal the end of the current text: at least the n-gram
+    /// that matched, at most 32 (a draft behind a long agreement is more often right).
+    pub matched: usize,
+}
+
 /// An index of every n-gram (n in `1..=max_n`) of a growing token sequence to its most recent
 /// end positions.
 #[derive(Debug, Clone)]
@@ -43,8 +56,8 @@ impl NgramIndex {
     /// suffix first (n = max..1); within one n, the most recent occurrence that is followed by
     /// `len` tokens, then the most recent shorter ones. Occurrences that are the suffix itself
     /// (nothing follows them) are skipped; duplicate proposals are dropped.
-    pub fn propose(&self, pending: &[u32], len: usize, chains: usize) -> Vec<Vec<u32>> {
-        let mut out: Vec<Vec<u32>> = Vec::new();
+    pub fn propose(&self, pending: &[u32], len: usize, chains: usize) -> Vec<Proposal> {
+        let mut out: Vec<Proposal> = Vec::new();
         if len == 0 || chains == 0 {
             return out;
         }
@@ -70,8 +83,11 @@ impl NgramIndex {
             for end in cands {
                 let avail = self.tokens.len() - end;
                 let cont = self.tokens[end..end + avail.min(len)].to_vec();
-                if !out.contains(&cont) {
-                    out.push(cont);
+                if !out.iter().any(|p| p.tokens == cont) {
+                    out.push(Proposal {
+                        tokens: cont,
+                        matched: self.agreement(pending, end),
+                    });
                     if out.len() == chains {
                         return out;
                     }
@@ -79,6 +95,19 @@ impl NgramIndex {
             }
         }
         out
+    }
+
+    /// How many tokens ending at `end` equal the end of the current text (the indexed tokens
+    /// followed by `pending`), at most [`MAX_AGREEMENT`].
+    fn agreement(&self, pending: &[u32], end: usize) -> usize {
+        let total = self.tokens.len() + pending.len();
+        let at = |i: usize| match i.checked_sub(self.tokens.len()) {
+            Some(j) => pending[j],
+            None => self.tokens[i],
+        };
+        (1..=MAX_AGREEMENT.min(end))
+            .take_while(|&i| self.tokens[end - i] == at(total - i))
+            .count()
     }
 }
 
@@ -93,11 +122,41 @@ mod tests {
         idx.extend(&[1, 2, 3, 4, 9, 2, 3, 5, 7]);
         let p = idx.propose(&[2, 3], 3, 2);
         // The older "b c" has three tokens after it, the more recent only two.
-        assert_eq!(p[0], vec![4, 9, 2]);
-        assert_eq!(p[1], vec![5, 7]);
+        assert_eq!(p[0].tokens, vec![4, 9, 2]);
+        assert_eq!(p[1].tokens, vec![5, 7]);
+        // Before "b c": "a" at the first, "x" at the second; the text ends "5 7 b c".
+        assert_eq!((p[0].matched, p[1].matched), (2, 2));
         // Without pending tokens the suffix is "5 7": it occurs only at the end, so "7" (the
         // 1-gram) gives the proposal: nothing followed its only occurrence either.
         assert!(idx.propose(&[], 4, 1).is_empty());
+    }
+
+    /// The agreement behind each proposal, against a direct count on the whole text.
+    #[test]
+    fn agreement_is_the_length_of_the_equal_run_before_the_continuation() {
+        let mut rng = crate::rng::Rng::new(7);
+        for round in 0..200 {
+            // Few distinct tokens, so that matches of every length occur.
+            let text: Vec<u32> = (0..20 + round % 60).map(|_| rng.below(3) as u32).collect();
+            let (done, pending) = text.split_at(text.len() - 1);
+            let mut idx = NgramIndex::new(3);
+            idx.extend(done);
+            for p in idx.propose(pending, 4, 8) {
+                // Every earlier position whose continuation this is and whose preceding run
+                // equals the text's end for `matched` tokens, but not `matched + 1`.
+                let run = |end: usize| {
+                    (1..=end.min(MAX_AGREEMENT))
+                        .take_while(|&i| text[end - i] == text[text.len() - i])
+                        .count()
+                };
+                let found = (1..done.len()).any(|end| {
+                    done[end..].starts_with(&p.tokens)
+                        && (done.len() - end == p.tokens.len() || p.tokens.len() == 4)
+                        && run(end) == p.matched
+                });
+                assert!(found && p.matched >= 1, "round {round}: {p:?} in {text:?}");
+            }
+        }
     }
 
     #[test]
