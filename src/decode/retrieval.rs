@@ -2,10 +2,8 @@
 //! occurrence of the longest suffix (n = max..1) proposes the tokens that followed it.
 //! Plain data structures, no tensors.
 
+use crate::decode::suffix_index::match_len;
 use std::collections::HashMap;
-
-/// Longest agreement [`NgramIndex::propose`] measures behind a match.
-const MAX_AGREEMENT: usize = 32;
 
 /// A continuation [`NgramIndex::propose`] found, and how well the text before it matches.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,16 +96,11 @@ impl NgramIndex {
     }
 
     /// How many tokens ending at `end` equal the end of the current text (the indexed tokens
-    /// followed by `pending`), at most [`MAX_AGREEMENT`].
+    /// followed by `pending`), at most
+    /// [`MAX_MATCH`](crate::decode::suffix_index::MAX_MATCH).
     fn agreement(&self, pending: &[u32], end: usize) -> usize {
-        let total = self.tokens.len() + pending.len();
-        let at = |i: usize| match i.checked_sub(self.tokens.len()) {
-            Some(j) => pending[j],
-            None => self.tokens[i],
-        };
-        (1..=MAX_AGREEMENT.min(end))
-            .take_while(|&i| self.tokens[end - i] == at(total - i))
-            .count()
+        let text = self.tokens.iter().chain(pending).rev();
+        match_len(self.tokens[..end].iter().rev(), text)
     }
 }
 
@@ -145,7 +138,7 @@ mod tests {
                 // Every earlier position whose continuation this is and whose preceding run
                 // equals the text's end for `matched` tokens, but not `matched + 1`.
                 let run = |end: usize| {
-                    (1..=end.min(MAX_AGREEMENT))
+                    (1..=end.min(crate::decode::suffix_index::MAX_MATCH))
                         .take_while(|&i| text[end - i] == text[text.len() - i])
                         .count()
                 };

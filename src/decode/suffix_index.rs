@@ -13,6 +13,15 @@ use std::collections::{HashMap, VecDeque};
 pub(crate) const LEVELS: [usize; 3] = [4, 2, 1];
 /// Longest match measured (tokens).
 pub(crate) const MAX_MATCH: usize = 32;
+
+/// How many tokens two texts read backwards from their ends agree on, at most [`MAX_MATCH`]: a
+/// match's length as every retrieval source measures it.
+pub(crate) fn match_len<'a>(
+    a: impl Iterator<Item = &'a u32>,
+    b: impl Iterator<Item = &'a u32>,
+) -> usize {
+    a.zip(b).take(MAX_MATCH).take_while(|(x, y)| x == y).count()
+}
 /// Most recent occurrences of one n-gram examined per query.
 const SCAN: usize = 128;
 /// Occurrences a continuation tree is built from.
@@ -242,13 +251,7 @@ impl SuffixIndex {
                 if next >= s.len() || s[next] == SEP {
                     continue; // nothing follows (the text's own end)
                 }
-                let matched = s[..next]
-                    .iter()
-                    .rev()
-                    .zip(context.iter().rev())
-                    .take(MAX_MATCH)
-                    .take_while(|(a, b)| a == b)
-                    .count();
+                let matched = match_len(s[..next].iter().rev(), context.iter().rev());
                 if matched >= n {
                     out.push(Occurrence { next, matched });
                 }
