@@ -11,8 +11,9 @@
 //! ```
 //! New tokens per turn are capped at Spec-Bench's 1024 unless `--max-new-tokens` says less, and
 //! `--per-category` takes the first questions of each category; the output says both, and gives
-//! each decoder's speedup apart over the turns whose greedy answer ends in a repetition loop. `--humaneval data/humaneval/HumanEval.jsonl` asks HumanEval's
-//! problems instead, each followed by its tests and a request for the corrected function.
+//! each decoder's speedup apart over the turns whose greedy answer ends in a repetition loop.
+//! `--humaneval data/humaneval/HumanEval.jsonl` asks HumanEval's problems instead, each followed
+//! by its tests and a request for the corrected function.
 
 mod common;
 use burn::prelude::*;
