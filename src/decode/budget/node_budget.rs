@@ -136,8 +136,30 @@ impl CandidateTree {
         c
     }
 
+    /// Each node's probability given its parent, with its siblings accounted for: at most one
+    /// child of a node can be the model's next token, so the children's probabilities are
+    /// those of disjoint events and sum to at most 1. Visited most confident first, a child
+    /// keeps its calibrated probability up to what its more confident siblings leave
+    /// (`min(q, 1 - their sum)`): beside a retrieved chain that is almost sure, a prediction
+    /// that disagrees with it is almost surely wrong, whatever its cell's average says.
+    fn exclusive(&self) -> Vec<f64> {
+        let mut q = self.q.clone();
+        let mut kids = Vec::new();
+        for children in &self.children {
+            kids.clone_from(children);
+            kids.sort_by(|&a, &b| self.q[b].total_cmp(&self.q[a]).then(a.cmp(&b)));
+            let mut left = 1.0f64;
+            for &c in &kids {
+                q[c] = self.q[c].min(left).max(0.0);
+                left -= q[c];
+            }
+        }
+        q
+    }
+
     /// Nodes after the root, most likely path first (a parent always before its children),
-    /// with each one's path probability; at most `max` of them.
+    /// with each one's path probability ([`CandidateTree::exclusive`] along the path); at most
+    /// `max` of them.
     fn best_first(&self, max: usize) -> Vec<(usize, f64)> {
         #[derive(PartialEq)]
         struct Item(f64, usize);
@@ -153,15 +175,13 @@ impl CandidateTree {
                 self.0.total_cmp(&o.0).then(o.1.cmp(&self.1))
             }
         }
-        let mut heap: BinaryHeap<Item> = self.children[0]
-            .iter()
-            .map(|&c| Item(self.q[c], c))
-            .collect();
+        let q = self.exclusive();
+        let mut heap: BinaryHeap<Item> = self.children[0].iter().map(|&c| Item(q[c], c)).collect();
         let mut out = Vec::new();
         while out.len() < max {
             let Some(Item(p, n)) = heap.pop() else { break };
             out.push((n, p));
-            heap.extend(self.children[n].iter().map(|&c| Item(p * self.q[c], c)));
+            heap.extend(self.children[n].iter().map(|&c| Item(p * q[c], c)));
         }
         out
     }
@@ -335,6 +355,76 @@ mod tests {
             },
         );
         assert!(b.select(&weak, 100).nodes.is_empty());
+    }
+
+    #[test]
+    fn siblings_share_one_unit_of_probability() {
+        // Each extra token costs a tenth of a step.
+        let mut b = NodeBudget::new(LatencyCurve::from_points(vec![(1, 1.0), (101, 11.0)]));
+        let sure = Evidence::Retrieved {
+            matched: 20,
+            count: 5,
+            of: 5,
+        };
+        let guess = Evidence::Predicted {
+            rank: 0,
+            depth: 1,
+            after_token: true,
+        };
+        // Alone, the model's best guess (prior 0.4) pays for its tenth of a step.
+        let mut alone = CandidateTree::new(1);
+        alone.add(&b, 0, 50, guess);
+        assert_eq!(b.select(&alone, 100).nodes, vec![1]);
+        // Beside a chain whose first token is 0.85 likely, a different first token is right at
+        // most 0.15 of the time: it no longer pays (at its raw 0.4 it would come sixth).
+        let mut t = CandidateTree::new(1);
+        let mut at = 0;
+        for tok in 2..8 {
+            at = t.add(&b, at, tok, sure);
+        }
+        let other = t.add(&b, 0, 50, guess);
+        let order = t.best_first(100);
+        let p = order.iter().find(|x| x.0 == other).expect("listed").1;
+        assert!((p - 0.15).abs() < 1e-9, "{p}");
+        assert_eq!(b.select(&t, 100).nodes, vec![1, 2, 3, 4, 5, 6]);
+    }
+
+    #[test]
+    fn exclusive_probabilities_of_siblings_sum_to_at_most_one() {
+        let b = NodeBudget::new(cpu());
+        let mut rng = crate::rng::Rng::new(7);
+        for _ in 0..200 {
+            let mut t = CandidateTree::new(0);
+            for _ in 0..1 + rng.below(40) {
+                let parent = rng.below(t.len());
+                let ev = if rng.below(2) == 0 {
+                    Evidence::Predicted {
+                        rank: rng.below(4),
+                        depth: 1 + rng.below(4),
+                        after_token: rng.below(2) == 0,
+                    }
+                } else {
+                    let of = 1 + rng.below(6) as u32;
+                    Evidence::Retrieved {
+                        matched: 1 + rng.below(30),
+                        count: 1 + rng.below(of as usize) as u32,
+                        of,
+                    }
+                };
+                t.add(&b, parent, rng.below(6) as u32, ev);
+            }
+            let q = t.exclusive();
+            for (n, kids) in t.children.iter().enumerate() {
+                let sum: f64 = kids.iter().map(|&c| q[c]).sum();
+                assert!(sum <= 1.0 + 1e-12, "node {n}: {sum}");
+                for &c in kids {
+                    assert!((0.0..=t.q[c]).contains(&q[c]));
+                }
+                // The most confident child keeps its calibrated probability.
+                let most = |v: &[f64]| kids.iter().map(|&c| v[c]).fold(0.0, f64::max);
+                assert_eq!(most(&q), most(&t.q));
+            }
+        }
     }
 
     #[test]
