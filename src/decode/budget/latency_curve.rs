@@ -50,8 +50,6 @@ impl LatencyCurve {
         Self::measure_at(model, BUDGET_CONTEXT, sizes, BUDGET_REPS)
     }
 
-    /// [`LatencyCurve::for_budget`] through the cache file `path` (see
-    /// [`LatencyCurve::measure_cached`]).
     /// A quick curve for a budget built without a model (`TrJacobi::default()`): each size up to
     /// 33 tokens once after a warm-up, over a 64-token context; the budget's own step times
     /// correct it as decoding goes.
@@ -60,6 +58,8 @@ impl LatencyCurve {
         Self::measure_at(model, 64, &sizes, 1)
     }
 
+    /// [`LatencyCurve::for_budget`] through the cache file `path` (see
+    /// [`LatencyCurve::measure_cached`]).
     pub(crate) fn for_budget_cached<B: Backend, M: CausalLm<B>>(
         model: &M,
         sizes: &[usize],
@@ -126,12 +126,8 @@ impl LatencyCurve {
                 secs[i].push(run(t));
             }
         }
-        let points = ts
-            .into_iter()
-            .zip(secs)
-            .map(|(t, v)| (t, median(v).max(1e-9)))
-            .collect();
-        Self::from_points(points)
+        let medians: Vec<f64> = secs.into_iter().map(|v| median(v).max(1e-9)).collect();
+        Self::from_points(ts.into_iter().zip(non_decreasing(&medians)).collect())
     }
 
     /// [`LatencyCurve::measure_at`] through a cache file: when `path` holds a curve measured
@@ -216,6 +212,28 @@ impl LatencyCurve {
     }
 }
 
+/// The closest non-decreasing sequence to `v` in least squares (pool adjacent violators): a
+/// forward of more tokens never costs less, so where a measurement says so (a quiet moment for
+/// one size, a busy one for its neighbour) both get their mean.
+fn non_decreasing(v: &[f64]) -> Vec<f64> {
+    // Blocks of (sum, count), each block's mean above the previous block's.
+    let mut blocks: Vec<(f64, usize)> = Vec::new();
+    for &x in v {
+        blocks.push((x, 1));
+        while let [.., (s0, n0), (s1, n1)] = blocks[..] {
+            if s0 / n0 as f64 <= s1 / n1 as f64 {
+                break;
+            }
+            blocks.pop();
+            *blocks.last_mut().expect("two blocks") = (s0 + s1, n0 + n1);
+        }
+    }
+    blocks
+        .into_iter()
+        .flat_map(|(s, n)| std::iter::repeat_n(s / n as f64, n))
+        .collect()
+}
+
 /// The median of `v` (the upper one of the middle two for an even length); 0 when empty.
 pub(super) fn median(mut v: Vec<f64>) -> f64 {
     if v.is_empty() {
@@ -228,6 +246,65 @@ pub(super) fn median(mut v: Vec<f64>) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[test]
+    fn measured_costs_are_made_non_decreasing_by_pooling_violators() {
+        assert_eq!(non_decreasing(&[1.0, 2.0, 3.0]), vec![1.0, 2.0, 3.0]);
+        assert_eq!(
+            non_decreasing(&[1.0, 3.0, 2.0, 4.0]),
+            vec![1.0, 2.5, 2.5, 4.0]
+        );
+        // A violation that spreads back over an earlier block: 3, 2, 1 pool to 2 each.
+        assert_eq!(
+            non_decreasing(&[0.5, 3.0, 2.0, 1.0]),
+            vec![0.5, 2.0, 2.0, 2.0]
+        );
+        // Against brute force: the least-squares non-decreasing fit of random short sequences,
+        // searched over a grid that holds the exact answer (means of runs of the values).
+        let mut rng = crate::rng::Rng::new(3);
+        for _ in 0..300 {
+            let v: Vec<f64> = (0..1 + rng.below(4)).map(|_| rng.below(9) as f64).collect();
+            let got = non_decreasing(&v);
+            assert!(
+                got.windows(2).all(|w| w[0] <= w[1] + 1e-12),
+                "{v:?} -> {got:?}"
+            );
+            let sse = |f: &[f64]| -> f64 { v.iter().zip(f).map(|(a, b)| (a - b).powi(2)).sum() };
+            let mut grid: Vec<f64> = Vec::new();
+            for i in 0..v.len() {
+                for j in i + 1..=v.len() {
+                    grid.push(v[i..j].iter().sum::<f64>() / (j - i) as f64);
+                }
+            }
+            let mut best = f64::INFINITY;
+            let mut fit = vec![0.0; v.len()];
+            search(&grid, &mut fit, 0, &sse, &mut best);
+            assert!(
+                (sse(&got) - best).abs() < 1e-9,
+                "{v:?}: {got:?} vs best {best}"
+            );
+        }
+    }
+
+    /// The least squared error over non-decreasing sequences drawn from `grid`.
+    fn search(
+        grid: &[f64],
+        fit: &mut [f64],
+        i: usize,
+        sse: &dyn Fn(&[f64]) -> f64,
+        best: &mut f64,
+    ) {
+        if i == fit.len() {
+            *best = best.min(sse(fit));
+            return;
+        }
+        for &g in grid {
+            if i == 0 || g >= fit[i - 1] {
+                fit[i] = g;
+                search(grid, fit, i + 1, sse, best);
+            }
+        }
+    }
+
     #[test]
     fn curve_interpolates_between_and_past_measured_sizes() {
         let c = LatencyCurve::from_points(vec![(1, 1.0), (3, 2.0), (5, 4.0)]);

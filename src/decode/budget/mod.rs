@@ -6,11 +6,11 @@
 //! `1 + E[accepted]` tokens for `cost(1 + k)`; [`NodeBudget::select`] picks the `k` likeliest
 //! nodes with the most expected tokens per second (`k = 0` is a greedy step, always a
 //! candidate), each node's probability learned from drafts with the same evidence (its match
-//! length, or its rank among the model's own predictions). Costs start from the
-//! measured curve and follow the wall time of the steps actually run ([`StepCosts`]), so apart
-//! from a probe every few steps (a few nodes more than planned, to keep learning) a budgeted
-//! decoder does not choose drafts it expects to be slower than greedy on the device it runs on; how close it comes to greedy is measured (`specbench`, the
-//! `decoders` bench), not assumed.
+//! length, or its rank among the model's own predictions). Costs are the measured curve's,
+//! scaled by how fast the steps actually run now ([`StepCosts`]), so apart from a probe every
+//! few steps (a few nodes more than planned, to keep learning) a budgeted decoder does not
+//! choose drafts it expects to be slower than greedy on the device it runs on; how close it
+//! comes to greedy is measured (`specbench`, the `decoders` bench), not assumed.
 
 mod latency_curve;
 mod node_budget;

@@ -76,8 +76,6 @@ impl Evidence {
 const PRIOR_WEIGHT: f64 = 2.0;
 /// Observations a cell keeps (older ones fade by halving), so it follows the text it is in.
 const CELL_WINDOW: f64 = 400.0;
-/// Most steps in a row without a greedy step (which keeps the yardstick measured).
-const ROOT_EVERY: u64 = 64;
 /// Every this many steps, verify a few nodes more than planned, to keep learning.
 const PROBE_EVERY: u64 = 16;
 
@@ -214,7 +212,6 @@ pub(crate) struct NodeBudget {
     /// Per cell: (accepted, verified) nodes.
     cells: Vec<(f64, f64)>,
     steps: u64,
-    since_root: u64,
 }
 
 impl NodeBudget {
@@ -223,7 +220,6 @@ impl NodeBudget {
             costs: StepCosts::new(curve),
             cells: vec![(0.0, 0.0); PREDICTED_CELLS + RETRIEVED_CELLS],
             steps: 0,
-            since_root: 0,
         }
     }
 
@@ -270,12 +266,9 @@ impl NodeBudget {
             }
         }
         let mut take = best.1;
-        if self.since_root >= ROOT_EVERY {
-            take = 0;
-        } else if self.steps.is_multiple_of(PROBE_EVERY) {
+        if self.steps.is_multiple_of(PROBE_EVERY) {
             take = (take + 2).min(order.len());
         }
-        self.since_root = if take == 0 { 0 } else { self.since_root + 1 };
         Selection {
             nodes: order[..take].iter().map(|&(n, _)| n).collect(),
         }
