@@ -52,7 +52,7 @@ impl LatencyCurve {
 
     /// A quick curve for a budget built without a model (`TrJacobi::default()`): each size up to
     /// 33 tokens once after a warm-up, over a 64-token context; the budget's own step times
-    /// correct it as decoding goes.
+    /// correct its level as decoding goes.
     pub(crate) fn for_first_use<B: Backend, M: CausalLm<B>>(model: &M, sizes: &[usize]) -> Self {
         let sizes: Vec<usize> = sizes.iter().copied().filter(|&t| t <= 33).collect();
         Self::measure_at(model, 64, &sizes, 1)
@@ -69,7 +69,8 @@ impl LatencyCurve {
     }
 
     /// Measures `model` on its own device: for `t = 1..=max_t`, the median of `reps` forward
-    /// passes of `t` tokens over a `context`-token cache.
+    /// passes of `t` tokens over a `context`-token cache, made non-decreasing in `t` (a size
+    /// measured below a smaller one shares their mean with it: more tokens never cost less).
     pub fn measure<B: Backend, M: CausalLm<B>>(
         model: &M,
         context: usize,
