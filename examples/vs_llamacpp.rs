@@ -159,6 +159,7 @@ fn scale(
             .arg("-m")
             .arg(&gguf)
             .args(["-t", &threads, "-n", "1", "--temp", "0", "-c", "2048"])
+            .args(llama_cpp::off_amx(false))
             .args([
                 "--no-warmup",
                 "-no-cnv",
@@ -207,6 +208,7 @@ fn llama_bench_curve(dir: &Path, gguf: &Path, threads: usize) -> msn::Result<Rou
         .arg("-m")
         .arg(gguf)
         .args(["-t", &threads.to_string(), "-o", "json", "-r", "3"])
+        .args(llama_cpp::off_amx(true))
         .args(["-p", &sizes.join(","), "-n", &SCALE_DECODE.to_string()]))?;
     let v: serde_json::Value = serde_json::from_str(&so)
         .map_err(|e| msn::Error::InvalidArgument(format!("llama-bench JSON: {e}")))?;
@@ -324,6 +326,7 @@ fn llama_bench(dir: &Path, gguf: &Path, threads: usize) -> msn::Result<Round> {
             .arg("-m")
             .arg(gguf)
             .args(["-t", &threads.to_string(), "-o", "json", "-r", "3"])
+            .args(llama_cpp::off_amx(true))
             .args(&args))?;
         let v: serde_json::Value = serde_json::from_str(&so)
             .map_err(|e| msn::Error::InvalidArgument(format!("llama-bench JSON: {e}")))?;

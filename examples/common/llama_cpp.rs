@@ -49,8 +49,27 @@ fn llama_run(
         .arg(gguf)
         .args(["-t", &threads.to_string(), "-n", &max_new.to_string()])
         .args(["--temp", "0", "-c", "4096"])
+        .args(off_amx(false))
         .args(extra)
         .args(["-p", text]))
+}
+
+/// The flags that keep llama.cpp's weights out of its AMX buffer on a CPU with AMX-INT8 (for
+/// `llama-bench` when `bench`, else for the programs that take llama.cpp's common flags):
+/// nothing elsewhere. In the pinned llama.cpp, `ggml_backend_amx_mul_mat` segfaults on the first
+/// product of several rows (a prompt) on the Sapphire Rapids VMs here, as reported upstream
+/// (llama.cpp issue #20824, open); with weight repacking off llama.cpp runs its AVX-512 kernels.
+pub fn off_amx(bench: bool) -> &'static [&'static str] {
+    static AMX: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let amx = *AMX.get_or_init(|| {
+        std::fs::read_to_string("/proc/cpuinfo")
+            .is_ok_and(|s| s.split_whitespace().any(|w| w == "amx_int8"))
+    });
+    match (amx, bench) {
+        (false, _) => &[],
+        (true, true) => &["--repack", "0"],
+        (true, false) => &["-nr"],
+    }
 }
 
 /// Runs a command, returning its stdout and stderr; a failure is an error that names the
